@@ -1,0 +1,102 @@
+"""pyinfra inventory derived from the lab spec (and, for Vagrant providers, from
+`vagrant ssh-config` read through python-vagrant).
+
+Roles are host data flags and groups; no code branches on host names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labctl.paths import read_state
+from labctl.spec import Host, LabSpec
+
+# pyinfra connection keys, as its SSH connector names them.
+SshData = dict[str, Any]
+InventoryHost = tuple[str, dict[str, Any]]
+
+
+def host_data(spec: LabSpec, host: Host) -> dict[str, Any]:
+    """The data every role reads for one host: flags and cluster-wide facts."""
+    servers = spec.consul_servers
+    bootstrap = next((h for h in servers if h.bootstrap), servers[0])
+    return {
+        "lab_name": spec.name,
+        "lab_host": host.name,
+        "lab_address": str(host.address),
+        "lab_subnet": str(spec.network.subnet),
+        "lab_peers": [str(h.address) for h in spec.hosts if h is not host],
+        "consul_role": host.consul,
+        "consul_server": host.consul == "server",
+        "consul_bootstrap": host.bootstrap,
+        "consul_version": spec.versions.consul,
+        # Every server is started with the same bootstrap_expect (Consul's advice);
+        # the join list puts the bootstrap server first, like the seed's -join.
+        "consul_bootstrap_expect": len(servers),
+        "consul_join": [str(bootstrap.address)]
+        + [str(h.address) for h in servers if h is not bootstrap],
+        "lb": host.lb,
+        "demo_instances": host.demo,
+        "consul_template_version": spec.versions.consul_template,
+        "nginx_version": spec.versions.nginx,
+    }
+
+
+def ssh_data_for_spec(spec: LabSpec, host: Host) -> SshData:
+    """Connection data for the ssh provider: existing machines, no Vagrant."""
+    data: SshData = {
+        "ssh_hostname": host.ssh_host or str(host.address),
+        "ssh_user": host.ssh_user or spec.ssh.user,
+        "ssh_port": host.ssh_port or spec.ssh.port,
+    }
+    key = host.ssh_key or spec.ssh.key
+    if key:
+        data["ssh_key"] = key
+    if data["ssh_user"] != "root":
+        data["_sudo"] = True
+    return data
+
+
+def ssh_data_from_vagrant(conf: dict[str, str]) -> SshData:
+    """Connection data from one host's `vagrant ssh-config`."""
+    return {
+        "ssh_hostname": conf["HostName"],
+        "ssh_port": int(conf["Port"]),
+        "ssh_user": conf["User"],
+        "ssh_key": conf["IdentityFile"],
+        "ssh_strict_host_key_checking": "no",
+        "ssh_known_hosts_file": "/dev/null",
+        "_sudo": conf["User"] != "root",
+    }
+
+
+def groups(spec: LabSpec, connection: dict[str, SshData]) -> dict[str, list[InventoryHost]]:
+    """pyinfra groups: every host once in `lab`, then one group per role."""
+    entries = {
+        host.name: (host.name, {**connection.get(host.name, {}), **host_data(spec, host)})
+        for host in spec.hosts
+    }
+
+    def members(predicate) -> list[InventoryHost]:
+        return [entries[h.name] for h in spec.hosts if predicate(h)]
+
+    return {
+        "lab": members(lambda h: True),
+        "consul_servers": members(lambda h: h.consul == "server"),
+        "consul_clients": members(lambda h: h.consul == "client"),
+        "lb": members(lambda h: h.lb),
+        "demo": members(lambda h: h.demo > 0),
+    }
+
+
+def connection_data(spec: LabSpec, provider: str | None = None) -> dict[str, SshData]:
+    """How to reach each host for the provider the lab was brought up with."""
+    provider = provider or read_state(spec).get("provider") or spec.provider
+    if provider == "ssh":
+        return {host.name: ssh_data_for_spec(spec, host) for host in spec.hosts}
+    from labctl import vagrant  # only Vagrant providers need Vagrant
+
+    return {
+        name: ssh_data_from_vagrant(conf)
+        for name, conf in vagrant.ssh_settings(spec, provider).items()
+    }

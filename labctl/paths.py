@@ -1,0 +1,51 @@
+"""Where a lab keeps its local state, and how it names what it creates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from labctl.spec import PROJECT_ROOT, LabSpec
+
+# Label on every container and volume the lab creates, so `down` can find them
+# even after a failed or partial `up`.
+LAB_LABEL = "io.labctl.lab"
+
+
+def lab_dir(spec: LabSpec) -> Path:
+    """Local state of one lab: Vagrant's machine records and keys, the chosen provider."""
+    return PROJECT_ROOT / ".lab" / spec.name
+
+
+def vagrant_dotfile_path(spec: LabSpec) -> Path:
+    return lab_dir(spec) / "vagrant"
+
+
+def docker_network_name(spec: LabSpec) -> str:
+    """The network Vagrant's docker provider creates for the spec's private network."""
+    return f"vagrant_network_{spec.network.subnet}"
+
+
+def host_container_name(spec: LabSpec, host: str) -> str:
+    return f"{spec.name}-{host}"
+
+
+def host_volume_name(spec: LabSpec, host: str) -> str:
+    return f"{spec.name}-{host}-var-lib-docker"
+
+
+def _state_file(spec: LabSpec) -> Path:
+    return lab_dir(spec) / "state.json"
+
+
+def read_state(spec: LabSpec) -> dict:
+    try:
+        return json.loads(_state_file(spec).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_state(spec: LabSpec, **values: object) -> None:
+    state = read_state(spec) | values
+    _state_file(spec).parent.mkdir(parents=True, exist_ok=True)
+    _state_file(spec).write_text(json.dumps(state, indent=2) + "\n")

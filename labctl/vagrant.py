@@ -1,0 +1,122 @@
+"""Vagrant, driven through python-vagrant, for the virtualbox and docker providers.
+
+The Vagrantfile holds no lab data of its own: it runs ``python -m labctl.vagrant``
+(this module's ``main``) and builds machines from the JSON it prints, so the
+lab spec stays the one source of truth and its validation runs first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import vagrant
+
+from labctl.paths import (
+    LAB_LABEL,
+    host_container_name,
+    host_volume_name,
+    vagrant_dotfile_path,
+)
+from labctl.spec import PROJECT_ROOT, SpecError, LabSpec, load_spec, spec_path
+
+VAGRANT_PROVIDERS = ("virtualbox", "docker")
+
+# Flags that let systemd, sshd and a nested Docker engine run in a container
+# without --privileged (which this kind of sandbox refuses: no CAP_SYS_RESOURCE).
+DOCKER_HOST_FLAGS = [
+    "--cap-add=ALL",
+    "--cap-drop=SYS_RESOURCE",
+    "--security-opt", "seccomp=unconfined",
+    "--security-opt", "apparmor=unconfined",
+    "--cgroupns=host",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs", "/run",
+    "--tmpfs", "/run/lock",
+]  # fmt: skip
+
+
+def vagrantfile_data(spec: LabSpec) -> dict:
+    """Everything the Vagrantfile needs, derived from the spec."""
+    return {
+        "name": spec.name,
+        "netmask": spec.network.subnet.prefixlen,
+        "virtualbox": spec.virtualbox.model_dump(),
+        "docker": {
+            "build_dir": str(PROJECT_ROOT / "templates" / "host"),
+            "base_image": spec.docker.base_image,
+        },
+        "hosts": [
+            {
+                "name": host.name,
+                "address": str(host.address),
+                "container": host_container_name(spec, host.name),
+                "docker_create_args": [
+                    *DOCKER_HOST_FLAGS,
+                    # overlay2 cannot sit on the container's own overlay, so the
+                    # nested engine gets a volume; labelled so `down` finds it.
+                    "--mount",
+                    f"type=volume,src={host_volume_name(spec, host.name)},dst=/var/lib/docker,"
+                    f"volume-label={LAB_LABEL}={spec.name}",
+                    "--label", f"{LAB_LABEL}={spec.name}",
+                ],  # fmt: skip
+            }
+            for host in spec.hosts
+        ],
+    }
+
+
+def vagrant_env(spec: LabSpec, provider: str) -> dict[str, str]:
+    """Environment for every Vagrant call of this lab: its own state dir and spec."""
+    return os.environ | {
+        "VAGRANT_DOTFILE_PATH": str(vagrant_dotfile_path(spec)),
+        "VAGRANT_DEFAULT_PROVIDER": provider,
+        "LAB_SPEC": str(spec_path()),
+        "LAB_PYTHON": sys.executable,
+        # Keep Vagrant from phoning home; the lab must work offline.
+        "VAGRANT_CHECKPOINT_DISABLE": "1",
+        "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
+    }
+
+
+def client(spec: LabSpec, provider: str, quiet: bool = True) -> vagrant.Vagrant:
+    return vagrant.Vagrant(
+        root=str(PROJECT_ROOT),
+        env=vagrant_env(spec, provider),
+        quiet_stdout=quiet,
+        quiet_stderr=quiet,
+    )
+
+
+def machine_states(spec: LabSpec, provider: str) -> dict[str, str]:
+    """Vagrant's state of every host: running, stopped, not_created, ..."""
+    if not vagrant_dotfile_path(spec).exists():
+        return {host.name: "not_created" for host in spec.hosts}
+    return {s.name: s.state for s in client(spec, provider).status()}
+
+
+def ssh_settings(spec: LabSpec, provider: str) -> dict[str, dict[str, str]]:
+    """`vagrant ssh-config` of every created host, parsed by python-vagrant."""
+    v = client(spec, provider)
+    settings = {}
+    for name, state in machine_states(spec, provider).items():
+        if state == "running":
+            settings[name] = v.conf(vm_name=name)
+    return settings
+
+
+def main() -> int:
+    """Print the Vagrantfile's data as JSON; one sentence per spec problem on failure."""
+    try:
+        spec, _ = load_spec()
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    json.dump(vagrantfile_data(spec), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

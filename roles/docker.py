@@ -1,0 +1,83 @@
+"""Role `docker`: install, configure and start the Docker engine on a lab host.
+
+Every host gets the distribution's engine package (Debian and Ubuntu ship it as
+`docker.io`), a daemon.json built from data, and a running, enabled service.
+Re-applying changes nothing; changing a daemon option restarts the engine once.
+"""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import DeployError, deploy
+from pyinfra.facts.server import LinuxDistribution
+from pyinfra.operations import apt, files, systemd
+
+SUPPORTED_DISTRIBUTIONS = ("Debian", "Ubuntu")
+
+DEFAULTS = {
+    # Distribution packages that provide the engine and its CLI.
+    "docker_packages": ["docker.io"],
+    # Seconds an `apt-get update` stays fresh; re-applies inside it skip the update.
+    "docker_apt_cache_time": 86400,
+    # Registry mirrors for hosts that pull images themselves (daemon.json `registry-mirrors`).
+    "docker_registry_mirrors": [],
+    # Container log rotation, so a long-running lab cannot fill the disk.
+    "docker_log_max_size": "10m",
+    "docker_log_max_file": 3,
+    # Extra daemon.json keys, merged last (e.g. {"bip": "10.99.0.1/24"}).
+    "docker_daemon_options": {},
+}
+
+
+def daemon_config(data) -> dict:
+    """daemon.json as a dict, from the host's data."""
+    config: dict = {
+        "log-driver": "json-file",
+        "log-opts": {
+            "max-size": data.docker_log_max_size,
+            "max-file": str(data.docker_log_max_file),
+        },
+    }
+    if data.docker_registry_mirrors:
+        config["registry-mirrors"] = list(data.docker_registry_mirrors)
+    return config | dict(data.docker_daemon_options)
+
+
+@deploy("Deploy Docker", data_defaults=DEFAULTS)
+def install_docker() -> None:
+    distribution = host.get_fact(LinuxDistribution)
+    if distribution["name"] not in SUPPORTED_DISTRIBUTIONS:
+        raise DeployError(
+            f"{host.name} runs {distribution['name'] or 'an unknown OS'}; the docker role "
+            f"supports {' and '.join(SUPPORTED_DISTRIBUTIONS)} only: use a Debian or Ubuntu box."
+        )
+
+    # Written before the package so a first install starts with the right options.
+    daemon = files.put(
+        name="Write /etc/docker/daemon.json",
+        src=StringIO(json.dumps(daemon_config(host.data), indent=2, sort_keys=True) + "\n"),
+        dest="/etc/docker/daemon.json",
+        mode="644",
+    )
+    packages = apt.packages(
+        name="Install the Docker engine",
+        packages=host.data.docker_packages,
+        update=True,
+        cache_time=host.data.docker_apt_cache_time,
+    )
+    systemd.service(
+        name="Start and enable the Docker engine",
+        service="docker",
+        running=True,
+        enabled=True,
+    )
+    systemd.service(
+        name="Restart the Docker engine for the new daemon.json",
+        service="docker",
+        restarted=True,
+        # A fresh install already started with the new file.
+        _if=lambda: daemon.did_change() and not packages.did_change(),
+    )
