@@ -1,6 +1,6 @@
 """Route the lab's host groups to roles. Nothing else lives here.
 
-    pyinfra inventory.py deploy.py
+pyinfra inventory.py deploy.py
 """
 
 from roles.docker import install_docker

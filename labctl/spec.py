@@ -220,7 +220,8 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
                 )
         if host.demo < 0:
             errors.append(
-                f"{where}.demo = {host.demo} is below zero; use 0 for no demo instance on this host."
+                f"{where}.demo = {host.demo} is below zero; "
+                "use 0 for no demo instance on this host."
             )
         if host.bootstrap and host.consul != "server":
             errors.append(
@@ -256,7 +257,9 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
 def parse_spec(data: object, source: str = "lab spec") -> tuple[LabSpec, list[str]]:
     """Validate raw spec data; return the spec and its warnings or raise SpecError."""
     if not isinstance(data, dict):
-        raise SpecError([f"{source}: the file must be a mapping with at least 'hosts'; see lab.yaml."])
+        raise SpecError(
+            [f"{source}: the file must be a mapping with at least 'hosts'; see lab.yaml."]
+        )
     try:
         spec = LabSpec.model_validate(data)
     except ValidationError as exc:
@@ -278,7 +281,9 @@ def load_spec(path: str | os.PathLike | None = None) -> tuple[LabSpec, list[str]
     try:
         text = file.read_text()
     except OSError as exc:
-        raise SpecError([f"{file}: cannot read the lab spec ({exc.strerror}); pass --spec FILE."]) from None
+        raise SpecError(
+            [f"{file}: cannot read the lab spec ({exc.strerror}); pass --spec FILE."]
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -1,0 +1,155 @@
+"""labctl: the lab's lifecycle verbs.
+
+labctl up        create the hosts, converge them (Docker, Consul, services, LB)
+labctl apply     converge again; changes nothing when nothing changed
+labctl status    host, provider, state, address, Docker engine
+labctl down      remove hosts, networks, volumes, keys and local state
+labctl doctor    what this machine has; --fix installs what is missing
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labctl import lifecycle, system
+from labctl.converge import ConvergeError, ConvergeResult
+from labctl.images import ImageError
+from labctl.spec import SPEC_ENV, LabSpec, SpecError, load_spec
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True, highlight=False)
+
+# Exit statuses: 1 a step failed, 2 bad input (spec, provider, prerequisites).
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+Provider = Annotated[
+    str | None,
+    typer.Option(help="virtualbox, docker or ssh; overrides the spec's provider."),
+]
+
+
+@app.callback()
+def main(
+    spec: Annotated[
+        Path | None,
+        typer.Option("--spec", "-s", help="Lab spec file (default: $LAB_SPEC or lab.yaml)."),
+    ] = None,
+) -> None:
+    if spec is not None:
+        # Children (pyinfra, Vagrant, the Vagrantfile) read the same variable.
+        os.environ[SPEC_ENV] = str(spec.resolve())
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _spec() -> LabSpec:
+    try:
+        spec, warnings = load_spec()
+    except SpecError as exc:
+        for problem in exc.problems:
+            console.print(f"[bold red]error:[/] {problem}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    return spec
+
+
+def _run(step: str, action):
+    """Run a lifecycle step under a spinner showing its latest output line."""
+    started = time.monotonic()
+    try:
+        with console.status(f"{step}...") as spinner:
+
+            def report(line: str) -> None:
+                if line:
+                    spinner.update(f"{step}: [dim]{line[:110]}[/]")
+
+            result = action(report)
+    except (SpecError, system.PrerequisiteError, ImageError) as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    except (lifecycle.LifecycleError, ConvergeError) as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    console.print(f"[green]✓[/] {step} ({time.monotonic() - started:.1f} s)")
+    return result
+
+
+def _print_changes(result: ConvergeResult) -> None:
+    if result.change_count:
+        console.print(f"  {result.change_count} changed: {result.describe_changes()}")
+    else:
+        console.print(f"  no changes ({result.operations} operations checked)")
+
+
+@app.command()
+def up(provider: Provider = None) -> None:
+    """Create the lab's hosts and converge them."""
+    spec = _spec()
+    try:
+        chosen = lifecycle.resolve_provider(spec, provider)
+    except (system.PrerequisiteError, lifecycle.LifecycleError) as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    console.print(f"lab [bold]{spec.name}[/]: {len(spec.hosts)} hosts on provider {chosen}")
+    result = _run("up", lambda report: lifecycle.up(spec, chosen, report))
+    _print_changes(result)
+
+
+@app.command()
+def apply() -> None:
+    """Converge the hosts again; reports what changed (nothing, when nothing did)."""
+    spec = _spec()
+    _print_changes(_run("apply", lambda report: lifecycle.apply(spec, report)))
+
+
+@app.command()
+def status() -> None:
+    """A table of the lab's hosts."""
+    spec = _spec()
+    rows = _run("status", lambda report: lifecycle.status(spec))
+    table = Table(title=f"lab {spec.name}")
+    for column in ("host", "provider", "state", "address", "docker"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.name, row.provider, row.state, row.address, row.docker)
+    Console().print(table)
+
+
+@app.command()
+def down() -> None:
+    """Destroy the lab: hosts, networks, volumes, keys and local state."""
+    spec = _spec()
+    removed = _run("down", lambda report: lifecycle.down(spec, report))
+    console.print("  removed: " + (", ".join(removed) if removed else "nothing (already down)"))
+
+
+@app.command()
+def doctor(fix: Annotated[bool, typer.Option(help="Install what is missing (root).")] = False):
+    """What this machine has for each provider; --fix installs and starts what is missing."""
+    if fix:
+        try:
+            installed = system.ensure_tools(system.VAGRANT, system.DOCKER_CLI, system.DEBOOTSTRAP)
+            system.ensure_engine()
+        except system.PrerequisiteError as exc:
+            raise _fail(str(exc), EXIT_BAD_INPUT) from None
+        if installed:
+            console.print(f"installed: {', '.join(installed)}")
+    table = Table(title="control machine")
+    table.add_column("tool")
+    table.add_column("present")
+    table.add_column("needed for")
+    for tool in (system.VAGRANT, system.DOCKER_CLI, system.DEBOOTSTRAP, system.VIRTUALBOX):
+        table.add_row(tool.name, "yes" if system.have(tool) else "no", tool.needed_for)
+    table.add_row(
+        "Docker engine", "answers" if system.engine() else "no answer", "the docker provider"
+    )
+    Console().print(table)

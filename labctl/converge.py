@@ -1,0 +1,104 @@
+"""Run `pyinfra inventory.py deploy.py` and read back what it changed.
+
+labctl runs the same command a user would type, with `--json` so the result
+(which operations changed on which hosts) is read, not scraped from a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labctl.spec import PROJECT_ROOT, LabSpec, spec_path
+
+
+class ConvergeError(Exception):
+    """pyinfra failed; the message names the hosts/operations and where the log is."""
+
+
+@dataclass
+class ConvergeResult:
+    # (operation name, hosts it changed), in run order.
+    changed: list[tuple[str, list[str]]] = field(default_factory=list)
+    operations: int = 0
+
+    @property
+    def change_count(self) -> int:
+        """Operations that changed something, counted once per host."""
+        return sum(len(hosts) for _, hosts in self.changed)
+
+    def describe_changes(self) -> str:
+        return "; ".join(f"{name} on {', '.join(hosts)}" for name, hosts in self.changed)
+
+
+def pyinfra_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pyinfra", "inventory.py", "deploy.py", "--yes", "--json", *args]
+
+
+def parse_results(payload: dict) -> tuple[ConvergeResult, list[tuple[str, list[str]]], list[str]]:
+    """Changed operations, failed operations and failed hosts from pyinfra's --json output."""
+    results = payload.get("results") or {}
+    converged = ConvergeResult()
+    errors = []
+    for op in results.get("operations", []):
+        converged.operations += 1
+        if op["success"]:
+            converged.changed.append((op["name"], op["success"]))
+        if op["error"]:
+            errors.append((op["name"], op["error"]))
+    return converged, errors, results.get("failed_hosts", [])
+
+
+def converge(
+    spec: LabSpec,
+    log_path: Path,
+    on_line: Callable[[str], None] = lambda line: None,
+    extra_args: tuple[str, ...] = (),
+) -> ConvergeResult:
+    """Converge every host; raise ConvergeError with one sentence on failure."""
+    env = os.environ | {"LAB_SPEC": str(spec_path().resolve()), "PYTHONUNBUFFERED": "1"}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log:
+        process = subprocess.Popen(
+            pyinfra_command(*extra_args), cwd=PROJECT_ROOT, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stderr is not None and process.stdout is not None
+        for line in process.stderr:
+            log.write(line)
+            on_line(line.rstrip())
+        stdout = process.stdout.read()
+        process.wait()
+        log.write(stdout)
+    try:
+        payload = json.loads(stdout) if stdout.strip() else {}
+    except ValueError:
+        payload = {}
+    converged, errors, failed_hosts = parse_results(payload)
+    if errors or failed_hosts:
+        what = "; ".join(f"{name} failed on {', '.join(hosts)}" for name, hosts in errors)
+        hosts = f"hosts {', '.join(failed_hosts)} failed" if failed_hosts else ""
+        raise ConvergeError(
+            f"converge failed ({'; '.join(p for p in (what, hosts) if p)}); "
+            f"read {log_path} for the cause, fix it and run `labctl apply` again."
+        )
+    if process.returncode != 0 or not payload:
+        last = _last_error_line(log_path)
+        raise ConvergeError(
+            f"pyinfra exited with status {process.returncode} ({last}); "
+            f"read {log_path} for the cause, fix it and run `labctl apply` again."
+        )
+    return converged
+
+
+def _last_error_line(log_path: Path) -> str:
+    lines = [line.strip() for line in log_path.read_text().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "error" in line.lower() or "exception" in line.lower():
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"

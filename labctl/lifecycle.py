@@ -1,0 +1,171 @@
+"""The lab's lifecycle: bring hosts up, converge them, report on them, remove them."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from docker.errors import DockerException, NotFound
+
+from labctl import images, system, vagrant
+from labctl.converge import ConvergeResult, converge
+from labctl.inventory import connection_data
+from labctl.paths import LAB_LABEL, docker_network_name, lab_dir, read_state, write_state
+from labctl.remote import RemoteError, run
+from labctl.spec import LabSpec
+
+Report = Callable[[str], None]
+
+
+class LifecycleError(Exception):
+    """A lifecycle step failed; the message says what and how to recover."""
+
+
+def log_file(spec: LabSpec, step: str) -> Path:
+    return lab_dir(spec) / "logs" / f"{step}.log"
+
+
+def resolve_provider(spec: LabSpec, override: str | None = None) -> str:
+    """The provider of an existing lab, else the override, else the spec's (auto resolved)."""
+    recorded = read_state(spec).get("provider")
+    wanted = override or spec.provider
+    if recorded and override and override != recorded:
+        raise LifecycleError(
+            f"lab {spec.name} already exists on provider {recorded}; run `labctl down` "
+            f"before switching it to {override}."
+        )
+    return recorded or system.choose_provider(wanted)
+
+
+def preflight(spec: LabSpec, provider: str, report: Report) -> None:
+    """Everything that can fail before a host is touched."""
+    system.ensure_provider(provider)
+    if provider == "docker":
+        how = images.ensure_base_image(system.ensure_engine(), spec.docker.base_image)
+        report(f"base image {spec.docker.base_image}: {how}")
+
+
+def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
+    if provider == "ssh":
+        return
+    log = log_file(spec, "vagrant-up")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    v = vagrant.client(spec, provider)
+    try:
+        with log.open("a") as out:
+            v.err_cm = lambda: contextlib.nullcontext(out)
+            for line in v.up(provider=provider, stream_output=True):
+                out.write(line)
+                report(line.strip())
+    except subprocess.CalledProcessError:
+        raise LifecycleError(
+            f"vagrant up failed ({_last_line(log)}); read {log}, then run `labctl up` again "
+            "or `labctl down` to remove what was created."
+        ) from None
+
+
+def up(spec: LabSpec, provider: str, report: Report) -> ConvergeResult:
+    preflight(spec, provider, report)
+    write_state(spec, provider=provider)
+    create_hosts(spec, provider, report)
+    return converge(spec, log_file(spec, "converge"), on_line=report)
+
+
+def apply(spec: LabSpec, report: Report) -> ConvergeResult:
+    if not read_state(spec):
+        raise LifecycleError(f"lab {spec.name} is not up; run `labctl up` first.")
+    return converge(spec, log_file(spec, "converge"), on_line=report)
+
+
+@dataclass
+class HostStatus:
+    name: str
+    provider: str
+    state: str
+    address: str
+    docker: str
+
+
+def status(spec: LabSpec) -> list[HostStatus]:
+    provider = read_state(spec).get("provider")
+    if provider is None:
+        return [HostStatus(h.name, "-", "not created", str(h.address), "-") for h in spec.hosts]
+    if provider == "ssh":
+        states = {h.name: "existing" for h in spec.hosts}
+    else:
+        states = vagrant.machine_states(spec, provider)
+    connections = connection_data(spec, provider)
+    rows = []
+    for host in spec.hosts:
+        engine = "-"
+        if host.name in connections:
+            try:
+                code, output = run(connections[host.name], "systemctl is-active docker", 10)
+                engine = output.strip() or ("active" if code == 0 else "inactive")
+            except RemoteError:
+                engine = "unreachable"
+        rows.append(
+            HostStatus(host.name, provider, states.get(host.name, "?"), str(host.address), engine)
+        )
+    return rows
+
+
+def down(spec: LabSpec, report: Report) -> list[str]:
+    """Remove every trace of the lab; safe after a failed `up` and when run twice."""
+    removed: list[str] = []
+    provider = read_state(spec).get("provider")
+    if provider in vagrant.VAGRANT_PROVIDERS and vagrant.vagrant_dotfile_path(spec).exists():
+        report("vagrant destroy")
+        try:
+            vagrant.client(spec, provider).destroy()
+            removed.append(f"vagrant machines ({provider})")
+        except (subprocess.CalledProcessError, RuntimeError) as exc:
+            report(f"vagrant destroy failed ({exc}); removing leftovers directly")
+    removed += _sweep_docker(spec, report)
+    if lab_dir(spec).exists():
+        shutil.rmtree(lab_dir(spec))
+        removed.append(f"local state {lab_dir(spec)}")
+    return removed
+
+
+def _sweep_docker(spec: LabSpec, report: Report) -> list[str]:
+    """Containers and volumes labelled with the lab, and its unused Vagrant network."""
+    client = system.engine()
+    if client is None:
+        return []
+    removed = []
+    label = f"{LAB_LABEL}={spec.name}"
+    try:
+        for container in client.containers.list(all=True, filters={"label": label}):
+            report(f"removing container {container.name}")
+            container.remove(force=True, v=True)
+            removed.append(f"container {container.name}")
+        for volume in client.volumes.list(filters={"label": label}):
+            volume.remove(force=True)
+            removed.append(f"volume {volume.name}")
+        try:
+            network = client.networks.get(docker_network_name(spec))
+            network.reload()
+            if not network.attrs.get("Containers"):
+                network.remove()
+                removed.append(f"network {network.name}")
+        except NotFound:
+            pass
+    except DockerException as exc:
+        raise LifecycleError(
+            f"could not remove the lab's Docker leftovers ({exc}); remove containers and "
+            f"volumes labelled {label} by hand."
+        ) from exc
+    return removed
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1][:300] if lines else "no output"
