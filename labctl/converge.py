@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labctl.spec import PROJECT_ROOT, LabSpec, spec_path
+from labctl.spec import PROJECT_ROOT, LabSpec
 
 
 class ConvergeError(Exception):
@@ -61,7 +61,7 @@ def converge(
     extra_args: tuple[str, ...] = (),
 ) -> ConvergeResult:
     """Converge every host; raise ConvergeError with one sentence on failure."""
-    env = os.environ | {"LAB_SPEC": str(spec_path().resolve()), "PYTHONUNBUFFERED": "1"}
+    env = os.environ | {"LAB_SPEC": str(spec.source), "PYTHONUNBUFFERED": "1"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
         process = subprocess.Popen(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = PROJECT_ROOT / "lab.yaml"
@@ -97,6 +97,12 @@ class LabSpec(_Strict):
     docker: DockerProvider = DockerProvider()
     ssh: Ssh = Ssh()
     hosts: list[Host]
+    # The file this spec was read from; children (Vagrant, pyinfra) read it again.
+    _source: Path = PrivateAttr(default=DEFAULT_SPEC)
+
+    @property
+    def source(self) -> Path:
+        return self._source
 
     @property
     def consul_servers(self) -> list[Host]:
@@ -290,4 +296,6 @@ def load_spec(path: str | os.PathLike | None = None) -> tuple[LabSpec, list[str]
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
         raise SpecError([f"{file}: not valid YAML{line}; fix the syntax there."]) from None
-    return parse_spec(data, source=file.name)
+    spec, warnings = parse_spec(data, source=file.name)
+    spec._source = file.resolve()
+    return spec, warnings

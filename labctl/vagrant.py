@@ -19,7 +19,7 @@ from labctl.paths import (
     host_volume_name,
     vagrant_dotfile_path,
 )
-from labctl.spec import PROJECT_ROOT, LabSpec, SpecError, load_spec, spec_path
+from labctl.spec import PROJECT_ROOT, LabSpec, SpecError, load_spec
 
 VAGRANT_PROVIDERS = ("virtualbox", "docker")
 
@@ -73,7 +73,7 @@ def vagrant_env(spec: LabSpec, provider: str) -> dict[str, str]:
     return os.environ | {
         "VAGRANT_DOTFILE_PATH": str(vagrant_dotfile_path(spec)),
         "VAGRANT_DEFAULT_PROVIDER": provider,
-        "LAB_SPEC": str(spec_path()),
+        "LAB_SPEC": str(spec.source),
         "LAB_PYTHON": sys.executable,
         # Keep Vagrant from phoning home; the lab must work offline.
         "VAGRANT_CHECKPOINT_DISABLE": "1",

@@ -1,0 +1,63 @@
+"""Reading pyinfra's --json results, and the docker role's daemon.json."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from labctl.converge import parse_results
+from roles.docker import DEFAULTS, daemon_config
+
+
+def op(name, success=(), no_change=(), error=()):
+    return {"name": name, "success": list(success), "no_change": list(no_change),
+            "error": list(error)}  # fmt: skip
+
+
+def test_changes_are_counted_per_host_and_named():
+    payload = {
+        "results": {
+            "operations": [
+                op("Deploy Docker | Write daemon.json", success=["a1", "b1"]),
+                op("Deploy Docker | Install", no_change=["a1", "b1"]),
+            ],
+            "failed_hosts": [],
+        }
+    }
+    result, errors, failed = parse_results(payload)
+    assert result.change_count == 2
+    assert result.operations == 2
+    assert result.describe_changes() == "Deploy Docker | Write daemon.json on a1, b1"
+    assert errors == [] and failed == []
+
+
+def test_no_changes():
+    result, _, _ = parse_results({"results": {"operations": [op("x", no_change=["a1"])]}})
+    assert result.change_count == 0 and result.describe_changes() == ""
+
+
+def test_errors_and_failed_hosts_are_reported():
+    payload = {"results": {"operations": [op("y", error=["b1"])], "failed_hosts": ["b1"]}}
+    _, errors, failed = parse_results(payload)
+    assert errors == [("y", ["b1"])] and failed == ["b1"]
+
+
+def data(**overrides):
+    return SimpleNamespace(**(DEFAULTS | overrides))
+
+
+def test_daemon_json_defaults_rotate_logs_and_list_no_mirrors():
+    assert daemon_config(data()) == {
+        "log-driver": "json-file",
+        "log-opts": {"max-size": "10m", "max-file": "3"},
+    }
+
+
+def test_daemon_json_mirrors_and_extra_options():
+    config = daemon_config(
+        data(
+            docker_registry_mirrors=["https://mirror.local"],
+            docker_daemon_options={"bip": "10.9.0.1/24"},
+        )
+    )
+    assert config["registry-mirrors"] == ["https://mirror.local"]
+    assert config["bip"] == "10.9.0.1/24"

@@ -1,0 +1,121 @@
+"""The Vagrantfile, checked for both providers with Vagrant's own config loader.
+
+VirtualBox does not exist on CI machines, so the virtualbox half is checked
+statically: Vagrant evaluates the Vagrantfile and resolves each machine's
+configuration for that provider without asking whether VirtualBox is usable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+HARNESS = PROJECT_ROOT / "tests" / "support" / "vagrant_config.rb"
+
+
+def vagrant_env(spec: Path, tmp_path: Path) -> dict[str, str]:
+    return os.environ | {
+        "LAB_SPEC": str(spec),
+        "LAB_PYTHON": sys.executable,
+        "VAGRANT_DOTFILE_PATH": str(tmp_path / "vagrant"),
+        "VAGRANT_CHECKPOINT_DISABLE": "1",
+    }
+
+
+def machines(spec: Path, provider: str, tmp_path: Path) -> dict[str, dict]:
+    result = subprocess.run(
+        ["ruby", str(HARNESS), str(PROJECT_ROOT), provider],
+        env=vagrant_env(spec, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return {m["name"]: m for m in json.loads(result.stdout)}
+
+
+DEFAULT = PROJECT_ROOT / "lab.yaml"
+FIVE = PROJECT_ROOT / "examples" / "five-hosts.yaml"
+
+
+def test_virtualbox_machines_follow_the_spec(tmp_path):
+    vms = machines(DEFAULT, "virtualbox", tmp_path)
+    assert list(vms) == ["server1", "server2", "server3"]
+    for name, ip in zip(vms, ["192.168.56.2", "192.168.56.3", "192.168.56.4"], strict=True):
+        vm = vms[name]
+        assert vm["box"] == "debian/bookworm64"
+        assert vm["box_version"] == "12.20240905.1"
+        assert vm["hostname"] == name
+        assert [(n["ip"], n["netmask"]) for n in vm["private_networks"]] == [(ip, 24)]
+        assert vm["provider"]["name"] == f"dynlb-{name}"
+        modifyvm = [c[1][2:] for c in vm["provider"]["customizations"] if c[1][0] == "modifyvm"]
+        assert ["--cpus", 1] in modifyvm and ["--memory", "1024"] in modifyvm
+        assert vm["invalid_settings"] == []
+        assert vm["synced_folders"]["/vagrant"]["disabled"] is True
+
+
+def test_docker_machines_are_vm_like_containers(tmp_path):
+    vms = machines(FIVE, "docker", tmp_path)
+    assert len(vms) == 5
+    web2 = vms["web2"]
+    settings = web2["provider"]
+    assert settings["name"] == "dynlb-five-web2"
+    assert settings["has_ssh"] == "true"
+    assert Path(settings["build_dir"], "Dockerfile").is_file()
+    assert "BASE_IMAGE=debian:bookworm" in settings["build_args"]
+    assert any(arg.startswith("VAGRANT_PUBKEY=ssh-") for arg in settings["build_args"])
+    args = settings["create_args"]
+    assert "--privileged" not in args
+    assert "--cgroupns=host" in args and "--cap-drop=SYS_RESOURCE" in args
+    mount = args[args.index("--mount") + 1]
+    assert "src=dynlb-five-web2-var-lib-docker,dst=/var/lib/docker" in mount
+    assert "io.labctl.lab=dynlb-five" in args
+    assert [n["ip"] for n in web2["private_networks"]] == ["192.168.57.22"]
+    # SSH goes to the container's own address: no forwarded host port to race on.
+    ssh = next(p for p in web2["forwarded_ports"] if p["id"] == "ssh")
+    assert ssh["disabled"] is True
+    assert web2["invalid_settings"] == []
+
+
+def test_host_image_does_not_contain_docker():
+    dockerfile = (PROJECT_ROOT / "templates" / "host" / "Dockerfile").read_text()
+    installs = " ".join(line for line in dockerfile.splitlines() if not line.startswith("#"))
+    assert "docker.io" not in installs and "docker-ce" not in installs
+    assert 'CMD ["/sbin/init"]' in dockerfile
+    assert "STOPSIGNAL SIGRTMIN+3" in dockerfile
+
+
+@pytest.mark.parametrize("provider", ["virtualbox", "docker"])
+def test_vagrant_validate_passes(tmp_path, provider):
+    result = subprocess.run(
+        ["vagrant", "validate", "--ignore-provider"],
+        cwd=PROJECT_ROOT,
+        env=vagrant_env(DEFAULT, tmp_path) | {"VAGRANT_DEFAULT_PROVIDER": provider},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "validated successfully" in result.stdout
+
+
+def test_bad_spec_stops_vagrant_with_the_spec_sentence(write_spec, tmp_path):
+    spec = write_spec({"hosts": [{"name": "a1", "address": "192.168.56.2", "demo": -1}]})
+    result = subprocess.run(
+        ["vagrant", "status"],
+        cwd=PROJECT_ROOT,
+        env=vagrant_env(spec, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "hosts[0].demo = -1 is below zero" in result.stderr
+    assert "no host has consul: server" in result.stderr
