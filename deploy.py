@@ -1,8 +1,19 @@
 """Route the lab's host groups to roles. Nothing else lives here.
 
-pyinfra inventory.py deploy.py
+    pyinfra inventory.py deploy.py      (what `labctl apply` runs)
 """
 
+from pyinfra import host
+
+from roles.consul import consul_agent
+from roles.demo_service import demo_service
 from roles.docker import install_docker
+from roles.images import deliver_images
 
 install_docker()
+deliver_images()
+
+if host.data.consul_role != "none":
+    consul_agent()
+    # On every agent host, also with no instances: it removes the ones the spec dropped.
+    demo_service()

@@ -1,10 +1,12 @@
 """labctl: the lab's lifecycle verbs.
 
-labctl up        create the hosts, converge them (Docker, Consul, services, LB)
-labctl apply     converge again; changes nothing when nothing changed
-labctl status    host, provider, state, address, Docker engine
-labctl down      remove hosts, networks, volumes, keys and local state
-labctl doctor    what this machine has; --fix installs what is missing
+    labctl up        create the hosts, converge them, verify
+    labctl apply     converge again; changes nothing when nothing changed
+    labctl verify    Consul members and leader; instances registered, passing, answering
+    labctl status    host, provider, state, address, Docker engine
+    labctl down      remove hosts, networks, volumes, keys and local state
+    labctl bundle save FILE   every image the spec needs in one file, for `up --bundle`
+    labctl doctor    what this machine has; --fix installs what is missing
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labctl import lifecycle, system
+from labctl import images, lifecycle, system
 from labctl.converge import ConvergeError, ConvergeResult
 from labctl.images import ImageError
 from labctl.spec import SPEC_ENV, LabSpec, SpecError, load_spec
+from labctl.verify import Check, verify_until
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+bundle_app = typer.Typer(
+    help="Image bundles: every image a lab needs, for hosts without a registry."
+)
+app.add_typer(bundle_app, name="bundle")
 console = Console(stderr=True, highlight=False)
 
 # Exit statuses: 1 a step failed, 2 bad input (spec, provider, prerequisites).
@@ -91,17 +98,65 @@ def _print_changes(result: ConvergeResult) -> None:
         console.print(f"  no changes ({result.operations} operations checked)")
 
 
+def _verify(spec: LabSpec, wait: float) -> None:
+    checks: list[Check] = _run(
+        "verify",
+        lambda report: verify_until(
+            spec, wait, lambda cs: report(f"{sum(c.ok for c in cs)}/{len(cs)} checks pass")
+        ),
+    )
+    table = Table(title=f"lab {spec.name}: verify")
+    for column in ("check", "target", "result", "detail"):
+        table.add_column(column)
+    for check in checks:
+        result = "[green]ok[/]" if check.ok else "[bold red]FAIL[/]"
+        table.add_row(check.what, check.target, result, check.detail)
+    Console().print(table)
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise _fail(
+            f"{len(failed)} of {len(checks)} checks failed ({failed[0].what} {failed[0].target}: "
+            f"{failed[0].detail}); see the table above, then `labctl apply` or `labctl status`.",
+            EXIT_FAILED,
+        )
+
+
+Wait = Annotated[float, typer.Option(help="Seconds to keep retrying until every check passes.")]
+
+
 @app.command()
-def up(provider: Provider = None) -> None:
-    """Create the lab's hosts and converge them."""
+def up(
+    provider: Provider = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Image bundle from `labctl bundle save` (no registry).")
+    ] = None,
+    wait: Wait = 120.0,
+) -> None:
+    """Create the lab's hosts, converge them, then verify."""
     spec = _spec()
     try:
         chosen = lifecycle.resolve_provider(spec, provider)
     except (system.PrerequisiteError, lifecycle.LifecycleError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     console.print(f"lab [bold]{spec.name}[/]: {len(spec.hosts)} hosts on provider {chosen}")
-    result = _run("up", lambda report: lifecycle.up(spec, chosen, report))
+    result = _run("up", lambda report: lifecycle.up(spec, chosen, report, bundle))
     _print_changes(result)
+    _verify(spec, wait)
+
+
+@app.command()
+def verify(wait: Wait = 0.0) -> None:
+    """Check the running lab against the spec; non-zero exit on any failure."""
+    _verify(_spec(), wait)
+
+
+@bundle_app.command("save")
+def bundle_save(file: Path) -> None:
+    """Write every image the spec needs, with a manifest of references and IDs, to FILE."""
+    spec = _spec()
+    manifest = _run(f"bundle save {file}", lambda report: images.save_bundle(spec, file, report))
+    for ref, image_id in manifest.items():
+        console.print(f"  {ref}  {image_id[:19]}")
 
 
 @app.command()

@@ -1,32 +1,82 @@
-"""Images on the control machine's engine, even where no registry answers.
+"""Every image the lab runs, resolved on the control machine, even where no registry answers.
 
-The base image the host containers build on comes from, in order: the local
-engine, a registry pull, or `debootstrap` + `docker import` from an apt mirror.
-The last is what makes the lab work in networks where Docker Hub is blocked but
-the Debian archive (or a mirror of it) is not.
+An image comes from, in order: the local engine, a bundle file (`labctl bundle save`),
+a registry pull (mirrors first), or a build recipe in `templates/`. Hosts never
+pull: they receive the images they lack over the pyinfra connection.
+
+The base image the host containers and recipes build on can also be made with
+`debootstrap` + `docker import` from an apt mirror. That is what makes the lab
+work in networks where Docker Hub is blocked but the Debian archive is not.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import subprocess
+import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 from docker.errors import DockerException, ImageNotFound
 
 from labctl import system
+from labctl.paths import lab_dir
+from labctl.spec import PROJECT_ROOT, LabSpec
 
-# Suites debootstrap can build, by the tag of the `debian` image they stand for.
-DEBIAN_SUITES = {"bookworm", "bullseye", "trixie", "12", "11", "13"}
 DEBIAN_TAG_TO_SUITE = {"12": "bookworm", "11": "bullseye", "13": "trixie"}
+DEBIAN_SUITES = {*DEBIAN_TAG_TO_SUITE, *DEBIAN_TAG_TO_SUITE.values()}
 DEBIAN_MIRROR_ENV = "LAB_DEBIAN_MIRROR"
 DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
+TEMPLATES = PROJECT_ROOT / "templates"
+BUNDLE_MANIFEST = "manifest.json"
+BUNDLE_IMAGES = "images.tar"
 
 
 class ImageError(Exception):
     """An image cannot be had; the message names it and the ways to provide it."""
+
+
+@dataclass(frozen=True)
+class LabImage:
+    """One image the lab runs: its reference, recipe (if any) and the hosts that need it."""
+
+    key: str
+    ref: str
+    hosts: tuple[str, ...]
+    recipe: Path | None = None
+
+
+def _recipe_tag(recipe: Path, base_image: str) -> str:
+    """A tag that changes whenever the recipe's files or its base change."""
+    digest = hashlib.sha256(base_image.encode())
+    for path in sorted(p for p in recipe.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(recipe).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def lab_images(spec: LabSpec) -> list[LabImage]:
+    """The images the spec needs, and where."""
+    demo_recipe = TEMPLATES / "demo_service"
+    images = [
+        LabImage(
+            "consul",
+            spec.consul_image,
+            tuple(h.name for h in spec.hosts if h.consul != "none"),
+        ),
+        LabImage(
+            "demo_service",
+            f"lab/demo-service:{_recipe_tag(demo_recipe, spec.docker.base_image)}",
+            tuple(h.name for h in spec.hosts if h.demo > 0),
+            recipe=demo_recipe,
+        ),
+    ]
+    return [image for image in images if image.hosts]
 
 
 def present(client: docker.DockerClient, ref: str) -> bool:
@@ -37,18 +87,41 @@ def present(client: docker.DockerClient, ref: str) -> bool:
         return False
 
 
-def try_pull(client: docker.DockerClient, ref: str) -> bool:
-    try:
-        client.images.pull(ref)
+def image_id(client: docker.DockerClient, ref: str) -> str:
+    return client.images.get(ref).id
+
+
+def try_pull(client: docker.DockerClient, ref: str, mirrors: list[str] = ()) -> bool:
+    """Pull `ref` from each mirror, then from its own registry; tag a mirror's copy as `ref`."""
+    for source in [f"{m.rstrip('/').split('://')[-1]}/{ref}" for m in mirrors] + [ref]:
+        try:
+            image = client.images.pull(source)
+        except DockerException:
+            continue
+        if source != ref:
+            repository, _, tag = ref.rpartition(":")
+            image.tag(repository, tag)
         return True
-    except DockerException:
-        return False
+    return False
+
+
+def apt_mirror() -> str | None:
+    """The Debian mirror this machine's apt uses, so debootstrap takes the same route."""
+    for path in (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")):
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            urls = [w for w in line.split() if w.startswith(("http://", "https://", "file:"))]
+            if line.startswith(("URIs:", "deb ")) and urls and "security" not in line:
+                return urls[0]
+    return None
 
 
 def debootstrap_image(client: docker.DockerClient, ref: str) -> None:
     """Build `debian:<suite>` from the apt archive: debootstrap, then docker import."""
     repository, _, tag = ref.partition(":")
-    suite = DEBIAN_TAG_TO_SUITE.get(tag, tag)
     if repository not in ("debian", "docker.io/library/debian") or tag not in DEBIAN_SUITES:
         raise ImageError(
             f"base image {ref} is not in the local engine and no registry serves it; "
@@ -56,6 +129,7 @@ def debootstrap_image(client: docker.DockerClient, ref: str) -> None:
             f"debian:<suite> base image, which labctl can build with debootstrap."
         )
     system.ensure_tools(system.DEBOOTSTRAP)
+    suite = DEBIAN_TAG_TO_SUITE.get(tag, tag)
     mirror = os.environ.get(DEBIAN_MIRROR_ENV) or apt_mirror() or DEFAULT_DEBIAN_MIRROR
     with tempfile.TemporaryDirectory(prefix="labctl-rootfs-") as root:
         result = subprocess.run(
@@ -70,9 +144,7 @@ def debootstrap_image(client: docker.DockerClient, ref: str) -> None:
             )
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
         try:
-            client.images.client.api.import_image_from_stream(
-                tar.stdout, repository="debian", tag=tag
-            )
+            client.api.import_image_from_stream(tar.stdout, repository="debian", tag=tag)
         finally:
             tar.wait()
 
@@ -89,15 +161,108 @@ def ensure_base_image(client: docker.DockerClient, ref: str) -> str:
     return "debootstrap"
 
 
-def apt_mirror() -> str | None:
-    """The Debian mirror this machine's apt uses, so debootstrap takes the same route."""
-    for path in (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")):
-        try:
-            lines = path.read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            urls = [w for w in line.split() if w.startswith(("http://", "https://", "file:"))]
-            if line.startswith(("URIs:", "deb ")) and urls and "security" not in line:
-                return urls[0]
-    return None
+def build(client: docker.DockerClient, image: LabImage, base_image: str) -> None:
+    ensure_base_image(client, base_image)
+    try:
+        client.images.build(
+            path=str(image.recipe), tag=image.ref, buildargs={"BASE_IMAGE": base_image}, rm=True
+        )
+    except DockerException as exc:
+        raise ImageError(
+            f"building {image.ref} from {image.recipe} failed ({str(exc).strip()[:200]}); "
+            "fix the recipe or the network its package installs need, then retry."
+        ) from None
+
+
+def read_bundle(path: Path) -> dict[str, str]:
+    """A bundle's manifest: image reference -> image ID."""
+    try:
+        with tarfile.open(path) as bundle:
+            member = bundle.extractfile(BUNDLE_MANIFEST)
+            return json.load(member)["images"] if member else {}
+    except (OSError, tarfile.TarError, KeyError, ValueError) as exc:
+        raise ImageError(
+            f"{path} is not a lab bundle ({exc}); make one with `labctl bundle save FILE`."
+        ) from None
+
+
+def load_bundle(client: docker.DockerClient, path: Path) -> None:
+    with tarfile.open(path) as bundle:
+        images = bundle.extractfile(BUNDLE_IMAGES)
+        if images is None:
+            raise ImageError(f"{path} has no {BUNDLE_IMAGES}; make it again with labctl.")
+        client.images.load(images)
+
+
+def resolve(
+    client: docker.DockerClient, spec: LabSpec, image: LabImage, bundle: Path | None = None
+) -> str:
+    """Make one image present in the local engine; return how it was obtained."""
+    if present(client, image.ref):
+        return "present"
+    if bundle is not None and image.ref in read_bundle(bundle):
+        load_bundle(client, bundle)
+        if present(client, image.ref):
+            return "bundle"
+    if try_pull(client, image.ref, spec.images.registry_mirrors):
+        return "pulled"
+    if image.recipe is not None:
+        build(client, image, spec.docker.base_image)
+        return "built"
+    raise ImageError(
+        f"image {image.ref} cannot be had: it is not in the local engine and no registry "
+        "served it; provide it by `docker load -i FILE`, by `labctl up --bundle FILE` with a "
+        "bundle from `labctl bundle save`, or by a reachable registry (images.registry_mirrors "
+        f"or images.{image.key} in the lab spec)."
+    )
+
+
+def host_archive(client: docker.DockerClient, spec: LabSpec, refs: list[str]) -> Path:
+    """`docker save` of the given images into one archive (shared layers once), cached by IDs."""
+    ids = sorted(image_id(client, ref) for ref in refs)
+    digest = hashlib.sha256(json.dumps([sorted(refs), ids]).encode()).hexdigest()[:16]
+    archive = lab_dir(spec) / "images" / f"{digest}.tar"
+    if not archive.exists():
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        partial = archive.with_suffix(".partial")
+        subprocess.run(["docker", "save", "-o", str(partial), *sorted(refs)], check=True)
+        partial.rename(archive)
+    return archive
+
+
+def prepare(spec: LabSpec, bundle: Path | None = None, report=lambda line: None) -> dict:
+    """Resolve every image and write the per-host archives; return the state to record."""
+    client = system.ensure_engine()
+    images = lab_images(spec)
+    resolved = {}
+    for image in images:
+        how = resolve(client, spec, image, bundle)
+        report(f"image {image.ref}: {how}")
+        resolved[image.key] = {"ref": image.ref, "id": image_id(client, image.ref)}
+    archives = {}
+    for host in spec.hosts:
+        refs = [image.ref for image in images if host.name in image.hosts]
+        if refs:
+            archives[host.name] = str(host_archive(client, spec, refs))
+    return {"images": resolved, "image_archives": archives}
+
+
+def save_bundle(spec: LabSpec, path: Path, report=lambda line: None) -> dict[str, str]:
+    """Write every image the spec needs, and a manifest of refs and IDs, into one file."""
+    client = system.ensure_engine()
+    manifest = {}
+    for image in lab_images(spec):
+        report(f"image {image.ref}: {resolve(client, spec, image)}")
+        manifest[image.ref] = image_id(client, image.ref)
+    with tempfile.TemporaryDirectory() as tmp:
+        images_tar = Path(tmp) / BUNDLE_IMAGES
+        subprocess.run(["docker", "save", "-o", str(images_tar), *sorted(manifest)], check=True)
+        partial = path.with_name(path.name + ".partial")
+        with tarfile.open(partial, "w") as bundle:
+            data = json.dumps({"images": manifest}, indent=2).encode()
+            info = tarfile.TarInfo(BUNDLE_MANIFEST)
+            info.size = len(data)
+            bundle.addfile(info, io.BytesIO(data))
+            bundle.add(images_tar, arcname=BUNDLE_IMAGES)
+        partial.rename(path)
+    return manifest

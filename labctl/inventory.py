@@ -6,8 +6,10 @@ Roles are host data flags and groups; no code branches on host names.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
+from labctl.images import lab_images
 from labctl.paths import read_state
 from labctl.spec import Host, LabSpec
 
@@ -16,8 +18,10 @@ SshData = dict[str, Any]
 InventoryHost = tuple[str, dict[str, Any]]
 
 
-def host_data(spec: LabSpec, host: Host) -> dict[str, Any]:
-    """The data every role reads for one host: flags and cluster-wide facts."""
+def host_data(spec: LabSpec, host: Host, state: dict | None = None) -> dict[str, Any]:
+    """The data every role reads for one host: flags, cluster-wide facts and, once
+    labctl has resolved them (`state`), the images it runs."""
+    state = state or {}
     servers = spec.consul_servers
     bootstrap = next((h for h in servers if h.bootstrap), servers[0])
     return {
@@ -36,9 +40,12 @@ def host_data(spec: LabSpec, host: Host) -> dict[str, Any]:
         "consul_join": [str(bootstrap.address)]
         + [str(h.address) for h in servers if h is not bootstrap],
         "lb": host.lb,
-        "demo_instances": host.demo,
+        "demo_instances": [asdict(i) for i in spec.demo_instances() if i.host == host.name],
         "consul_template_version": spec.versions.consul_template,
         "nginx_version": spec.versions.nginx,
+        "lab_host_images": [i.key for i in lab_images(spec) if host.name in i.hosts],
+        "lab_images": state.get("images", {}),
+        "lab_image_archive": state.get("image_archives", {}).get(host.name),
     }
 
 
@@ -70,10 +77,12 @@ def ssh_data_from_vagrant(conf: dict[str, str]) -> SshData:
     }
 
 
-def groups(spec: LabSpec, connection: dict[str, SshData]) -> dict[str, list[InventoryHost]]:
+def groups(
+    spec: LabSpec, connection: dict[str, SshData], state: dict | None = None
+) -> dict[str, list[InventoryHost]]:
     """pyinfra groups: every host once in `lab`, then one group per role."""
     entries = {
-        host.name: (host.name, {**connection.get(host.name, {}), **host_data(spec, host)})
+        host.name: (host.name, {**connection.get(host.name, {}), **host_data(spec, host, state)})
         for host in spec.hosts
     }
 

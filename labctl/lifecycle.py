@@ -41,12 +41,13 @@ def resolve_provider(spec: LabSpec, override: str | None = None) -> str:
     return recorded or system.choose_provider(wanted)
 
 
-def preflight(spec: LabSpec, provider: str, report: Report) -> None:
-    """Everything that can fail before a host is touched."""
+def preflight(spec: LabSpec, provider: str, report: Report, bundle: Path | None = None) -> dict:
+    """Everything that can fail before a host is touched; returns the resolved images."""
     system.ensure_provider(provider)
     if provider == "docker":
         how = images.ensure_base_image(system.ensure_engine(), spec.docker.base_image)
         report(f"base image {spec.docker.base_image}: {how}")
+    return images.prepare(spec, bundle, report)
 
 
 def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
@@ -68,16 +69,18 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
         ) from None
 
 
-def up(spec: LabSpec, provider: str, report: Report) -> ConvergeResult:
-    preflight(spec, provider, report)
-    write_state(spec, provider=provider)
+def up(spec: LabSpec, provider: str, report: Report, bundle: Path | None = None) -> ConvergeResult:
+    resolved = preflight(spec, provider, report, bundle)
+    write_state(spec, provider=provider, **resolved)
     create_hosts(spec, provider, report)
     return converge(spec, log_file(spec, "converge"), on_line=report)
 
 
 def apply(spec: LabSpec, report: Report) -> ConvergeResult:
+    """Converge again. Images are resolved again first: a changed recipe is rebuilt."""
     if not read_state(spec):
         raise LifecycleError(f"lab {spec.name} is not up; run `labctl up` first.")
+    write_state(spec, **images.prepare(spec, report=report))
     return converge(spec, log_file(spec, "converge"), on_line=report)
 
 

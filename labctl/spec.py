@@ -10,6 +10,7 @@ import difflib
 import ipaddress
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,9 +26,25 @@ SPEC_ENV = "LAB_SPEC"
 VIRTUALBOX_HOSTONLY_RANGE = ipaddress.ip_network("192.168.56.0/21")
 
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
+# [registry[:port]/]repository:tag, any tag but `latest`.
+IMAGE_REF_RE = re.compile(r"^[a-z0-9]+([._:/-][a-z0-9]+)*:(?!latest$)[\w][\w.-]{0,127}$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 
 Provider = Literal["auto", "virtualbox", "docker", "ssh"]
+
+# The seed's live-stream API listens on 8080; more instances on one host take the next ports.
+DEMO_BASE_PORT = 8080
+
+
+@dataclass(frozen=True)
+class DemoInstance:
+    """One demo service instance: the seed's 直播服务API{n} on host n (1-based)."""
+
+    host: str
+    address: str
+    id: str
+    title: str
+    port: int
 
 
 class SpecError(Exception):
@@ -52,6 +69,14 @@ class Versions(_Strict):
     consul: str = "1.11.3"
     consul_template: str = "0.19.0"
     nginx: str = "1.21.6"
+
+
+class Images(_Strict):
+    # Consul image; default hashicorp/consul:<versions.consul>. Point it at a
+    # private registry (or, in tests, at the stand-in) here.
+    consul: str | None = None
+    # Registries tried, in order, before an image's own registry.
+    registry_mirrors: list[str] = []
 
 
 class VirtualBox(_Strict):
@@ -93,6 +118,7 @@ class LabSpec(_Strict):
     provider: Provider = "auto"
     network: Network = Network()
     versions: Versions = Versions()
+    images: Images = Images()
     virtualbox: VirtualBox = VirtualBox()
     docker: DockerProvider = DockerProvider()
     ssh: Ssh = Ssh()
@@ -109,8 +135,31 @@ class LabSpec(_Strict):
         return [h for h in self.hosts if h.consul == "server"]
 
     @property
+    def consul_image(self) -> str:
+        return self.images.consul or f"hashicorp/consul:{self.versions.consul}"
+
+    @property
     def gateway(self) -> ipaddress.IPv4Address:
         return next(self.network.subnet.hosts())
+
+    def demo_instances(self) -> list[DemoInstance]:
+        """Every instance the spec declares. IDs and ports depend only on the host's
+        position and the instance's index on it, so changing one host's count
+        leaves every other instance as it is."""
+        instances = []
+        for n, host in enumerate(self.hosts, start=1):
+            for k in range(1, host.demo + 1):
+                suffix = "" if k == 1 else f"-{k}"
+                instances.append(
+                    DemoInstance(
+                        host=host.name,
+                        address=str(host.address),
+                        id=f"zhibo-{n}{suffix}",
+                        title=f"直播服务API{n}{suffix}",
+                        port=DEMO_BASE_PORT + k - 1,
+                    )
+                )
+        return instances
 
     def host(self, name: str) -> Host:
         for host in self.hosts:
@@ -174,6 +223,12 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
                 "write it as MAJOR.MINOR.PATCH, e.g. 1.11.3."
             )
 
+    if spec.images.consul is not None and not IMAGE_REF_RE.match(spec.images.consul):
+        errors.append(
+            f"{source}: images.consul = {spec.images.consul!r} needs a pinned tag; "
+            "write it as [registry/]repository:tag with a tag other than latest."
+        )
+
     if (
         spec.provider in ("auto", "virtualbox")
         and not spec.network.allow_any_subnet
@@ -233,6 +288,11 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
             errors.append(
                 f"{where}.bootstrap is true but consul is {host.consul!r}; only a server can "
                 "bootstrap the cluster: set consul: server or drop bootstrap."
+            )
+        if host.demo > 0 and host.consul == "none":
+            errors.append(
+                f"{where}.demo is {host.demo} but consul is 'none'; instances register with "
+                "their own host's Consul agent, so set consul: client or demo: 0."
             )
         if host.lb and host.consul == "none":
             errors.append(

@@ -44,7 +44,9 @@ def test_five_host_spec():
     assert names(g["lb"]) == ["web1"]
     assert names(g["demo"]) == ["web1", "web2"]
     data = dict(g["lab"])
-    assert data["web2"]["demo_instances"] == 3
+    ids = [i["id"] for i in data["web2"]["demo_instances"]]
+    assert ids == ["zhibo-5", "zhibo-5-2", "zhibo-5-3"]
+    assert [i["port"] for i in data["web2"]["demo_instances"]] == [8080, 8081, 8082]
     assert {d["consul_bootstrap_expect"] for d in data.values()} == {3}
     assert data["web1"]["consul_join"] == ["192.168.57.11", "192.168.57.12", "192.168.57.13"]
     assert len(data["consul2"]["lab_peers"]) == 4
@@ -124,5 +126,5 @@ def test_pyinfra_loads_inventory_py(write_spec):
     assert set(hosts) == {"a1", "b1"}
     assert "consul_servers" in hosts["a1"]["groups"] and "demo" in hosts["a1"]["groups"]
     assert "lb" in hosts["b1"]["groups"] and "consul_clients" in hosts["b1"]["groups"]
-    assert hosts["a1"]["data"]["demo_instances"] == 2
+    assert len(hosts["a1"]["data"]["demo_instances"]) == 2
     assert hosts["b1"]["data"]["ssh_hostname"] == "192.168.56.3"

@@ -190,7 +190,33 @@ def test_unknown_provider():
 def test_lb_without_consul_agent():
     data = seed()
     data["hosts"][2]["consul"] = "none"
+    data["hosts"][2]["demo"] = 0
     assert "hosts[2].lb is true but consul is 'none'" in only_problem(data)
+
+
+def test_demo_instances_need_a_local_agent():
+    data = seed()
+    data["hosts"][1]["consul"] = "none"
+    assert "hosts[1].demo is 1 but consul is 'none'" in only_problem(data)
+
+
+@pytest.mark.parametrize("ref", ["consul", "hashicorp/consul:latest", "Consul:1"])
+def test_image_reference_needs_a_pinned_tag(ref):
+    assert f"images.consul = '{ref}' needs a pinned tag" in only_problem(
+        seed(images={"consul": ref})
+    )
+
+
+def test_demo_instance_ids_and_ports_are_stable_per_host():
+    data = seed()
+    data["hosts"][0]["demo"] = 2
+    spec, _ = parse_spec(data)
+    assert [(i.id, i.title, i.address, i.port) for i in spec.demo_instances()] == [
+        ("zhibo-1", "直播服务API1", "192.168.56.2", 8080),
+        ("zhibo-1-2", "直播服务API1-2", "192.168.56.2", 8081),
+        ("zhibo-2", "直播服务API2", "192.168.56.3", 8080),
+        ("zhibo-3", "直播服务API3", "192.168.56.4", 8080),
+    ]
 
 
 def test_bad_lab_name():

@@ -1,0 +1,108 @@
+"""Role `consul`: one Consul agent container per host, server or client per the spec.
+
+The seed's `docker run --net=host consul agent -server -bootstrap-expect 1 -bind=...
+-client=0.0.0.0 -join=...`, with three changes: every server gets the same
+bootstrap_expect (the number of servers), as Consul recommends, instead of one
+server bootstrapping alone; bind and advertise are set explicitly, because a
+VirtualBox VM has two private addresses and Consul refuses to guess; and the
+configuration is a JSON file, validated by `consul validate` before the
+container is (re)started.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import apt, server
+
+from roles.images import image_ref
+from roles.operations import LAB_LABEL, ROLE_LABEL, container, spec_hash, validated_file
+
+DEFAULTS = {
+    # Datacenter name shared by every agent of the lab.
+    "consul_datacenter": "dc1",
+    # Address the HTTP API, DNS and UI listen on (the seed's -client=0.0.0.0).
+    "consul_client_addr": "0.0.0.0",
+    # Serve the web UI on :8500/ui (the seed's -ui).
+    "consul_ui": True,
+    "consul_log_level": "INFO",
+    # Seconds between attempts to join the servers while they are not up yet.
+    "consul_retry_interval": "5s",
+    # Host directory mounted as the agent's -config-dir.
+    "consul_config_dir": "/etc/lab/consul",
+    # Named volume for the agent's -data-dir (services registered via the API persist there).
+    "consul_data_volume": "consul-data",
+    "consul_container_name": "consul",
+    # Where roles on this host reach the local agent's HTTP API.
+    "consul_http_addr": "http://127.0.0.1:8500",
+    # Seconds to wait for a (re)started agent to answer its HTTP API.
+    "consul_ready_timeout": 120,
+}
+
+
+def agent_config(data) -> dict:
+    """The agent's configuration, as Consul's JSON config keys."""
+    config = {
+        "datacenter": data.consul_datacenter,
+        "node_name": data.lab_host,
+        "server": data.consul_server,
+        "bind_addr": data.lab_address,
+        "advertise_addr": data.lab_address,
+        "client_addr": data.consul_client_addr,
+        "data_dir": "/consul/data",
+        "log_level": data.consul_log_level,
+        "ui_config": {"enabled": bool(data.consul_ui)},
+        "retry_join": [a for a in data.consul_join if a != data.lab_address],
+        "retry_interval": data.consul_retry_interval,
+        "leave_on_terminate": not data.consul_server,
+        "disable_update_check": True,
+    }
+    if data.consul_server:
+        config["bootstrap_expect"] = data.consul_bootstrap_expect
+    return config
+
+
+@deploy("Deploy Consul agent", data_defaults=DEFAULTS)
+def consul_agent() -> None:
+    image, image_id = image_ref("consul")
+    data = host.data
+    config_dir = data.consul_config_dir
+    config = json.dumps(agent_config(data), indent=2, sort_keys=True) + "\n"
+
+    apt.packages(name="Install curl (registration and checks)", packages=["curl"])
+    validated_file(
+        name="Write and validate the agent configuration",
+        content=config,
+        dest=f"{config_dir}/agent.json",
+        validate=(
+            f"docker run --rm --network=none -v {{}}:/consul/config:ro --entrypoint consul "
+            f"{shlex.quote(image)} validate /consul/config"
+        ),
+    )
+    agent = container(
+        name=f"Run the Consul {data.consul_role} agent",
+        container_name=data.consul_container_name,
+        image=image,
+        image_id=image_id,
+        args=[
+            "--net=host",
+            "--restart=unless-stopped",
+            f"-v={data.consul_data_volume}:/consul/data",
+            f"-v={config_dir}:/consul/config",
+        ],
+        command=["agent"],
+        labels={LAB_LABEL: data.lab_name, ROLE_LABEL: "consul"},
+        depends_on=spec_hash(config),
+    )
+    server.shell(
+        name="Wait for the agent's HTTP API",
+        commands=[
+            f"timeout {int(data.consul_ready_timeout)} sh -c "
+            f"'until curl -fsS -o /dev/null {data.consul_http_addr}/v1/agent/self; "
+            "do sleep 1; done'"
+        ],
+        _if=agent.did_change,
+    )

@@ -1,0 +1,107 @@
+"""Role `demo_service`: the seed's live-stream API instances, each registered with
+its own host's Consul agent with an HTTP health check.
+
+The seed's PHP script registers all three instances on the client agent. Here
+each instance is registered with the agent on its own host: an agent owns the
+services registered with it, so when a host (or its agent) dies, exactly that
+host's instances go critical and leave the pool, and no other agent keeps
+advertising instances it cannot check from where they run.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+
+from roles.consul import DEFAULTS as CONSUL_DEFAULTS
+from roles.images import image_ref
+from roles.operations import (
+    LAB_LABEL,
+    ROLE_LABEL,
+    consul_service,
+    consul_services_absent,
+    container,
+    containers_pruned,
+)
+
+DEFAULTS = {
+    # Consul service name every instance registers under (the seed's).
+    "demo_service_name": "zhibo_service",
+    "demo_service_tags": ["primary", "v2"],
+    # HTTP check, as the seed's registration: every 10 s, 5 s timeout.
+    "demo_check_path": "/health",
+    "demo_check_interval": "10s",
+    "demo_check_timeout": "5s",
+    # Consul removes an instance whose check stays critical this long.
+    "demo_deregister_critical_after": "90m",
+    # The local agent the instances register with (shared with the consul role).
+    "consul_http_addr": CONSUL_DEFAULTS["consul_http_addr"],
+}
+
+ROLE = "demo_service"
+
+
+def registration(data, instance: dict) -> dict:
+    """The agent/service/register body for one instance (the seed's, plus Meta)."""
+    url = f"http://{instance['address']}:{instance['port']}{data.demo_check_path}"
+    return {
+        "ID": instance["id"],
+        "Name": data.demo_service_name,
+        "Tags": list(data.demo_service_tags),
+        "Address": instance["address"],
+        "Port": instance["port"],
+        "EnableTagOverride": False,
+        "Meta": {"lab_managed": ROLE, "title": instance["title"]},
+        "Check": {
+            "Name": f"HTTP {url}",
+            "HTTP": url,
+            "Interval": data.demo_check_interval,
+            "Timeout": data.demo_check_timeout,
+            "DeregisterCriticalServiceAfter": data.demo_deregister_critical_after,
+        },
+    }
+
+
+@deploy("Deploy demo service", data_defaults=DEFAULTS)
+def demo_service() -> None:
+    data = host.data
+    instances = data.demo_instances
+    wanted = [i["id"] for i in instances]
+
+    # Instances the spec no longer has: out of Consul first, then stopped.
+    consul_services_absent(
+        name="Deregister removed instances",
+        http_addr=data.consul_http_addr,
+        managed_by=ROLE,
+        keep=wanted,
+    )
+    containers_pruned(
+        name="Remove containers of removed instances",
+        label=f"{ROLE_LABEL}={ROLE}",
+        keep=wanted,
+    )
+    if not instances:
+        return
+
+    image, image_id = image_ref(ROLE)
+    for instance in instances:
+        container(
+            name=f"Run {instance['id']} on :{instance['port']}",
+            container_name=instance["id"],
+            image=image,
+            image_id=image_id,
+            args=[
+                "--net=host",
+                "--restart=unless-stopped",
+                f"-e=DEMO_ID={instance['id']}",
+                f"-e=DEMO_TITLE={instance['title']}",
+                f"-e=DEMO_ADDRESS={instance['address']}",
+                f"-e=DEMO_PORT={instance['port']}",
+            ],
+            labels={LAB_LABEL: data.lab_name, ROLE_LABEL: ROLE},
+        )
+        consul_service(
+            name=f"Register {instance['id']} with the local agent",
+            http_addr=data.consul_http_addr,
+            definition=registration(data, instance),
+        )

@@ -1,0 +1,3 @@
+module consul-template-standin
+
+go 1.19
