@@ -1,28 +1,54 @@
 """End-to-end fixtures: a real lab on the docker provider, with a name and subnet
-of its own so leftovers of an earlier run cannot collide, removed even on failure."""
+of its own so leftovers of an earlier run cannot collide, removed even on failure.
+
+Images come from one setting, LAB_E2E_IMAGES:
+  standin (default)  Consul is the stand-in in tests/standins/consul, built here and
+                     named in the spec through images.consul, the key a user would set;
+  real               the spec's own images (hashicorp/consul:<version>), for machines
+                     that reach a registry. The tests are the same either way.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import docker
 import pytest
 import yaml
 
+from labctl.images import ensure_base_image
 from labctl.inventory import connection_data
-from labctl.spec import load_spec
+from labctl.spec import DockerProvider, Versions, load_spec
 from tests.conftest import PROJECT_ROOT
 
+IMAGES = os.environ.get("LAB_E2E_IMAGES", "standin")
+STANDINS = PROJECT_ROOT / "tests" / "standins"
 E2E_LAB = "labtest"
 E2E_SUBNET = "192.168.63"  # inside VirtualBox's 192.168.56.0/21, unlike the default lab's .56
 
 
-def e2e_spec_data() -> dict:
+def standin_images() -> dict[str, str]:
+    """Build the stand-in images on the control machine's engine; return the spec's `images`."""
+    if IMAGES == "real":
+        return {}
+    if IMAGES != "standin":
+        raise ValueError(f"LAB_E2E_IMAGES={IMAGES!r}: use standin or real")
+    ref = f"lab-standin/consul:{Versions().consul}"
+    client = docker.from_env()
+    ensure_base_image(client, DockerProvider().base_image)
+    client.images.build(path=str(STANDINS / "consul"), tag=ref, rm=True)
+    return {"consul": ref}
+
+
+def e2e_spec_data(images: dict[str, str]) -> dict:
     return {
         "name": E2E_LAB,
         "provider": "docker",
+        "images": images,
         "network": {"subnet": f"{E2E_SUBNET}.0/24"},
         "hosts": [
             {"name": "node1", "address": f"{E2E_SUBNET}.2", "consul": "server",
@@ -47,10 +73,18 @@ def labctl(spec: Path, *args: str, timeout: float = 1500) -> subprocess.Complete
 
 
 @pytest.fixture(scope="session")
-def e2e_spec(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("e2e") / "lab.yaml"
-    path.write_text(yaml.safe_dump(e2e_spec_data(), sort_keys=False))
+def e2e_images() -> dict[str, str]:
+    return standin_images()
+
+
+def write_spec(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return path
+
+
+@pytest.fixture(scope="session")
+def e2e_spec(tmp_path_factory, e2e_images) -> Path:
+    return write_spec(tmp_path_factory.mktemp("e2e") / "lab.yaml", e2e_spec_data(e2e_images))
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +98,15 @@ def lab(e2e_spec):
         yield spec, connection_data(spec), result
     finally:
         labctl(e2e_spec, "down")
+
+
+def wait_for(predicate, deadline_s: float, what: str, interval: float = 0.5):
+    """Poll `predicate` until it returns a truthy value; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: not within {deadline_s:.0f} s")
+        time.sleep(interval)

@@ -1,0 +1,54 @@
+"""Last: an image bundle carries the lab across `down` with no registry, and `down`
+leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import docker
+
+from labctl.images import BUNDLE_MANIFEST
+from labctl.paths import LAB_LABEL, docker_network_name, lab_dir
+from tests.e2e.conftest import labctl
+
+
+def test_bundle_save_down_then_up_from_the_bundle(lab, e2e_spec, tmp_path):
+    bundle = tmp_path / "lab-images.tar"
+    saved = labctl(e2e_spec, "bundle", "save", str(bundle), timeout=600)
+    assert saved.returncode == 0, saved.stderr
+    with tarfile.open(bundle) as archive:
+        manifest = json.load(archive.extractfile(BUNDLE_MANIFEST))["images"]
+    refs = sorted(manifest)
+    assert any(r.startswith("lab/demo-service:") for r in refs), refs
+    assert len(refs) == 2
+
+    assert labctl(e2e_spec, "down", timeout=300).returncode == 0
+    client = docker.from_env()
+    for ref in refs:
+        client.images.remove(ref, force=True)
+
+    up = labctl(e2e_spec, "up", "--bundle", str(bundle), timeout=1500)
+    assert up.returncode == 0, up.stdout + up.stderr
+    # The images are the bundle's own (a rebuild of the demo recipe would get a new ID).
+    assert {ref: client.images.get(ref).id for ref in refs} == manifest
+
+
+def test_down_leaves_nothing_behind(lab, e2e_spec):
+    spec, _, _ = lab
+    result = labctl(e2e_spec, "down", timeout=300)
+    assert result.returncode == 0, result.stderr
+    client = docker.from_env()
+    label = {"label": f"{LAB_LABEL}={spec.name}"}
+    assert client.containers.list(all=True, filters=label) == []
+    assert client.containers.list(all=True, filters={"name": f"{spec.name}-"}) == []
+    assert client.volumes.list(filters=label) == []
+    assert [n.name for n in client.networks.list(names=[docker_network_name(spec)])] == []
+    assert not lab_dir(spec).exists()
+    index = Path.home() / ".vagrant.d" / "data" / "machine-index" / "index"
+    if index.exists():
+        machines = json.loads(index.read_text()).get("machines", {}).values()
+        assert not [m for m in machines if str(lab_dir(spec)) in m.get("local_data_path", "")]
+    again = labctl(e2e_spec, "down", timeout=300)
+    assert again.returncode == 0 and "already down" in again.stderr
