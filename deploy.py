@@ -9,6 +9,7 @@ from roles.consul import consul_agent
 from roles.demo_service import demo_service
 from roles.docker import install_docker
 from roles.images import deliver_images
+from roles.lb import load_balancer
 
 install_docker()
 deliver_images()
@@ -17,3 +18,6 @@ if host.data.consul_role != "none":
     consul_agent()
     # On every agent host, also with no instances: it removes the ones the spec dropped.
     demo_service()
+
+if host.data.lb:
+    load_balancer()

@@ -10,10 +10,10 @@ from the spec itself (ssh provider). Each group below is a list of
 """
 
 from labctl.inventory import connection_data, groups
-from labctl.paths import read_state
+from labctl.paths import read_state, with_state
 from labctl.spec import load_spec
 
-_spec, _ = load_spec()
+_spec = with_state(load_spec()[0])  # with the counts `labctl scale` recorded
 _groups = groups(_spec, connection_data(_spec), read_state(_spec))
 
 lab = _groups["lab"]

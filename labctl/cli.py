@@ -1,12 +1,12 @@
 """labctl: the lab's lifecycle verbs.
 
-    labctl up        create the hosts, converge them, verify
-    labctl apply     converge again; changes nothing when nothing changed
-    labctl verify    Consul members and leader; instances registered, passing, answering
-    labctl status    host, provider, state, address, Docker engine
-    labctl down      remove hosts, networks, volumes, keys and local state
-    labctl bundle save FILE   every image the spec needs in one file, for `up --bundle`
-    labctl doctor    what this machine has; --fix installs what is missing
+labctl up        create the hosts, converge them, verify
+labctl apply     converge again; changes nothing when nothing changed
+labctl verify    Consul members and leader; instances registered, passing, answering
+labctl status    host, provider, state, address, Docker engine
+labctl down      remove hosts, networks, volumes, keys and local state
+labctl bundle save FILE   every image the spec needs in one file, for `up --bundle`
+labctl doctor    what this machine has; --fix installs what is missing
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labctl import images, lifecycle, system
+from labctl import images, lifecycle, operate, system
 from labctl.converge import ConvergeError, ConvergeResult
 from labctl.images import ImageError
+from labctl.inventory import connection_data
+from labctl.paths import read_state, with_state
 from labctl.spec import SPEC_ENV, LabSpec, SpecError, load_spec
 from labctl.verify import Check, verify_until
+from labctl.watch import watch_lb
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 bundle_app = typer.Typer(
@@ -99,10 +102,14 @@ def _print_changes(result: ConvergeResult) -> None:
 
 
 def _verify(spec: LabSpec, wait: float) -> None:
+    spec = with_state(spec)
     checks: list[Check] = _run(
         "verify",
         lambda report: verify_until(
-            spec, wait, lambda cs: report(f"{sum(c.ok for c in cs)}/{len(cs)} checks pass")
+            spec,
+            wait,
+            lambda cs: report(f"{sum(c.ok for c in cs)}/{len(cs)} checks pass"),
+            connection_data(spec) if read_state(spec) else None,
         ),
     )
     table = Table(title=f"lab {spec.name}: verify")
@@ -150,6 +157,53 @@ def verify(wait: Wait = 0.0) -> None:
     _verify(_spec(), wait)
 
 
+@app.command()
+def scale(
+    assignment: Annotated[str, typer.Argument(metavar="SERVICE=N", help="e.g. zhibo_service=5")],
+) -> None:
+    """Run N instances of the service, spread over the demo hosts; the LB follows.
+
+    Removing instances is graceful: they leave Consul and the LB before they stop.
+    """
+    spec = _spec()
+    service, _, count = assignment.partition("=")
+    if not count.isdigit():
+        raise _fail(f"{assignment!r} is not SERVICE=N; write e.g. zhibo_service=5.", EXIT_BAD_INPUT)
+    result = _run(
+        f"scale {service} to {count}",
+        lambda report: operate.scale(spec, service, int(count), report),
+    )
+    _print_changes(result)
+
+
+Target = Annotated[str, typer.Argument(help="An instance (zhibo-2) or a host (server2).")]
+
+
+@app.command()
+def fail(target: Target) -> None:
+    """Crash an instance (docker kill) or pull the plug on a whole host."""
+    spec = _spec()
+    console.print(_run(f"fail {target}", lambda r: operate.fail_or_recover(spec, target, True, r)))
+
+
+@app.command()
+def recover(target: Target) -> None:
+    """Start a failed instance again, or power a failed host back on."""
+    spec = _spec()
+    console.print(
+        _run(f"recover {target}", lambda r: operate.fail_or_recover(spec, target, False, r))
+    )
+
+
+@app.command()
+def watch(
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+    count: Annotated[int, typer.Option(help="Stop after this many refreshes (0: never).")] = 0,
+) -> None:
+    """Live view: each upstream's members as nginx runs them, their Consul health, reloads."""
+    watch_lb(with_state(_spec()), interval, count)
+
+
 @bundle_app.command("save")
 def bundle_save(file: Path) -> None:
     """Write every image the spec needs, with a manifest of references and IDs, to FILE."""
@@ -162,14 +216,14 @@ def bundle_save(file: Path) -> None:
 @app.command()
 def apply() -> None:
     """Converge the hosts again; reports what changed (nothing, when nothing did)."""
-    spec = _spec()
+    spec = with_state(_spec())
     _print_changes(_run("apply", lambda report: lifecycle.apply(spec, report)))
 
 
 @app.command()
 def status() -> None:
     """A table of the lab's hosts."""
-    spec = _spec()
+    spec = with_state(_spec())
     rows = _run("status", lambda report: lifecycle.status(spec))
     table = Table(title=f"lab {spec.name}")
     for column in ("host", "provider", "state", "address", "docker"):

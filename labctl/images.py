@@ -15,13 +15,17 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import tempfile
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import httpx
 from docker.errors import DockerException, ImageNotFound
 
 from labctl import system
@@ -49,20 +53,38 @@ class LabImage:
     ref: str
     hosts: tuple[str, ...]
     recipe: Path | None = None
+    build_args: tuple[tuple[str, str], ...] = ()
+    # Files added to the recipe's build context: name -> function returning a local path.
+    context_files: tuple[tuple[str, Callable[[], Path]], ...] = ()
 
 
-def _recipe_tag(recipe: Path, base_image: str) -> str:
-    """A tag that changes whenever the recipe's files or its base change."""
-    digest = hashlib.sha256(base_image.encode())
+def _recipe_tag(recipe: Path, *identity: str) -> str:
+    """A tag that changes whenever the recipe's files or anything else it is built from do."""
+    digest = hashlib.sha256(json.dumps(identity).encode())
     for path in sorted(p for p in recipe.rglob("*") if p.is_file()):
         digest.update(path.relative_to(recipe).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 
+def _file_identity(path: Path | None) -> str:
+    if path is None:
+        return "release"
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return f"missing:{path}"
+
+
 def lab_images(spec: LabSpec) -> list[LabImage]:
     """The images the spec needs, and where."""
+    base = spec.docker.base_image
     demo_recipe = TEMPLATES / "demo_service"
+    lb_recipe = TEMPLATES / "lb"
+    ct_version = spec.versions.consul_template
+    ct_source = spec.images.consul_template_binary
+    lb_args = (("NGINX_VERSION", spec.versions.nginx),)
+    lb_tag = _recipe_tag(lb_recipe, base, *lb_args[0], ct_version, _file_identity(ct_source))
     images = [
         LabImage(
             "consul",
@@ -71,9 +93,17 @@ def lab_images(spec: LabSpec) -> list[LabImage]:
         ),
         LabImage(
             "demo_service",
-            f"lab/demo-service:{_recipe_tag(demo_recipe, spec.docker.base_image)}",
+            f"lab/demo-service:{_recipe_tag(demo_recipe, base)}",
             tuple(h.name for h in spec.hosts if h.demo > 0),
             recipe=demo_recipe,
+        ),
+        LabImage(
+            "lb",
+            f"lab/lb:{lb_tag}",
+            tuple(h.name for h in spec.hosts if h.lb),
+            recipe=lb_recipe,
+            build_args=lb_args,
+            context_files=(("consul-template", lambda: consul_template_binary(spec)),),
         ),
     ]
     return [image for image in images if image.hosts]
@@ -164,14 +194,88 @@ def ensure_base_image(client: docker.DockerClient, ref: str) -> str:
 def build(client: docker.DockerClient, image: LabImage, base_image: str) -> None:
     ensure_base_image(client, base_image)
     try:
-        client.images.build(
-            path=str(image.recipe), tag=image.ref, buildargs={"BASE_IMAGE": base_image}, rm=True
-        )
+        with tempfile.TemporaryDirectory(prefix="labctl-build-") as context:
+            shutil.copytree(image.recipe, context, dirs_exist_ok=True)
+            for name, source in image.context_files:
+                shutil.copy2(source(), Path(context) / name)
+            client.images.build(
+                path=context,
+                tag=image.ref,
+                buildargs={"BASE_IMAGE": base_image, **dict(image.build_args)},
+                rm=True,
+            )
     except DockerException as exc:
         raise ImageError(
             f"building {image.ref} from {image.recipe} failed ({str(exc).strip()[:200]}); "
             "fix the recipe or the network its package installs need, then retry."
         ) from None
+
+
+RELEASES = "https://releases.hashicorp.com/consul-template"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labctl"
+
+
+def _binary_from_archive(archive: Path, dest: Path) -> None:
+    """Extract `consul-template` from a release .zip or .tgz, or copy a bare binary."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            dest.write_bytes(z.read("consul-template"))
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as t:
+            member = t.extractfile("consul-template")
+            if member is None:
+                raise ImageError(
+                    f"{archive} holds no consul-template binary; use the release archive."
+                )
+            dest.write_bytes(member.read())
+    else:
+        shutil.copyfile(archive, dest)
+    dest.chmod(0o755)
+
+
+def consul_template_binary(spec: LabSpec) -> Path:
+    """The consul-template binary for the LB image: a local file, else the release, checked."""
+    version = spec.versions.consul_template
+    cached = CACHE / "consul-template" / version / "consul-template"
+    local = spec.images.consul_template_binary
+    if local is not None:
+        if not local.is_file():
+            raise ImageError(
+                f"images.consul_template_binary {local} does not exist; point it at a "
+                "consul-template binary, .zip or .tgz, or remove it to use the release archive."
+            )
+        dest = Path(tempfile.mkdtemp(prefix="labctl-ct-")) / "consul-template"
+        _binary_from_archive(local, dest)
+        return dest
+    if cached.is_file():
+        return cached
+    name = f"consul-template_{version}_linux_amd64.zip"
+    try:
+        with httpx.Client(timeout=30, follow_redirects=True) as client:
+            sums = client.get(f"{RELEASES}/{version}/consul-template_{version}_SHA256SUMS")
+            sums.raise_for_status()
+            archive = client.get(f"{RELEASES}/{version}/{name}")
+            archive.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ImageError(
+            f"consul-template {version} cannot be had: {RELEASES} did not answer "
+            f"({type(exc).__name__}); set images.consul_template_binary to a local binary or "
+            "release archive, or `labctl up --bundle FILE` with a bundle holding the LB image."
+        ) from None
+    published = {line.split()[1]: line.split()[0] for line in sums.text.splitlines() if line}
+    actual = hashlib.sha256(archive.content).hexdigest()
+    if published.get(name) != actual:
+        raise ImageError(
+            f"{name} has SHA-256 {actual}, not the published {published.get(name)}; "
+            "a proxy or mirror altered it: fetch it another way and set "
+            "images.consul_template_binary."
+        )
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(suffix=".zip") as tmp:
+        tmp.write(archive.content)
+        tmp.flush()
+        _binary_from_archive(Path(tmp.name), cached)
+    return cached
 
 
 def read_bundle(path: Path) -> dict[str, str]:

@@ -49,3 +49,14 @@ def write_state(spec: LabSpec, **values: object) -> None:
     state = read_state(spec) | values
     _state_file(spec).parent.mkdir(parents=True, exist_ok=True)
     _state_file(spec).write_text(json.dumps(state, indent=2) + "\n")
+
+
+def with_state(spec: LabSpec) -> LabSpec:
+    """The spec with the demo counts `scale` recorded, if any."""
+    counts = read_state(spec).get("demo_counts")
+    if not counts:
+        return spec
+    hosts = [h.model_copy(update={"demo": counts.get(h.name, h.demo)}) for h in spec.hosts]
+    scaled = spec.model_copy(update={"hosts": hosts})
+    scaled._source = spec.source
+    return scaled

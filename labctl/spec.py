@@ -68,13 +68,18 @@ class Network(_Strict):
 class Versions(_Strict):
     consul: str = "1.11.3"
     consul_template: str = "0.19.0"
-    nginx: str = "1.21.6"
+    # Debian bookworm's nginx: the seed's nginx:1.21.6 image needs Docker Hub,
+    # Debian's archive is reachable wherever apt is.
+    nginx: str = "1.22.1"
 
 
 class Images(_Strict):
     # Consul image; default hashicorp/consul:<versions.consul>. Point it at a
     # private registry (or, in tests, at the stand-in) here.
     consul: str | None = None
+    # A consul-template binary, .zip or .tgz on the control machine; default: the
+    # official release archive for versions.consul_template, SHA-256 checked.
+    consul_template_binary: Path | None = None
     # Registries tried, in order, before an image's own registry.
     registry_mirrors: list[str] = []
 

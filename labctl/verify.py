@@ -1,9 +1,11 @@
 """`labctl verify`: the lab is what the spec says, seen from the outside.
 
 Every Consul member alive with the role the spec gives it, a leader elected,
-every declared demo instance registered and passing, and each instance
-answering its own `<h1>` line on its address. Queries go from the control
-machine to the hosts' private addresses, over Consul's HTTP API (httpx).
+every declared demo instance registered and passing, each instance answering
+its own `<h1>` line on its address, requests through the LB reaching every
+passing instance, and the LB's configuration passing `nginx -t`. Queries go
+from the control machine to the hosts' private addresses (httpx); `nginx -t`
+runs over SSH.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ from dataclasses import dataclass
 
 import httpx
 
+from labctl import lb
+from labctl.inventory import SshData
+from labctl.remote import RemoteError, run
 from labctl.spec import LabSpec
 from roles.demo_service import DEFAULTS as DEMO_DEFAULTS
+from roles.lb import DEFAULTS as LB_DEFAULTS
 
 CONSUL_HTTP_PORT = 8500
 SERVICE_NAME = DEMO_DEFAULTS["demo_service_name"]
 # Consul's serf member status codes.
 MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
+LB_SAMPLE = 30
 
 
 @dataclass
@@ -103,13 +110,53 @@ def instance_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
     return checks
 
 
-def verify(spec: LabSpec) -> list[Check]:
+def lb_checks(
+    client: httpx.Client, spec: LabSpec, connections: dict[str, SshData] | None
+) -> list[Check]:
+    address = lb.lb_address(spec)
+    if address is None:
+        return []
+    checks = []
+    try:
+        entries = _consul_get(client, spec, f"/v1/health/service/{SERVICE_NAME}?passing").json()
+        passing = sorted(e["Service"]["ID"] for e in entries)
+    except (httpx.HTTPError, RuntimeError):
+        passing = []
+    seen = lb.sample(client, address, SERVICE_NAME, LB_SAMPLE)
+    for instance in passing:
+        checks.append(
+            Check("via LB", instance, seen[instance] > 0, f"{seen[instance]}/{LB_SAMPLE} requests")
+        )
+    failures = {k: v for k, v in seen.items() if k not in passing}
+    if failures or not passing:
+        detail = ", ".join(f"{k}: {v}" for k, v in failures.items()) or "no passing instance"
+        checks.append(Check("via LB", "other answers", False, detail))
+    lb_host = next(h.name for h in spec.hosts if h.lb)
+    if connections and lb_host in connections:
+        command = f"docker exec {LB_DEFAULTS['lb_container_name']} nginx -t"
+        try:
+            code, output = run(connections[lb_host], command, sudo=True)
+            last = output.strip().splitlines()[-1:] or [""]
+            checks.append(Check("nginx -t", lb_host, code == 0, last[0]))
+        except RemoteError as exc:
+            checks.append(Check("nginx -t", lb_host, False, str(exc)))
+    return checks
+
+
+def verify(spec: LabSpec, connections: dict[str, SshData] | None = None) -> list[Check]:
     with httpx.Client(timeout=5.0) as client:
-        return consul_checks(client, spec) + instance_checks(client, spec)
+        return (
+            consul_checks(client, spec)
+            + instance_checks(client, spec)
+            + lb_checks(client, spec, connections)
+        )
 
 
 def verify_until(
-    spec: LabSpec, deadline_s: float, on_attempt: Callable[[list[Check]], None] = lambda c: None
+    spec: LabSpec,
+    deadline_s: float,
+    on_attempt: Callable[[list[Check]], None] = lambda c: None,
+    connections: dict[str, SshData] | None = None,
 ) -> list[Check]:
     """Verify, again and again until everything passes or the deadline passes.
 
@@ -117,7 +164,7 @@ def verify_until(
     """
     deadline = time.monotonic() + deadline_s
     while True:
-        checks = verify(spec)
+        checks = verify(spec, connections)
         on_attempt(checks)
         if all(c.ok for c in checks) or time.monotonic() >= deadline:
             return checks

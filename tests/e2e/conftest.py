@@ -2,10 +2,12 @@
 of its own so leftovers of an earlier run cannot collide, removed even on failure.
 
 Images come from one setting, LAB_E2E_IMAGES:
-  standin (default)  Consul is the stand-in in tests/standins/consul, built here and
-                     named in the spec through images.consul, the key a user would set;
-  real               the spec's own images (hashicorp/consul:<version>), for machines
-                     that reach a registry. The tests are the same either way.
+  standin (default)  Consul and consul-template are the stand-ins in tests/standins,
+                     built here and named in the spec through images.consul and
+                     images.consul_template_binary, the keys a user would set;
+  real               the spec's own: hashicorp/consul:<version> and the official
+                     consul-template release, for machines that reach them.
+The tests are the same either way.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ E2E_LAB = "labtest"
 E2E_SUBNET = "192.168.63"  # inside VirtualBox's 192.168.56.0/21, unlike the default lab's .56
 
 
-def standin_images() -> dict[str, str]:
-    """Build the stand-in images on the control machine's engine; return the spec's `images`."""
+def standin_images(workdir: Path) -> dict[str, str]:
+    """Build the stand-ins on the control machine; return the spec's `images` naming them."""
     if IMAGES == "real":
         return {}
     if IMAGES != "standin":
@@ -41,7 +43,14 @@ def standin_images() -> dict[str, str]:
     client = docker.from_env()
     ensure_base_image(client, DockerProvider().base_image)
     client.images.build(path=str(STANDINS / "consul"), tag=ref, rm=True)
-    return {"consul": ref}
+    binary = workdir / "consul-template"
+    subprocess.run(
+        ["go", "build", "-trimpath", "-o", str(binary), "."],
+        cwd=STANDINS / "consul-template",
+        env=os.environ | {"CGO_ENABLED": "0", "GOPROXY": "off"},
+        check=True,
+    )
+    return {"consul": ref, "consul_template_binary": str(binary)}
 
 
 def e2e_spec_data(images: dict[str, str]) -> dict:
@@ -73,8 +82,8 @@ def labctl(spec: Path, *args: str, timeout: float = 1500) -> subprocess.Complete
 
 
 @pytest.fixture(scope="session")
-def e2e_images() -> dict[str, str]:
-    return standin_images()
+def e2e_images(tmp_path_factory) -> dict[str, str]:
+    return standin_images(tmp_path_factory.mktemp("standins"))
 
 
 def write_spec(path: Path, data: dict) -> Path:

@@ -21,8 +21,12 @@ def test_bundle_save_down_then_up_from_the_bundle(lab, e2e_spec, tmp_path):
     with tarfile.open(bundle) as archive:
         manifest = json.load(archive.extractfile(BUNDLE_MANIFEST))["images"]
     refs = sorted(manifest)
-    assert any(r.startswith("lab/demo-service:") for r in refs), refs
-    assert len(refs) == 2
+    # Consul, the demo service and the LB (nginx + consul-template).
+    spec, _, _ = lab
+    assert sorted(manifest) == sorted(
+        [spec.consul_image, *(r for r in refs if r.startswith("lab/"))]
+    )
+    assert [r.split(":")[0] for r in refs if r.startswith("lab/")] == ["lab/demo-service", "lab/lb"]
 
     assert labctl(e2e_spec, "down", timeout=300).returncode == 0
     client = docker.from_env()

@@ -1,0 +1,143 @@
+"""Operating a running lab: scale the demo service, fail and recover instances or hosts.
+
+`scale` records the new per-host counts in the lab's state (.lab/<name>/state.json);
+they override the spec's `demo` counts for `apply`, `verify` and `status` until the
+next `scale` or `down`. A graceful scale-down takes instances out of Consul first,
+waits until the LB no longer routes to them, and only then stops them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+
+from labctl import lb, vagrant
+from labctl.converge import ConvergeResult
+from labctl.inventory import connection_data
+from labctl.lifecycle import LifecycleError, apply
+from labctl.paths import host_container_name, read_state, with_state, write_state
+from labctl.remote import RemoteError, run
+from labctl.spec import LabSpec
+from labctl.verify import CONSUL_HTTP_PORT, SERVICE_NAME
+
+Report = Callable[[str], None]
+LB_FOLLOW_DEADLINE = 60.0
+
+
+def spread(spec: LabSpec, total: int) -> dict[str, int]:
+    """`total` instances over the hosts that run the demo service (round-robin, spec order)."""
+    hosts = [h.name for h in spec.hosts if h.demo > 0] or [
+        h.name for h in spec.hosts if h.consul != "none"
+    ]
+    counts = dict.fromkeys((h.name for h in spec.hosts), 0)
+    for i in range(total):
+        counts[hosts[i % len(hosts)]] += 1
+    return counts
+
+
+def wait_for_lb(spec: LabSpec, expected: set[str], report: Report) -> float:
+    """Wait until the LB's upstream for the service is exactly `expected` (address:port)."""
+    address = lb.lb_address(spec)
+    if address is None:
+        return 0.0
+    started = time.monotonic()
+    with httpx.Client(timeout=5) as client:
+        while time.monotonic() - started < LB_FOLLOW_DEADLINE:
+            try:
+                servers = set(lb.read_state(client, address).upstreams.get(SERVICE_NAME, []))
+            except httpx.HTTPError:
+                servers = set()
+            if servers == expected:
+                return time.monotonic() - started
+            report(f"LB upstream {len(servers)} servers, waiting for {len(expected)}")
+            time.sleep(0.5)
+    raise LifecycleError(
+        f"the LB did not follow within {LB_FOLLOW_DEADLINE:.0f} s (upstream {sorted(servers)}, "
+        f"expected {sorted(expected)}); check `labctl watch` and the lb container's log."
+    )
+
+
+def scale(spec: LabSpec, service: str, total: int, report: Report) -> ConvergeResult:
+    if service != SERVICE_NAME:
+        raise LifecycleError(f"unknown service {service!r}; the lab runs {SERVICE_NAME}.")
+    if total < 0:
+        raise LifecycleError(f"{service}={total}: the count must be 0 or more.")
+    before = with_state(spec).demo_instances()
+    counts = spread(spec, total)
+    after_spec = spec.model_copy(
+        update={"hosts": [h.model_copy(update={"demo": counts[h.name]}) for h in spec.hosts]}
+    )
+    after = {i.id: i for i in after_spec.demo_instances()}
+    removed = [i for i in before if i.id not in after]
+    if removed:
+        # Graceful: out of Consul, then out of the LB, then stopped by the converge.
+        with httpx.Client(timeout=10) as client:
+            for instance in removed:
+                report(f"deregistering {instance.id}")
+                client.put(
+                    f"http://{instance.address}:{CONSUL_HTTP_PORT}"
+                    f"/v1/agent/service/deregister/{instance.id}"
+                ).raise_for_status()
+        remaining = {f"{i.address}:{i.port}" for i in before if i.id in after}
+        waited = wait_for_lb(spec, remaining, report)
+        report(f"LB dropped {len(removed)} instances after {waited:.1f} s")
+    write_state(spec, demo_counts=counts)
+    result = apply(with_state(spec), report)
+    wait_for_lb(spec, {f"{i.address}:{i.port}" for i in after.values()}, report)
+    return result
+
+
+def _instance(spec: LabSpec, target: str):
+    return next((i for i in with_state(spec).demo_instances() if i.id == target), None)
+
+
+def _host_action(spec: LabSpec, target: str, failing: bool, report: Report) -> str:
+    provider = read_state(spec).get("provider")
+    if provider not in vagrant.VAGRANT_PROVIDERS:
+        raise LifecycleError(
+            f"failing a whole host needs a Vagrant provider, not {provider}; fail its "
+            "instances instead, or stop the machine yourself."
+        )
+    v = vagrant.client(spec, provider)
+    if failing:
+        if provider == "docker":
+            # Pull the plug: no shutdown, no goodbye from the agents on it.
+            from labctl import system
+
+            engine = system.engine()
+            if engine is None:
+                raise LifecycleError("no Docker engine answers; start it and retry.")
+            engine.containers.get(host_container_name(spec, target)).kill()
+        else:
+            v.halt(vm_name=target, force=True)
+        return f"host {target} is down"
+    report(f"vagrant up {target}")
+    v.up(vm_name=target)
+    return f"host {target} is up (its containers restart with it)"
+
+
+def fail_or_recover(spec: LabSpec, target: str, failing: bool, report: Report) -> str:
+    """Crash (or restart) one demo instance, or power off (or on) a whole host."""
+    instance = _instance(spec, target)
+    if instance is None and target not in {h.name for h in spec.hosts}:
+        names = [i.id for i in with_state(spec).demo_instances()] + [h.name for h in spec.hosts]
+        raise LifecycleError(f"unknown target {target!r}; use one of {', '.join(names)}.")
+    if instance is None:
+        return _host_action(spec, target, failing, report)
+    connection = connection_data(spec).get(instance.host)
+    if connection is None:
+        raise LifecycleError(
+            f"host {instance.host} is not running; `labctl recover {instance.host}` first."
+        )
+    command = f"docker {'kill' if failing else 'start'} {instance.id}"
+    try:
+        code, output = run(connection, command, sudo=True)
+    except RemoteError as exc:
+        raise LifecycleError(
+            f"cannot reach {instance.host} ({exc}); check `labctl status`."
+        ) from None
+    if code != 0:
+        raise LifecycleError(f"`{command}` on {instance.host} failed: {output.strip()}")
+    return f"instance {instance.id} {'killed' if failing else 'started'} on {instance.host}"

@@ -1,0 +1,146 @@
+"""The dynamic load balancer: nginx + consul-template follow scale-up, graceful
+scale-down, crashes and total loss, with no failed GET along the way."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import httpx
+
+from labctl.lb import read_state, sample
+from labctl.remote import run
+from tests.e2e.conftest import labctl, wait_for
+
+LB = "192.168.63.4"
+SERVICE = "zhibo_service"
+# Check interval + timeout + consul-template's quiescence max + a margin.
+FOLLOW_DEADLINE = 10 + 5 + 10 + 15
+
+
+class RequestLoop:
+    """GETs through the LB in a background thread, bounded in time, counting outcomes."""
+
+    def __init__(self, seconds: float = 120):
+        self.outcomes: Counter = Counter()
+        self._stop = threading.Event()
+        self._deadline = time.monotonic() + seconds
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self._stop.is_set() and time.monotonic() < self._deadline:
+                try:
+                    response = client.get(f"http://{LB}/{SERVICE}")
+                    self.outcomes[response.status_code] += 1
+                except httpx.HTTPError as exc:
+                    self.outcomes[type(exc).__name__] += 1
+
+    def __enter__(self) -> RequestLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def failures(self) -> dict:
+        return {k: v for k, v in self.outcomes.items() if k != 200}
+
+
+def upstream() -> set[str]:
+    with httpx.Client(timeout=5) as client:
+        return set(read_state(client, LB).upstreams.get(SERVICE, []))
+
+
+def lb_sample(n: int = 30) -> Counter:
+    with httpx.Client(timeout=5) as client:
+        return sample(client, LB, SERVICE, n)
+
+
+def test_thirty_requests_reach_all_three_instances(lab):
+    seen = lb_sample(30)
+    assert set(seen) == {"zhibo-1", "zhibo-2", "zhibo-3"}, seen
+
+
+def test_verify_shows_the_lb_distribution_and_nginx_t(lab, e2e_spec):
+    result = labctl(e2e_spec, "verify", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("via LB") == 3 and "nginx -t" in result.stdout
+
+
+def test_scale_up_then_graceful_scale_down_loses_nothing(lab, e2e_spec):
+    up = labctl(e2e_spec, "scale", f"{SERVICE}=5", timeout=600)
+    assert up.returncode == 0, up.stderr
+    new = {"zhibo-1-2", "zhibo-2-2"}
+    wait_for(lambda: new <= set(lb_sample(20)), FOLLOW_DEADLINE, "new instances getting traffic")
+
+    with RequestLoop() as loop:
+        down = labctl(e2e_spec, "scale", f"{SERVICE}=3", timeout=600)
+    assert down.returncode == 0, down.stderr
+    assert loop.outcomes[200] > 50, loop.outcomes
+    assert loop.failures == {}, loop.outcomes
+    assert set(lb_sample(30)) == {"zhibo-1", "zhibo-2", "zhibo-3"}
+
+
+def test_a_killed_instance_leaves_the_upstream_with_no_failed_get(lab, e2e_spec):
+    with RequestLoop() as loop:
+        killed = labctl(e2e_spec, "fail", "zhibo-2", timeout=120)
+        assert killed.returncode == 0, killed.stderr
+        wait_for(lambda: "192.168.63.3:8080" not in upstream(), FOLLOW_DEADLINE,
+                 "zhibo-2 leaving the nginx upstream")  # fmt: skip
+    assert loop.failures == {}, loop.outcomes
+    assert labctl(e2e_spec, "recover", "zhibo-2", timeout=120).returncode == 0
+    wait_for(lambda: "192.168.63.3:8080" in upstream(), FOLLOW_DEADLINE,
+             "zhibo-2 back in the upstream")  # fmt: skip
+
+
+def test_every_instance_down_gives_502_then_recovers_by_itself(lab, e2e_spec):
+    instances = ["zhibo-1", "zhibo-2", "zhibo-3"]
+    try:
+        for instance in instances:
+            assert labctl(e2e_spec, "fail", instance, timeout=120).returncode == 0
+        wait_for(lambda: upstream() == set(), FOLLOW_DEADLINE, "an empty upstream")
+        assert httpx.get(f"http://{LB}/{SERVICE}", timeout=10).status_code == 502
+    finally:
+        assert labctl(e2e_spec, "recover", "zhibo-3", timeout=120).returncode == 0
+    wait_for(lambda: lb_sample(3) == Counter({"zhibo-3": 3}), FOLLOW_DEADLINE,
+             "the LB serving again from the one instance back")  # fmt: skip
+    for instance in instances[:2]:
+        assert labctl(e2e_spec, "recover", instance, timeout=120).returncode == 0
+    wait_for(lambda: len(upstream()) == 3, FOLLOW_DEADLINE, "all three instances back")
+
+
+def test_an_invalid_render_keeps_nginx_serving_and_consul_template_running(lab):
+    spec, connections, _ = lab
+    agent = f"http://{spec.hosts[0].address}:8500/v1/agent/service"
+    bad = {"ID": "broken", "Name": "broken_svc", "Address": "no-such-host.invalid", "Port": 80}
+    before = read_state(httpx.Client(timeout=5), LB)
+    httpx.put(f"{agent}/register", json=bad, timeout=10).raise_for_status()
+    try:
+        wait_for(lambda: read_state(httpx.Client(timeout=5), LB).rejected > before.rejected,
+                 FOLLOW_DEADLINE, "the LB rejecting the render")  # fmt: skip
+        assert "broken_svc" not in read_state(httpx.Client(timeout=5), LB).upstreams
+        assert set(lb_sample(30)) == {"zhibo-1", "zhibo-2", "zhibo-3"}
+        code, output = run(connections["node3"], "docker top lb", sudo=True)
+        assert code == 0 and "consul-template" in output, f"consul-template is gone: {output}"
+    finally:
+        httpx.put(f"{agent}/deregister/broken", timeout=10).raise_for_status()
+    # consul-template is alive: the next (valid) render reloads nginx.
+    wait_for(lambda: read_state(httpx.Client(timeout=5), LB).reloads > before.reloads,
+             FOLLOW_DEADLINE, "a reload after the bad service left")  # fmt: skip
+
+
+def test_apply_after_all_of_that_changes_nothing(lab, e2e_spec):
+    result = labctl(e2e_spec, "apply", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "no changes" in result.stderr, result.stderr
+
+
+def test_stub_status_answers_loopback_only(lab):
+    _, connections, _ = lab
+    assert httpx.get(f"http://{LB}/stub_status", timeout=10).status_code == 403
+    code, output = run(connections["node3"], "curl -fsS http://127.0.0.1/stub_status")
+    assert code == 0 and "Active connections" in output, output
