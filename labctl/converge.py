@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labctl.paths import log_summary
 from labctl.spec import PROJECT_ROOT, LabSpec
 
 
@@ -88,17 +89,9 @@ def converge(
             f"read {log_path} for the cause, fix it and run `labctl apply` again."
         )
     if process.returncode != 0 or not payload:
-        last = _last_error_line(log_path)
+        last = log_summary(log_path)
         raise ConvergeError(
             f"pyinfra exited with status {process.returncode} ({last}); "
             f"read {log_path} for the cause, fix it and run `labctl apply` again."
         )
     return converged
-
-
-def _last_error_line(log_path: Path) -> str:
-    lines = [line.strip() for line in log_path.read_text().splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "error" in line.lower() or "exception" in line.lower():
-            return line[:300]
-    return lines[-1][:300] if lines else "no output"

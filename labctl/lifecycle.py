@@ -14,7 +14,14 @@ from docker.errors import DockerException, NotFound
 from labctl import images, system, vagrant
 from labctl.converge import ConvergeResult, converge
 from labctl.inventory import connection_data
-from labctl.paths import LAB_LABEL, docker_network_name, lab_dir, read_state, write_state
+from labctl.paths import (
+    LAB_LABEL,
+    docker_network_name,
+    lab_dir,
+    log_summary,
+    read_state,
+    write_state,
+)
 from labctl.remote import RemoteError, run
 from labctl.spec import LabSpec
 
@@ -64,7 +71,7 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
                 report(line.strip())
     except subprocess.CalledProcessError:
         raise LifecycleError(
-            f"vagrant up failed ({_last_line(log)}); read {log}, then run `labctl up` again "
+            f"vagrant up failed ({log_summary(log)}); read {log}, then run `labctl up` again "
             "or `labctl down` to remove what was created."
         ) from None
 
@@ -164,11 +171,3 @@ def _sweep_docker(spec: LabSpec, report: Report) -> list[str]:
             f"volumes labelled {label} by hand."
         ) from exc
     return removed
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    except OSError:
-        return "no output"
-    return lines[-1][:300] if lines else "no output"

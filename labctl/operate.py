@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import httpx
 
-from labctl import lb, vagrant
+from labctl import lb, system, vagrant
 from labctl.converge import ConvergeResult
 from labctl.inventory import connection_data
 from labctl.lifecycle import LifecycleError, apply
@@ -104,8 +104,6 @@ def _host_action(spec: LabSpec, target: str, failing: bool, report: Report) -> s
     if failing:
         if provider == "docker":
             # Pull the plug: no shutdown, no goodbye from the agents on it.
-            from labctl import system
-
             engine = system.engine()
             if engine is None:
                 raise LifecycleError("no Docker engine answers; start it and retry.")

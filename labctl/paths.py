@@ -34,6 +34,16 @@ def host_volume_name(spec: LabSpec, host: str) -> str:
     return f"{spec.name}-{host}-var-lib-docker"
 
 
+def log_summary(path: Path) -> str:
+    """The line of a log most likely to name the cause: the last error, else the last line."""
+    try:
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError:
+        return "no output"
+    errors = [line for line in lines if "error" in line.lower() or "exception" in line.lower()]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
 def _state_file(spec: LabSpec) -> Path:
     return lab_dir(spec) / "state.json"
 

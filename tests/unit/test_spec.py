@@ -100,27 +100,27 @@ def test_gateway_address_is_refused():
     assert "hosts[0].address 192.168.56.1 is the subnet's first address" in only_problem(data)
 
 
-def test_subnet_virtualbox_refuses():
-    data = seed(network={"subnet": "10.20.0.0/24"})
+def on_subnet_10_20(data: dict) -> dict:
     for i, host in enumerate(data["hosts"]):
         host["address"] = f"10.20.0.{i + 2}"
+    return data
+
+
+def test_subnet_virtualbox_refuses():
+    data = on_subnet_10_20(seed(network={"subnet": "10.20.0.0/24"}))
     problem = only_problem(data)
     assert "network.subnet 10.20.0.0/24 is outside 192.168.56.0/21" in problem
     assert "allow_any_subnet" in problem
 
 
 def test_subnet_outside_virtualbox_range_allowed_when_user_says_so():
-    data = seed(network={"subnet": "10.20.0.0/24", "allow_any_subnet": True})
-    for i, host in enumerate(data["hosts"]):
-        host["address"] = f"10.20.0.{i + 2}"
+    data = on_subnet_10_20(seed(network={"subnet": "10.20.0.0/24", "allow_any_subnet": True}))
     spec, _ = parse_spec(data)
     assert str(spec.network.subnet) == "10.20.0.0/24"
 
 
 def test_subnet_outside_virtualbox_range_fine_for_docker_provider():
-    data = seed(provider="docker", network={"subnet": "10.20.0.0/24"})
-    for i, host in enumerate(data["hosts"]):
-        host["address"] = f"10.20.0.{i + 2}"
+    data = on_subnet_10_20(seed(provider="docker", network={"subnet": "10.20.0.0/24"}))
     parse_spec(data)
 
 
