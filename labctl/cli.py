@@ -1,12 +1,12 @@
 """labctl: the lab's lifecycle verbs.
 
-labctl up        create the hosts, converge them, verify
-labctl apply     converge again; changes nothing when nothing changed
-labctl verify    Consul members and leader; instances registered, passing, answering
-labctl status    host, provider, state, address, Docker engine
-labctl down      remove hosts, networks, volumes, keys and local state
-labctl bundle save FILE   every image the spec needs in one file, for `up --bundle`
-labctl doctor    what this machine has; --fix installs what is missing
+    labctl up / apply / down      create, converge again (no changes when none), remove
+    labctl verify / status        the lab against its spec; the hosts
+    labctl scale zhibo_service=N  more or fewer demo instances; the LB follows
+    labctl fail / recover TARGET  crash or restart an instance or a whole host
+    labctl watch                  live view of the LB's upstreams and reloads
+    labctl bundle save FILE       every image the spec needs, for `up --bundle`
+    labctl doctor [--fix]         what this machine has; install what is missing
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
+from docker.errors import DockerException
 from rich.console import Console
 from rich.table import Table
 
@@ -25,6 +27,7 @@ from labctl.converge import ConvergeError, ConvergeResult
 from labctl.images import ImageError
 from labctl.inventory import connection_data
 from labctl.paths import read_state, with_state
+from labctl.remote import RemoteError
 from labctl.spec import SPEC_ENV, LabSpec, SpecError, load_spec
 from labctl.verify import Check, verify_until
 from labctl.watch import watch_lb
@@ -90,6 +93,11 @@ def _run(step: str, action):
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     except (lifecycle.LifecycleError, ConvergeError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
+    except (httpx.HTTPError, DockerException, RemoteError) as exc:
+        raise _fail(
+            f"{step} failed ({type(exc).__name__}: {exc}); check `labctl status` and retry.",
+            EXIT_FAILED,
+        ) from None
     console.print(f"[green]✓[/] {step} ({time.monotonic() - started:.1f} s)")
     return result
 
