@@ -1,12 +1,12 @@
 """labctl: the lab's lifecycle verbs.
 
-    labctl up / apply / down      create, converge again (no changes when none), remove
-    labctl verify / status        the lab against its spec; the hosts
-    labctl scale zhibo_service=N  more or fewer demo instances; the LB follows
-    labctl fail / recover TARGET  crash or restart an instance or a whole host
-    labctl watch                  live view of the LB's upstreams and reloads
-    labctl bundle save FILE       every image the spec needs, for `up --bundle`
-    labctl doctor [--fix]         what this machine has; install what is missing
+labctl up / apply / down      create, converge again (no changes when none), remove
+labctl verify / status        the lab against its spec; the hosts
+labctl scale zhibo_service=N  more or fewer demo instances; the LB follows
+labctl fail / recover TARGET  crash or restart an instance or a whole host
+labctl watch                  live view of the LB's upstreams and reloads
+labctl bundle save FILE       every image the spec needs, for `up --bundle`
+labctl doctor [--fix]         what this machine has; install what is missing
 """
 
 from __future__ import annotations

@@ -217,19 +217,24 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labctl
 
 def _binary_from_archive(archive: Path, dest: Path) -> None:
     """Extract `consul-template` from a release .zip or .tgz, or copy a bare binary."""
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            dest.write_bytes(z.read("consul-template"))
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as t:
-            member = t.extractfile("consul-template")
-            if member is None:
-                raise ImageError(
-                    f"{archive} holds no consul-template binary; use the release archive."
-                )
-            dest.write_bytes(member.read())
-    else:
-        shutil.copyfile(archive, dest)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                data = z.read("consul-template")
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as t:
+                member = t.extractfile("consul-template")
+                data = member.read() if member else b""
+        else:
+            data = archive.read_bytes()
+    except KeyError:
+        data = b""
+    if not data:
+        raise ImageError(
+            f"{archive} holds no consul-template binary; use the release archive or the binary."
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
     dest.chmod(0o755)
 
 
@@ -244,8 +249,9 @@ def consul_template_binary(spec: LabSpec) -> Path:
                 f"images.consul_template_binary {local} does not exist; point it at a "
                 "consul-template binary, .zip or .tgz, or remove it to use the release archive."
             )
-        dest = Path(tempfile.mkdtemp(prefix="labctl-ct-")) / "consul-template"
-        _binary_from_archive(local, dest)
+        dest = CACHE / "consul-template" / f"local-{_file_identity(local)[:16]}" / "consul-template"
+        if not dest.is_file():
+            _binary_from_archive(local, dest)
         return dest
     if cached.is_file():
         return cached

@@ -61,17 +61,20 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
     if provider == "ssh":
         return
     log = log_file(spec, "vagrant-up")
+    errors = log.with_suffix(".err")
     log.parent.mkdir(parents=True, exist_ok=True)
     v = vagrant.client(spec, provider)
     try:
-        with log.open("a") as out:
-            v.err_cm = lambda: contextlib.nullcontext(out)
+        with log.open("a") as out, errors.open("w") as err:
+            v.err_cm = lambda: contextlib.nullcontext(err)
             for line in v.up(provider=provider, stream_output=True):
                 out.write(line)
                 report(line.strip())
     except subprocess.CalledProcessError:
+        # Vagrant explains itself on stderr, in a paragraph: keep its first lines.
+        said = " ".join(errors.read_text().split())[:400] or log_summary(log)
         raise LifecycleError(
-            f"vagrant up failed ({log_summary(log)}); read {log}, then run `labctl up` again "
+            f"vagrant up failed ({said}); read {log}, then run `labctl up` again "
             "or `labctl down` to remove what was created."
         ) from None
 

@@ -50,10 +50,12 @@ class DockerContainerState(FactBase):
         return f"docker inspect --format {shlex.quote(template)} {name} 2>/dev/null || true"
 
     def process(self, output: list[str]) -> dict | None:
-        words = " ".join(output).split()
-        if len(words) != 2:
+        # A container made without the label (e.g. by hand, as in the seed) prints
+        # " true": present, with an empty spec, so it is recreated, not run twice.
+        words = " ".join(output).rsplit(None, 1)
+        if not words or words[-1] not in ("true", "false"):
             return None
-        return {"spec": words[0], "running": words[1] == "true"}
+        return {"spec": words[0].strip() if len(words) == 2 else "", "running": words[-1] == "true"}
 
 
 class DockerContainersByLabel(FactBase):
@@ -153,14 +155,13 @@ def validated_file(content: str, dest: str, validate: str):
     if host.get_fact(Sha1File, path=dest) == digest:
         host.noop(f"{dest} is up to date")
         return
-    staging = f"{dest}.staged"
-    staging_dir = f"{staging}.d"
-    yield f"rm -rf {staging_dir} && mkdir -p {staging_dir}"
-    yield from files.put._inner(
-        src=StringIO(content), dest=f"{staging_dir}/{dest.rsplit('/', 1)[-1]}"
-    )
-    yield validate.format(staging_dir)
-    yield f"mv {staging_dir}/{dest.rsplit('/', 1)[-1]} {dest} && rm -rf {staging_dir}"
+    staging_dir = f"{dest}.staged.d"
+    staged = f"{staging_dir}/{dest.rsplit('/', 1)[-1]}"
+    q_dir, q_staged, q_dest = (shlex.quote(p) for p in (staging_dir, staged, dest))
+    yield f"rm -rf {q_dir} && mkdir -p {q_dir}"
+    yield from files.put._inner(src=StringIO(content), dest=staged)
+    yield validate.format(q_dir)
+    yield f"mv {q_staged} {q_dest} && rm -rf {q_dir}"
 
 
 @operation()

@@ -70,8 +70,9 @@ def e2e_spec_data(images: dict[str, str]) -> dict:
 
 
 def labctl(spec: Path, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
-    """Run the real CLI, as a user would."""
-    return subprocess.run(
+    """Run the real CLI, as a user would. On failure, the lab's log tails are appended to
+    stderr: `down` removes them, and CI keeps nothing else."""
+    result = subprocess.run(
         [sys.executable, "-m", "labctl", "--spec", str(spec), *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
@@ -79,6 +80,12 @@ def labctl(spec: Path, *args: str, timeout: float = 1500) -> subprocess.Complete
         timeout=timeout,
         env=os.environ | {"COLUMNS": "200"},
     )
+    if result.returncode != 0:
+        logs = PROJECT_ROOT / ".lab" / yaml.safe_load(spec.read_text())["name"] / "logs"
+        for log in sorted(logs.glob("*")) if logs.is_dir() else []:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+            result.stderr += f"\n--- {log.name} (last 40 lines) ---\n{tail}"
+    return result
 
 
 @pytest.fixture(scope="session")

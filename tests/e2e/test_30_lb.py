@@ -20,7 +20,13 @@ FOLLOW_DEADLINE = 10 + 5 + 10 + 15
 
 
 class RequestLoop:
-    """GETs through the LB in a background thread, bounded in time, counting outcomes."""
+    """GETs through the LB in a background thread, bounded in time, counting outcomes.
+
+    Each GET opens its own connection, like `curl` in a loop. A keep-alive client
+    would also be right, but it must then retry an idempotent request whose reused
+    connection the server closed before answering (RFC 9112 section 9.3.1), as
+    browsers do: nginx closes idle client connections at every reload. httpx does
+    not retry, and this loop is about the upstream side."""
 
     def __init__(self, seconds: float = 120):
         self.outcomes: Counter = Counter()
@@ -29,7 +35,8 @@ class RequestLoop:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=5) as client:
+        fresh_connections = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(timeout=5, limits=fresh_connections) as client:
             while not self._stop.is_set() and time.monotonic() < self._deadline:
                 try:
                     response = client.get(f"http://{LB}/{SERVICE}")

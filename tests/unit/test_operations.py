@@ -1,0 +1,322 @@
+"""The custom pyinfra operations and facts of roles/operations.py.
+
+Operation tests are data, in pyinfra's own style: one JSON file per case under
+tests/unit/operations/<operation>/<case>.json, holding
+
+    "args":     the operation's keyword arguments;
+    "facts":    {fact class name: {"key=value,...": fact value}} - every fact the
+                operation reads ("" is the key of a fact without arguments); a
+                fact the case does not list fails the test;
+    "local_files" (optional): {name: content} created on the "control machine"
+                (a tmp dir), which args and commands refer to as {local}/<name>;
+    "commands": the commands the operation must yield, in order, as text
+                (uploads read "upload <src> <dest>", a file-like src "io:<content>");
+    or "noop": true, with an optional "noop_description".
+
+The operations run through pyinfra 3's `._inner` (the raw generator) against a
+fake host that answers facts from the case and records no-ops.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shlex
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pyinfra.api import FileUploadCommand
+from pyinfra.operations import files
+
+import roles.operations as ops
+from roles.operations import (
+    SPEC_LABEL,
+    ConsulAgentServices,
+    DockerContainersByLabel,
+    DockerContainerState,
+    DockerImageIds,
+    spec_hash,
+)
+
+CASES_DIR = Path(__file__).resolve().parent / "operations"
+CASES = sorted(CASES_DIR.glob("*/*.json"))
+LOCAL = "{local}"
+
+
+class FakeHost:
+    """Just enough of pyinfra's Host for the operations and files.put."""
+
+    name = "fakehost"
+    current_op_global_arguments = None
+
+    def __init__(self, facts: dict):
+        self.facts = facts
+        self.noops: list[str] = []
+        self.fact_calls: list[tuple[str, str]] = []
+
+    def get_fact(self, fact_cls, **kwargs):
+        name = fact_cls.__name__
+        key = ",".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
+        self.fact_calls.append((name, key))
+        known = self.facts.get(name, {})
+        if key not in known:
+            raise AssertionError(f"the case lists no fact {name} [{key!r}]; add it to 'facts'")
+        return copy.deepcopy(known[key])
+
+    def noop(self, description: str) -> None:
+        self.noops.append(description)
+
+    def get_temp_filename(self, hash_key=None, hash_filename=True, *, temp_directory=None):
+        return f"/tmp/pyinfra-{hashlib.sha1(str(hash_key).encode()).hexdigest()}"
+
+
+def command_text(command, local_dir: Path) -> str:
+    if isinstance(command, FileUploadCommand):
+        src = command.src
+        if hasattr(src, "getvalue"):
+            shown = "io:" + src.getvalue()
+        else:
+            shown = str(src).replace(str(local_dir), LOCAL)
+        return f"upload {shown} {command.dest}"
+    if isinstance(command, str):
+        return command.strip()  # as pyinfra's operation wrapper does
+    return str(command)
+
+
+def with_local(value, local_dir: Path):
+    """Replace {local} in every string of a case's args with the control machine's dir."""
+    if isinstance(value, str):
+        return value.replace(LOCAL, str(local_dir))
+    if isinstance(value, list):
+        return [with_local(v, local_dir) for v in value]
+    if isinstance(value, dict):
+        return {k: with_local(v, local_dir) for k, v in value.items()}
+    return value
+
+
+@pytest.fixture
+def fake_host(monkeypatch):
+    """Install a FakeHost for roles.operations and pyinfra's files operations."""
+
+    def install(facts: dict) -> FakeHost:
+        host = FakeHost(facts)
+        monkeypatch.setattr(ops, "host", host)
+        monkeypatch.setattr(files, "host", host)
+        # files.put reads state.cwd (to place a relative src) and state.config.DIFF.
+        monkeypatch.setattr(
+            files, "state", SimpleNamespace(cwd=None, config=SimpleNamespace(DIFF=False))
+        )
+        return host
+
+    return install
+
+
+def run_operation(name: str, args: dict, host: FakeHost, local_dir: Path) -> list[str]:
+    operation = getattr(ops, name)
+    return [command_text(c, local_dir) for c in operation._inner(**args)]
+
+
+@pytest.mark.parametrize("case_file", CASES, ids=[f"{p.parent.name}/{p.stem}" for p in CASES])
+def test_operation_case(case_file, fake_host, tmp_path):
+    case = json.loads(case_file.read_text())
+    assert ("commands" in case) != bool(case.get("noop")), "a case has commands or noop: true"
+    for name, content in case.get("local_files", {}).items():
+        (tmp_path / name).write_text(content)
+    host = fake_host(case.get("facts", {}))
+
+    commands = run_operation(
+        case_file.parent.name, with_local(case["args"], tmp_path), host, tmp_path
+    )
+
+    if case.get("noop"):
+        assert commands == []
+        assert len(host.noops) == 1, host.noops
+        if "noop_description" in case:
+            assert host.noops == [case["noop_description"]]
+    else:
+        assert commands == case["commands"]
+        assert host.noops == []
+    listed = {(name, key) for name, values in case.get("facts", {}).items() for key in values}
+    assert listed == set(host.fact_calls), "the case lists exactly the facts the operation reads"
+
+
+def test_every_operation_has_cases():
+    operations = {"images_present", "container", "containers_pruned", "validated_file",
+                  "consul_service", "consul_services_absent"}  # fmt: skip
+    assert {p.parent.name for p in CASES} == operations
+
+
+# --- container: the spec label ------------------------------------------------
+
+CONTAINER_ARGS = {
+    "container_name": "consul",
+    "image": "hashicorp/consul:1.11.3",
+    "image_id": "sha256:" + "1f" * 32,
+    "args": ["--net=host", "-v=consul-data:/consul/data"],
+    "command": ["agent"],
+    "labels": {"io.labctl.lab": "dynlb"},
+    "depends_on": "5d1e0c9a2b7f4e31",
+}
+
+
+def run_args(commands: list[str]) -> list[str]:
+    """The words of the `docker run` command among the yielded commands."""
+    (run,) = [c for c in commands if c.startswith("docker run ")]
+    return shlex.split(run)
+
+
+def spec_label(args: dict, fake_host, tmp_path) -> str:
+    host = fake_host({"DockerContainerState": {f"container={args['container_name']}": None}})
+    words = run_args(run_operation("container", args, host, tmp_path))
+    (label,) = [w for w in words if w.startswith(f"--label={SPEC_LABEL}=")]
+    return label.split("=", 2)[2]
+
+
+def test_container_label_carries_the_spec_hash(fake_host, tmp_path):
+    a = CONTAINER_ARGS
+    expected = spec_hash(a["image_id"], a["args"], a["command"], a["labels"], a["depends_on"])
+    assert spec_label(a, fake_host, tmp_path) == expected
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"image_id": "sha256:" + "2e" * 32},
+        {"args": ["--net=host", "-v=other:/consul/data"]},
+        {"command": ["agent", "-dev"]},
+        {"labels": {"io.labctl.lab": "other"}},
+        {"depends_on": "0000000000000000"},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_container_label_changes_when_an_argument_changes(change, fake_host, tmp_path):
+    before = spec_label(CONTAINER_ARGS, fake_host, tmp_path)
+    assert spec_label(CONTAINER_ARGS | change, fake_host, tmp_path) != before
+
+
+def test_container_label_ignores_the_order_of_labels(fake_host, tmp_path):
+    labels = {"a": "1", "b": "2"}
+    reordered = {"b": "2", "a": "1"}
+    assert spec_label(CONTAINER_ARGS | {"labels": labels}, fake_host, tmp_path) == spec_label(
+        CONTAINER_ARGS | {"labels": reordered}, fake_host, tmp_path
+    )
+
+
+def test_container_recreated_from_a_changed_arg_is_matched_on_the_next_run(fake_host, tmp_path):
+    changed = CONTAINER_ARGS | {"args": ["--net=host"]}
+    digest = spec_label(changed, fake_host, tmp_path)
+    host = fake_host(
+        {"DockerContainerState": {"container=consul": {"spec": digest, "running": True}}}
+    )
+    assert run_operation("container", changed, host, tmp_path) == []
+    assert host.noops == ["container consul is up to date"]
+
+
+# --- validated_file: paths are single shell words ------------------------------
+
+
+def test_validated_file_keeps_a_dest_with_a_space_one_shell_word(fake_host, tmp_path):
+    dest = "/etc/my lab/agent.json"
+    staged_dir = f"{dest}.staged.d"
+    host = fake_host(
+        {
+            "Sha1File": {f"path={dest}": None},
+            "File": {f"path={staged_dir}/agent.json": None},
+            "Directory": {f"path={staged_dir}/agent.json": None, f"path={staged_dir}": None},
+        }
+    )
+    commands = run_operation(
+        "validated_file", {"content": "{}\n", "dest": dest, "validate": "true {}"}, host, tmp_path
+    )
+    cleanup, move = commands[0], commands[-1]
+    # Split at the space, `rm -rf /etc/my ...` would remove the whole of /etc/my.
+    for command in (cleanup, move):
+        assert "/etc/my" not in shlex.split(command), command
+
+
+# --- facts ---------------------------------------------------------------------
+
+
+def test_docker_image_ids_maps_each_reference_to_its_id():
+    output = [
+        "hashicorp/consul:1.11.3 sha256:c1",
+        "lab/lb:0123456789ab sha256:l1",
+    ]
+    assert DockerImageIds().process(output) == {
+        "hashicorp/consul:1.11.3": "sha256:c1",
+        "lab/lb:0123456789ab": "sha256:l1",
+    }
+
+
+def test_docker_image_ids_skips_lines_that_are_not_reference_and_id():
+    output = ["", "only-one-word", "a:b sha256:x extra", "debian:bookworm sha256:d"]
+    assert DockerImageIds().process(output) == {"debian:bookworm": "sha256:d"}
+
+
+def test_docker_image_ids_of_empty_output_and_default_are_empty():
+    assert DockerImageIds().process([]) == {}
+    assert DockerImageIds.default() == {}
+
+
+def test_docker_container_state_of_a_running_container():
+    assert DockerContainerState().process(["282083e6928e33a9 true"]) == {
+        "spec": "282083e6928e33a9",
+        "running": True,
+    }
+
+
+def test_docker_container_state_of_a_stopped_container():
+    assert DockerContainerState().process(["282083e6928e33a9 false"]) == {
+        "spec": "282083e6928e33a9",
+        "running": False,
+    }
+
+
+def test_docker_container_state_of_an_absent_container_is_none():
+    # `docker inspect ... 2>/dev/null || true` prints nothing for a missing container.
+    assert DockerContainerState().process([]) is None
+    assert DockerContainerState().process([""]) is None
+    assert DockerContainerState().default() is None
+
+
+def test_docker_container_state_of_a_container_without_the_spec_label_is_present():
+    # `{{index .Config.Labels "io.labctl.spec"}}` prints "" for a container that lacks
+    # the label (made by hand, or by an older labctl): the line is " true". The
+    # container exists, so the operation must remove it before `docker run --name=`.
+    assert DockerContainerState().process([" true"]) == {"spec": "", "running": True}
+
+
+def test_docker_container_state_command_quotes_the_name():
+    command = DockerContainerState().command("a b")
+    assert "'a b'" in command
+    assert command.endswith("2>/dev/null || true")
+
+
+def test_docker_containers_by_label_lists_names_sorted():
+    output = ["zhibo-3", "zhibo-1-2", "  ", "zhibo-1"]
+    assert DockerContainersByLabel().process(output) == ["zhibo-1", "zhibo-1-2", "zhibo-3"]
+
+
+def test_docker_containers_by_label_of_empty_output_and_default_are_empty():
+    assert DockerContainersByLabel().process([]) == []
+    assert DockerContainersByLabel.default() == []
+
+
+def test_consul_agent_services_parses_the_json_over_several_lines():
+    output = ['{"zhibo-1": {"ID": "zhibo-1",', '"Meta": {"lab_managed": "demo_service"}}}']
+    assert ConsulAgentServices().process(output) == {
+        "zhibo-1": {"ID": "zhibo-1", "Meta": {"lab_managed": "demo_service"}}
+    }
+
+
+def test_consul_agent_services_of_empty_output_and_default_are_empty():
+    assert ConsulAgentServices().process([]) == {}
+    assert ConsulAgentServices.default() == {}
+
+
+def test_consul_agent_services_command_reads_the_agent_api():
+    assert ConsulAgentServices().command("http://127.0.0.1:8500") == (
+        "curl -fsS --max-time 10 http://127.0.0.1:8500/v1/agent/services"
+    )

@@ -1,0 +1,169 @@
+"""What the consul and demo_service roles derive from host data.
+
+The data is what pyinfra hands a role: the role's DEFAULTS overlaid with the host
+data labctl's inventory produces for a spec (labctl.inventory.groups).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from labctl.inventory import groups
+from labctl.spec import load_spec
+from roles import consul, demo_service
+from roles.consul import agent_config
+from roles.demo_service import registration
+from tests.conftest import PROJECT_ROOT
+
+
+def host_data(spec_file: str, host: str, defaults: dict, **overrides) -> SimpleNamespace:
+    spec, _ = load_spec(PROJECT_ROOT / spec_file)
+    data = dict(groups(spec, {})["lab"])[host]
+    return SimpleNamespace(**(defaults | data | overrides))
+
+
+def consul_data(host: str, spec_file: str = "lab.yaml", **overrides) -> SimpleNamespace:
+    return host_data(spec_file, host, consul.DEFAULTS, **overrides)
+
+
+def demo_data(host: str, spec_file: str = "lab.yaml") -> SimpleNamespace:
+    return host_data(spec_file, host, demo_service.DEFAULTS)
+
+
+# --- consul.agent_config ----------------------------------------------------------
+
+
+def test_bootstrap_server_config():
+    assert agent_config(consul_data("server1")) == {
+        "datacenter": "dc1",
+        "node_name": "server1",
+        "server": True,
+        "bind_addr": "192.168.56.2",
+        "advertise_addr": "192.168.56.2",
+        "client_addr": "0.0.0.0",
+        "data_dir": "/consul/data",
+        "log_level": "INFO",
+        "ui_config": {"enabled": True},
+        "retry_join": ["192.168.56.3"],
+        "retry_interval": "5s",
+        "leave_on_terminate": False,
+        "disable_update_check": True,
+        "bootstrap_expect": 2,
+    }
+
+
+def test_client_config():
+    assert agent_config(consul_data("server3")) == {
+        "datacenter": "dc1",
+        "node_name": "server3",
+        "server": False,
+        "bind_addr": "192.168.56.4",
+        "advertise_addr": "192.168.56.4",
+        "client_addr": "0.0.0.0",
+        "data_dir": "/consul/data",
+        "log_level": "INFO",
+        "ui_config": {"enabled": True},
+        "retry_join": ["192.168.56.2", "192.168.56.3"],
+        "retry_interval": "5s",
+        "leave_on_terminate": True,
+        "disable_update_check": True,
+    }
+
+
+@pytest.mark.parametrize("host", ["server1", "server2"])
+def test_every_server_expects_all_servers(host):
+    assert agent_config(consul_data(host))["bootstrap_expect"] == 2
+
+
+def test_every_server_of_five_hosts_expects_three():
+    expectations = {
+        h: agent_config(consul_data(h, "examples/five-hosts.yaml")).get("bootstrap_expect")
+        for h in ("consul1", "consul2", "consul3", "web1", "web2")
+    }
+    assert expectations == {"consul1": 3, "consul2": 3, "consul3": 3, "web1": None, "web2": None}
+
+
+def test_client_has_no_bootstrap_expect():
+    assert "bootstrap_expect" not in agent_config(consul_data("server3"))
+
+
+@pytest.mark.parametrize(
+    ("host", "join"),
+    [
+        ("server1", ["192.168.56.3"]),
+        ("server2", ["192.168.56.2"]),
+        ("server3", ["192.168.56.2", "192.168.56.3"]),
+    ],
+)
+def test_retry_join_lists_the_servers_but_never_the_host_itself(host, join):
+    assert agent_config(consul_data(host))["retry_join"] == join
+
+
+def test_retry_join_puts_the_bootstrap_server_first():
+    config = agent_config(consul_data("web2", "examples/five-hosts.yaml"))
+    assert config["retry_join"] == ["192.168.57.11", "192.168.57.12", "192.168.57.13"]
+
+
+@pytest.mark.parametrize("host", ["server1", "server2", "server3"])
+def test_bind_and_advertise_are_the_host_address(host):
+    data = consul_data(host)
+    config = agent_config(data)
+    assert config["bind_addr"] == config["advertise_addr"] == data.lab_address
+
+
+def test_ui_can_be_turned_off():
+    assert agent_config(consul_data("server3", consul_ui=False))["ui_config"] == {"enabled": False}
+
+
+def test_datacenter_and_log_level_come_from_data():
+    config = agent_config(consul_data("server1", consul_datacenter="lab", consul_log_level="DEBUG"))
+    assert (config["datacenter"], config["log_level"]) == ("lab", "DEBUG")
+
+
+# --- demo_service.registration ----------------------------------------------------
+
+
+def test_registration_of_the_first_instance_is_the_seeds():
+    data = demo_data("server1")
+    (instance,) = data.demo_instances
+    assert registration(data, instance) == {
+        "ID": "zhibo-1",
+        "Name": "zhibo_service",
+        "Tags": ["primary", "v2"],
+        "Address": "192.168.56.2",
+        "Port": 8080,
+        "EnableTagOverride": False,
+        "Meta": {"lab_managed": "demo_service", "title": "直播服务API1"},
+        "Check": {
+            "Name": "HTTP http://192.168.56.2:8080/health",
+            "HTTP": "http://192.168.56.2:8080/health",
+            "Interval": "10s",
+            "Timeout": "5s",
+            "DeregisterCriticalServiceAfter": "90m",
+        },
+    }
+
+
+def test_registration_is_managed_by_the_demo_service_role():
+    data = demo_data("server2")
+    (instance,) = data.demo_instances
+    assert registration(data, instance)["Meta"]["lab_managed"] == demo_service.ROLE
+
+
+def test_registrations_of_a_host_with_several_instances_use_their_own_ports():
+    data = demo_data("web2", "examples/five-hosts.yaml")
+    bodies = [registration(data, i) for i in data.demo_instances]
+    assert [(b["ID"], b["Address"], b["Port"], b["Check"]["HTTP"]) for b in bodies] == [
+        ("zhibo-5", "192.168.57.22", 8080, "http://192.168.57.22:8080/health"),
+        ("zhibo-5-2", "192.168.57.22", 8081, "http://192.168.57.22:8081/health"),
+        ("zhibo-5-3", "192.168.57.22", 8082, "http://192.168.57.22:8082/health"),
+    ]
+
+
+def test_registration_tags_are_a_copy_of_the_data():
+    data = demo_data("server1")
+    (instance,) = data.demo_instances
+    registration(data, instance)["Tags"].append("extra")
+    assert data.demo_service_tags == ["primary", "v2"]
