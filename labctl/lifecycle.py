@@ -57,9 +57,8 @@ def preflight(spec: LabSpec, provider: str, report: Report, bundle: Path | None 
     return images.prepare(spec, bundle, report)
 
 
-def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
-    if provider == "ssh":
-        return
+def _vagrant_up(spec: LabSpec, provider: str, report: Report) -> str | None:
+    """One `vagrant up`; None on success, else what Vagrant said on stderr."""
     log = log_file(spec, "vagrant-up")
     errors = log.with_suffix(".err")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -70,13 +69,29 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
             for line in v.up(provider=provider, stream_output=True):
                 out.write(line)
                 report(line.strip())
+        return None
     except subprocess.CalledProcessError:
-        # Vagrant explains itself on stderr, in a paragraph: keep its first lines.
-        said = " ".join(errors.read_text().split())[:400] or log_summary(log)
+        # Vagrant explains itself on stderr, in a paragraph.
+        return " ".join(errors.read_text().split())[:400] or log_summary(log)
+
+
+def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
+    """`vagrant up`, tried twice: it is idempotent (running hosts are left alone), and
+    a parallel up of several containers now and then fails one step on a busy machine."""
+    if provider == "ssh":
+        return
+    failure = _vagrant_up(spec, provider, report)
+    if failure is not None:
+        report(f"vagrant up failed ({failure}); trying once more")
+        with log_file(spec, "vagrant-up").open("a") as log:
+            log.write(f"\n[labctl] first vagrant up failed: {failure}\n[labctl] retrying\n")
+        failure = _vagrant_up(spec, provider, report)
+    if failure is not None:
+        log = log_file(spec, "vagrant-up")
         raise LifecycleError(
-            f"vagrant up failed ({said}); read {log}, then run `labctl up` again "
+            f"vagrant up failed ({failure}); read {log}, then run `labctl up` again "
             "or `labctl down` to remove what was created."
-        ) from None
+        )
 
 
 def up(spec: LabSpec, provider: str, report: Report, bundle: Path | None = None) -> ConvergeResult:
