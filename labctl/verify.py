@@ -38,7 +38,7 @@ class Check:
     detail: str
 
 
-def _consul_get(client: httpx.Client, spec: LabSpec, path: str, **params) -> httpx.Response:
+def consul_get(client: httpx.Client, spec: LabSpec, path: str, **params) -> httpx.Response:
     """GET from the first agent that answers; raise the last error when none does."""
     error: Exception = RuntimeError("the spec has no Consul agent")
     for host in spec.hosts:
@@ -56,7 +56,7 @@ def _consul_get(client: httpx.Client, spec: LabSpec, path: str, **params) -> htt
 def consul_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
     checks = []
     try:
-        members = {m["Name"]: m for m in _consul_get(client, spec, "/v1/agent/members").json()}
+        members = {m["Name"]: m for m in consul_get(client, spec, "/v1/agent/members").json()}
     except (httpx.HTTPError, RuntimeError) as exc:
         return [Check("consul", "agents", False, f"no agent answers: {exc}")]
     for host in spec.hosts:
@@ -71,7 +71,7 @@ def consul_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
         ok = status == "alive" and role == host.consul
         checks.append(Check("member", host.name, ok, f"{status}, {role}"))
     try:
-        leader = _consul_get(client, spec, "/v1/status/leader").json()
+        leader = consul_get(client, spec, "/v1/status/leader").json()
     except httpx.HTTPError as exc:
         leader = ""
         checks.append(Check("leader", "raft", False, f"cannot ask: {exc}"))
@@ -83,7 +83,7 @@ def consul_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
 def instance_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
     checks = []
     try:
-        entries = _consul_get(client, spec, f"/v1/health/service/{SERVICE_NAME}").json()
+        entries = consul_get(client, spec, f"/v1/health/service/{SERVICE_NAME}").json()
     except (httpx.HTTPError, RuntimeError) as exc:
         return [Check("service", SERVICE_NAME, False, f"cannot list instances: {exc}")]
     registered = {entry["Service"]["ID"]: entry for entry in entries}
@@ -118,7 +118,7 @@ def lb_checks(
         return []
     checks = []
     try:
-        entries = _consul_get(client, spec, f"/v1/health/service/{SERVICE_NAME}?passing").json()
+        entries = consul_get(client, spec, f"/v1/health/service/{SERVICE_NAME}?passing").json()
         passing = sorted(e["Service"]["ID"] for e in entries)
     except (httpx.HTTPError, RuntimeError):
         passing = []

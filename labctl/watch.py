@@ -16,30 +16,22 @@ from rich.table import Table
 
 from labctl import lb
 from labctl.spec import LabSpec
-from labctl.verify import CONSUL_HTTP_PORT, SERVICE_NAME
+from labctl.verify import SERVICE_NAME, consul_get
 
 
 def _consul_health(client: httpx.Client, spec: LabSpec) -> dict[str, tuple[str, str]]:
-    """address:port -> (instance ID, aggregated check status), from any agent that answers."""
-    for host in spec.hosts:
-        if host.consul == "none":
-            continue
-        try:
-            entries = client.get(
-                f"http://{host.address}:{CONSUL_HTTP_PORT}/v1/health/service/{SERVICE_NAME}"
-            ).json()
-        except (httpx.HTTPError, ValueError):
-            continue
-        health = {}
-        for entry in entries:
-            statuses = {c["Status"] for c in entry["Checks"]}
-            status = next(
-                (s for s in ("critical", "warning", "maintenance") if s in statuses), "passing"
-            )
-            service = entry["Service"]
-            health[f"{service['Address']}:{service['Port']}"] = (service["ID"], status)
-        return health
-    return {}
+    """address:port -> (instance ID, worst check status), from any agent that answers."""
+    try:
+        entries = consul_get(client, spec, f"/v1/health/service/{SERVICE_NAME}").json()
+    except (httpx.HTTPError, RuntimeError, ValueError):
+        return {}
+    health = {}
+    for entry in entries:
+        statuses = {c["Status"] for c in entry["Checks"]}
+        status = next((s for s in ("critical", "warning") if s in statuses), "passing")
+        service = entry["Service"]
+        health[f"{service['Address']}:{service['Port']}"] = (service["ID"], status)
+    return health
 
 
 def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:

@@ -16,10 +16,13 @@ from pyinfra.api import FactBase, operation
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files
 
+from labctl.paths import LAB_LABEL
+
+__all__ = ["LAB_LABEL", "ROLE_LABEL", "SPEC_LABEL"]
+
 # Label holding a hash of everything a container was created from. pyinfra's
 # docker.container does not notice changed arguments; this label does.
 SPEC_LABEL = "io.labctl.spec"
-LAB_LABEL = "io.labctl.lab"
 ROLE_LABEL = "io.labctl.role"
 
 
