@@ -26,6 +26,7 @@ from labctl.images import ensure_base_image
 from labctl.inventory import connection_data
 from labctl.spec import DockerProvider, Versions, load_spec
 from tests.conftest import PROJECT_ROOT
+from tests.support.consul_fakes import build_consul_template
 
 IMAGES = os.environ.get("LAB_E2E_IMAGES", "standin")
 STANDINS = PROJECT_ROOT / "tests" / "standins"
@@ -43,13 +44,7 @@ def standin_images(workdir: Path) -> dict[str, str]:
     client = docker.from_env()
     ensure_base_image(client, DockerProvider().base_image)
     client.images.build(path=str(STANDINS / "consul"), tag=ref, rm=True)
-    binary = workdir / "consul-template"
-    subprocess.run(
-        ["go", "build", "-trimpath", "-o", str(binary), "."],
-        cwd=STANDINS / "consul-template",
-        env=os.environ | {"CGO_ENABLED": "0", "GOPROXY": "off"},
-        check=True,
-    )
+    binary = build_consul_template(workdir)
     return {"consul": ref, "consul_template_binary": str(binary)}
 
 

@@ -8,24 +8,18 @@ check it with `nginx -t`.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from labctl.lb import parse_upstreams
 from tests.conftest import PROJECT_ROOT
+from tests.support.consul_fakes import build_consul_template, fake_consul
 
 TEMPLATE = PROJECT_ROOT / "templates" / "lb" / "service.ctmpl"
-STANDIN_DIR = PROJECT_ROOT / "tests" / "standins" / "consul-template"
-GO = shutil.which("go") or "go"
 NGINX = Path("/usr/sbin/nginx")
 ALLOW_CIDR = "192.168.56.0/24"
 FALLBACK = "server 127.0.0.1:65535; # force a 502"
@@ -81,69 +75,20 @@ ALL_CRITICAL = {
 }
 
 
-class FakeConsul(BaseHTTPRequestHandler):
-    """Answers at once (no blocking query), which is all -once needs."""
-
-    def do_GET(self):
-        data = self.server.data
-        url = urlsplit(self.path)
-        if url.path == "/v1/catalog/services":
-            body = data["catalog"]
-        elif url.path.startswith("/v1/health/service/"):
-            body = data["health"].get(url.path.rsplit("/", 1)[1], [])
-            if "passing" in parse_qs(url.query, keep_blank_values=True):
-                body = [e for e in body if all(c["Status"] == "passing" for c in e["Checks"])]
-        else:
-            self.send_response(404)
-            self.send_header("X-Consul-Index", "7")
-            self.end_headers()
-            return
-        payload = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("X-Consul-Index", "7")
-        self.send_header("X-Consul-KnownLeader", "true")
-        self.send_header("X-Consul-LastContact", "0")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="session")
 def consul_template(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("standin")
-    binary = out / "consul-template"
-    env = dict(os.environ, CGO_ENABLED="0", GOPROXY="off", GOFLAGS="")
-    if not (env.get("GOCACHE") or env.get("HOME") or env.get("XDG_CACHE_HOME")):
-        env["GOCACHE"] = str(out / "gocache")
-    proc = subprocess.run(
-        [GO, "build", "-o", str(binary), "."],
-        cwd=STANDIN_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, f"go build failed:\n{proc.stdout}\n{proc.stderr}"
-    return binary
+    return build_consul_template(tmp_path_factory.mktemp("standin"))
 
 
 def render(consul_template: Path, data: dict, out_dir: Path) -> str:
     """Serve `data` as Consul on 127.0.0.1, render the template once, return the result."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeConsul)
-    server.data = data
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with fake_consul(data["catalog"], data["health"]) as (address, _):
         dest = out_dir / "service.conf"
         proc = subprocess.run(
             [
                 str(consul_template),
                 "-once",
-                f"-consul-addr=127.0.0.1:{server.server_address[1]}",
+                f"-consul-addr={address}",
                 "-consul-retry=false",
                 f"-template={TEMPLATE}:{dest}",
             ],
@@ -152,12 +97,8 @@ def render(consul_template: Path, data: dict, out_dir: Path) -> str:
             text=True,
             timeout=30,
         )
-        assert proc.returncode == 0, proc.stderr
-        return dest.read_text()
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    assert proc.returncode == 0, proc.stderr
+    return dest.read_text()
 
 
 @pytest.fixture(scope="module")

@@ -6,36 +6,17 @@ template once against a tiny fake Consul HTTP API on 127.0.0.1.
     python3 -m pytest tests/unit/test_standin_consul_template.py -q
 """
 
-import json
-import os
-import shutil
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import ClassVar
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-STANDIN_DIR = Path(__file__).resolve().parents[1] / "standins" / "consul-template"
+from tests.support.consul_fakes import GO, STANDIN_DIR, build_consul_template, fake_consul, go_env
+
 TESTDATA = STANDIN_DIR / "testdata"
 
 # Exit status of consul-template v0.19.0 for runner errors (failed command,
 # Consul unreachable after the retries, bad template, ...).
 EXIT_RUNNER_ERROR = 14
-
-# `./lab test` installs Go (Debian's golang-go); without it these tests fail, never skip.
-GO = shutil.which("go") or "go"
-
-
-def go_env(tmp_dir):
-    """Environment for the go tool: offline, and with a build cache even
-    where HOME is unset."""
-    env = dict(os.environ, GOPROXY="off", GOFLAGS="", CGO_ENABLED="0")
-    if not (env.get("GOCACHE") or env.get("HOME") or env.get("XDG_CACHE_HOME")):
-        env["GOCACHE"] = str(tmp_dir / "gocache")
-    return env
 
 
 def normalize(text):
@@ -59,18 +40,7 @@ def test_go_test_suite(tmp_path):
 
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("bin")
-    path = out_dir / "consul-template"
-    proc = subprocess.run(
-        [GO, "build", "-trimpath", "-o", str(path), "."],
-        cwd=STANDIN_DIR,
-        env=go_env(out_dir),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"go build failed:\n{proc.stdout}\n{proc.stderr}"
-    return path
+    return build_consul_template(tmp_path_factory.mktemp("bin"))
 
 
 def _node(name, address):
@@ -125,55 +95,24 @@ HEALTH = {
 }
 
 
-class FakeConsul(BaseHTTPRequestHandler):
-    """Answers immediately (no blocking) - enough for -once."""
-
-    requests: ClassVar[list[str]] = []
-
-    def do_GET(self):
-        url = urlsplit(self.path)
-        FakeConsul.requests.append(self.path)
-        if url.path == "/v1/catalog/services":
-            body = CATALOG
-        elif url.path.startswith("/v1/health/service/"):
-            body = HEALTH.get(url.path.rsplit("/", 1)[1], [])
-            if "passing" in parse_qs(url.query, keep_blank_values=True):
-                body = [e for e in body if all(c["Status"] == "passing" for c in e["Checks"])]
-        else:
-            self.send_response(404)
-            self.send_header("X-Consul-Index", "42")
-            self.end_headers()
-            return
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("X-Consul-Index", "42")
-        self.send_header("X-Consul-KnownLeader", "true")
-        self.send_header("X-Consul-LastContact", "0")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+@pytest.fixture
+def consul_api():
+    """(address, request paths seen) of a fake Consul serving the seed's catalog."""
+    with fake_consul(CATALOG, HEALTH) as served:
+        yield served
 
 
 @pytest.fixture
-def consul():
-    FakeConsul.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeConsul)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def consul(consul_api):
+    return consul_api[0]
 
 
 def run_standin(binary, *args):
     return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60)
 
 
-def test_once_renders_seed_template(binary, consul, tmp_path):
+def test_once_renders_seed_template(binary, consul_api, tmp_path):
+    consul, requests = consul_api
     dst = tmp_path / "nginx.conf"
     marker = tmp_path / "reloaded"
     # The command runs without a shell in consul-template v0.19.0, so the
@@ -193,8 +132,8 @@ def test_once_renders_seed_template(binary, consul, tmp_path):
     assert dst.read_text() == (TESTDATA / "nginx.conf.golden").read_text()
     assert marker.read_text() == "reloaded\n"
     assert f'[INFO] (runner) rendered "{TESTDATA / "service.ctmpl"}" => "{dst}"' in proc.stderr
-    health = [r for r in FakeConsul.requests if r.startswith("/v1/health/service/")]
-    assert health and all("passing=1" in r for r in health), FakeConsul.requests
+    health = [r for r in requests if r.startswith("/v1/health/service/")]
+    assert health and all("passing=1" in r for r in health), requests
 
 
 def test_failing_command_exits_with_runner_error(binary, consul, tmp_path):
