@@ -12,6 +12,7 @@ labctl doctor [--fix]         what this machine has; install what is missing
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Annotated
@@ -96,6 +97,12 @@ def _run(step: str, action):
     except (httpx.HTTPError, DockerException, RemoteError) as exc:
         raise _fail(
             f"{step} failed ({type(exc).__name__}: {exc}); check `labctl status` and retry.",
+            EXIT_FAILED,
+        ) from None
+    except subprocess.CalledProcessError as exc:
+        raise _fail(
+            f"{step} failed: `{' '.join(map(str, exc.cmd))}` exited with {exc.returncode}; "
+            "run it by hand to see why (another Vagrant command may hold the lab's lock).",
             EXIT_FAILED,
         ) from None
     console.print(f"[green]✓[/] {step} ({time.monotonic() - started:.1f} s)")

@@ -109,10 +109,10 @@ def _host_action(spec: LabSpec, target: str, failing: bool, report: Report) -> s
                 raise LifecycleError("no Docker engine answers; start it and retry.")
             engine.containers.get(host_container_name(spec, target)).kill()
         else:
-            v.halt(vm_name=target, force=True)
+            v.halt(vm_name=vagrant.machine_name(spec, target), force=True)
         return f"host {target} is down"
     report(f"vagrant up {target}")
-    v.up(vm_name=target)
+    v.up(vm_name=vagrant.machine_name(spec, target))
     return f"host {target} is up (its containers restart with it)"
 
 

@@ -50,8 +50,11 @@ def vagrantfile_data(spec: LabSpec) -> dict:
         "hosts": [
             {
                 "name": host.name,
+                # Vagrant's machine name: prefixed with the lab, because Vagrant's
+                # global machine index (and its locks) is keyed by name and folder,
+                # and labs share this folder.
+                "machine": host_container_name(spec, host.name),
                 "address": str(host.address),
-                "container": host_container_name(spec, host.name),
                 "docker_create_args": [
                     *DOCKER_HOST_FLAGS,
                     # overlay2 cannot sit on the container's own overlay, so the
@@ -90,11 +93,16 @@ def client(spec: LabSpec, provider: str, quiet: bool = True) -> vagrant.Vagrant:
     )
 
 
+def machine_name(spec: LabSpec, host: str) -> str:
+    return host_container_name(spec, host)
+
+
 def machine_states(spec: LabSpec, provider: str) -> dict[str, str]:
-    """Vagrant's state of every host: running, stopped, not_created, ..."""
+    """Vagrant's state of every host (by host name): running, stopped, not_created, ..."""
     if not vagrant_dotfile_path(spec).exists():
         return {host.name: "not_created" for host in spec.hosts}
-    return {s.name: s.state for s in client(spec, provider).status()}
+    states = {s.name: s.state for s in client(spec, provider).status()}
+    return {h.name: states.get(machine_name(spec, h.name), "?") for h in spec.hosts}
 
 
 def ssh_settings(spec: LabSpec, provider: str) -> dict[str, dict[str, str]]:
@@ -105,10 +113,11 @@ def ssh_settings(spec: LabSpec, provider: str) -> dict[str, dict[str, str]]:
         return {}
     # One Vagrant run for all hosts (each run costs about a second of Ruby start-up).
     blocks = v.ssh_config().split("\nHost ")
+    by_machine = {machine_name(spec, name): name for name in running}
     return {
-        name: v.conf(ssh_config=("" if i == 0 else "Host ") + block, vm_name=name)
+        by_machine[machine]: v.conf(ssh_config=("" if i == 0 else "Host ") + block, vm_name=machine)
         for i, block in enumerate(blocks)
-        if (name := block.removeprefix("Host ").split(None, 1)[0]) in running
+        if (machine := block.removeprefix("Host ").split(None, 1)[0]) in by_machine
     }
 
 

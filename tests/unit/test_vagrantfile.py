@@ -47,14 +47,15 @@ FIVE = PROJECT_ROOT / "examples" / "five-hosts.yaml"
 
 def test_virtualbox_machines_follow_the_spec(tmp_path):
     vms = machines(DEFAULT, "virtualbox", tmp_path)
-    assert list(vms) == ["server1", "server2", "server3"]
+    # Machine names carry the lab's name: Vagrant's machine index is keyed by name and folder.
+    assert list(vms) == ["dynlb-server1", "dynlb-server2", "dynlb-server3"]
     for name, ip in zip(vms, ["192.168.56.2", "192.168.56.3", "192.168.56.4"], strict=True):
         vm = vms[name]
         assert vm["box"] == "debian/bookworm64"
         assert vm["box_version"] == "12.20240905.1"
-        assert vm["hostname"] == name
+        assert vm["hostname"] == name.removeprefix("dynlb-")
         assert [(n["ip"], n["netmask"]) for n in vm["private_networks"]] == [(ip, 24)]
-        assert vm["provider"]["name"] == f"dynlb-{name}"
+        assert vm["provider"]["name"] == name
         modifyvm = [c[1][2:] for c in vm["provider"]["customizations"] if c[1][0] == "modifyvm"]
         assert ["--cpus", 1] in modifyvm and ["--memory", "1024"] in modifyvm
         assert vm["invalid_settings"] == []
@@ -64,7 +65,7 @@ def test_virtualbox_machines_follow_the_spec(tmp_path):
 def test_docker_machines_are_vm_like_containers(tmp_path):
     vms = machines(FIVE, "docker", tmp_path)
     assert len(vms) == 5
-    web2 = vms["web2"]
+    web2 = vms["dynlb-five-web2"]
     settings = web2["provider"]
     assert settings["name"] == "dynlb-five-web2"
     assert settings["has_ssh"] == "true"
