@@ -327,15 +327,16 @@ def resolve(
     )
 
 
-def host_archive(client: docker.DockerClient, spec: LabSpec, refs: list[str]) -> Path:
-    """`docker save` of the given images into one archive (shared layers once), cached by IDs."""
-    ids = sorted(image_id(client, ref) for ref in refs)
-    digest = hashlib.sha256(json.dumps([sorted(refs), ids]).encode()).hexdigest()[:16]
+def host_archive(spec: LabSpec, images: dict[str, str]) -> Path:
+    """`docker save` of the given images (ref -> ID) into one archive, shared layers once;
+    cached by references and IDs."""
+    refs = sorted(images)
+    digest = hashlib.sha256(json.dumps([refs, sorted(images.values())]).encode()).hexdigest()[:16]
     archive = lab_dir(spec) / "images" / f"{digest}.tar"
     if not archive.exists():
         archive.parent.mkdir(parents=True, exist_ok=True)
         partial = archive.with_suffix(".partial")
-        subprocess.run(["docker", "save", "-o", str(partial), *sorted(refs)], check=True)
+        subprocess.run(["docker", "save", "-o", str(partial), *refs], check=True)
         partial.rename(archive)
     return archive
 
@@ -351,9 +352,11 @@ def prepare(spec: LabSpec, bundle: Path | None = None, report=lambda line: None)
         resolved[image.key] = {"ref": image.ref, "id": image_id(client, image.ref)}
     archives = {}
     for host in spec.hosts:
-        refs = [image.ref for image in images if host.name in image.hosts]
-        if refs:
-            archives[host.name] = str(host_archive(client, spec, refs))
+        needed = {
+            resolved[i.key]["ref"]: resolved[i.key]["id"] for i in images if host.name in i.hosts
+        }
+        if needed:
+            archives[host.name] = str(host_archive(spec, needed))
     return {"images": resolved, "image_archives": archives}
 
 

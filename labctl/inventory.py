@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from labctl.images import lab_images
+from labctl.images import LabImage, lab_images
 from labctl.paths import read_state
 from labctl.spec import Host, LabSpec
 
@@ -18,10 +18,13 @@ SshData = dict[str, Any]
 InventoryHost = tuple[str, dict[str, Any]]
 
 
-def host_data(spec: LabSpec, host: Host, state: dict | None = None) -> dict[str, Any]:
+def host_data(
+    spec: LabSpec, host: Host, state: dict | None = None, images: list[LabImage] | None = None
+) -> dict[str, Any]:
     """The data every role reads for one host: flags, cluster-wide facts and, once
     labctl has resolved them (`state`), the images it runs."""
     state = state or {}
+    images = lab_images(spec) if images is None else images
     servers = spec.consul_servers
     bootstrap = next((h for h in servers if h.bootstrap), servers[0])
     return {
@@ -43,7 +46,7 @@ def host_data(spec: LabSpec, host: Host, state: dict | None = None) -> dict[str,
         "demo_instances": [asdict(i) for i in spec.demo_instances() if i.host == host.name],
         "consul_template_version": spec.versions.consul_template,
         "nginx_version": spec.versions.nginx,
-        "lab_host_images": [i.key for i in lab_images(spec) if host.name in i.hosts],
+        "lab_host_images": [i.key for i in images if host.name in i.hosts],
         "lab_images": state.get("images", {}),
         "lab_image_archive": state.get("image_archives", {}).get(host.name),
     }
@@ -81,8 +84,13 @@ def groups(
     spec: LabSpec, connection: dict[str, SshData], state: dict | None = None
 ) -> dict[str, list[InventoryHost]]:
     """pyinfra groups: every host once in `lab`, then one group per role."""
+    # Image tags hash the recipes (and the consul-template binary): once, not per host.
+    images = lab_images(spec)
     entries = {
-        host.name: (host.name, {**connection.get(host.name, {}), **host_data(spec, host, state)})
+        host.name: (
+            host.name,
+            {**connection.get(host.name, {}), **host_data(spec, host, state, images)},
+        )
         for host in spec.hosts
     }
 
@@ -98,8 +106,11 @@ def groups(
     }
 
 
-def connection_data(spec: LabSpec, provider: str | None = None) -> dict[str, SshData]:
-    """How to reach each host for the provider the lab was brought up with."""
+def connection_data(
+    spec: LabSpec, provider: str | None = None, states: dict[str, str] | None = None
+) -> dict[str, SshData]:
+    """How to reach each host for the provider the lab was brought up with (`states`:
+    Vagrant's machine states, when the caller already has them)."""
     provider = provider or read_state(spec).get("provider") or spec.provider
     if provider == "ssh":
         return {host.name: ssh_data_for_spec(spec, host) for host in spec.hosts}
@@ -107,5 +118,5 @@ def connection_data(spec: LabSpec, provider: str | None = None) -> dict[str, Ssh
 
     return {
         name: ssh_data_from_vagrant(conf)
-        for name, conf in vagrant.ssh_settings(spec, provider).items()
+        for name, conf in vagrant.ssh_settings(spec, provider, states).items()
     }

@@ -124,9 +124,10 @@ def status(spec: LabSpec) -> list[HostStatus]:
         return [HostStatus(h.name, "-", "not created", str(h.address), "-") for h in spec.hosts]
     if provider == "ssh":
         states = {h.name: "existing" for h in spec.hosts}
+        connections = connection_data(spec, provider)
     else:
         states = vagrant.machine_states(spec, provider)
-    connections = connection_data(spec, provider)
+        connections = connection_data(spec, provider, states)
     rows = []
     for host in spec.hosts:
         engine = "-"

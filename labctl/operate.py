@@ -17,7 +17,13 @@ from labctl import lb, system, vagrant
 from labctl.converge import ConvergeResult
 from labctl.inventory import connection_data
 from labctl.lifecycle import LifecycleError, apply
-from labctl.paths import host_container_name, read_state, with_state, write_state
+from labctl.paths import (
+    host_container_name,
+    read_state,
+    with_demo_counts,
+    with_state,
+    write_state,
+)
 from labctl.remote import RemoteError, run
 from labctl.spec import LabSpec
 from labctl.verify import CONSUL_HTTP_PORT, SERVICE_NAME
@@ -66,10 +72,7 @@ def scale(spec: LabSpec, service: str, total: int, report: Report) -> ConvergeRe
         raise LifecycleError(f"{service}={total}: the count must be 0 or more.")
     before = with_state(spec).demo_instances()
     counts = spread(spec, total)
-    after_spec = spec.model_copy(
-        update={"hosts": [h.model_copy(update={"demo": counts[h.name]}) for h in spec.hosts]}
-    )
-    after = {i.id: i for i in after_spec.demo_instances()}
+    after = {i.id: i for i in with_demo_counts(spec, counts).demo_instances()}
     removed = [i for i in before if i.id not in after]
     if removed:
         # Graceful: out of Consul, then out of the LB, then stopped by the converge.

@@ -61,12 +61,15 @@ def write_state(spec: LabSpec, **values: object) -> None:
     _state_file(spec).write_text(json.dumps(state, indent=2) + "\n")
 
 
-def with_state(spec: LabSpec) -> LabSpec:
-    """The spec with the demo counts `scale` recorded, if any."""
-    counts = read_state(spec).get("demo_counts")
-    if not counts:
-        return spec
+def with_demo_counts(spec: LabSpec, counts: dict[str, int]) -> LabSpec:
+    """The spec with these per-host demo counts (hosts not named keep theirs)."""
     hosts = [h.model_copy(update={"demo": counts.get(h.name, h.demo)}) for h in spec.hosts]
     scaled = spec.model_copy(update={"hosts": hosts})
     scaled._source = spec.source
     return scaled
+
+
+def with_state(spec: LabSpec) -> LabSpec:
+    """The spec with the demo counts `scale` recorded, if any."""
+    counts = read_state(spec).get("demo_counts")
+    return with_demo_counts(spec, counts) if counts else spec

@@ -105,10 +105,13 @@ def machine_states(spec: LabSpec, provider: str) -> dict[str, str]:
     return {h.name: states.get(machine_name(spec, h.name), "?") for h in spec.hosts}
 
 
-def ssh_settings(spec: LabSpec, provider: str) -> dict[str, dict[str, str]]:
+def ssh_settings(
+    spec: LabSpec, provider: str, states: dict[str, str] | None = None
+) -> dict[str, dict[str, str]]:
     """`vagrant ssh-config` of every running host, parsed by python-vagrant."""
     v = client(spec, provider)
-    running = [name for name, state in machine_states(spec, provider).items() if state == "running"]
+    states = machine_states(spec, provider) if states is None else states
+    running = [name for name, state in states.items() if state == "running"]
     if not running:
         return {}
     # One Vagrant run for all hosts (each run costs about a second of Ruby start-up).
