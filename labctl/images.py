@@ -58,10 +58,12 @@ class LabImage:
     context_files: tuple[tuple[str, Callable[[], Path]], ...] = ()
 
 
-def _recipe_tag(recipe: Path, *identity: str) -> str:
+def recipe_tag(recipe: Path, *identity: str) -> str:
     """A tag that changes whenever the recipe's files or anything else it is built from do."""
     digest = hashlib.sha256(json.dumps(identity).encode())
-    for path in sorted(p for p in recipe.rglob("*") if p.is_file()):
+    # Bytecode caches are not sources: a recipe that ran locally keeps its tag.
+    sources = (p for p in recipe.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in sorted(sources):
         digest.update(path.relative_to(recipe).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
@@ -84,7 +86,7 @@ def lab_images(spec: LabSpec) -> list[LabImage]:
     ct_version = spec.versions.consul_template
     ct_source = spec.images.consul_template_binary
     lb_args = (("NGINX_VERSION", spec.versions.nginx),)
-    lb_tag = _recipe_tag(lb_recipe, base, *lb_args[0], ct_version, _file_identity(ct_source))
+    lb_tag = recipe_tag(lb_recipe, base, *lb_args[0], ct_version, _file_identity(ct_source))
     images = [
         LabImage(
             "consul",
@@ -93,7 +95,7 @@ def lab_images(spec: LabSpec) -> list[LabImage]:
         ),
         LabImage(
             "demo_service",
-            f"lab/demo-service:{_recipe_tag(demo_recipe, base)}",
+            f"lab/demo-service:{recipe_tag(demo_recipe, base)}",
             tuple(h.name for h in spec.hosts if h.demo > 0),
             recipe=demo_recipe,
         ),

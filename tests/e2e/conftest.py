@@ -22,7 +22,7 @@ import docker
 import pytest
 import yaml
 
-from labctl.images import ensure_base_image
+from labctl.images import ensure_base_image, recipe_tag
 from labctl.inventory import connection_data
 from labctl.spec import DockerProvider, Versions, load_spec
 from tests.conftest import PROJECT_ROOT
@@ -40,10 +40,13 @@ def standin_images(workdir: Path) -> dict[str, str]:
         return {}
     if IMAGES != "standin":
         raise ValueError(f"LAB_E2E_IMAGES={IMAGES!r}: use standin or real")
-    ref = f"lab-standin/consul:{Versions().consul}"
+    # The tag carries a hash of the stand-in's sources: checkouts with different
+    # stand-ins on one engine never take each other's image.
+    consul_dir = STANDINS / "consul"
+    ref = f"lab-standin/consul:{Versions().consul}-{recipe_tag(consul_dir)}"
     client = docker.from_env()
     ensure_base_image(client, DockerProvider().base_image)
-    client.images.build(path=str(STANDINS / "consul"), tag=ref, rm=True)
+    client.images.build(path=str(consul_dir), tag=ref, rm=True)
     binary = build_consul_template(workdir)
     return {"consul": ref, "consul_template_binary": str(binary)}
 
