@@ -151,12 +151,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(body).encode(), headers | {"Content-Type": "application/json"})
 
     def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up on a held query (it stopped, or was killed)
 
     def log_message(self, *args) -> None:
         pass

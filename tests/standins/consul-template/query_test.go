@@ -219,6 +219,11 @@ func TestTokenHeader(t *testing.T) {
 			if tc.want != "" && strings.Contains(p.stderr.String(), tc.want) {
 				t.Errorf("the token is in the log:\n%s", p.stderr)
 			}
+			// manager/runner.go init logs json.Marshal(r.config) at DEBUG,
+			// Consul.Token included: the stand-in says so instead.
+			if noted := strings.Contains(p.stderr.String(), "token=<redacted by the stand-in; consul-template v0.19 prints the token here>"); noted != (tc.want != "") {
+				t.Errorf("redaction note present: %v, token set: %v", noted, tc.want != "")
+			}
 		})
 	}
 }
