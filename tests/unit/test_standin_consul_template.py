@@ -15,7 +15,6 @@ import threading
 import pytest
 
 from tests.support.consul_fakes import (
-    DEFAULT_VERSION,
     GO,
     STANDIN_DIR,
     build_consul_template,
@@ -199,10 +198,6 @@ def test_built_release_is_what_dash_v_prints(binaries, version):
     proc = run_standin(binaries[version], "-v")
     assert proc.returncode == 0
     assert proc.stderr == f"consul-template v{version} (standin)\n"
-
-
-def test_default_build_is_the_labs_default_release(binary):
-    assert run_standin(binary, "-v").stderr == f"consul-template v{DEFAULT_VERSION} (standin)\n"
 
 
 def test_unimplemented_release_fails_the_build_in_one_sentence(tmp_path):
