@@ -119,18 +119,14 @@ def host_architecture(machine: str | None = None) -> str | None:
     return ARCHITECTURES.get((machine or platform.machine()).lower())
 
 
-def unsupported_architecture(machine: str | None = None) -> str:
-    return (
-        f"VirtualBox runs on x86_64 and arm64 machines, not on {machine or platform.machine()}; "
-        "use provider: docker or provider: ssh."
-    )
-
-
 def installed_problem() -> str | None:
     """The installed VirtualBox against the installed Vagrant and this machine."""
     architecture = host_architecture()
     if architecture is None:
-        return unsupported_architecture()
+        return (
+            f"VirtualBox runs on x86_64 and arm64 machines, not on {platform.machine()}; "
+            "use provider: docker or provider: ssh."
+        )
     virtualbox = installed_virtualbox()
     if virtualbox is None:
         return (

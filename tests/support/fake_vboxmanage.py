@@ -5,16 +5,18 @@ absent. It records every call (one JSON line: argv) and answers the subcommands 
 
 It is never kinder than VirtualBox where the lab meets it:
 - `hostonlyif ipconfig` refuses an address outside the host-only ranges (192.168.56.0/21,
-  or /etc/vbox/networks.conf), as VirtualBox does from 6.1.28 on Linux ("Host-Only
-  Networking" in the VirtualBox manual, 6.1.28 changelog);
+  or those in /etc/vbox/networks.conf) with VirtualBox's own E_ACCESSDENIED message, as
+  VirtualBox does from 6.1.28 on (VirtualBox manual, "Host-Only Networking"; the message
+  as users report it, e.g. hashicorp/vagrant#13038);
 - a netmask must be a dotted IPv4 mask, `--netmask 24` is refused;
-- `hostonlynet` exists from 7.0 on only, and on macOS 7.x host-only interfaces do not
-  (no kernel extensions there: VirtualBox 7.0 changelog, "macOS host: ... host-only
-  networks"); `list hostonlynets` on 6.1 is a syntax error;
-- names must be unique (`modifyvm --name` fails with VERR_ALREADY_EXISTS);
+- `hostonlynet` and `list hostonlynets` exist from 7.0 on only, and on macOS with 7.x
+  there are no host-only interfaces, only host-only networks (what Vagrant's
+  driver/version_7_0.rb `use_host_only_nets?` assumes);
+- VM names are unique (`modifyvm --name` fails with VERR_ALREADY_EXISTS, which Vagrant's
+  driver/version_5_0.rb `set_name` turns into VirtualBoxNameExists);
 - an unknown subcommand or `modifyvm` option is a syntax error (exit 2).
-Output formats follow VirtualBox's (the parsers in Vagrant's driver/version_5_0.rb,
-version_6_1.rb and version_7_0.rb read them).
+Output formats follow VirtualBox's, as the parsers in Vagrant's driver/version_5_0.rb,
+version_6_0.rb (`import`) and version_7_0.rb read them.
 
 Environment: FAKE_VBOX_DIR (state and machine folder), FAKE_VBOX_LOG (the call log),
 FAKE_VBOX_VERSION (6.1, 7.0, 7.1), FAKE_VBOX_HOST (linux or darwin).

@@ -100,6 +100,12 @@ class UpRun:
     workdir: Path
     state: Path  # the fake VirtualBox's VMs and networks
 
+    def stop(self) -> None:
+        """End the run if it is still going (a failed test must not leave Ruby behind)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def result(self, timeout: float = 300) -> UpResult:
         output, _ = self.process.communicate(timeout=timeout)
         assert self.process.returncode == 0, output

@@ -133,7 +133,6 @@ def test_bad_spec_stops_vagrant_with_the_spec_sentence(write_spec, tmp_path):
     assert "no host has consul: server" in result.stderr
 
 
-
 def missing_python_sentence(env: dict[str, str]) -> str:
     """`vagrant status` with this environment; returns its one-line complaint."""
     vagrant = shutil.which("vagrant")  # absolute: PATH may be emptied below

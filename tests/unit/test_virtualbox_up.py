@@ -42,23 +42,21 @@ def write(path: Path, data: dict) -> Path:
     return path
 
 
+def project_copy(root: Path, vagrantfile: str) -> Path:
+    """Another checkout of the project (its own labctl, so its own checkout ID)."""
+    shutil.copytree(
+        PROJECT_ROOT / "labctl", root / "labctl", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (root / "Vagrantfile").write_text(vagrantfile)
+    return root
+
+
 def seed_netmask_project(root: Path) -> Path:
-    """A project whose Vagrantfile passes the seed's `netmask: 24` to VirtualBox too."""
-    root.mkdir(parents=True)
+    """A checkout whose Vagrantfile passes the seed's `netmask: 24` to VirtualBox too."""
     vagrantfile = (PROJECT_ROOT / "Vagrantfile").read_text()
     seed, found = re.subn(r",\s*virtualbox__netmask: [^\n]+", "", vagrantfile)
     assert found == 1, "the Vagrantfile no longer sets virtualbox__netmask"
-    (root / "Vagrantfile").write_text(seed)
-    shutil.copytree(PROJECT_ROOT / "labctl", root / "labctl")
-    return root
-
-
-def second_checkout(root: Path) -> Path:
-    """Another checkout of the project: its own labctl (and so its own checkout ID)."""
-    root.mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "Vagrantfile", root / "Vagrantfile")
-    shutil.copytree(PROJECT_ROOT / "labctl", root / "labctl")
-    return root
+    return project_copy(root, seed)
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +84,18 @@ def runs(tmp_path_factory) -> dict[str, UpResult]:
         "outside range": start_up(outside, tmp / "outside", "6.1"),
         "seed netmask": start_up(one, tmp / "seed", "6.1", project=seed_netmask_project(tmp / "p")),
     }  # fmt: skip
-    results = {name: run.result() for name, run in started.items()}
-    # A second checkout of the same lab on the VirtualBox the 7.0 run left its VMs on.
-    results["second checkout"] = start_up(
-        one, tmp / "c2", "7.0", project=second_checkout(tmp / "checkout2"),
-        state=started["7.0"].state,
-    ).result()  # fmt: skip
+    try:
+        results = {name: run.result() for name, run in started.items()}
+        # A second checkout of the same lab on the VirtualBox the 7.0 run left VMs on.
+        vagrantfile = (PROJECT_ROOT / "Vagrantfile").read_text()
+        started["second checkout"] = start_up(
+            one, tmp / "c2", "7.0", project=project_copy(tmp / "checkout2", vagrantfile),
+            state=started["7.0"].state,
+        )  # fmt: skip
+        results["second checkout"] = started["second checkout"].result()
+    finally:
+        for run in started.values():
+            run.stop()
     return results
 
 
