@@ -14,8 +14,10 @@ driver/version_7_0.rb (`hostonlynet add` on macOS), driver/meta.rb (driver per v
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ import yaml
 from labctl import virtualbox
 from labctl.spec import VIRTUALBOX_HOSTONLY_RANGE, load_spec
 from tests.conftest import PROJECT_ROOT, seed_hosts
-from tests.support.virtualbox_harness import UpResult, start_up
+from tests.support.virtualbox_harness import UpResult, fake_virtualbox, start_up
 
 DEFAULT = PROJECT_ROOT / "lab.yaml"
 MASK = "255.255.255.0"
@@ -213,3 +215,22 @@ def test_a_second_checkout_of_the_same_lab_does_not_clash(runs):
     # It joined the host-only interface the first checkout's lab made.
     assert not second.commands("hostonlyif", "create")
     assert modifyvm_values(second, "--hostonlyadapter2") == ["vboxnet0"]
+
+
+def test_the_fake_refuses_what_virtualbox_refuses(tmp_path):
+    def vboxmanage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["VBoxManage", *args], env=os.environ | env, capture_output=True, text=True,
+            timeout=30,
+        )  # fmt: skip
+
+    linux = fake_virtualbox(tmp_path / "linux", "6.1")
+    assert vboxmanage(linux, "hostonlyif", "create").returncode == 0
+    ipconfig = ["hostonlyif", "ipconfig", "vboxnet0", "--ip"]
+    prefix = vboxmanage(linux, *ipconfig, GATEWAY, "--netmask", "24")
+    assert (prefix.returncode, "Invalid netmask '24'" in prefix.stderr) == (1, True)
+    outside = vboxmanage(linux, *ipconfig, "203.0.113.1", "--netmask", MASK)
+    assert (outside.returncode, "E_ACCESSDENIED" in outside.stderr) == (1, True)
+    assert vboxmanage(linux, "list", "hostonlynets").returncode == 2  # 7.0 and later only
+    macos = fake_virtualbox(tmp_path / "macos", "7.1", host="darwin")
+    assert "vboxnetctl" in vboxmanage(macos, "hostonlyif", "create").stderr
