@@ -53,7 +53,6 @@ Vagrant::Util::Subprocess.singleton_class.prepend(Module.new do
 end)
 
 class ReadyCommunicator
-  def initialize = nil
   def ready? = true
   def wait_for_ready(_timeout) = true
   def execute(*_args, **_opts) = 0
