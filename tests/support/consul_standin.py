@@ -86,6 +86,12 @@ def get_json(url: str, token: str = "") -> Any:
     return json.loads(body)
 
 
+def json_if_ok(url: str, token: str = "") -> Any:
+    """The JSON answer of a GET, or None when it is not a 200 (for waits)."""
+    status, _, body = call("GET", url, token=token)
+    return json.loads(body) if status == 200 else None
+
+
 def run_cli(
     *args: str, env: dict | None = None, timeout: float = 30
 ) -> subprocess.CompletedProcess:

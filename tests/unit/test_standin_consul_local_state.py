@@ -94,10 +94,16 @@ def test_restored_checks_start_critical(tmp_path: Path, states) -> None:
     state, _ = make_state(tmp_path)
     states.append(state)
     state.add_service(
-        {"ID": "api-1", "Name": "api", "Port": 9000,
-         "Check": {"HTTP": "http://127.0.0.1:9/", "Interval": "1h", "Status": "passing"}},
-        "secret-token", False, persist=True,
-    )  # fmt: skip
+        {
+            "ID": "api-1",
+            "Name": "api",
+            "Port": 9000,
+            "Check": {"HTTP": "http://127.0.0.1:9/", "Interval": "1h", "Status": "passing"},
+        },
+        "secret-token",
+        False,
+        persist=True,
+    )
     assert state.checks["service:api-1"].check["Status"] == "passing"
     restarted, _ = make_state(tmp_path)
     states.append(restarted)
@@ -152,9 +158,13 @@ def test_first_run_of_an_interval_check_waits_a_random_stagger(monkeypatch) -> N
     monkeypatch.setattr(checks, "random_stagger", stagger)
     results: list[float] = []
     runner = checks.CheckRunner(
-        "c", "tcp", {"TCP": "127.0.0.1:9"}, 3.0, lambda *_: results.append(time.monotonic()),
+        "c",
+        "tcp",
+        {"TCP": "127.0.0.1:9"},
+        3.0,
+        lambda *_: results.append(time.monotonic()),
         util.Logger("ERROR"),
-    )  # fmt: skip
+    )
     started = time.monotonic()
     runner.start()
     try:

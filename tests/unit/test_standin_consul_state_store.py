@@ -8,20 +8,45 @@ SERF = state_store.SERF_CHECK_ID
 
 
 def node(name: str, address: str = "10.0.0.1", **extra) -> dict:
-    return {"ID": f"id-{name}", "Node": name, "Address": address, "Datacenter": "dc1",
-            "TaggedAddresses": {}, "Meta": {}, **extra}  # fmt: skip
+    return {
+        "ID": f"id-{name}",
+        "Node": name,
+        "Address": address,
+        "Datacenter": "dc1",
+        "TaggedAddresses": {},
+        "Meta": {},
+        **extra,
+    }
 
 
 def service(sid: str, name: str, port: int = 80) -> dict:
-    return {"ID": sid, "Service": name, "Tags": [], "Address": "", "TaggedAddresses": {},
-            "Meta": {}, "Port": port, "Weights": {"Passing": 1, "Warning": 1},
-            "EnableTagOverride": False}  # fmt: skip
+    return {
+        "ID": sid,
+        "Service": name,
+        "Tags": [],
+        "Address": "",
+        "TaggedAddresses": {},
+        "Meta": {},
+        "Port": port,
+        "Weights": {"Passing": 1, "Warning": 1},
+        "EnableTagOverride": False,
+    }
 
 
 def check(cid: str, sid: str, status: str = "passing", output: str = "ok") -> dict:
-    return {"CheckID": cid, "Name": cid, "Status": status, "Notes": "", "Output": output,
-            "ServiceID": sid, "Type": "http", "Interval": "10s", "Timeout": "5s",
-            "ExposedPort": 0, "Definition": {}}  # fmt: skip
+    return {
+        "CheckID": cid,
+        "Name": cid,
+        "Status": status,
+        "Notes": "",
+        "Output": output,
+        "ServiceID": sid,
+        "Type": "http",
+        "Interval": "10s",
+        "Timeout": "5s",
+        "ExposedPort": 0,
+        "Definition": {},
+    }
 
 
 def write(store: state_store.StateStore, fn) -> None:

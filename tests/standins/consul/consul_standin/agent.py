@@ -170,16 +170,25 @@ class Agent:
         self.log.info("agent", "Graceful leave complete")
 
     def _reaper(self) -> None:
+        """agent.go reapServices: every check_reap_interval."""
         while not self.stop_event.wait(REAP_INTERVAL):
             for sid, cid in self.local.reap():
-                with contextlib.suppress(ApiError):
+                try:
                     self.local.remove_service(sid)
-                    self.log.info(
+                except (ApiError, OSError) as e:
+                    self.log.error(
                         "agent",
-                        "Check for service has been critical for too long; deregistered service",
+                        "unable to deregister service after check has been critical for too long",
                         service=sid,
-                        check=cid,
+                        error=str(e),
                     )
+                    continue
+                self.log.info(
+                    "agent",
+                    "Check for service has been critical for too long; deregistered service",
+                    service=sid,
+                    check=cid,
+                )
 
     def _trigger_sync(self) -> None:
         self.syncer.sync_changes.set()

@@ -74,6 +74,15 @@ class StateSyncer:
         return "stop"
 
     def _run(self) -> None:
+        while not self.stop_event.is_set() and not self.agent.leaving:
+            try:
+                self._run_fsm()
+                return
+            except Exception as e:  # never let the syncer die
+                self.log.error("agent.anti_entropy", "syncer failed", error=repr(e))
+                self.stop_event.wait(1.0)
+
+    def _run_fsm(self) -> None:
         state = "full"
         next_full = 0.0
         while not self.stop_event.is_set() and not self.agent.leaving:

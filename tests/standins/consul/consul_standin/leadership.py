@@ -92,6 +92,7 @@ class Raft:
         self.config_index = 0
         self.followers: dict[str, dict] = {}
         self.replicate_now = threading.Event()
+        self._persist_lock = threading.Lock()
         self._warned = ""
         self._load()
         transport.route("raft/vote", self._on_vote)
@@ -126,11 +127,12 @@ class Raft:
                 "config_index": self.config_index,
                 "state": self.store.snapshot(),
             }
-        os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, self.state_path)
+        with self._persist_lock:
+            os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
+            tmp = self.state_path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            os.replace(tmp, self.state_path)
 
     def has_state(self) -> bool:
         return bool(self.configuration) or self.store.raft_index > 0

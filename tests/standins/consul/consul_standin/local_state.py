@@ -106,6 +106,7 @@ class LocalState:
         self.log = log
         self.trigger_sync = trigger_sync
         self.lock = threading.RLock()
+        self._save_lock = threading.Lock()
         self.services: dict[str, ServiceState] = {}
         self.checks: dict[str, CheckState] = {}
         self.node_info_in_sync = False
@@ -522,10 +523,11 @@ class LocalState:
                 ],
                 "ttl_state": self.ttl_state,
             }
-        tmp = os.path.join(self.data_dir, STATE_FILE + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, os.path.join(self.data_dir, STATE_FILE))
+        with self._save_lock:
+            tmp = os.path.join(self.data_dir, STATE_FILE + ".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            os.replace(tmp, os.path.join(self.data_dir, STATE_FILE))
 
     def load(self) -> dict:
         if not self.data_dir:

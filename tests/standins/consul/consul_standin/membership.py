@@ -190,6 +190,10 @@ class Memberlist:
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
         self._queue(self.name, self._alive_msg(self.nodes[self.name]))
+        # Serf reports the local member's own join, as it does for the others.
+        me = self.members[self.name]
+        self.log.info(self.log_serf, f"serf: EventMemberJoin: {me.name} {me.addr}")
+        self.pool.submit(self.on_event, "join", Member(me.name, me.addr, me.port, dict(me.tags)))
         for target, interval in (
             (self._probe, self.cfg.probe_interval),
             (self._gossip, self.cfg.gossip_interval),

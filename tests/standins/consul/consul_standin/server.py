@@ -199,8 +199,8 @@ class ConsulServer:
                     self._reconcile()
                 if self.ready and self.raft.is_leader():
                     self._promote_stable_servers()
-            except RPCError as e:
-                self.log.error("agent.leader", "failed to reconcile", error=str(e))
+            except Exception as e:  # the leader loop must keep running
+                self.log.error("agent.leader", "failed to reconcile", error=repr(e))
 
     def _establish_leadership(self) -> None:
         if not self.raft.is_leader():
