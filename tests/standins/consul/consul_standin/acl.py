@@ -266,7 +266,8 @@ class Authorizer:
             return True
         policy = self._policy(resource, name)
         if policy is None:
-            return self.default == "allow"
+            # acl.AllowAll allows everything but managing ACLs (static_authorizer.go).
+            return self.default == "allow" and resource != "acl"
         return access in _GRANTS.get(policy, set())
 
     def node_read(self, name: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -29,6 +30,7 @@ from .util import (
     ApiError,
     Logger,
     RPCError,
+    multierror,
     random_stagger,
 )
 
@@ -232,8 +234,11 @@ class Agent:
         if joined:
             self.log.info("agent", "(LAN) joined", number_of_nodes=joined)
         else:
-            detail = "\n".join(errors) if errors else "No members could be joined"
-            self.log.warn("agent", "(LAN) couldn't join", number_of_nodes=0, error=f'"{detail}"')
+            detail = multierror(errors) if errors else "No members could be joined"
+            # hclog quotes a value like strconv.Quote does.
+            self.log.warn(
+                "agent", "(LAN) couldn't join", number_of_nodes=0, error=json.dumps(detail)
+            )
         return joined, errors
 
     def start_join(self) -> bool:

@@ -261,7 +261,7 @@ def catalog_register(server: ConsulServer, args: dict) -> dict:
     args["Checks"] = checks
     store = server.store
     with store.lock:
-        ns = store.services.get(node["Node"]) if node["Node"] in store.nodes else None
+        ns = store.services.get(node["Node"], {}) if node["Node"] in store.nodes else None
         _vet_register(authz, args, node, ns, store)
 
     def write(s: Any) -> None:

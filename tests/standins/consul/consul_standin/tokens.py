@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from .acl import ALLOW_ALL, Authorizer
+from .acl_store import agent_recovery_authorizer
 from .config import RuntimeConfig
-from .util import Logger
+from .util import ACL_NOT_FOUND, Logger, RPCError
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -83,13 +85,47 @@ class TokenStore:
 
 
 class TokenResolver:
-    """Resolves secrets to authorizers (placeholder until ACLs are implemented)."""
+    """acl.go ACLResolver on an agent: servers answer from their state; a client asks a
+    server and caches the answer for acl.token_ttl (30 s), so a changed or deleted token
+    keeps its old rights there that long; when no server answers, acl.down_policy decides
+    (extend-cache: the cached answer, else deny)."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        self.lock = threading.Lock()
+        self.cache: dict[str, tuple[Authorizer, float]] = {}
 
     def resolve(self, token: str) -> Authorizer:
-        return ALLOW_ALL
+        agent, acl = self.agent, self.agent.rc.acl
+        if not acl.enabled:
+            return ALLOW_ALL
+        if token and token == agent.tokens.agent_recovery():
+            return agent_recovery_authorizer(agent.name)
+        if agent.server:
+            return agent.server.acl.resolve(token)
+        now = time.monotonic()
+        with self.lock:
+            cached = self.cache.get(token)
+        if cached and now - cached[1] < acl.token_ttl:
+            return cached[0]
+        try:
+            reply = agent.rpc("ACL.Authorize", {"Token": token})
+        except RPCError as e:
+            if ACL_NOT_FOUND in str(e):
+                with self.lock:
+                    self.cache.pop(token, None)
+                raise RPCError(ACL_NOT_FOUND) from None
+            if acl.down_policy in ("extend-cache", "async-cache") and cached:
+                return cached[0]
+            return Authorizer([], "allow" if acl.down_policy == "allow" else "deny")
+        authz = Authorizer.from_wire(reply["Result"])
+        with self.lock:
+            self.cache[token] = (authz, now)
+        return authz
 
     def accessor_id(self, token: str) -> str:
-        return ""
+        """For log lines: the token's accessor ID, never its secret."""
+        try:
+            return self.resolve(token).accessor_id
+        except RPCError:
+            return ""

@@ -231,7 +231,8 @@ class Logger:
         if self.LEVELS[level] < self.level:
             return
         ts = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        extra = "".join(f" {k}={v}" for k, v in kv.items())
+        # hclog: "msg: key=value key=value".
+        extra = ": " + " ".join(f"{k}={v}" for k, v in kv.items()) if kv else ""
         line = f"{ts} [{level}]{' ' * (6 - len(level))}{name}: {msg}{extra}\n"
         with self._lock:
             try:
