@@ -81,8 +81,8 @@ def test_a_killed_agent_is_failed_after_memberlists_detection_time(three_agents)
     """With 3 members a probe that gets no ack within the probe interval (1 s) suspects the
     member, and with k = 0 the suspicion lasts its minimum, 4 * max(1, log10(3)) * 1 s = 4 s:
     so at least 5 s pass between a crash and "failed", and each of the two others probes
-    the dead one every other second, so it is failed within about 7 s (state.go probeNode,
-    suspectNode; suspicion.go)."""
+    the dead one every other second, so it is failed within about 7 s, a little more on a
+    busy machine (state.go probeNode, suspectNode; suspicion.go)."""
     first, second, victim = three_agents
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -98,8 +98,9 @@ def test_a_killed_agent_is_failed_after_memberlists_detection_time(three_agents)
                 seen[agent.name] = time.monotonic() - killed
         time.sleep(0.05)
     assert len(seen) == 2, f"not failed everywhere within 20 s: {seen}"
-    assert min(seen.values()) >= 5.0 - 0.05, seen
-    assert max(seen.values()) <= 8.5, seen
+    # A probe in flight at the crash (a millisecond on loopback) may start the clock early.
+    assert min(seen.values()) >= 4.9, seen
+    assert max(seen.values()) <= 10.0, seen
     log = first.log() + second.log()
     assert f"memberlist: Suspect {victim.name} has failed, no acks received" in log
     assert f"Marking {victim.name} as failed, suspect timeout reached (0 peer confirmations)" in log

@@ -15,6 +15,7 @@ import uuid
 from .acl import Authorizer
 from .anti_entropy import StateSyncer
 from .config import RuntimeConfig
+from .http_api import HttpApi
 from .http_server import Server
 from .local_state import REAP_INTERVAL, LocalState
 from .membership import STATUS_ALIVE, Member, Memberlist
@@ -127,8 +128,6 @@ class Agent:
         rc = self.rc
         self.transport.start()
         if rc.http_port > 0:
-            from .http_api import HttpApi
-
             api = HttpApi(self)
             for addr in rc.client_addrs:
                 self.http_servers.append(Server((addr, rc.http_port), api.dispatch))

@@ -203,7 +203,7 @@ class StateSyncer:
             ]
         for sid, deleted in services:
             if deleted:
-                self._delete_service(sid)
+                self._delete("service", sid)
             else:
                 self._sync_service(sid)
         with local.lock:
@@ -212,32 +212,40 @@ class StateSyncer:
             ]
         for cid, deleted in checks:
             if deleted:
-                self._delete_check(cid)
+                self._delete("check", cid)
             else:
                 self._sync_check(cid)
 
-    def _sync_node_info(self) -> None:
-        token = self.agent.tokens.agent_token()
-        req = self._register(token)
-        req["SkipNodeUpdate"] = False
+    def _write(
+        self, method: str, req: dict, failed: str, blocked: str, gone: str = "", **key: str
+    ) -> bool:
+        """Run a catalog write; False when ACLs refused it (logged, as Consul does), raise on
+        other errors (`gone` names an error that means there is nothing left to do)."""
         try:
-            self.agent.rpc("Catalog.Register", req)
+            self.agent.rpc(method, req)
         except RPCError as e:
-            if not _acl_refused(e):
-                self.log.warn("agent", "Syncing node info failed.", error=f'"{e}"')
+            if _acl_refused(e):
+                self.log.warn("agent", blocked, **key, accessorID=self._accessor(req["Token"]))
+                return False
+            if not gone or gone not in str(e):
+                self.log.warn("agent", failed, **key, error=f'"{e}"')
                 raise
-            with self.local.lock:
-                self.local.node_info_in_sync = True
-            self.log.warn(
-                "agent",
-                "Node info update blocked by ACLs",
-                node=self.agent.node_id,
-                accessorID=self._accessor(token),
-            )
-            return
+        return True
+
+    def _sync_node_info(self) -> None:
+        req = self._register(self.agent.tokens.agent_token())
+        req["SkipNodeUpdate"] = False
+        ok = self._write(
+            "Catalog.Register",
+            req,
+            "Syncing node info failed.",
+            "Node info update blocked by ACLs",
+            node=self.agent.node_id,
+        )
         with self.local.lock:
             self.local.node_info_in_sync = True
-        self.log.info("agent", "Synced node info")
+        if ok:
+            self.log.info("agent", "Synced node info")
 
     def _sync_service(self, sid: str) -> None:
         local = self.local
@@ -253,14 +261,13 @@ class StateSyncer:
                 if not c.in_sync and c.check["ServiceID"] == sid and c.token == st.token
             ]
         req = self._register(token, Service=service, Checks=checks)
-        try:
-            self.agent.rpc("Catalog.Register", req)
-            refused = False
-        except RPCError as e:
-            if not _acl_refused(e):
-                self.log.warn("agent", "Syncing service failed.", service=sid, error=f'"{e}"')
-                raise
-            refused = True
+        ok = self._write(
+            "Catalog.Register",
+            req,
+            "Syncing service failed.",
+            "Service registration blocked by ACLs",
+            service=sid,
+        )
         with local.lock:
             if local.services.get(sid) is st and st.service == service:
                 st.in_sync = True
@@ -268,16 +275,9 @@ class StateSyncer:
                 cs = local.checks.get(chk["CheckID"])
                 if cs is not None and cs.check == chk:
                     cs.in_sync = True
-            if not refused:
+            if ok:
                 local.node_info_in_sync = True
-        if refused:
-            self.log.warn(
-                "agent",
-                "Service registration blocked by ACLs",
-                service=sid,
-                accessorID=self._accessor(token),
-            )
-        else:
+        if ok:
             self.log.info("agent", "Synced service", service=sid)
 
     def _sync_check(self, cid: str) -> None:
@@ -296,97 +296,58 @@ class StateSyncer:
             if svc is not None and not svc.deleted:
                 extra["Service"] = dict(svc.service)
         req = self._register(token, **extra)
-        try:
-            self.agent.rpc("Catalog.Register", req)
-            refused = False
-        except RPCError as e:
-            if not _acl_refused(e):
-                self.log.warn("agent", "Syncing check failed.", check=cid, error=f'"{e}"')
-                raise
-            refused = True
+        ok = self._write(
+            "Catalog.Register",
+            req,
+            "Syncing check failed.",
+            "Check registration blocked by ACLs",
+            check=cid,
+        )
         with local.lock:
             if local.checks.get(cid) is cs and cs.check == check:
                 cs.in_sync = True
-            if not refused:
+            if ok:
                 local.node_info_in_sync = True
-        if refused:
-            self.log.warn(
-                "agent",
-                "Check registration blocked by ACLs",
-                check=cid,
-                accessorID=self._accessor(token),
-            )
-        else:
+        if ok:
             self.log.debug("agent", "Synced check", check=cid)
 
-    def _delete_service(self, sid: str) -> None:
+    def _delete(self, kind: str, key: str) -> None:
+        """deleteService / deleteCheck: deregister what the agent no longer has."""
         local = self.local
+        table: dict = local.services if kind == "service" else local.checks
         with local.lock:
-            st = local.services.get(sid)
-            if st is None or not st.deleted:
+            state = table.get(key)
+            if state is None or not state.deleted:
                 return
-            token = st.token or self.agent.tokens.user_token()
+            token = state.token or self.agent.tokens.user_token()
         req = {
             "Datacenter": self.agent.rc.datacenter,
             "Node": self.agent.name,
-            "ServiceID": sid,
+            "ServiceID" if kind == "service" else "CheckID": key,
             "Token": token,
         }
-        try:
-            self.agent.rpc("Catalog.Deregister", req)
-        except RPCError as e:
-            if _acl_refused(e):
-                with local.lock:
-                    st.in_sync = True
-                self.log.warn(
-                    "agent",
-                    "Service deregistration blocked by ACLs",
-                    service=sid,
-                    accessorID=self._accessor(token),
-                )
-                return
-            if "Unknown service" not in str(e):
-                self.log.warn("agent", "Deregistering service failed.", service=sid, error=f'"{e}"')
-                raise
+        ok = self._write(
+            "Catalog.Deregister",
+            req,
+            f"Deregistering {kind} failed.",
+            f"{kind.capitalize()} deregistration blocked by ACLs",
+            gone=f"Unknown {kind}",
+            **{kind: key},
+        )
         with local.lock:
-            if local.services.get(sid) is st:
-                del local.services[sid]
-            for cid in [
-                c for c, v in local.checks.items() if v.deleted and v.check.get("ServiceID") == sid
-            ]:
-                del local.checks[cid]
-        self.log.info("agent", "Deregistered service", service=sid)
-
-    def _delete_check(self, cid: str) -> None:
-        local = self.local
-        with local.lock:
-            cs = local.checks.get(cid)
-            if cs is None or not cs.deleted:
+            if not ok:
+                state.in_sync = True  # not retried before the next full sync
                 return
-            token = cs.token or self.agent.tokens.user_token()
-        req = {
-            "Datacenter": self.agent.rc.datacenter,
-            "Node": self.agent.name,
-            "CheckID": cid,
-            "Token": token,
-        }
-        try:
-            self.agent.rpc("Catalog.Deregister", req)
-        except RPCError as e:
-            if _acl_refused(e):
-                with local.lock:
-                    cs.in_sync = True
-                self.log.warn(
-                    "agent",
-                    "Check deregistration blocked by ACLs",
-                    check=cid,
-                    accessorID=self._accessor(token),
-                )
-                return
-            if "Unknown check" not in str(e):
-                self.log.warn("agent", "Deregistering check failed.", check=cid, error=f'"{e}"')
-                raise
-        with local.lock:
-            if local.checks.get(cid) is cs:
-                del local.checks[cid]
-        self.log.debug("agent", "Deregistered check", check=cid)
+            if table.get(key) is state:
+                del table[key]
+            if kind == "service":  # the catalog dropped the service's checks with it
+                for cid in [
+                    c
+                    for c, v in local.checks.items()
+                    if v.deleted and v.check.get("ServiceID") == key
+                ]:
+                    del local.checks[cid]
+        if kind == "service":
+            self.log.info("agent", "Deregistered service", service=key)
+        else:
+            self.log.debug("agent", "Deregistered check", check=key)

@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from .cli_agent import cmd_agent
 from .config import build_runtime_config, load_paths
 from .flags import FlagError, parse_go_flags
 from .membership import STATUS_NAMES
@@ -147,12 +148,19 @@ def parse_cli(
     return values, rest
 
 
-def _client(opts: dict) -> ApiClient | None:
+def api_command(
+    args: list[str], spec: dict[str, str], help_text: str
+) -> tuple[dict[str, Any], list[str], ApiClient] | int:
+    """Flags and an API client for an HTTP command, or its exit code."""
+    parsed = parse_cli(args, spec, help_text)
+    if isinstance(parsed, int):
+        return parsed
+    opts, rest = parsed
     try:
-        return ApiClient(opts)
+        return opts, rest, ApiClient(opts)
     except ApiClientError as e:
         print(f"Error connecting to Consul agent: {e}", file=sys.stderr)
-        return None
+        return 1
 
 
 def cmd_version(args: list[str]) -> int:
@@ -217,17 +225,14 @@ def cmd_keygen(args: list[str]) -> int:
 
 def cmd_members(args: list[str]) -> int:
     spec = dict(API_FLAGS, detailed="bool", status="str", wan="bool", segment="str", filter="str")
-    parsed = parse_cli(args, spec, "Usage: consul members [options]")
+    parsed = api_command(args, spec, "Usage: consul members [options]")
     if isinstance(parsed, int):
         return parsed
-    opts, _ = parsed
+    opts, _, client = parsed
     try:
         pattern = re.compile(opts.get("status", ".*"))
     except re.error as e:
         print(f"Failed to compile status regexp: {e}", file=sys.stderr)
-        return 1
-    client = _client(opts)
-    if client is None:
         return 1
     query = {"wan": "1"} if opts.get("wan") else {"segment": "_all"}
     try:
@@ -289,13 +294,10 @@ def cmd_operator(args: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
-    parsed = parse_cli(args[2:], API_FLAGS, "Usage: consul operator raft list-peers [options]")
+    parsed = api_command(args[2:], API_FLAGS, "Usage: consul operator raft list-peers [options]")
     if isinstance(parsed, int):
         return parsed
-    opts, _ = parsed
-    client = _client(opts)
-    if client is None:
-        return 1
+    opts, _, client = parsed
     try:
         conf = client.call(
             "GET", "/v1/operator/raft/configuration", {"stale": ""} if opts.get("stale") else None
@@ -320,15 +322,12 @@ def cmd_operator(args: list[str]) -> int:
 
 
 def cmd_leave(args: list[str]) -> int:
-    parsed = parse_cli(args, API_FLAGS, "Usage: consul leave [options]")
+    parsed = api_command(args, API_FLAGS, "Usage: consul leave [options]")
     if isinstance(parsed, int):
         return parsed
-    opts, rest = parsed
+    _, rest, client = parsed
     if rest:
         print(f"Error! Extra arguments: {rest}", file=sys.stderr)
-        return 1
-    client = _client(opts)
-    if client is None:
         return 1
     try:
         client.call("PUT", "/v1/agent/leave")
@@ -340,17 +339,14 @@ def cmd_leave(args: list[str]) -> int:
 
 
 def cmd_join(args: list[str]) -> int:
-    parsed = parse_cli(
+    parsed = api_command(
         args, dict(API_FLAGS, wan="bool"), "Usage: consul join [options] address ..."
     )
     if isinstance(parsed, int):
         return parsed
-    opts, addrs = parsed
+    _, addrs, client = parsed
     if not addrs:
         print("At least one address to join must be specified.", file=sys.stderr)
-        return 1
-    client = _client(opts)
-    if client is None:
         return 1
     joined = 0
     for addr in addrs:
@@ -370,15 +366,12 @@ def cmd_catalog(args: list[str]) -> int:
     if not args or args[0] not in ("services", "nodes", "datacenters"):
         print("Usage: consul catalog <services|nodes|datacenters> [options]", file=sys.stderr)
         return 1
-    parsed = parse_cli(
+    parsed = api_command(
         args[1:], dict(API_FLAGS, tags="bool", detailed="bool"), f"Usage: consul catalog {args[0]}"
     )
     if isinstance(parsed, int):
         return parsed
-    opts, _ = parsed
-    client = _client(opts)
-    if client is None:
-        return 1
+    opts, _, client = parsed
     try:
         if args[0] == "datacenters":
             print("\n".join(client.call("GET", "/v1/catalog/datacenters")))
@@ -404,13 +397,10 @@ def cmd_catalog(args: list[str]) -> int:
 
 
 def cmd_info(args: list[str]) -> int:
-    parsed = parse_cli(args, API_FLAGS, "Usage: consul info [options]")
+    parsed = api_command(args, API_FLAGS, "Usage: consul info [options]")
     if isinstance(parsed, int):
         return parsed
-    opts, _ = parsed
-    client = _client(opts)
-    if client is None:
-        return 1
+    _, _, client = parsed
     try:
         self_info = client.call("GET", "/v1/agent/self")
     except ApiClientError as e:
@@ -433,8 +423,6 @@ def cmd_standin_iface_addr(args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli_agent import cmd_agent
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print(usage(), file=sys.stderr)

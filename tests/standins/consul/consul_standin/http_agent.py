@@ -215,8 +215,6 @@ class AgentEndpoints:
         existing = self.local.live_services().get(str(svc["ID"]))
         if existing is not None and not authz.service_write(existing.service["Service"]):
             raise _denied()
-        if svc.get("Token"):  # a token in the definition is the service's own
-            token = str(svc["Token"])
         self.local.add_service(
             body, token, replace_checks=req.qbool("replace-existing-checks"), persist=True
         )

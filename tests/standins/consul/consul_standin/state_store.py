@@ -134,9 +134,12 @@ class StateStore:
         names = {s["Service"] for s in self.services.get(node, {}).values()}
         self.bump(*(service_index_name(n) for n in names))
 
+    def _has_service(self, name: str) -> bool:
+        return any(s["Service"] == name for svcs in self.services.values() for s in svcs.values())
+
     def _bump_or_extinguish(self, name: str) -> None:
         """After a service row left: bump its index, or drop it if no instance remains."""
-        if any(s["Service"] == name for svcs in self.services.values() for s in svcs.values()):
+        if self._has_service(name):
             self.bump(service_index_name(name))
         else:
             self.indexes.pop(service_index_name(name), None)
@@ -289,7 +292,7 @@ class StateStore:
         return out
 
     def health_service(self, name: str, tags: list[str], passing: bool) -> tuple[int, list]:
-        exists = any(s["Service"] == name for svcs in self.services.values() for s in svcs.values())
+        exists = self._has_service(name)
         result = []
         for node, svc in self._instances(name, tags):
             checks = self._service_checks(node, svc["ID"])
@@ -301,7 +304,7 @@ class StateStore:
         return self.service_index(name, exists, checks=True), result
 
     def catalog_service(self, name: str, tags: list[str]) -> tuple[int, list]:
-        exists = any(s["Service"] == name for svcs in self.services.values() for s in svcs.values())
+        exists = self._has_service(name)
         result = []
         for node, svc in self._instances(name, tags):
             n = self.nodes[node]
