@@ -241,12 +241,14 @@ def members_table(agent: AgentProc, *extra: str) -> list[list[str]]:
 sys.path.insert(0, str(STANDIN_DIR))
 from consul_standin import (  # noqa: E402
     acl,
+    anti_entropy,
     checks,
     config,
     definitions,
     leadership,
     local_state,
     membership,
+    rpc_endpoints,
     state_store,
     transport,
     util,
@@ -254,12 +256,14 @@ from consul_standin import (  # noqa: E402
 
 __all__ = [
     "acl",
+    "anti_entropy",
     "checks",
     "config",
     "definitions",
     "leadership",
     "local_state",
     "membership",
+    "rpc_endpoints",
     "state_store",
     "transport",
     "util",

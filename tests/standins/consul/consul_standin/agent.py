@@ -342,8 +342,3 @@ class Agent:
 
     def accessor_id(self, token: str) -> str:
         return self.acl.accessor_id(token)
-
-    def known_leader(self) -> bool:
-        if self.server:
-            return bool(self.server.raft.leader()[0])
-        return bool(self.known_servers())

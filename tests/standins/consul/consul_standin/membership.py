@@ -239,10 +239,6 @@ class Memberlist:
             time.sleep(self.cfg.gossip_interval)
 
     # -- views ---------------------------------------------------------------------
-    def num_nodes(self) -> int:
-        with self.lock:
-            return len(self.nodes)
-
     def member_list(self) -> list[Member]:
         with self.lock:
             return [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import ipaddress
 import json
 import os
 import random
@@ -153,15 +152,6 @@ def json_dumps(obj: Any, pretty: bool = False) -> bytes:
     if pretty:
         return (json.dumps(obj, indent=4) + "\n").encode()
     return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def addr_key(addr: str, port: int = 0) -> tuple:
-    """Sort key for an address: numeric IP order, then port."""
-    try:
-        ip = ipaddress.ip_address(addr)
-        return (0, ip.version, int(ip), port)
-    except ValueError:
-        return (1, 0, addr, port)
 
 
 def multierror(errors: list[str]) -> str:
