@@ -18,10 +18,9 @@ from roles.images import image_ref
 from roles.operations import (
     LAB_LABEL,
     ROLE_LABEL,
-    consul_service,
     consul_services_absent,
-    container,
     containers_pruned,
+    service_instance,
 )
 
 DEFAULTS = {
@@ -68,12 +67,13 @@ def demo_service() -> None:
     instances = data.demo_instances
     wanted = [i["id"] for i in instances]
 
-    # Instances the spec no longer has: out of Consul first, then stopped.
+    # Instances the spec no longer has: out of Consul and out of the LB, then stopped.
     consul_services_absent(
         name="Deregister removed instances",
         http_addr=data.consul_http_addr,
         managed_by=ROLE,
         keep=wanted,
+        lb_address=data.lab_lb_address,
     )
     containers_pruned(
         name="Remove containers of removed instances",
@@ -85,8 +85,8 @@ def demo_service() -> None:
 
     image, image_id = image_ref(ROLE)
     for instance in instances:
-        container(
-            name=f"Run {instance['id']} on :{instance['port']}",
+        service_instance(
+            name=f"Run and register {instance['id']} on :{instance['port']}",
             container_name=instance["id"],
             image=image,
             image_id=image_id,
@@ -99,9 +99,9 @@ def demo_service() -> None:
                 f"-e=DEMO_PORT={instance['port']}",
             ],
             labels={LAB_LABEL: data.lab_name, ROLE_LABEL: ROLE},
-        )
-        consul_service(
-            name=f"Register {instance['id']} with the local agent",
             http_addr=data.consul_http_addr,
             definition=registration(data, instance),
+            lb_address=data.lab_lb_address,
+            # A changed instance is replaced one at a time across the lab.
+            _serial=True,
         )
