@@ -21,6 +21,10 @@ from labctl.spec import PROJECT_ROOT, LabSpec
 class ConvergeError(Exception):
     """pyinfra failed; the message names the hosts/operations and where the log is."""
 
+    def __init__(self, message: str, failed_hosts: list[str] | None = None):
+        super().__init__(message)
+        self.failed_hosts = failed_hosts or []
+
 
 @dataclass
 class ConvergeResult:
@@ -86,7 +90,8 @@ def converge(
         hosts = f"hosts {', '.join(failed_hosts)} failed" if failed_hosts else ""
         raise ConvergeError(
             f"converge failed ({'; '.join(p for p in (what, hosts) if p)}); "
-            f"read {log_path} for the cause, fix it and run `labctl apply` again."
+            f"read {log_path} for the cause, fix it and run `labctl apply` again.",
+            sorted({*failed_hosts, *(h for _, hs in errors for h in hs)}),
         )
     if process.returncode != 0 or not payload:
         last = log_summary(log_path)

@@ -33,6 +33,9 @@ DEFAULTS = {
     "demo_check_timeout": "5s",
     # Consul removes an instance whose check stays critical this long.
     "demo_deregister_critical_after": "90m",
+    # Extra environment of every instance (e.g. {"TZ": "Asia/Shanghai"}); a change
+    # replaces the instances one at a time, with no failed request.
+    "demo_environment": {},
     # The local agent the instances register with (shared with the consul role).
     "consul_http_addr": CONSUL_DEFAULTS["consul_http_addr"],
 }
@@ -97,6 +100,7 @@ def demo_service() -> None:
                 f"-e=DEMO_TITLE={instance['title']}",
                 f"-e=DEMO_ADDRESS={instance['address']}",
                 f"-e=DEMO_PORT={instance['port']}",
+                *(f"-e={k}={v}" for k, v in sorted(data.demo_environment.items())),
             ],
             labels={LAB_LABEL: data.lab_name, ROLE_LABEL: ROLE},
             http_addr=data.consul_http_addr,
