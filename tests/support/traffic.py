@@ -14,6 +14,7 @@ Two kinds, because nginx treats them differently at every reload:
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter
@@ -24,16 +25,32 @@ import httpx
 CLOSED_BEFORE_ANSWER = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
+# After a failed GET, so an LB refusing at once does not become a hot loop.
+FAILURE_PAUSE = 0.01
+
+
 class RequestLoop:
     """GET `url` in a loop until stopped or `seconds` passed; count status codes and
-    error names in `outcomes`, RFC 9112 retries in `retried`. A context manager."""
+    error names in `outcomes`, RFC 9112 retries in `retried`. A context manager.
 
-    def __init__(self, url: str, keepalive: bool = False, seconds: float = 300, timeout=5.0):
+    With `log`, every request is also logged as (monotonic time of the answer, what came
+    back): the X-Instance that answered a 200, "HTTP <status>" or "error <name>"; a retry
+    as "retry"."""
+
+    def __init__(
+        self,
+        url: str,
+        keepalive: bool = False,
+        seconds: float = 300,
+        timeout: float = 5.0,
+        log: list[tuple[float, str]] | None = None,
+    ):
         self.url = url
         self.keepalive = keepalive
         self.timeout = timeout
         self.outcomes: Counter = Counter()
         self.retried = 0
+        self.log = log
         self._stop = threading.Event()
         self._deadline = time.monotonic() + seconds
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -41,6 +58,16 @@ class RequestLoop:
     def _client(self) -> httpx.Client:
         limits = httpx.Limits(max_keepalive_connections=1 if self.keepalive else 0)
         return httpx.Client(timeout=self.timeout, limits=limits, trust_env=False)
+
+    def _record(self, outcome: int | str, logged: str) -> None:
+        self.outcomes[outcome] += 1
+        if self.log is not None:
+            # Interned: a long run logs hundreds of thousands of a handful of strings.
+            self.log.append((time.monotonic(), sys.intern(logged)))
+
+    def _failed(self, exc: Exception) -> None:
+        self._record(type(exc).__name__, f"error {type(exc).__name__}")
+        time.sleep(FAILURE_PAUSE)
 
     def _run(self) -> None:
         client = self._client()
@@ -51,22 +78,28 @@ class RequestLoop:
                     response = client.get(self.url)
                 except CLOSED_BEFORE_ANSWER as exc:
                     if not (self.keepalive and reused):
-                        self.outcomes[type(exc).__name__] += 1
+                        self._failed(exc)
                         continue
                     self.retried += 1
+                    if self.log is not None:
+                        self.log.append((time.monotonic(), "retry"))
                     client.close()
                     client = self._client()
                     try:
                         response = client.get(self.url)
                     except httpx.HTTPError as retry_error:
-                        self.outcomes[type(retry_error).__name__] += 1
+                        self._failed(retry_error)
                         reused = False
                         continue
                 except httpx.HTTPError as exc:
-                    self.outcomes[type(exc).__name__] += 1
+                    self._failed(exc)
                     reused = False
                     continue
-                self.outcomes[response.status_code] += 1
+                if response.status_code == 200:
+                    self._record(200, response.headers.get("X-Instance", "?"))
+                else:
+                    self._record(response.status_code, f"HTTP {response.status_code}")
+                    time.sleep(FAILURE_PAUSE)
                 reused = self.keepalive
         finally:
             client.close()
