@@ -68,7 +68,8 @@ def converge(
     """Converge every host; raise ConvergeError with one sentence on failure."""
     env = os.environ | {"LAB_SPEC": str(spec.source), "PYTHONUNBUFFERED": "1"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("a") as log:
+    # Line-buffered: `tail -f` (and a test waiting for a step) sees each line as it comes.
+    with log_path.open("a", buffering=1) as log:
         process = subprocess.Popen(
             pyinfra_command(*extra_args), cwd=PROJECT_ROOT, env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,

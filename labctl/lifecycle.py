@@ -115,15 +115,21 @@ def converge_lab(spec: LabSpec, report: Report, extra_args: tuple[str, ...] = ()
     try:
         return converge(spec, log_file(spec, "converge"), on_line=report, extra_args=extra_args)
     except ConvergeError as exc:
-        lost = unreachable(spec, exc.failed_hosts)
+        # pyinfra names the hosts that failed, except when a connection lost in the
+        # middle of a fact crashes it (EOFError): then any host may be the lost one.
+        lost = unreachable(spec, exc.failed_hosts or [h.name for h in spec.hosts])
         if not lost:
             raise
-        names = " and ".join(lost)
-        causes = "; ".join(f"{name}: {cause}" for name, cause in lost.items())
+        if len(lost) == 1:
+            ((name, cause),) = lost.items()
+            who, causes, it = f"host {name}", cause, "it"
+        else:
+            who = "hosts " + " and ".join(lost)
+            causes, it = "; ".join(f"{n}: {c}" for n, c in lost.items()), "them"
         raise LifecycleError(
-            f"host {names} stopped answering during the converge ({causes}); bring "
-            f"{'it' if len(lost) == 1 else 'them'} back with `labctl recover {' '.join(lost)}`, "
-            "then run `labctl apply`: it picks up where this run stopped."
+            f"{who} stopped answering during the converge ({causes}); bring {it} back with "
+            f"`labctl recover {' '.join(lost)}`, then run `labctl apply`: it picks up where "
+            "this run stopped."
         ) from None
 
 
