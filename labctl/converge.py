@@ -21,6 +21,10 @@ from labctl.spec import PROJECT_ROOT, LabSpec
 class ConvergeError(Exception):
     """pyinfra failed; the message names the hosts/operations and where the log is."""
 
+    def __init__(self, message: str, failed_hosts: list[str] | None = None):
+        super().__init__(message)
+        self.failed_hosts = failed_hosts or []
+
 
 @dataclass
 class ConvergeResult:
@@ -64,7 +68,8 @@ def converge(
     """Converge every host; raise ConvergeError with one sentence on failure."""
     env = os.environ | {"LAB_SPEC": str(spec.source), "PYTHONUNBUFFERED": "1"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("a") as log:
+    # Line-buffered: `tail -f` (and a test waiting for a step) sees each line as it comes.
+    with log_path.open("a", buffering=1) as log:
         process = subprocess.Popen(
             pyinfra_command(*extra_args), cwd=PROJECT_ROOT, env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -86,7 +91,8 @@ def converge(
         hosts = f"hosts {', '.join(failed_hosts)} failed" if failed_hosts else ""
         raise ConvergeError(
             f"converge failed ({'; '.join(p for p in (what, hosts) if p)}); "
-            f"read {log_path} for the cause, fix it and run `labctl apply` again."
+            f"read {log_path} for the cause, fix it and run `labctl apply` again.",
+            sorted({*failed_hosts, *(h for _, hs in errors for h in hs)}),
         )
     if process.returncode != 0 or not payload:
         last = log_summary(log_path)

@@ -34,8 +34,10 @@ E2E_LAB = "labtest"
 E2E_SUBNET = "192.168.63"  # inside VirtualBox's 192.168.56.0/21, unlike the default lab's .56
 
 
-def standin_images(workdir: Path) -> dict[str, str]:
-    """Build the stand-ins on the control machine; return the spec's `images` naming them."""
+def standin_images(workdir: Path, consul_template: str = Versions().consul_template) -> dict:
+    """Build the stand-ins on the control machine (consul-template's as release
+    `consul_template`, the lab's default unless told); return the spec's `images` naming
+    them."""
     if IMAGES == "real":
         return {}
     if IMAGES != "standin":
@@ -47,7 +49,7 @@ def standin_images(workdir: Path) -> dict[str, str]:
     client = docker.from_env()
     ensure_base_image(client, DockerProvider().base_image)
     client.images.build(path=str(consul_dir), tag=ref, rm=True)
-    binary = build_consul_template(workdir)
+    binary = build_consul_template(workdir, consul_template)
     return {"consul": ref, "consul_template_binary": str(binary)}
 
 
