@@ -236,7 +236,7 @@ def validated_config(config_dir: str, files: dict[str, dict], validate: str):
         f"mv {shlex.quote(f'{staging_dir}/{n}')} {shlex.quote(f'{config_dir}/{n}')}"
         for n in changed
     ]
-    yield " && ".join([*moves, f"rm -rf {q_dir}"])
+    yield " && ".join([f"mkdir -p {shlex.quote(config_dir)}", *moves, f"rm -rf {q_dir}"])
 
 
 @operation()
