@@ -168,7 +168,7 @@ def build_spec(workdir: Path) -> Path:
     from tests.e2e.conftest import standin_images
 
     path = workdir / "lab.yaml"
-    data = SPEC | {"images": standin_images(workdir)}
+    data = SPEC | {"images": standin_images()}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

@@ -3,7 +3,8 @@
 labctl up / apply / down      create, converge again (no changes when none), remove
 labctl verify / status        the lab against its spec; the hosts
 labctl scale zhibo_service=N  more or fewer demo instances; the LB follows
-labctl fail / recover TARGET  crash or restart an instance or a whole host
+labctl fail / recover TARGET  crash or restart an instance or a host (ssh: its
+                              lab containers; a machine is never powered off)
 labctl watch                  live view of the LB's upstreams and reloads
 labctl bundle save FILE       every image the spec needs, for `up --bundle`
 labctl doctor [--fix]         what this machine has; install what is missing
@@ -23,10 +24,11 @@ from docker.errors import DockerException
 from rich.console import Console
 from rich.table import Table
 
-from labctl import images, lifecycle, operate, system
+from labctl import images, lifecycle, operate, standins, system
 from labctl.converge import ConvergeError, ConvergeResult
 from labctl.images import ImageError
 from labctl.inventory import connection_data
+from labctl.machines import UnreachableError
 from labctl.paths import read_state, with_state
 from labctl.remote import RemoteError
 from labctl.spec import SPEC_ENV, LabSpec, SpecError, load_spec
@@ -90,6 +92,10 @@ def _run(step: str, action):
                     spinner.update(f"{step}: [dim]{line[:110]}[/]")
 
             result = action(report)
+    except UnreachableError as exc:
+        for problem in exc.problems:
+            console.print(f"[bold red]error:[/] {problem}")
+        raise typer.Exit(EXIT_FAILED) from None
     except (SpecError, system.PrerequisiteError, ImageError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     except (lifecycle.LifecycleError, ConvergeError) as exc:
@@ -127,7 +133,7 @@ def _verify(spec: LabSpec, wait: float) -> None:
             connection_data(spec) if read_state(spec) else None,
         ),
     )
-    table = Table(title=f"lab {spec.name}: verify")
+    table = Table(title=f"lab {spec.name}: verify", caption=_standin_caption(spec))
     for column in ("check", "target", "result", "detail"):
         table.add_column(column)
     for check in checks:
@@ -143,6 +149,10 @@ def _verify(spec: LabSpec, wait: float) -> None:
         )
 
 
+def _standin_caption(spec: LabSpec) -> str | None:
+    return f"[yellow]{standins.NOTE}[/]" if standins.in_use(spec) else None
+
+
 Wait = Annotated[float, typer.Option(help="Seconds to keep retrying until every check passes.")]
 
 
@@ -152,6 +162,13 @@ def up(
     bundle: Annotated[
         Path | None, typer.Option(help="Image bundle from `labctl bundle save` (no registry).")
     ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            help="No registry at all: run the lab on its stand-ins for Consul and "
+            "consul-template (tests/standins, not HashiCorp software)."
+        ),
+    ] = False,
     wait: Wait = 120.0,
 ) -> None:
     """Create the lab's hosts, converge them, then verify."""
@@ -161,7 +178,9 @@ def up(
     except (system.PrerequisiteError, lifecycle.LifecycleError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     console.print(f"lab [bold]{spec.name}[/]: {len(spec.hosts)} hosts on provider {chosen}")
-    result = _run("up", lambda report: lifecycle.up(spec, chosen, report, bundle))
+    if offline:
+        console.print(f"[yellow]offline:[/] {standins.NOTE}.")
+    result = _run("up", lambda report: lifecycle.up(spec, chosen, report, bundle, offline))
     _print_changes(result)
     _verify(spec, wait)
 
@@ -196,14 +215,22 @@ Target = Annotated[str, typer.Argument(help="An instance (zhibo-2) or a host (se
 
 @app.command()
 def fail(target: Target) -> None:
-    """Crash an instance (docker kill) or pull the plug on a whole host."""
+    """Crash an instance (docker kill) or take a whole host away.
+
+    A Vagrant host loses its power; an existing machine (provider ssh), which is not
+    the lab's to power off, has every lab container on it killed instead.
+    """
     spec = _spec()
     console.print(_run(f"fail {target}", lambda r: operate.fail_or_recover(spec, target, True, r)))
 
 
 @app.command()
 def recover(target: Target) -> None:
-    """Start a failed instance again, or power a failed host back on."""
+    """Start a failed instance again, or bring a failed host back.
+
+    A Vagrant host is powered on; on an existing machine (provider ssh) the lab's
+    containers are started again.
+    """
     spec = _spec()
     console.print(
         _run(f"recover {target}", lambda r: operate.fail_or_recover(spec, target, False, r))
@@ -240,7 +267,7 @@ def status() -> None:
     """A table of the lab's hosts."""
     spec = with_state(_spec())
     rows = _run("status", lambda report: lifecycle.status(spec))
-    table = Table(title=f"lab {spec.name}")
+    table = Table(title=f"lab {spec.name}", caption=_standin_caption(spec))
     for column in ("host", "provider", "state", "address", "docker"):
         table.add_column(column)
     for row in rows:
@@ -249,10 +276,16 @@ def status() -> None:
 
 
 @app.command()
-def down() -> None:
-    """Destroy the lab: hosts, networks, volumes, keys and local state."""
+def down(
+    purge_engine: Annotated[
+        bool, typer.Option(help="Existing machines (ssh): also remove the Docker engine.")
+    ] = False,
+) -> None:
+    """Remove the lab and local state: Vagrant hosts are destroyed; existing machines
+    keep nothing the lab put there (containers, volumes, networks, images, its
+    configuration and daemon.json keys), but keep the Docker engine unless --purge-engine."""
     spec = _spec()
-    removed = _run("down", lambda report: lifecycle.down(spec, report))
+    removed = _run("down", lambda report: lifecycle.down(spec, report, purge_engine))
     console.print("  removed: " + (", ".join(removed) if removed else "nothing (already down)"))
 
 

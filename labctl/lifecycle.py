@@ -11,7 +11,7 @@ from pathlib import Path
 
 from docker.errors import DockerException, NotFound
 
-from labctl import images, system, vagrant
+from labctl import delivery, images, machines, standins, system, teardown, vagrant
 from labctl.converge import ConvergeResult, converge
 from labctl.inventory import connection_data
 from labctl.paths import (
@@ -20,8 +20,10 @@ from labctl.paths import (
     lab_dir,
     log_summary,
     read_state,
+    with_images,
     write_state,
 )
+from labctl.platforms import control_arch, docker_arch
 from labctl.remote import RemoteError, run
 from labctl.spec import LabSpec
 
@@ -48,13 +50,37 @@ def resolve_provider(spec: LabSpec, override: str | None = None) -> str:
     return recorded or system.choose_provider(wanted)
 
 
-def preflight(spec: LabSpec, provider: str, report: Report, bundle: Path | None = None) -> dict:
-    """Everything that can fail before a host is touched; returns the resolved images."""
+def hosts_arch(spec: LabSpec, provider: str, report: Report) -> dict[str, str]:
+    """Each host's architecture, known before anything changes on any host: read over
+    SSH on existing machines (which also checks that each one can be used), the
+    engine's for the docker provider's containers, this machine's for VirtualBox VMs."""
+    if provider == "ssh":
+        report(f"reaching {len(spec.hosts)} machines over SSH")
+        return machines.hosts_arch(connection_data(spec, "ssh"))
+    if provider == "docker":
+        arch = docker_arch(system.ensure_engine().info()["Architecture"])
+    else:
+        arch = control_arch()
+    return dict.fromkeys((h.name for h in spec.hosts), arch)
+
+
+def preflight(
+    spec: LabSpec, provider: str, report: Report, bundle: Path | None, offline: bool
+) -> tuple[LabSpec, dict]:
+    """Everything that can fail before a host is touched; returns the spec to converge
+    and the state to record (the resolved images)."""
     system.ensure_provider(provider)
+    arches = hosts_arch(spec, provider, report)
+    state: dict = {"provider": provider}
+    if offline:
+        lb_arch = next((arches[h.name] for h in spec.hosts if h.lb), control_arch())
+        state["offline"] = standins.offline_images(spec, lb_arch)
+        report(standins.NOTE)
+        spec = with_images(spec, state["offline"])
     if provider == "docker":
         how = images.ensure_base_image(system.ensure_engine(), spec.docker.base_image)
         report(f"base image {spec.docker.base_image}: {how}")
-    return images.prepare(spec, bundle, report)
+    return spec, state | delivery.prepare(spec, arches, bundle, report)
 
 
 def _vagrant_up(spec: LabSpec, provider: str, report: Report) -> str | None:
@@ -94,18 +120,27 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
         )
 
 
-def up(spec: LabSpec, provider: str, report: Report, bundle: Path | None = None) -> ConvergeResult:
-    resolved = preflight(spec, provider, report, bundle)
-    write_state(spec, provider=provider, **resolved)
+def up(
+    spec: LabSpec,
+    provider: str,
+    report: Report,
+    bundle: Path | None = None,
+    offline: bool = False,
+) -> ConvergeResult:
+    """Create and converge the lab; `offline`: on the stand-ins (no registry at all)."""
+    spec, state = preflight(spec, provider, report, bundle, offline)
+    write_state(spec, **({"offline": None} | state))
     create_hosts(spec, provider, report)
     return converge(spec, log_file(spec, "converge"), on_line=report)
 
 
 def apply(spec: LabSpec, report: Report) -> ConvergeResult:
     """Converge again. Images are resolved again first: a changed recipe is rebuilt."""
-    if not read_state(spec):
+    state = read_state(spec)
+    if not state:
         raise LifecycleError(f"lab {spec.name} is not up; run `labctl up` first.")
-    write_state(spec, **images.prepare(spec, report=report))
+    arches = hosts_arch(spec, state["provider"], report)
+    write_state(spec, **delivery.prepare(spec, arches, report=report))
     return converge(spec, log_file(spec, "converge"), on_line=report)
 
 
@@ -143,10 +178,23 @@ def status(spec: LabSpec) -> list[HostStatus]:
     return rows
 
 
-def down(spec: LabSpec, report: Report) -> list[str]:
-    """Remove every trace of the lab; safe after a failed `up` and when run twice."""
+def down(spec: LabSpec, report: Report, purge_engine: bool = False) -> list[str]:
+    """Remove every trace of the lab; safe after a failed `up` and when run twice.
+
+    Vagrant's machines are destroyed; existing machines (ssh) keep only what the lab
+    did not put there (the Docker engine too, unless `purge_engine`)."""
     removed: list[str] = []
-    provider = read_state(spec).get("provider")
+    state = read_state(spec)
+    # An ssh spec is cleaned even without local state: the machines may still hold the lab.
+    provider = state.get("provider") or ("ssh" if spec.provider == "ssh" else None)
+    if provider == "ssh":
+        try:
+            removed += teardown.remove_from_machines(
+                spec, log_file(spec, "down"), report, purge_engine
+            )
+        except teardown.PartialTeardown as exc:
+            # The local state stays, for the next `down`.
+            raise LifecycleError(str(exc)) from None
     if provider in vagrant.VAGRANT_PROVIDERS and vagrant.vagrant_dotfile_path(spec).exists():
         report("vagrant destroy")
         try:
@@ -154,10 +202,12 @@ def down(spec: LabSpec, report: Report) -> list[str]:
             removed.append(f"vagrant machines ({provider})")
         except (subprocess.CalledProcessError, RuntimeError) as exc:
             report(f"vagrant destroy failed ({exc}); removing leftovers directly")
-    removed += _sweep_docker(spec, report)
+    if provider != "ssh":
+        removed += _sweep_docker(spec, report)
     if lab_dir(spec).exists():
         shutil.rmtree(lab_dir(spec))
-        removed.append(f"local state {lab_dir(spec)}")
+        if state:  # not only the log of this very `down`
+            removed.append(f"local state {lab_dir(spec)}")
     return removed
 
 

@@ -19,7 +19,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, server
 
 from roles.images import image_ref
-from roles.operations import LAB_LABEL, ROLE_LABEL, container, spec_hash, validated_file
+from roles.operations import LAB_LABEL, ROLE_LABEL, container, spec_hash, validated_file, volume
 
 DEFAULTS = {
     # Datacenter name shared by every agent of the lab.
@@ -81,6 +81,11 @@ def consul_agent() -> None:
             f"docker run --rm --network=none -v {{}}:/consul/config:ro --entrypoint consul "
             f"{shlex.quote(image)} validate /consul/config"
         ),
+    )
+    volume(
+        name="Create the agent's data volume",
+        volume_name=data.consul_data_volume,
+        labels={LAB_LABEL: data.lab_name, ROLE_LABEL: "consul"},
     )
     agent = container(
         name=f"Run the Consul {data.consul_role} agent",

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from labctl.inventory import connection_data, groups, ssh_data_from_vagrant
 from labctl.spec import load_spec, parse_spec
@@ -81,7 +82,12 @@ def test_ssh_provider_connection_data_needs_no_vagrant():
         "ssh_hostname": "10.0.0.5",
         "ssh_user": "admin",
         "ssh_port": 22,
-        "ssh_key": "~/.ssh/lab",
+        "ssh_key": str(Path.home() / ".ssh" / "lab"),
+        # The key given is the only one tried.
+        "ssh_allow_agent": False,
+        "ssh_look_for_keys": False,
+        "ssh_strict_host_key_checking": "accept-new",
+        "ssh_known_hosts_file": str(Path.home() / ".ssh" / "known_hosts"),
         "_sudo": True,
     }
     assert data["b1"]["ssh_hostname"] == "b1.example"
@@ -128,3 +134,18 @@ def test_pyinfra_loads_inventory_py(write_spec):
     assert "lb" in hosts["b1"]["groups"] and "consul_clients" in hosts["b1"]["groups"]
     assert len(hosts["a1"]["data"]["demo_instances"]) == 2
     assert hosts["b1"]["data"]["ssh_hostname"] == "192.168.56.3"
+
+
+def test_ssh_paths_in_a_spec_are_relative_to_its_folder(write_spec):
+    path = write_spec(
+        {
+            "provider": "ssh",
+            "ssh": {"key": "keys/lab", "known_hosts": "known_hosts"},
+            "hosts": [{"name": "a1", "address": "10.0.0.5", "consul": "server"}],
+        }
+    )
+    spec, _ = load_spec(path)
+    data = connection_data(spec, "ssh")["a1"]
+    assert data["ssh_key"] == str(path.parent / "keys" / "lab")
+    assert data["ssh_known_hosts_file"] == str(path.parent / "known_hosts")
+    assert "_sudo" not in data  # root needs no sudo

@@ -27,16 +27,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from pyinfra.api import FileUploadCommand
+from pyinfra.api import FileUploadCommand, OperationError
 from pyinfra.operations import files
 
 import roles.operations as ops
 from roles.operations import (
     SPEC_LABEL,
     ConsulAgentServices,
-    DockerContainersByLabel,
     DockerContainerState,
     DockerImageIds,
+    DockerLabelled,
     spec_hash,
 )
 
@@ -144,7 +144,8 @@ def test_operation_case(case_file, fake_host, tmp_path):
 
 def test_every_operation_has_cases():
     operations = {"images_present", "container", "containers_pruned", "validated_file",
-                  "consul_service", "consul_services_absent"}  # fmt: skip
+                  "consul_service", "consul_services_absent", "volume", "labelled_absent",
+                  "recorded_images_absent", "json_keys"}  # fmt: skip
     assert {p.parent.name for p in CASES} == operations
 
 
@@ -294,14 +295,26 @@ def test_docker_container_state_command_quotes_the_name():
     assert command.endswith("2>/dev/null || true")
 
 
-def test_docker_containers_by_label_lists_names_sorted():
+def test_docker_labelled_lists_names_sorted():
     output = ["zhibo-3", "zhibo-1-2", "  ", "zhibo-1"]
-    assert DockerContainersByLabel().process(output) == ["zhibo-1", "zhibo-1-2", "zhibo-3"]
+    assert DockerLabelled().process(output) == ["zhibo-1", "zhibo-1-2", "zhibo-3"]
 
 
-def test_docker_containers_by_label_of_empty_output_and_default_are_empty():
-    assert DockerContainersByLabel().process([]) == []
-    assert DockerContainersByLabel.default() == []
+def test_docker_labelled_of_empty_output_and_default_are_empty():
+    assert DockerLabelled().process([]) == []
+    assert DockerLabelled.default() == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "listing"),
+    [
+        ("container", "docker ps -a --filter label=io.labctl.lab=a --format '{{.Names}}'"),
+        ("volume", "docker volume ls --filter label=io.labctl.lab=a --format '{{.Name}}'"),
+        ("network", "docker network ls --filter label=io.labctl.lab=a --format '{{.Name}}'"),
+    ],
+)
+def test_docker_labelled_lists_each_kind_by_its_own_command(kind, listing):
+    assert DockerLabelled().command(kind, "io.labctl.lab=a") == listing
 
 
 def test_consul_agent_services_parses_the_json_over_several_lines():
@@ -320,3 +333,11 @@ def test_consul_agent_services_command_reads_the_agent_api():
     assert ConsulAgentServices().command("http://127.0.0.1:8500") == (
         "curl -fsS --max-time 10 http://127.0.0.1:8500/v1/agent/services"
     )
+
+
+@pytest.mark.parametrize("content", [["{not json"], ['["a list"]']])
+def test_json_keys_refuses_a_file_that_holds_no_json_object(content, fake_host, tmp_path):
+    host = fake_host({"FileContents": {"path=/etc/docker/daemon.json": content}})
+    args = {"path": "/etc/docker/daemon.json", "set_keys": {"log-driver": "json-file"}}
+    with pytest.raises(OperationError, match=r"daemon.json holds no JSON object; fix or remove"):
+        run_operation("json_keys", args, host, tmp_path)
