@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -26,6 +27,7 @@ from rich.table import Table
 
 from labctl import images, lifecycle, operate, standins, system
 from labctl.converge import ConvergeError, ConvergeResult
+from labctl.delivery import describe_delivery
 from labctl.images import ImageError
 from labctl.inventory import connection_data
 from labctl.machines import UnreachableError
@@ -40,7 +42,8 @@ bundle_app = typer.Typer(
     help="Image bundles: every image a lab needs, for hosts without a registry."
 )
 app.add_typer(bundle_app, name="bundle")
-console = Console(stderr=True, highlight=False)
+# Sentences are never hard-wrapped: a terminal wraps them, and a log keeps them whole.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # Exit statuses: 1 a step failed, 2 bad input (spec, provider, prerequisites).
 EXIT_FAILED = 1
@@ -78,7 +81,26 @@ def _spec() -> LabSpec:
         raise typer.Exit(EXIT_BAD_INPUT) from None
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {warning}")
+    _as_root_for_the_engine(spec)
     return spec
+
+
+def _as_root_for_the_engine(spec: LabSpec) -> None:
+    """The docker provider needs the local engine, which by default serves root (and the
+    docker group) only: a user who may sudo gets this very command again through sudo."""
+    provider = read_state(spec).get("provider") or spec.provider
+    if provider == "auto":
+        provider = "virtualbox" if system.have(system.VIRTUALBOX) else "docker"
+    if provider != "docker" or not system.engine_refuses_user():
+        return
+    if not system.can_sudo():
+        raise _fail(
+            f"the Docker engine at {system.DOCKER_SOCKET} serves root and the docker group "
+            "only; run as root, or join the group (usermod -aG docker USER, then log in again).",
+            EXIT_BAD_INPUT,
+        )
+    console.print("[yellow]note:[/] the Docker engine here serves root only: running as root.")
+    system.rerun_as_root(sys.argv[1:])
 
 
 def _run(step: str, action):
@@ -115,7 +137,8 @@ def _run(step: str, action):
     return result
 
 
-def _print_changes(result: ConvergeResult) -> None:
+def _print_changes(result: ConvergeResult, spec: LabSpec) -> None:
+    console.print(f"  {describe_delivery(read_state(spec))}")
     if result.change_count:
         console.print(f"  {result.change_count} changed: {result.describe_changes()}")
     else:
@@ -181,7 +204,7 @@ def up(
     if offline:
         console.print(f"[yellow]offline:[/] {standins.NOTE}.")
     result = _run("up", lambda report: lifecycle.up(spec, chosen, report, bundle, offline))
-    _print_changes(result)
+    _print_changes(result, spec)
     _verify(spec, wait)
 
 
@@ -207,7 +230,7 @@ def scale(
         f"scale {service} to {count}",
         lambda report: operate.scale(spec, service, int(count), report),
     )
-    _print_changes(result)
+    _print_changes(result, spec)
 
 
 Target = Annotated[str, typer.Argument(help="An instance (zhibo-2) or a host (server2).")]
@@ -259,7 +282,7 @@ def bundle_save(file: Path) -> None:
 def apply() -> None:
     """Converge the hosts again; reports what changed (nothing, when nothing did)."""
     spec = with_state(_spec())
-    _print_changes(_run("apply", lambda report: lifecycle.apply(spec, report)))
+    _print_changes(_run("apply", lambda report: lifecycle.apply(spec, report)), spec)
 
 
 @app.command()
@@ -273,6 +296,9 @@ def status() -> None:
     for row in rows:
         table.add_row(row.name, row.provider, row.state, row.address, row.docker)
     Console().print(table)
+    for row in rows:
+        if row.problem:
+            console.print(f"[yellow]unreachable:[/] {row.problem}")
 
 
 @app.command()

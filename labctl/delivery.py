@@ -142,13 +142,16 @@ def prepare(
     """Resolve or plan every image the hosts run; return the state to record."""
     client = system.engine()
     delivery, why = choose(spec, client, hosts_arch)
-    report(f"images resolved {'by the hosts' if delivery == 'hosts' else 'here'}: {why}")
+    chosen = {"delivery": delivery, "delivery_reason": why}
+    report(describe_delivery(chosen))
     if delivery == "control":
         (arch,) = set(hosts_arch.values())
         state = prepare_on_control(spec, client, arch, describe(hosts_arch, arch), bundle, report)
-        return {"delivery": delivery, "image_plans": {}, **state}
-    return {
-        "delivery": delivery,
-        "image_archives": {},
-        **plan_on_hosts(spec, hosts_arch, bundle, report),
-    }
+        return chosen | {"image_plans": {}} | state
+    return chosen | {"image_archives": {}} | plan_on_hosts(spec, hosts_arch, bundle, report)
+
+
+def describe_delivery(state: dict) -> str:
+    """'images resolved by the hosts: <why>', from a lab's recorded state."""
+    where = "by the hosts" if state.get("delivery") == "hosts" else "here"
+    return f"images resolved {where}: {state.get('delivery_reason', 'images.delivery')}"

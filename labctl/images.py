@@ -309,8 +309,8 @@ def cannot_be_had(image: LabImage, where: str) -> ImageError:
 def wrong_arch(ref: str, how: str, actual: str, arch: str, hosts: str) -> ImageError:
     return ImageError(
         f"image {ref} ({how}) is built for {actual}, but {hosts}; nothing was changed on the "
-        f"hosts: provide a {arch} image of it (remove this one with `docker rmi {ref}` so "
-        "labctl pulls or builds one), or set images.delivery: hosts so each host gets its own."
+        f"hosts: provide it for {arch} (remove this one with `docker rmi {ref}` so labctl "
+        "pulls or builds one), or set images.delivery: hosts so each host gets its own."
     )
 
 

@@ -151,6 +151,7 @@ class HostStatus:
     state: str
     address: str
     docker: str
+    problem: str = ""  # why an existing machine does not answer
 
 
 def status(spec: LabSpec) -> list[HostStatus]:
@@ -165,16 +166,15 @@ def status(spec: LabSpec) -> list[HostStatus]:
         connections = connection_data(spec, provider, states)
     rows = []
     for host in spec.hosts:
-        engine = "-"
+        engine, problem = "-", ""
         if host.name in connections:
             try:
                 code, output = run(connections[host.name], "systemctl is-active docker", 10)
                 engine = output.strip() or ("active" if code == 0 else "inactive")
-            except RemoteError:
-                engine = "unreachable"
-        rows.append(
-            HostStatus(host.name, provider, states.get(host.name, "?"), str(host.address), engine)
-        )
+            except RemoteError as exc:
+                engine, problem = "unreachable", f"{host.name} ({exc.where}): {exc.cause}."
+        state = states.get(host.name, "?")
+        rows.append(HostStatus(host.name, provider, state, str(host.address), engine, problem))
     return rows
 
 

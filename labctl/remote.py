@@ -8,6 +8,7 @@ contact is recorded in the known_hosts file and a changed key is refused; with `
 
 from __future__ import annotations
 
+import errno
 import shlex
 import socket
 import threading
@@ -84,7 +85,13 @@ def describe(ssh: SshData, exc: BaseException, timeout: float = 30.0) -> str:
             f"authentication as {user} with {key} failed; install that key's public half in "
             f"~{user}/.ssh/authorized_keys there, or fix ssh.user / ssh.key in the lab spec"
         )
-    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError | ConnectionRefusedError):
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        # paramiko gathers one error per address, each a refusal or "no route to host".
+        refused = all(e.errno == errno.ECONNREFUSED for e in exc.errors.values())
+        exc = (
+            ConnectionRefusedError() if refused else OSError(errno.EHOSTUNREACH, "No route to host")
+        )
+    if isinstance(exc, ConnectionRefusedError):
         return "connection refused; start sshd there, or fix the host's address or ssh_port"
     if isinstance(exc, socket.gaierror):
         return f"the name {ssh['ssh_hostname']} does not resolve; fix the host's ssh_host"

@@ -35,13 +35,16 @@ def remove_from_machines(
         for name in sorted(set(connections) - set(reachable)):
             flags += ["--exclude", name]
         result = converge(spec, log, on_line=report, extra_args=tuple(flags))
-        if result.change_count:
-            removed.append(f"on {', '.join(sorted(reachable))}: {result.describe_changes()}")
+        for operation, hosts in result.changed:
+            # "Remove the lab | Remove the lab's volumes" -> "the lab's volumes"
+            what = operation.rsplit(" | ", 1)[-1].removeprefix("Remove ")
+            removed.append(f"{what} on {', '.join(hosts)}")
     if problems:
-        cleaned = ", ".join(sorted(reachable)) or "no other machine"
+        names = ", ".join(sorted(reachable))
+        cleaned = {0: "no machine was", 1: f"{names} was"}.get(len(reachable), f"{names} were")
+        again = "it answers" if len(problems) == 1 else "they answer"
         raise PartialTeardown(
             f"could not reach {'; '.join(problems)}; the lab is still there, and {cleaned} "
-            f"{'was' if len(reachable) == 1 else 'were'} cleaned: run `labctl down` again "
-            "once it answers."
+            f"cleaned: run `labctl down` again once {again}."
         )
     return removed

@@ -151,7 +151,7 @@ def images_obtained(images: dict[str, dict], base_image: str, bundle: str | None
         return
     bundled = [ref for ref in missing if images[ref]["bundled"]]
     if bundled:
-        remote = f"{UPLOADS_DIR}/bundle-{spec_hash(bundle)}.tar"
+        remote = f"{UPLOADS_DIR}/{bundle.rsplit('/', 1)[-1]}"
         yield from files.put._inner(src=bundle, dest=remote)
         yield shlex.join([LAB_IMAGE_TOOL, "load", remote, *bundled])
     for ref in (r for r in missing if r not in bundled):

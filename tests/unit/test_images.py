@@ -171,3 +171,66 @@ def test_read_bundle_of_a_tar_without_manifest_names_bundle_save(tmp_path):
 def test_read_bundle_of_a_missing_file_names_bundle_save(tmp_path):
     with pytest.raises(ImageError, match="labctl bundle save"):
         read_bundle(tmp_path / "absent.bundle")
+
+
+# --- stand-ins, namespace, architecture -----------------------------------------------
+
+
+def test_recipe_images_take_the_namespace_from_the_environment(monkeypatch):
+    monkeypatch.setenv(images.IMAGE_NAMESPACE_ENV, "dev/lab")
+    refs = {image.key: image.ref for image in lab_images(spec_from("lab.yaml"))}
+    assert refs["demo_service"].startswith("dev/lab/demo-service:")
+    assert refs["lb"].startswith("dev/lab/lb:")
+    assert images.standin_consul_ref("1.11.3").startswith("dev/lab-standin/consul:1.11.3-")
+
+
+def test_the_consul_standin_is_built_from_its_sources_like_a_recipe():
+    spec = seed_spec(images={"consul": images.standin_consul_ref("1.11.3")})
+    consul = next(i for i in lab_images(spec) if i.key == "consul")
+    assert consul.recipe == images.STANDINS / "consul"
+    assert next(i for i in lab_images(seed_spec()) if i.key == "consul").recipe is None
+
+
+def test_an_image_no_source_gives_names_four_ways_including_the_offline_road():
+    consul = lab_images(seed_spec())[0]
+    message = str(images.cannot_be_had(consul, "no registry served it"))
+    assert message.startswith("image hashicorp/consul:1.11.3 cannot be had: no registry served it;")
+    for way in ("docker load -i FILE", "labctl up --bundle FILE", "images.registry_mirrors"):
+        assert way in message
+    assert "stand-ins (not HashiCorp software): `labctl up --offline`." in message
+
+
+class FakeEngine:
+    """An engine holding images of given architectures, on an amd64 machine."""
+
+    def __init__(self, arches: dict[str, str]):
+        self.arches = arches
+        self.images = self
+
+    def info(self):
+        return {"Architecture": "x86_64"}
+
+    def get(self, ref):
+        from docker.errors import ImageNotFound
+
+        if ref not in self.arches:
+            raise ImageNotFound(ref)
+        return type("Image", (), {"attrs": {"Architecture": self.arches[ref]}, "id": "sha"})()
+
+
+def test_an_image_present_for_another_architecture_stops_with_one_sentence():
+    consul = lab_images(seed_spec())[0]
+    engine = FakeEngine({consul.ref: "arm64"})
+    with pytest.raises(ImageError) as error:
+        images.resolve(engine, seed_spec(), consul, None, "amd64", "server1, server2 run amd64")
+    assert str(error.value) == (
+        "image hashicorp/consul:1.11.3 (present) is built for arm64, but server1, server2 run "
+        "amd64; nothing was changed on the hosts: provide it for amd64 (remove this one with "
+        "`docker rmi hashicorp/consul:1.11.3` so labctl pulls or builds one), or set "
+        "images.delivery: hosts so each host gets its own."
+    )
+
+
+def test_an_image_present_for_the_hosts_architecture_is_taken():
+    consul = lab_images(seed_spec())[0]
+    assert images.resolve(FakeEngine({consul.ref: "amd64"}), seed_spec(), consul) == "present"

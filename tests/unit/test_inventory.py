@@ -149,3 +149,27 @@ def test_ssh_paths_in_a_spec_are_relative_to_its_folder(write_spec):
     assert data["ssh_key"] == str(path.parent / "keys" / "lab")
     assert data["ssh_known_hosts_file"] == str(path.parent / "known_hosts")
     assert "_sudo" not in data  # root needs no sudo
+
+
+def test_host_data_carries_the_delivery_and_each_hosts_own_plan():
+    spec, _ = load_spec(PROJECT_ROOT / "lab.yaml")
+    state = {
+        "delivery": "hosts",
+        "images": {"consul": {"ref": "hashicorp/consul:1.11.3", "id": None}},
+        "image_plans": {"server1": {"images": {}, "base_image": "debian:bookworm"}},
+    }
+    data = dict(groups(spec, {}, state)["lab"])
+    assert data["server1"]["lab_image_delivery"] == "hosts"
+    assert data["server1"]["lab_image_plan"] == state["image_plans"]["server1"]
+    assert data["server2"]["lab_image_plan"] is None
+
+
+def test_registry_mirrors_reach_the_hosts_engines_with_a_scheme():
+    spec, _ = parse_spec(
+        {
+            "images": {"registry_mirrors": ["mirror.local:5000", "http://10.0.0.1:5000"]},
+            "hosts": [{"name": "a1", "address": "192.168.56.2", "consul": "server"}],
+        }
+    )
+    data = dict(groups(spec, {})["lab"])["a1"]
+    assert data["docker_registry_mirrors"] == ["https://mirror.local:5000", "http://10.0.0.1:5000"]

@@ -145,7 +145,7 @@ def test_operation_case(case_file, fake_host, tmp_path):
 def test_every_operation_has_cases():
     operations = {"images_present", "container", "containers_pruned", "validated_file",
                   "consul_service", "consul_services_absent", "volume", "labelled_absent",
-                  "recorded_images_absent", "json_keys"}  # fmt: skip
+                  "recorded_images_absent", "json_keys", "images_obtained"}  # fmt: skip
     assert {p.parent.name for p in CASES} == operations
 
 
