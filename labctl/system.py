@@ -39,7 +39,7 @@ class Tool:
 
 
 VAGRANT = Tool("Vagrant", "vagrant", "vagrant", "the virtualbox and docker providers")
-DOCKER_CLI = Tool("Docker", "docker", "docker.io", "the docker provider and images")
+DOCKER_CLI = Tool("Docker", "docker", "docker.io", "the docker provider; images.delivery: control")
 DEBOOTSTRAP = Tool("debootstrap", "debootstrap", "debootstrap", "a base image without a registry")
 VIRTUALBOX = Tool("VirtualBox", "VBoxManage", "virtualbox", "the virtualbox provider")
 
