@@ -25,7 +25,7 @@ from docker.errors import DockerException
 from rich.console import Console
 from rich.table import Table
 
-from labctl import images, lifecycle, operate, standins, system
+from labctl import images, lifecycle, operate, standins, system, virtualbox
 from labctl.converge import ConvergeError, ConvergeResult
 from labctl.delivery import describe_delivery
 from labctl.images import ImageError
@@ -330,9 +330,19 @@ def doctor(fix: Annotated[bool, typer.Option(help="Install what is missing (root
     table.add_column("tool")
     table.add_column("present")
     table.add_column("needed for")
-    for tool in (system.VAGRANT, system.DOCKER_CLI, system.DEBOOTSTRAP, system.VIRTUALBOX):
+    for tool in (system.VAGRANT, system.DOCKER_CLI, system.DEBOOTSTRAP):
         table.add_row(tool.name, "yes" if system.have(tool) else "no", tool.needed_for)
+    installed = virtualbox.installed_virtualbox() if system.have(system.VIRTUALBOX) else None
+    table.add_row(
+        system.VIRTUALBOX.name,
+        ".".join(map(str, installed)) if installed else "no",
+        system.VIRTUALBOX.needed_for,
+    )
     table.add_row(
         "Docker engine", "answers" if system.engine() else "no answer", "the docker provider"
     )
     Console().print(table)
+    if system.have(system.VIRTUALBOX):
+        problem = virtualbox.installed_problem()
+        if problem:
+            console.print(f"[yellow]virtualbox provider:[/] {problem}")

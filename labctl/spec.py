@@ -88,9 +88,24 @@ class Images(_Strict):
     delivery: Literal["auto", "control", "hosts"] = "auto"
 
 
+class Box(_Strict):
+    box: str
+    version: str
+
+
+class VirtualBoxBoxes(_Strict):
+    """A pinned box per architecture; labctl picks the control machine's, because
+    VirtualBox runs guests of its host's architecture only."""
+
+    # debian/bookworm64 is built for amd64 only.
+    amd64: Box = Box(box="debian/bookworm64", version="12.20240905.1")
+    # bento/debian-12 has VirtualBox arm64 builds from 202508.03.0 on (the build tables
+    # in chef/bento's CHANGELOG.md); 202510.26.0 is the newest table listing them.
+    arm64: Box = Box(box="bento/debian-12", version="202510.26.0")
+
+
 class VirtualBox(_Strict):
-    box: str = "debian/bookworm64"
-    box_version: str = "12.20240905.1"
+    boxes: VirtualBoxBoxes = VirtualBoxBoxes()
     cpus: Annotated[int, Field(ge=1)] = 1
     memory: Annotated[int, Field(ge=256)] = 1024
 

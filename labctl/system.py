@@ -19,6 +19,8 @@ from typing import NoReturn
 import docker
 from docker.errors import DockerException
 
+from labctl import virtualbox
+
 DOCKERD_LOG = Path("/var/log/dockerd.log")
 ENGINE_START_TIMEOUT = 60.0
 DOCKER_SOCKET = Path("/var/run/docker.sock")
@@ -194,6 +196,10 @@ def ensure_provider(provider: str) -> None:
                 "virtualbox.org, or set provider: docker in the lab spec."
             )
         ensure_tools(VAGRANT)
+        # Vagrant only finds out at `vagrant up` that it has no driver for this VirtualBox.
+        problem = virtualbox.installed_problem()
+        if problem:
+            raise PrerequisiteError(problem)
     elif provider == "docker":
         ensure_tools(VAGRANT)
         ensure_engine()

@@ -13,6 +13,7 @@ import sys
 
 import vagrant
 
+from labctl import virtualbox
 from labctl.paths import (
     LAB_LABEL,
     host_container_name,
@@ -37,12 +38,25 @@ DOCKER_HOST_FLAGS = [
 ]  # fmt: skip
 
 
-def vagrantfile_data(spec: LabSpec) -> dict:
-    """Everything the Vagrantfile needs, derived from the spec."""
+def vagrantfile_data(spec: LabSpec, machine: str | None = None) -> dict:
+    """Everything the Vagrantfile needs, derived from the spec (and, for the box, from
+    the control machine's architecture: ``machine`` as platform.machine() names it)."""
+    box = virtualbox.box_for(spec, machine)
     return {
         "name": spec.name,
+        # The docker provider names its network `vagrant_network_<subnet>/<netmask>`,
+        # so it gets the prefix length.
         "netmask": spec.network.subnet.prefixlen,
-        "virtualbox": spec.virtualbox.model_dump(),
+        "virtualbox": {
+            # None on a machine VirtualBox does not run on; `labctl up` says so first.
+            "box": box.box if box else None,
+            "box_version": box.version if box else None,
+            # VirtualBox's host-only network wants a dotted mask, and Vagrant passes it
+            # to VBoxManage as given: an Integer there stops `vagrant up` (ArgumentError).
+            "netmask": str(spec.network.subnet.netmask),
+            "cpus": spec.virtualbox.cpus,
+            "memory": spec.virtualbox.memory,
+        },
         "docker": {
             "build_dir": str(PROJECT_ROOT / "templates" / "host"),
             "base_image": spec.docker.base_image,
@@ -54,6 +68,7 @@ def vagrantfile_data(spec: LabSpec) -> dict:
                 # global machine index (and its locks) is keyed by name and folder,
                 # and labs share this folder.
                 "machine": host_container_name(spec, host.name),
+                "vm_name": virtualbox.vm_name(spec, host.name),
                 "address": str(host.address),
                 "docker_create_args": [
                     *DOCKER_HOST_FLAGS,

@@ -1,20 +1,31 @@
 """Tests of the consul-template stand-in (tests/standins/consul-template).
 
-Runs its Go test suite, then builds the binary and renders the seed's
-template once against a tiny fake Consul HTTP API on 127.0.0.1.
+Runs its Go test suite, then builds the binary (as each release it
+implements) and runs it against a fake Consul HTTP API on 127.0.0.1.
 
     python3 -m pytest tests/unit/test_standin_consul_template.py -q
 """
 
+import os
+import re
+import socket
 import subprocess
+import threading
 
 import pytest
 
-from tests.support.consul_fakes import GO, STANDIN_DIR, build_consul_template, fake_consul, go_env
+from tests.support.consul_fakes import (
+    GO,
+    STANDIN_DIR,
+    build_consul_template,
+    fake_consul,
+    go_env,
+    serve_fake_consul,
+)
 
 TESTDATA = STANDIN_DIR / "testdata"
 
-# Exit status of consul-template v0.19.0 for runner errors (failed command,
+# Exit status of consul-template v0.19 for runner errors (failed command,
 # Consul unreachable after the retries, bad template, ...).
 EXIT_RUNNER_ERROR = 14
 
@@ -115,7 +126,7 @@ def test_once_renders_seed_template(binary, consul_api, tmp_path):
     consul, requests = consul_api
     dst = tmp_path / "nginx.conf"
     marker = tmp_path / "reloaded"
-    # The command runs without a shell in consul-template v0.19.0, so the
+    # The command runs without a shell in consul-template v0.19, so the
     # redirection needs an explicit /bin/sh -c.
     command = f"/bin/sh -c 'echo reloaded > {marker}'"
     proc = run_standin(
@@ -168,3 +179,154 @@ def test_dry_run_prints_instead_of_writing(binary, consul, tmp_path):
     assert proc.stdout.startswith(f"> {dst}\n")
     assert normalize(proc.stdout)[1:] == normalize((TESTDATA / "nginx.conf.expected").read_text())
     assert not dst.exists()
+
+
+# --- the release the stand-in is built as (tests/standins/consul-template/release.go) -----
+
+RELEASES = ("0.19.0", "0.19.5")
+
+
+@pytest.fixture(scope="module")
+def binaries(tmp_path_factory):
+    """The stand-in built as each release it implements."""
+    return {v: build_consul_template(tmp_path_factory.mktemp(f"bin-{v}"), v) for v in RELEASES}
+
+
+@pytest.mark.parametrize("version", RELEASES)
+def test_built_release_is_what_dash_v_prints(binaries, version):
+    """cli.go Run prints humanVersion on stderr for -v, exit 0."""
+    proc = run_standin(binaries[version], "-v")
+    assert proc.returncode == 0
+    assert proc.stderr == f"consul-template v{version} (standin)\n"
+
+
+def test_unimplemented_release_fails_the_build_in_one_sentence(tmp_path):
+    unimplemented = r'built as version "0\.20\.0", which it does not implement'
+    with pytest.raises(AssertionError, match=unimplemented):
+        build_consul_template(tmp_path, "0.20.0")
+
+
+def retry_sleeps(stderr: str) -> dict[int, str]:
+    """watch/view.go poll's `(retry attempt %d after %q)`: attempt -> sleep as printed."""
+    return {int(n): d for n, d in re.findall(r'\(retry attempt (\d+) after "([^"]+)"\)', stderr)}
+
+
+@pytest.mark.parametrize("version", RELEASES)
+def test_backoff_overflow_follows_the_release(binaries, version, tmp_path, unused_port):
+    """config/retry.go RetryFunc: v0.19.0 multiplies 2^retry by the backoff before capping,
+    so the product wraps around int64 (GH-1028): with 1ms, from attempt 59 every wait is 0s.
+    v0.19.5 caps first (GH-1031): every wait past the cap is the cap."""
+    src = tmp_path / "in.ctmpl"
+    src.write_text('{{range service "web"}}{{.Address}}{{end}}')
+    args = [
+        str(binaries[version]),
+        f"-consul-addr=127.0.0.1:{unused_port}",
+        "-consul-retry-attempts=0",
+        "-consul-retry-backoff=1ms",
+        "-consul-retry-max-backoff=1ms",
+        f"-template={src}:{tmp_path / 'out'}",
+    ]
+    stderr = read_stderr_until(args, "(retry attempt 70 after", timeout=20)
+    sleeps = retry_sleeps(stderr)
+    assert all(n in sleeps for n in range(1, 71)), stderr[-2000:]
+    if version == "0.19.0":
+        assert {sleeps[n] for n in range(1, 45)} == {"1ms"}
+        assert {sleeps[n] for n in range(59, 71)} == {"0s"}
+    else:
+        assert {sleeps[n] for n in range(1, 71)} == {"1ms"}
+
+
+def read_stderr_until(args: list[str], marker: str, timeout: float) -> str:
+    """Run args until `marker` appears on stderr (or timeout); stop it; return stderr."""
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    seen = []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if marker in line:
+                break
+    finally:
+        timer.cancel()
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stderr.close()
+    stderr = "".join(seen)
+    assert marker in stderr, f"no {marker!r} within {timeout}s:\n{stderr[-2000:]}"
+    return stderr
+
+
+@pytest.fixture
+def unused_port():
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("version", RELEASES)
+def test_stale_reads_fall_back_to_consistent(binaries, version, tmp_path):
+    """config/config.go DefaultMaxStale = 2s: every query is ?stale; watch/view.go fetch
+    re-reads without ?stale when X-Consul-LastContact is over max_stale."""
+    with serve_fake_consul(CATALOG, HEALTH) as fake:
+        fake.last_contact_ms = 2500
+        proc = run_standin(
+            binaries[version],
+            "-once",
+            f"-consul-addr={fake.address}",
+            f"-template={TESTDATA / 'service.ctmpl'}:{tmp_path / 'out'}",
+        )
+    assert proc.returncode == 0, proc.stderr
+    catalog = [r for r in fake.seen if r.path.startswith("/v1/catalog/services")]
+    assert [r.stale for r in catalog] == [True, False], fake.requests
+
+
+@pytest.mark.parametrize("version", RELEASES)
+def test_empty_render_writes_nothing_and_runs_nothing(binaries, version, tmp_path):
+    """manager/renderer.go Render: bytes.Equal(nil, empty) is true, so an empty render for
+    a missing destination is 'up to date'."""
+    src, dst, marker = tmp_path / "in.ctmpl", tmp_path / "out", tmp_path / "ran"
+    src.write_text('{{range service "zhibo_service"}}{{.Address}}{{end}}')
+    with fake_consul(CATALOG, {"zhibo_service": []}) as (address, _):
+        proc = run_standin(
+            binaries[version],
+            "-once",
+            f"-consul-addr={address}",
+            f"-template={src}:{dst}:/bin/sh -c 'touch {marker}'",
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert not dst.exists() and not marker.exists()
+
+
+@pytest.mark.parametrize("version", RELEASES)
+def test_token_goes_in_the_header_and_403_is_retried(binaries, version, tmp_path):
+    """The Consul API client sends the token as X-Consul-Token, never in the URL; a 403 is
+    an error like any other: retried with the backoff, then exit 14 (watch/view.go poll)."""
+    token = "0f6a1f7e-token-from-the-environment"
+    with serve_fake_consul(CATALOG, HEALTH) as fake:
+        fake.deny = (403, "ACL not found")
+        proc = subprocess.run(
+            [
+                str(binaries[version]),
+                f"-consul-addr={fake.address}",
+                "-consul-retry-attempts=1",
+                "-consul-retry-backoff=10ms",
+                "-log-level=trace",
+                f"-template={TESTDATA / 'service.ctmpl'}:{tmp_path / 'out'}",
+            ],
+            env=dict(os.environ, CONSUL_TOKEN="", CONSUL_HTTP_TOKEN=token),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == EXIT_RUNNER_ERROR, proc.stderr
+    assert (
+        "[WARN] (view) catalog.services: Unexpected response code: 403 (ACL not found) "
+        '(retry attempt 1 after "10ms")' in proc.stderr
+    )
+    assert "(exceeded maximum retries)" in proc.stderr
+    assert {r.token for r in fake.seen} == {token} and len(fake.seen) == 2
+    assert not any("token" in r.path for r in fake.seen)
+    assert token not in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,20 +1,24 @@
 """The Vagrantfile, checked for both providers with Vagrant's own config loader.
 
-VirtualBox does not exist on CI machines, so the virtualbox half is checked
-statically: Vagrant evaluates the Vagrantfile and resolves each machine's
-configuration for that provider without asking whether VirtualBox is usable.
+Vagrant evaluates the Vagrantfile and resolves each machine's configuration for a
+provider without asking whether it is usable. What VirtualBox would be sent at
+`vagrant up` is checked in test_virtualbox_up.py, against a fake VBoxManage.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from labctl import virtualbox
+from labctl.spec import load_spec
 from tests.conftest import PROJECT_ROOT
 
 HARNESS = PROJECT_ROOT / "tests" / "support" / "vagrant_config.rb"
@@ -46,16 +50,23 @@ FIVE = PROJECT_ROOT / "examples" / "five-hosts.yaml"
 
 
 def test_virtualbox_machines_follow_the_spec(tmp_path):
+    spec, _ = load_spec(DEFAULT)
+    box = virtualbox.box_for(spec)  # this machine's architecture
     vms = machines(DEFAULT, "virtualbox", tmp_path)
     # Machine names carry the lab's name: Vagrant's machine index is keyed by name and folder.
     assert list(vms) == ["dynlb-server1", "dynlb-server2", "dynlb-server3"]
     for name, ip in zip(vms, ["192.168.56.2", "192.168.56.3", "192.168.56.4"], strict=True):
         vm = vms[name]
-        assert vm["box"] == "debian/bookworm64"
-        assert vm["box_version"] == "12.20240905.1"
-        assert vm["hostname"] == name.removeprefix("dynlb-")
-        assert [(n["ip"], n["netmask"]) for n in vm["private_networks"]] == [(ip, 24)]
-        assert vm["provider"]["name"] == name
+        host = name.removeprefix("dynlb-")
+        assert (vm["box"], vm["box_version"]) == (box.box, box.version)
+        assert vm["hostname"] == host
+        # VirtualBox reads the scoped dotted mask (a String: VBoxManage's argv); the
+        # docker provider the prefix length.
+        [network] = vm["private_networks"]
+        assert (network["ip"], network["virtualbox__netmask"]) == (ip, "255.255.255.0")
+        assert network["netmask"] == 24
+        # VirtualBox VM names are global per user: this one carries the checkout's ID.
+        assert vm["provider"]["name"] == virtualbox.vm_name(spec, host)
         modifyvm = [c[1][2:] for c in vm["provider"]["customizations"] if c[1][0] == "modifyvm"]
         assert ["--cpus", 1] in modifyvm and ["--memory", "1024"] in modifyvm
         assert vm["invalid_settings"] == []
@@ -120,3 +131,38 @@ def test_bad_spec_stops_vagrant_with_the_spec_sentence(write_spec, tmp_path):
     assert result.returncode != 0
     assert "hosts[0].demo = -1 is below zero" in result.stderr
     assert "no host has consul: server" in result.stderr
+
+
+def missing_python_sentence(env: dict[str, str]) -> str:
+    """`vagrant status` with this environment; returns its one-line complaint."""
+    vagrant = shutil.which("vagrant")  # absolute: PATH may be emptied below
+    result = subprocess.run(
+        [vagrant, "status"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # one sentence, no Ruby backtrace
+    assert "activate .venv" in lines[0] and "set LAB_PYTHON" in lines[0]
+    return lines[0]
+
+
+def test_a_missing_lab_python_is_one_sentence(tmp_path):
+    env = vagrant_env(DEFAULT, tmp_path) | {"LAB_PYTHON": str(tmp_path / "no" / "python3")}
+    sentence = missing_python_sentence(env)
+    assert f"cannot run {tmp_path}/no/python3 (No such file or directory)" in sentence
+
+
+def test_no_python3_on_path_is_one_sentence(tmp_path):
+    """Windows without python3 on PATH, and any machine where it is missing."""
+    env = vagrant_env(DEFAULT, tmp_path) | {"PATH": str(tmp_path)}
+    del env["LAB_PYTHON"]
+    assert "cannot run python3 (No such file or directory)" in missing_python_sentence(env)
+
+
+def test_a_python_without_the_project_is_one_sentence(tmp_path):
+    bare = tmp_path / "python3"
+    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')  # no site-packages
+    bare.chmod(0o755)
+    sentence = missing_python_sentence(vagrant_env(DEFAULT, tmp_path) | {"LAB_PYTHON": str(bare)})
+    assert re.search(r"lacks this project's packages \(No module named '\w+'\)", sentence)

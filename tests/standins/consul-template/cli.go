@@ -11,7 +11,7 @@ import (
 	"syscall"
 )
 
-// Exit statuses of consul-template v0.19.0 (they start at 10; 11 is
+// Exit statuses of consul-template v0.19 (they start at 10; 11 is
 // unused). Note that a failing template command or giving up on Consul is
 // a runner error (14), not 1.
 const (
@@ -22,11 +22,13 @@ const (
 	exitCodeConfigError     = 15 // e.g. invalid -log-level
 )
 
-const humanVersion = "consul-template v0.19.0 (standin)"
-
 // cli is the process: it parses the command line, runs a runner and
 // handles signals.
 type cli struct {
+	// version is the release to behave as (main.version unless a test
+	// picks another).
+	version string
+
 	stdin       io.Reader
 	out, errOut io.Writer
 
@@ -37,7 +39,7 @@ type cli struct {
 }
 
 func newCLI(stdin io.Reader, out, errOut io.Writer) *cli {
-	return &cli{stdin: stdin, out: out, errOut: errOut, signalCh: make(chan os.Signal, 1)}
+	return &cli{version: version, stdin: stdin, out: out, errOut: errOut, signalCh: make(chan os.Signal, 1)}
 }
 
 // notifiedSignals is what the process catches. The real tool catches every
@@ -60,10 +62,15 @@ func notifiedSignals() []os.Signal {
 // run executes the command line args (without the program name) and
 // returns the exit status.
 func (c *cli) run(args []string) int {
-	cfg, opts, err := parseFlags(args)
+	rel, err := releaseFor(c.version)
+	if err != nil {
+		fmt.Fprintln(c.errOut, err.Error())
+		return exitCodeConfigError
+	}
+	cfg, opts, err := parseFlags(args, rel)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(c.errOut, usageText)
+			fmt.Fprintf(c.errOut, usageText, rel.version)
 			return exitCodeOK
 		}
 		fmt.Fprintln(c.errOut, err.Error())
@@ -77,11 +84,11 @@ func (c *cli) run(args []string) int {
 		return logError(log.New(c.errOut, "", log.LstdFlags), err, exitCodeConfigError)
 	}
 
-	logger.Printf("[INFO] %s", humanVersion)
+	logger.Printf("[INFO] %s", rel.humanVersion())
 	if opts.version {
 		logger.Printf("[DEBUG] (cli) version flag was given, exiting now")
 		// Like the real tool, the version goes to stderr.
-		fmt.Fprintf(c.errOut, "%s\n", humanVersion)
+		fmt.Fprintf(c.errOut, "%s\n", rel.humanVersion())
 		return exitCodeOK
 	}
 

@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// Defaults of consul-template v0.19.0.
+// Defaults of consul-template (the same in v0.19.0 and v0.19.5).
 const (
 	defaultRetryAttempts   = 12
 	defaultRetryBackoff    = 250 * time.Millisecond
@@ -22,13 +22,19 @@ const (
 	defaultCommandTimeout  = 30 * time.Second
 	defaultFilePerms       = os.FileMode(0644)
 	defaultConsulAddress   = "127.0.0.1:8500"
+	// config/config.go DefaultMaxStale: every query is sent with ?stale
+	// unless -max-stale=0.
+	defaultMaxStale = 2 * time.Second
 )
 
 // config is the runtime configuration assembled from the command line and
 // the environment.
 type config struct {
+	release release
+
 	consulAddr      string // as given (flag or CONSUL_HTTP_ADDR); "" means default
 	consulToken     string
+	consulTokenSet  bool   // -consul-token was given, even empty
 	consulAuth      string // "user[:password]"
 	consulSSL       bool
 	consulSSLVerify bool
@@ -49,17 +55,20 @@ type config struct {
 	commandTimeout time.Duration
 }
 
-func defaultConfig() *config {
+func defaultConfig(rel release) *config {
 	return &config{
+		release:         rel,
 		consulSSLVerify: true,
 		retry: retryConfig{
-			enabled:    true,
-			attempts:   defaultRetryAttempts,
-			backoff:    defaultRetryBackoff,
-			maxBackoff: defaultRetryMaxBackoff,
+			enabled:          true,
+			attempts:         defaultRetryAttempts,
+			backoff:          defaultRetryBackoff,
+			maxBackoff:       defaultRetryMaxBackoff,
+			capsBackoffFirst: rel.capsBackoffFirst,
 		},
 		killSignal:     syscall.SIGINT,
 		reloadSignal:   syscall.SIGHUP,
+		maxStale:       defaultMaxStale,
 		commandTimeout: defaultCommandTimeout,
 	}
 }
@@ -70,6 +79,14 @@ func (c *config) finalize() {
 	if c.consulAddr == "" {
 		c.consulAddr = os.Getenv("CONSUL_HTTP_ADDR")
 	}
+	// config/consul.go Finalize: without -consul-token, the first non-empty
+	// of CONSUL_TOKEN and CONSUL_HTTP_TOKEN, trimmed.
+	if !c.consulTokenSet {
+		c.consulToken = strings.TrimSpace(firstEnv([]string{"CONSUL_TOKEN", "CONSUL_HTTP_TOKEN"}, ""))
+	}
+	// dependency/client_set.go starts from the Consul API's DefaultConfig,
+	// which reads CONSUL_HTTP_TOKEN as it is, and overrides it only with a
+	// non-empty token: so -consul-token="" still sends $CONSUL_HTTP_TOKEN.
 	if c.consulToken == "" {
 		c.consulToken = os.Getenv("CONSUL_HTTP_TOKEN")
 	}
@@ -109,14 +126,14 @@ var (
 
 	// templatePartRe splits the -template value on colons. The optional
 	// "X:" prefix keeps Windows drive letters ("C:\foo") in one part.
-	//
-	// v0.19.0 splits on EVERY colon and rejects more than three parts, so a
-	// command that contains a colon (a URL, "host:port", ...) is a flag
-	// error there. Later releases re-join the extra parts; v0.19.0 does not.
 	templatePartRe = regexp.MustCompile(`([a-zA-Z]:)?([^:]+)`)
 )
 
-func parseTemplateSpec(s string) (templateSpec, error) {
+// parseTemplateSpec is config/template.go ParseTemplateConfig. Both releases
+// split the value on every colon (empty parts vanish). v0.19.0 rejects more
+// than three parts, so a command with a colon (a URL, "host:port") is a flag
+// error; v0.19.4+ joins the parts after the second with ":" (GH-1026).
+func parseTemplateSpec(s string, rel release) (templateSpec, error) {
 	if strings.TrimSpace(s) == "" {
 		return templateSpec{}, errTemplateEmpty
 	}
@@ -130,7 +147,13 @@ func parseTemplateSpec(s string) (templateSpec, error) {
 	case 3:
 		t.Source, t.Destination, t.Command = parts[0], parts[1], parts[2]
 	default:
-		return templateSpec{}, errTemplateInvalidFormat
+		if !rel.colonsInCommand {
+			return templateSpec{}, errTemplateInvalidFormat
+		}
+		// Indexed without a length check, as in v0.19.5: a value made of
+		// colons only (no part at all) panics there, and here too.
+		t.Source, t.Destination = parts[0], parts[1]
+		t.Command = strings.Join(parts[2:], ":")
 	}
 	return t, nil
 }
@@ -220,8 +243,14 @@ var signalLookup = map[string]syscall.Signal{
 	"SIGXFSZ": syscall.SIGXFSZ,
 }
 
-func parseSignal(s string) (os.Signal, error) {
-	sig, ok := signalLookup[strings.ToUpper(s)]
+// parseSignal looks a -kill-signal / -reload-signal name up; v0.19.5 also
+// knows SIGWINCH.
+func parseSignal(s string, rel release) (os.Signal, error) {
+	name := strings.ToUpper(s)
+	if name == "SIGWINCH" && rel.sigwinch {
+		return syscall.SIGWINCH, nil
+	}
+	sig, ok := signalLookup[name]
 	if !ok {
 		return nil, fmt.Errorf("invalid signal %q", s)
 	}
@@ -268,9 +297,9 @@ func durationVar(set func(time.Duration)) funcVar {
 	}
 }
 
-func signalVar(set func(os.Signal)) funcVar {
+func signalVar(rel release, set func(os.Signal)) funcVar {
 	return func(s string) error {
-		sig, err := parseSignal(s)
+		sig, err := parseSignal(s, rel)
 		if err != nil {
 			return err
 		}
@@ -287,12 +316,12 @@ func unsupportedVar(name string) funcVar {
 	}
 }
 
-// parseFlags parses the command line like consul-template v0.19.0: Go flag
+// parseFlags parses the command line like consul-template's cli.go: Go flag
 // syntax (-flag=value or -flag value), errors returned to the caller which
 // prints them and exits with the parse-error status; no usage text except
 // for -h/-help.
-func parseFlags(args []string) (*config, options, error) {
-	c := defaultConfig()
+func parseFlags(args []string, rel release) (*config, options, error) {
+	c := defaultConfig(rel)
 	var o options
 
 	fs := flag.NewFlagSet("consul-template", flag.ContinueOnError)
@@ -316,16 +345,16 @@ func parseFlags(args []string) (*config, options, error) {
 	fs.Var(durationVar(func(d time.Duration) { c.retry.backoff = d }), "retry", "")
 	fs.Var(boolFuncVar(func(b bool) error { c.consulSSL = b; return nil }), "consul-ssl", "")
 	fs.Var(boolFuncVar(func(b bool) error { c.consulSSLVerify = b; return nil }), "consul-ssl-verify", "")
-	fs.Var(funcVar(func(s string) error { c.consulToken = s; return nil }), "consul-token", "")
+	fs.Var(funcVar(func(s string) error { c.consulToken, c.consulTokenSet = s, true; return nil }), "consul-token", "")
 	fs.BoolVar(&o.dry, "dry", false, "")
-	fs.Var(signalVar(func(s os.Signal) { c.killSignal = s }), "kill-signal", "")
+	fs.Var(signalVar(rel, func(s os.Signal) { c.killSignal = s }), "kill-signal", "")
 	fs.Var(funcVar(func(s string) error { c.logLevel = s; return nil }), "log-level", "")
 	fs.Var(durationVar(func(d time.Duration) { c.maxStale = d }), "max-stale", "")
 	fs.BoolVar(&o.once, "once", false, "")
 	fs.Var(funcVar(func(s string) error { c.pidFile = s; return nil }), "pid-file", "")
-	fs.Var(signalVar(func(s os.Signal) { c.reloadSignal = s }), "reload-signal", "")
+	fs.Var(signalVar(rel, func(s os.Signal) { c.reloadSignal = s }), "reload-signal", "")
 	fs.Var(funcVar(func(s string) error {
-		t, err := parseTemplateSpec(s)
+		t, err := parseTemplateSpec(s, rel)
 		if err != nil {
 			return err
 		}
@@ -362,7 +391,7 @@ func parseFlags(args []string) (*config, options, error) {
 
 const usageText = `Usage: consul-template [options]
 
-  TEST-ONLY STAND-IN for HashiCorp consul-template v0.19.0 (see README.md).
+  TEST-ONLY STAND-IN for HashiCorp consul-template v%s (see README.md).
   Watches a series of templates on the file system, writing new changes when
   Consul is updated. It runs until an interrupt is received unless -once is
   given.
@@ -371,7 +400,8 @@ Options:
   -consul-addr=<address>            Consul address (default $CONSUL_HTTP_ADDR
                                     or 127.0.0.1:8500; http:// or https:// ok)
   -consul-auth=<user[:password]>    HTTP basic auth for Consul
-  -consul-token=<token>             Consul ACL token
+  -consul-token=<token>             Consul ACL token (default $CONSUL_TOKEN,
+                                    else $CONSUL_HTTP_TOKEN)
   -consul-ssl, -consul-ssl-verify   Use https / verify its certificate
   -consul-retry                     Retry failed Consul requests (default true)
   -consul-retry-attempts=<int>      Retries before giving up (default 12, 0 = forever)
@@ -384,7 +414,8 @@ Options:
   -log-level=<level>                trace, debug, info, warn (default), err
   -kill-signal=<signal>             Graceful-stop signal (default SIGINT)
   -reload-signal=<signal>           Reload signal (default SIGHUP)
-  -max-stale=<duration>             Allow stale Consul reads
+  -max-stale=<duration>             Stale reads allowed up to this old (default
+                                    2s; 0 = no stale reads)
   -pid-file=<path>                  Write the process id to this file
   -v, -version                      Print the version and exit
 `

@@ -20,7 +20,6 @@ type consulClient struct {
 	host   string
 	token  string
 	auth   *url.Userinfo
-	stale  bool
 	http   *http.Client
 }
 
@@ -63,7 +62,6 @@ func newConsulClient(c *config) (*consulClient, error) {
 		scheme: scheme,
 		host:   addr,
 		token:  c.consulToken,
-		stale:  c.maxStale > 0,
 		// No client timeout: blocking queries legitimately take up to the
 		// wait time plus Consul's jitter; requests are cancelled through
 		// their context instead.
@@ -79,28 +77,55 @@ func newConsulClient(c *config) (*consulClient, error) {
 	return cc, nil
 }
 
-// queryMeta is the part of Consul's response metadata that matters here.
-type queryMeta struct {
-	index    uint64
-	hasIndex bool
+// queryOptions are what a view sends with each query.
+type queryOptions struct {
+	index uint64        // blocking query: wait for a change past this index (0: answer now)
+	wait  time.Duration // how long Consul may hold a blocking query
+	stale bool          // ?stale: any server may answer, however far behind the leader
 }
 
-// get performs a (possibly blocking) GET. With index > 0 Consul holds the
-// request until the data's index moves past it or wait expires. found is
-// false for a 404 when allow404 is set (a missing KV key); any other
-// non-200 status is an error.
-func (c *consulClient) get(ctx context.Context, path string, params url.Values, index uint64, wait time.Duration, allow404 bool) (body []byte, meta queryMeta, found bool, err error) {
+// queryMeta is the part of Consul's response metadata that matters here.
+type queryMeta struct {
+	index       uint64
+	hasIndex    bool
+	lastContact time.Duration // X-Consul-LastContact: how far behind the leader the answer may be
+}
+
+// parseQueryMeta reads the headers like the Consul API client (api.go
+// parseQueryMeta): an unparsable X-Consul-Index gives index 0 and stops
+// there (so X-Consul-LastContact is not read: 0); an unparsable
+// X-Consul-LastContact gives 0. The client ignores both errors.
+func parseQueryMeta(h http.Header) queryMeta {
+	var meta queryMeta
+	i, err := strconv.ParseUint(h.Get("X-Consul-Index"), 10, 64)
+	if err != nil {
+		return meta
+	}
+	meta.index, meta.hasIndex = i, true
+	if ms, err := strconv.ParseUint(h.Get("X-Consul-LastContact"), 10, 64); err == nil {
+		meta.lastContact = time.Duration(ms) * time.Millisecond
+	}
+	return meta
+}
+
+// get performs a (possibly blocking) GET. found is false for a 404 when
+// allow404 is set (a missing KV key); any other non-200 status, 403 (ACL
+// denied, or an unknown token) included, is an error that the view retries.
+//
+// The token goes in the X-Consul-Token header only, never in the URL (api.go
+// newRequest / setQueryOptions).
+func (c *consulClient) get(ctx context.Context, path string, params url.Values, q queryOptions, allow404 bool) (body []byte, meta queryMeta, found bool, err error) {
 	if params == nil {
 		params = url.Values{}
 	}
-	if c.stale {
+	if q.stale {
 		params.Set("stale", "")
 	}
-	if index != 0 {
-		params.Set("index", strconv.FormatUint(index, 10))
+	if q.index != 0 {
+		params.Set("index", strconv.FormatUint(q.index, 10))
 	}
-	if wait != 0 {
-		params.Set("wait", strconv.FormatInt(int64(wait/time.Millisecond), 10)+"ms")
+	if q.wait != 0 {
+		params.Set("wait", strconv.FormatInt(int64(q.wait/time.Millisecond), 10)+"ms")
 	}
 	u := url.URL{Scheme: c.scheme, Host: c.host, Path: path, RawQuery: params.Encode()}
 
@@ -126,12 +151,7 @@ func (c *consulClient) get(ctx context.Context, path string, params url.Values, 
 	if err != nil {
 		return nil, meta, false, err
 	}
-
-	// The real client silently ignores an unparsable X-Consul-Index and
-	// reports index 0 (see view.go for what that leads to).
-	if i, perr := strconv.ParseUint(resp.Header.Get("X-Consul-Index"), 10, 64); perr == nil {
-		meta.index, meta.hasIndex = i, true
-	}
+	meta = parseQueryMeta(resp.Header)
 
 	switch {
 	case resp.StatusCode == http.StatusOK:

@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"time"
 )
 
 // dependency is one piece of Consul data a template needs. Its String() is
@@ -18,7 +17,7 @@ type dependency interface {
 	String() string
 	// fetch performs one (blocking) query. data must be comparable with
 	// reflect.DeepEqual so unchanged results can be ignored.
-	fetch(ctx context.Context, c *consulClient, index uint64, wait time.Duration) (data interface{}, meta queryMeta, err error)
+	fetch(ctx context.Context, c *consulClient, q queryOptions) (data interface{}, meta queryMeta, err error)
 	// blockOnNil reports whether a nil result counts as "no data yet"
 	// (the `key` function waits for the key to exist).
 	blockOnNil() bool
@@ -96,12 +95,12 @@ func (d *catalogServicesQuery) String() string {
 
 func (d *catalogServicesQuery) blockOnNil() bool { return false }
 
-func (d *catalogServicesQuery) fetch(ctx context.Context, c *consulClient, index uint64, wait time.Duration) (interface{}, queryMeta, error) {
+func (d *catalogServicesQuery) fetch(ctx context.Context, c *consulClient, q queryOptions) (interface{}, queryMeta, error) {
 	params := url.Values{}
 	if d.dc != "" {
 		params.Set("dc", d.dc)
 	}
-	body, meta, _, err := c.get(ctx, "/v1/catalog/services", params, index, wait, false)
+	body, meta, _, err := c.get(ctx, "/v1/catalog/services", params, q, false)
 	if err != nil {
 		return nil, meta, fmt.Errorf("%s: %w", d, err)
 	}
@@ -167,9 +166,12 @@ type healthServiceQuery struct {
 	dc      string
 	near    string
 	filters []string
+
+	// nearKeepsOrder: with ~near, keep Consul's order (v0.19.4+, see release).
+	nearKeepsOrder bool
 }
 
-func newHealthServiceQuery(s string) (*healthServiceQuery, error) {
+func newHealthServiceQuery(s string, rel release) (*healthServiceQuery, error) {
 	if !healthServiceRe.MatchString(s) {
 		return nil, fmt.Errorf("health.service: invalid format: %q", s)
 	}
@@ -193,11 +195,12 @@ func newHealthServiceQuery(s string) (*healthServiceQuery, error) {
 		filters = []string{healthPassing}
 	}
 	return &healthServiceQuery{
-		name:    m["name"],
-		tag:     m["tag"],
-		dc:      m["dc"],
-		near:    m["near"],
-		filters: filters,
+		name:           m["name"],
+		tag:            m["tag"],
+		dc:             m["dc"],
+		near:           m["near"],
+		filters:        filters,
+		nearKeepsOrder: rel.nearKeepsOrder,
 	}, nil
 }
 
@@ -286,7 +289,7 @@ func aggregatedStatus(checks []*HealthCheck) string {
 	}
 }
 
-func (d *healthServiceQuery) fetch(ctx context.Context, c *consulClient, index uint64, wait time.Duration) (interface{}, queryMeta, error) {
+func (d *healthServiceQuery) fetch(ctx context.Context, c *consulClient, q queryOptions) (interface{}, queryMeta, error) {
 	params := url.Values{}
 	if d.dc != "" {
 		params.Set("dc", d.dc)
@@ -300,7 +303,7 @@ func (d *healthServiceQuery) fetch(ctx context.Context, c *consulClient, index u
 	if d.passingOnly() {
 		params.Set("passing", "1")
 	}
-	body, meta, _, err := c.get(ctx, "/v1/health/service/"+d.name, params, index, wait, false)
+	body, meta, _, err := c.get(ctx, "/v1/health/service/"+d.name, params, q, false)
 	if err != nil {
 		return nil, meta, fmt.Errorf("%s: %w", d, err)
 	}
@@ -334,8 +337,11 @@ func (d *healthServiceQuery) fetch(ctx context.Context, c *consulClient, index u
 			Port:                e.Service.Port,
 		})
 	}
-	// Always sorted by node name, then service id - even with ~near, whose
-	// RTT ordering v0.19.0 therefore discards.
+	// Sorted by node name, then service id. v0.19.0 sorts even with ~near,
+	// discarding Consul's RTT order; v0.19.4+ does not sort then (GH-1027).
+	if d.near != "" && d.nearKeepsOrder {
+		return list, meta, nil
+	}
 	sort.SliceStable(list, func(i, j int) bool {
 		if list[i].Node != list[j].Node {
 			return list[i].Node < list[j].Node
@@ -376,12 +382,12 @@ func (d *kvGetQuery) String() string {
 func (d *kvGetQuery) blockOnNil() bool { return d.block }
 
 // fetch returns the value as a string, or nil when the key does not exist.
-func (d *kvGetQuery) fetch(ctx context.Context, c *consulClient, index uint64, wait time.Duration) (interface{}, queryMeta, error) {
+func (d *kvGetQuery) fetch(ctx context.Context, c *consulClient, q queryOptions) (interface{}, queryMeta, error) {
 	params := url.Values{}
 	if d.dc != "" {
 		params.Set("dc", d.dc)
 	}
-	body, meta, found, err := c.get(ctx, "/v1/kv/"+d.key, params, index, wait, true)
+	body, meta, found, err := c.get(ctx, "/v1/kv/"+d.key, params, q, true)
 	if err != nil {
 		return nil, meta, fmt.Errorf("%s: %w", d, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -44,6 +45,15 @@ type fakeConsul struct {
 	instances []fakeInstance
 	kv        map[string]string
 	requests  []string
+	tokens    []string // X-Consul-Token of each request
+
+	// lastContact is sent as X-Consul-LastContact (milliseconds) on stale
+	// reads; consistent reads always get 0, as from the leader.
+	lastContact time.Duration
+	// denyStatus, when set, answers every request with it and denyBody (an
+	// ACL error is 403 "ACL not found" / "Permission denied").
+	denyStatus int
+	denyBody   string
 }
 
 func newFakeConsul(t *testing.T) *fakeConsul {
@@ -108,13 +118,34 @@ func (f *fakeConsul) requestLog() []string {
 	return append([]string(nil), f.requests...)
 }
 
+func (f *fakeConsul) tokenLog() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.tokens...)
+}
+
+// configure changes how the fake answers, without waking blocked queries.
+func (f *fakeConsul) configure(fn func(f *fakeConsul)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
 func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 
 	f.mu.Lock()
 	f.requests = append(f.requests, r.URL.RequestURI())
+	f.tokens = append(f.tokens, r.Header.Get("X-Consul-Token"))
 	index, changed := f.index, f.changed
+	denyStatus, denyBody := f.denyStatus, f.denyBody
 	f.mu.Unlock()
+
+	if denyStatus != 0 {
+		w.WriteHeader(denyStatus)
+		_, _ = w.Write([]byte(denyBody))
+		return
+	}
 
 	if want, err := strconv.ParseUint(q.Get("index"), 10, 64); err == nil && want >= index {
 		wait, err := time.ParseDuration(q.Get("wait"))
@@ -136,7 +167,11 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	w.Header().Set("X-Consul-Index", strconv.FormatUint(f.index, 10))
 	w.Header().Set("X-Consul-KnownLeader", "true")
-	w.Header().Set("X-Consul-LastContact", "0")
+	lastContact := time.Duration(0)
+	if _, stale := q["stale"]; stale {
+		lastContact = f.lastContact
+	}
+	w.Header().Set("X-Consul-LastContact", strconv.FormatInt(int64(lastContact/time.Millisecond), 10))
 	w.Header().Set("Content-Type", "application/json")
 
 	switch {
@@ -261,11 +296,18 @@ type running struct {
 	exit   chan int
 }
 
-// start runs the CLI with args in a goroutine.
+// start runs the CLI with args in a goroutine, as the default release.
 func start(t *testing.T, args ...string) *running {
+	t.Helper()
+	return startAs(t, version, args...)
+}
+
+// startAs runs the CLI with args in a goroutine, as release v.
+func startAs(t *testing.T, v string, args ...string) *running {
 	t.Helper()
 	r := &running{stdout: &syncBuffer{}, stderr: &syncBuffer{}, exit: make(chan int, 1)}
 	r.cli = newCLI(nil, r.stdout, r.stderr)
+	r.cli.version = v
 	go func() { r.exit <- r.cli.run(args) }()
 	t.Cleanup(func() {
 		// Make sure nothing keeps running into the next test.
@@ -285,11 +327,19 @@ func start(t *testing.T, args ...string) *running {
 
 // killSignalOf is the -kill-signal in args (SIGINT by default).
 func killSignalOf(args []string) os.Signal {
-	cfg, _, err := parseFlags(args)
+	cfg, _, err := parseFlags(args, releases[version])
 	if err != nil {
-		return defaultConfig().killSignal
+		return syscall.SIGINT
 	}
 	return cfg.killSignal
+}
+
+// eachRelease runs fn as a subtest for every release the stand-in implements.
+func eachRelease(t *testing.T, fn func(t *testing.T, rel release)) {
+	for _, v := range []string{"0.19.0", "0.19.5"} {
+		rel := releases[v]
+		t.Run("v"+v, func(t *testing.T) { fn(t, rel) })
+	}
 }
 
 // wait returns the exit status, failing the test after timeout.

@@ -180,6 +180,22 @@ func loop(ints ...int64) (<-chan int64, error) {
 	return ch, nil
 }
 
+// indent prefixes every line of s that is not empty with spaces spaces
+// (v0.19.4+, template/funcs.go).
+func indent(spaces int, s string) (string, error) {
+	prefix := strings.Repeat(" ", spaces)
+	var out strings.Builder
+	lineStart := true
+	for i := 0; i < len(s); i++ {
+		if lineStart && s[i] != '\n' {
+			out.WriteString(prefix)
+		}
+		out.WriteByte(s[i])
+		lineStart = s[i] == '\n'
+	}
+	return out.String(), nil
+}
+
 func join(sep string, a []string) (string, error) { return strings.Join(a, sep), nil }
 
 // split is strings.Split for pipelines; the input is trimmed first and an

@@ -57,13 +57,22 @@ type runner struct {
 
 func newRunner(cfg *config, dry, once bool, logger *log.Logger, stdin io.Reader, stdout, stderr io.Writer) (*runner, error) {
 	logger.Printf("[INFO] (runner) creating new runner (dry: %t, once: %t)", dry, once)
-	logger.Printf("[DEBUG] (runner) final config: consul=%q templates=%+v wait=%+v retry=%+v",
-		cfg.consulAddr, cfg.templates, cfg.wait, cfg.retry)
+	// The real line is the whole config as JSON, the Consul token in clear
+	// text included (v0.19.0 and v0.19.5 alike): at -log-level=debug or
+	// trace the token is in the log. The stand-in never prints it, but says
+	// that the real tool would.
+	token := `""`
+	if cfg.consulToken != "" {
+		token = "<redacted by the stand-in; consul-template v0.19 prints the token here>"
+	}
+	logger.Printf("[DEBUG] (runner) final config: consul=%q token=%s templates=%+v wait=%+v retry=%+v max_stale=%s",
+		cfg.consulAddr, token, cfg.templates, cfg.wait, cfg.retry, cfg.maxStale)
 
 	client, err := newConsulClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
+	logger.Printf("[INFO] (runner) creating watcher")
 
 	r := &runner{
 		cfg:           cfg,
@@ -73,7 +82,7 @@ func newRunner(cfg *config, dry, once bool, logger *log.Logger, stdin io.Reader,
 		out:           stdout,
 		configsFor:    map[string][]templateSpec{},
 		brain:         newBrain(),
-		watcher:       newWatcher(client, logger, once, cfg.retry),
+		watcher:       newWatcher(client, logger, once, cfg.retry, cfg.maxStale),
 		dependencies:  map[string]dependency{},
 		renderEvents:  map[string]*renderEvent{},
 		quiescenceMap: map[string]*quiescence{},
@@ -105,14 +114,12 @@ func newRunner(cfg *config, dry, once bool, logger *log.Logger, stdin io.Reader,
 }
 
 // childEnv is the environment consul-template adds for commands (and that
-// `env` sees first).
+// `env` sees first): manager/runner.go childEnv. The token is not in it, so a
+// command sees a token only if it came from the environment (inherited).
 func (r *runner) childEnv() []string {
 	var env []string
 	if r.cfg.consulAddr != "" {
 		env = append(env, "CONSUL_HTTP_ADDR="+r.cfg.consulAddr)
-	}
-	if r.cfg.consulToken != "" {
-		env = append(env, "CONSUL_HTTP_TOKEN="+r.cfg.consulToken)
 	}
 	if r.cfg.consulAuth != "" {
 		env = append(env, "CONSUL_HTTP_AUTH="+r.cfg.consulAuth)
@@ -158,10 +165,15 @@ func (r *runner) start() {
 			r.log.Printf("[DEBUG] (runner) watching %d dependencies", n)
 		}
 
-		if r.once && r.allTemplatesRendered() {
-			r.log.Printf("[INFO] (runner) once mode and all templates rendered")
-			r.Stop()
-			return
+		if r.allTemplatesRendered() {
+			if r.cfg.release.runLogAtDebug {
+				r.log.Printf("[DEBUG] (runner) all templates rendered")
+			}
+			if r.once {
+				r.log.Printf("[INFO] (runner) once mode and all templates rendered")
+				r.Stop()
+				return
+			}
 		}
 
 		select {
@@ -220,7 +232,11 @@ func (r *runner) receive(u viewUpdate) {
 // new, render what has all its data (unless quiescence holds it back), then
 // run the commands of the templates whose files changed.
 func (r *runner) run() error {
-	r.log.Printf("[INFO] (runner) initiating run")
+	if r.cfg.release.runLogAtDebug {
+		r.log.Printf("[DEBUG] (runner) initiating run")
+	} else {
+		r.log.Printf("[INFO] (runner) initiating run")
+	}
 
 	var commands []templateSpec
 	depsMap := map[string]dependency{}
@@ -235,7 +251,7 @@ func (r *runner) run() error {
 			}
 		}
 
-		res, err := t.execute(r.brain, r.childEnv())
+		res, err := t.execute(r.brain, r.childEnv(), r.cfg.release)
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.source, err)
 		}
@@ -274,7 +290,7 @@ func (r *runner) run() error {
 		event := &renderEvent{}
 		for _, spec := range r.configsFor[t.id] {
 			r.log.Printf("[DEBUG] (runner) rendering %s", spec.display())
-			result, err := render(spec.Destination, res.output, defaultFilePerms, r.dry, r.out)
+			result, err := render(spec.Destination, res.output, r.cfg.release.keepsFileMode, r.dry, r.out)
 			if err != nil {
 				return fmt.Errorf("error rendering %s: %w", spec.display(), err)
 			}

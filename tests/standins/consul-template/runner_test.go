@@ -246,7 +246,7 @@ func TestRetryUntilConsulComesUp(t *testing.T) {
 	f := newUnstartedFakeConsul(t)
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Skipf("address %s was taken meanwhile: %v", addr, err)
+		t.Fatalf("address %s was taken meanwhile: %v", addr, err)
 	}
 	f.srv.Listener = l
 	f.srv.Start()
@@ -464,29 +464,22 @@ func TestUnchangedFileRunsNoCommand(t *testing.T) {
 	}
 }
 
-// TestAtomicWrite: a changed file is replaced by rename (new inode) with
-// mode 0644, and no temporary file is left behind.
+// TestAtomicWrite: a changed file is replaced by rename (new inode), and no
+// temporary file is left behind.
 func TestAtomicWrite(t *testing.T) {
 	dir := t.TempDir()
 	dst := filepath.Join(dir, "sub", "out")
-	if err := atomicWrite(dst, []byte("one"), defaultFilePerms); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dst, 0600); err != nil {
+	if err := atomicWrite(dst, []byte("one"), false); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := os.Stat(dst)
-	res, err := render(dst, []byte("two"), defaultFilePerms, false, nil)
+	res, err := render(dst, []byte("two"), false, false, nil)
 	if err != nil || !res.didRender {
 		t.Fatalf("render: %+v %v", res, err)
 	}
 	after, _ := os.Stat(dst)
 	if os.SameFile(before, after) {
 		t.Error("file was rewritten in place, not renamed over")
-	}
-	// v0.19.0 always applies the template perms (default 0644).
-	if after.Mode().Perm() != 0644 {
-		t.Errorf("mode %v, want 0644", after.Mode().Perm())
 	}
 	entries, _ := os.ReadDir(filepath.Dir(dst))
 	if len(entries) != 1 {

