@@ -180,13 +180,14 @@ def ssh_road(tmp: Path, images: dict) -> dict:
 
 def delivery(tmp: Path, images: dict, counts: list[int]) -> list[dict]:
     recipe_refs = [i.ref for i in lab_images(parse_spec({**SPEC, "images": images})[0]) if i.recipe]
-    registry = Registry(tmp).start()
     rows = []
-    try:
-        registry.push(images["consul"])
-        registry.push("debian:bookworm", "library/debian:bookworm")
-        for count in counts:
-            prefix = DELIVERY_PREFIXES[count]
+    for count in counts:
+        prefix = DELIVERY_PREFIXES[count]
+        # A registry of its own per count: it starts with what Docker Hub would serve.
+        registry = Registry(tmp / f"registry-{count}").start()
+        try:
+            registry.push(images["consul"])
+            registry.push("debian:bookworm", "library/debian:bookworm")
             with machines(f"labbench-d{count}", prefix, count, tmp / f"m{count}") as pool:
                 install_engines(pool)
                 mirror = {"registry_mirrors": [registry.mirror(pool.gateway)]}
@@ -210,9 +211,9 @@ def delivery(tmp: Path, images: dict, counts: list[int]) -> list[dict]:
                     row["ssh_MB"] = round(sent["ssh_bytes"] / 1e6, 1)
                     row["registry_MB"] = round(sent["registry_bytes"] / 1e6, 1)
                     rows.append(row)
-                    print(json.dumps(rows[-1]), file=sys.stderr)
-    finally:
-        registry.stop()
+                    print(json.dumps(row), file=sys.stderr)
+        finally:
+            registry.stop()
     return rows
 
 

@@ -59,7 +59,8 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
 def _host_key_policy(client: paramiko.SSHClient, ssh: SshData) -> None:
     known = ssh.get("ssh_known_hosts_file")
     if ssh.get("ssh_strict_host_key_checking") == "no" or known in (None, "/dev/null"):
-        client.set_missing_host_key_policy(paramiko.WarningPolicy())
+        # Kept in memory only (no file is loaded, so none is written), and silently.
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         return
     path = Path(known).expanduser()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from labctl.images import image_namespace
 from labctl.inventory import connection_data
 from labctl.paths import LAB_LABEL, lab_dir
 from labctl.remote import run
-from labctl.spec import load_spec
+from labctl.spec import Versions, load_spec
 from tests.e2e.conftest import labctl, wait_for, write_spec
 from tests.support.foreign_image import load_foreign_image
 from tests.support.machines import MachinePool, docker
@@ -298,13 +298,21 @@ def test_down_leaves_nothing_the_lab_put_there_but_the_engine(ssh_lab, ssh_spec,
 # --- no engine on the control machine: the hosts pull and build -----------------------
 
 
+def consul_image(e2e_images: dict) -> str:
+    """The Consul image of the run: the stand-in, or the real one (LAB_E2E_IMAGES=real)."""
+    return e2e_images.get("consul") or f"hashicorp/consul:{Versions().consul}"
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, e2e_images, pool):
-    """docker-registry on the control machine, serving the Consul stand-in and the
-    base image the recipes build on (what Docker Hub would serve)."""
+    """docker-registry on the control machine, serving the Consul image and the base
+    image the recipes build on (what Docker Hub would serve)."""
     server = Registry(tmp_path_factory.mktemp("registry")).start()
+    consul = consul_image(e2e_images)
+    if not docker("images", "-q", consul).strip():
+        docker("pull", "-q", consul)  # the real image, where a registry is reachable
     try:
-        server.push(e2e_images["consul"])
+        server.push(consul)
         server.push("debian:bookworm", "library/debian:bookworm")
         yield server
     finally:

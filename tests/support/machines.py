@@ -73,6 +73,7 @@ class MachinePool:
         self.prefix = prefix
         self.network = f"{pool}-net"
         self.keys_dir = keys_dir
+        keys_dir.mkdir(parents=True, exist_ok=True)
         self.machines = [
             Machine(f"m{i}", f"{prefix}.{i + 1}", f"{pool}-m{i}") for i in range(1, count + 1)
         ]

@@ -30,6 +30,7 @@ def free_port() -> int:
 class Registry:
     def __init__(self, workdir: Path):
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.log = workdir / "registry.log"

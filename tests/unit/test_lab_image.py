@@ -137,24 +137,26 @@ def test_a_failed_build_is_one_sentence_with_dockers_last_line(host, tmp_path):
     assert "building lab/lb:1 on " in line and "failed (step 3 failed)" in line
 
 
+def bundle(tmp_path: Path) -> Path:
+    """A file shaped like `labctl bundle save`'s: an images.tar inside a tar."""
+    path = tmp_path / "bundle.tar"
+    (tmp_path / "images.tar").write_bytes(b"saved images")
+    with tarfile.open(path, "w") as tar:
+        tar.add(tmp_path / "images.tar", arcname="images.tar")
+    return path
+
+
 def test_a_bundle_is_recorded_loaded_and_removed(host, tmp_path):
     run, calls, recorded = host
-    bundle = tmp_path / "bundle.tar"
-    with tarfile.open(bundle, "w") as tar:
-        (tmp_path / "images.tar").write_bytes(b"saved images")
-        tar.add(tmp_path / "images.tar", arcname="images.tar")
-    result = run("load", str(bundle), "a:1", "b:2", bundle_refs="a:1 b:2")
+    uploaded = bundle(tmp_path)
+    result = run("load", str(uploaded), "a:1", "b:2", bundle_refs="a:1 b:2")
     assert result.returncode == 0, result.stderr
-    assert "load -q" in calls() and recorded() == ["a:1", "b:2"] and not bundle.exists()
+    assert "load -q" in calls() and recorded() == ["a:1", "b:2"] and not uploaded.exists()
 
 
 def test_a_bundle_without_an_image_is_one_sentence(host, tmp_path):
     run, _, recorded = host
-    bundle = tmp_path / "bundle.tar"
-    with tarfile.open(bundle, "w") as tar:
-        (tmp_path / "images.tar").write_bytes(b"saved images")
-        tar.add(tmp_path / "images.tar", arcname="images.tar")
-    result = run("load", str(bundle), "a:1", "b:2", bundle_refs="a:1")
+    result = run("load", str(bundle(tmp_path)), "a:1", "b:2", bundle_refs="a:1")
     assert result.returncode == 1
     assert "holds no b:2; make it again with labctl bundle save FILE." in result.stderr
     assert recorded() == ["a:1", "b:2"]  # recorded first: teardown removes what did load
