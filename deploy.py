@@ -12,11 +12,13 @@ from roles.demo_service import demo_service
 from roles.docker import install_docker
 from roles.images import deliver_images
 from roles.lb import load_balancer
+from roles.machine import mark_machine
 from roles.teardown import remove_lab
 
 if host.data.get("lab_teardown"):
     remove_lab()
 else:
+    mark_machine()
     install_docker()
     deliver_images()
 

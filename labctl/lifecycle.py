@@ -56,7 +56,7 @@ def hosts_arch(spec: LabSpec, provider: str, report: Report) -> dict[str, str]:
     engine's for the docker provider's containers, this machine's for VirtualBox VMs."""
     if provider == "ssh":
         report(f"reaching {len(spec.hosts)} machines over SSH")
-        return machines.hosts_arch(connection_data(spec, "ssh"))
+        return machines.hosts_arch(connection_data(spec, "ssh"), spec.name)
     if provider == "docker":
         arch = docker_arch(system.ensure_engine().info()["Architecture"])
     else:

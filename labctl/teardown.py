@@ -19,7 +19,7 @@ Report = Callable[[str], None]
 
 
 class PartialTeardown(Exception):
-    """Some machines could not be reached; the others were cleaned."""
+    """Some machines could not be reached (or hold another lab); the others were cleaned."""
 
 
 def remove_from_machines(
@@ -28,7 +28,7 @@ def remove_from_machines(
     """Run the teardown deploy on every reachable machine; return what it removed."""
     connections = connection_data(spec, "ssh")
     report(f"reaching {len(connections)} machines")
-    reachable, problems = machines.reach(connections)
+    reachable, problems = machines.reach(connections, spec.name)
     removed = []
     if reachable:
         flags = ["--data", "lab_teardown=true", "--data", f"lab_purge_engine={purge_engine}"]
@@ -42,9 +42,9 @@ def remove_from_machines(
     if problems:
         names = ", ".join(sorted(reachable))
         cleaned = {0: "no machine was", 1: f"{names} was"}.get(len(reachable), f"{names} were")
-        again = "it answers" if len(problems) == 1 else "they answer"
+        fixed = "that is" if len(problems) == 1 else "those are"
         raise PartialTeardown(
-            f"could not reach {'; '.join(problems)}; the lab is still there, and {cleaned} "
-            f"cleaned: run `labctl down` again once {again}."
+            f"not cleaned: {'; '.join(problems)}; {cleaned} cleaned: run `labctl down` again "
+            f"once {fixed} fixed."
         )
     return removed

@@ -243,10 +243,11 @@ def foreign_image():
 def test_an_image_of_another_architecture_stops_up_before_any_host_changes(
     ssh_lab, pool, known_hosts, e2e_images, foreign_image, tmp_path
 ):
+    spec, _ = ssh_lab
     before = {m.name: listing(pool, m) for m in pool.machines}
-    data = spec_data(pool, e2e_images | {"consul": foreign_image}, known_hosts, "labssh-arch")
-    spec = write_spec(tmp_path / "arch.yaml", data)
-    result = labctl(spec, "up", timeout=300)
+    state = (lab_dir(spec) / "state.json").read_text()
+    data = spec_data(pool, e2e_images | {"consul": foreign_image}, known_hosts)
+    result = labctl(write_spec(tmp_path / "arch.yaml", data), "up", timeout=300)
     assert result.returncode == 2
     assert errors(result) == [
         f"error: image {foreign_image} (present) is built for arm64, but m1, m2, m3 run amd64; "
@@ -255,7 +256,21 @@ def test_an_image_of_another_architecture_stops_up_before_any_host_changes(
         "hosts so each host gets its own."
     ], result.stderr
     assert {m.name: listing(pool, m) for m in pool.machines} == before
-    assert not (lab_dir(load_spec(spec)[0]) / "state.json").exists()
+    assert (lab_dir(spec) / "state.json").read_text() == state
+
+
+def test_another_lab_on_the_same_machines_is_refused_and_takes_nothing(
+    ssh_lab, pool, known_hosts, e2e_images, tmp_path
+):
+    before = {m.name: listing(pool, m) for m in pool.machines}
+    other = write_spec(
+        tmp_path / "other.yaml", spec_data(pool, e2e_images, known_hosts, "labssh-b")
+    )
+    for verb in ("up", "down"):
+        result = labctl(other, verb, timeout=300)
+        assert result.returncode == 1, (verb, result.stderr)
+        assert f"m1 ({PREFIX}.2:22): it holds lab {LAB}, not labssh-b;" in result.stderr
+    assert {m.name: listing(pool, m) for m in pool.machines} == before
 
 
 # --- down ----------------------------------------------------------------------------
@@ -271,9 +286,9 @@ def test_down_cleans_the_machines_that_answer_and_names_the_one_that_does_not(
         result = labctl(ssh_spec, "down", timeout=600)
         assert result.returncode == 1
         assert errors(result) == [
-            f"error: could not reach m3 ({m3.address}:22): connection refused; start sshd "
-            "there, or fix the host's address or ssh_port; the lab is still there, and m1, m2 "
-            "were cleaned: run `labctl down` again once it answers."
+            f"error: not cleaned: m3 ({m3.address}:22): connection refused; start sshd there, "
+            "or fix the host's address or ssh_port; m1, m2 were cleaned: run `labctl down` "
+            "again once that is fixed."
         ], result.stderr
         assert listing(pool, m1) == CLEAN and listing(pool, m2) == CLEAN
         assert listing(pool, m3)["containers"] == ["consul", "lb", "zhibo-3"]

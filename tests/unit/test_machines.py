@@ -11,7 +11,7 @@ import paramiko
 import pytest
 
 from labctl import machines
-from labctl.machines import NO_SUDO, UnreachableError, hosts_arch, reach
+from labctl.machines import UnreachableError, hosts_arch, reach
 from labctl.remote import RemoteError, _AcceptNew, describe, known_hosts_entry
 
 SSH = {
@@ -43,27 +43,33 @@ def connections(*addresses: str) -> dict[str, dict]:
 
 
 def test_each_machine_architecture_is_read_in_dockers_words(answers):
-    answers.update({"10.0.0.1": (0, "x86_64\n"), "10.0.0.2": (0, "aarch64\n")})
-    assert hosts_arch(connections("10.0.0.1", "10.0.0.2")) == {"m1": "amd64", "m2": "arm64"}
+    answers.update(
+        {"10.0.0.1": (0, "arch=x86_64\nlab=\n"), "10.0.0.2": (0, "arch=aarch64\nlab=labssh\n")}
+    )
+    arches = hosts_arch(connections("10.0.0.1", "10.0.0.2"), "labssh")
+    assert arches == {"m1": "amd64", "m2": "arm64"}
 
 
 def test_every_unusable_machine_is_one_sentence_and_the_others_still_count(answers):
     answers.update(
         {
-            "10.0.0.1": (0, "x86_64\n"),
+            "10.0.0.1": (0, "arch=x86_64\nlab=\n"),
             "10.0.0.2": RemoteError("10.0.0.2:22", "connection refused; start sshd there"),
-            "10.0.0.3": (0, f"x86_64\n{NO_SUDO}\n"),
+            "10.0.0.3": (0, "arch=x86_64\nsudo=no\nlab=\n"),
+            "10.0.0.4": (0, "arch=x86_64\nlab=other\n"),
         }
     )
-    arches, problems = reach(connections("10.0.0.1", "10.0.0.2", "10.0.0.3"))
+    arches, problems = reach(connections("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"), "labssh")
     assert arches == {"m1": "amd64"}
     assert problems == [
         "m2 (10.0.0.2:22): connection refused; start sshd there",
         "m3 (10.0.0.3:22): admin may not sudo without a password; allow it (`admin ALL=(ALL) "
         "NOPASSWD:ALL` in /etc/sudoers.d/) or connect as root",
+        "m4 (10.0.0.4:22): it holds lab other, not labssh; take that lab down first "
+        "(`labctl --spec ITS_SPEC down`) or use other machines",
     ]
     with pytest.raises(UnreachableError) as error:
-        hosts_arch(connections("10.0.0.1", "10.0.0.2"))
+        hosts_arch(connections("10.0.0.1", "10.0.0.2"), "labssh")
     assert error.value.problems == ["m2 (10.0.0.2:22): connection refused; start sshd there."]
 
 

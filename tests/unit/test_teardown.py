@@ -27,7 +27,8 @@ SPEC = parse_spec(
 def fake(monkeypatch, tmp_path):
     calls = {}
 
-    def reach(connections):
+    def reach(connections, lab):
+        assert lab == "labssh"
         down = calls.get("down", [])
         arches = {name: "amd64" for name in connections if name not in down}
         return arches, [f"{name} (10.0.0.x:22): connection refused" for name in down]
@@ -61,8 +62,8 @@ def test_an_unreachable_machine_is_excluded_named_and_the_others_cleaned(fake, t
         teardown.remove_from_machines(SPEC, tmp_path / "down.log", lambda line: None)
     assert fake["args"][-2:] == ["--exclude", "m3"]
     assert str(error.value) == (
-        "could not reach m3 (10.0.0.x:22): connection refused; the lab is still there, and "
-        "m1, m2 were cleaned: run `labctl down` again once it answers."
+        "not cleaned: m3 (10.0.0.x:22): connection refused; m1, m2 were cleaned: run "
+        "`labctl down` again once that is fixed."
     )
 
 
@@ -70,7 +71,7 @@ def test_no_machine_reachable_runs_no_deploy(fake, tmp_path):
     fake["down"] = ["m1", "m2", "m3"]
     with pytest.raises(
         teardown.PartialTeardown,
-        match="and no machine was cleaned: run `labctl down` again once they answer",
+        match=r"; no machine was cleaned: run `labctl down` again once those are fixed\.",
     ):
         teardown.remove_from_machines(SPEC, tmp_path / "down.log", lambda line: None)
     assert "args" not in fake
