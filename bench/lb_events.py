@@ -1,6 +1,7 @@
-"""How fast the dynamic LB follows events, under steady load; prints JSON and a table.
+"""How the dynamic LB rides out events, under steady load; prints JSON and a table.
 
-    .venv/bin/python bench/lb_events.py [--workers 4] [--time-limit 600] [--phase-limit 180]
+    .venv/bin/python bench/lb_events.py [--workers 2] [--outage 900 | --quick]
+                                        [--time-limit 3600] [--phase-limit 300]
                                         [--keep] [--skip-up]
 
 Uses a lab of its own (name labbench, docker provider, 192.168.62.0/24): three hosts, each a
@@ -10,40 +11,35 @@ with tests.e2e.conftest.standin_images. The lab is removed (`labctl down`) first
 earlier run left it, then brought up, and removed again at the end, also on Ctrl-C or
 SIGTERM (unless --keep).
 
-While it measures, --workers threads GET http://192.168.62.4/zhibo_service in a loop (one
-keep-alive client each, 5 s timeout) and log every answer: when it came, which instance
-served it (X-Instance) or how it failed (HTTP status other than 200, or the exception).
-A watcher reads the LB's /_lab/ state (the upstream nginx runs, the reload counter) and
-Consul's checks (node1:8500) every 100 ms and logs every change.
+While it measures, --workers clients of each kind GET http://192.168.62.4/zhibo_service in a
+loop (tests/support/traffic.py): "fresh" opens a connection per request; "keep-alive" reuses
+one and retries, once, a GET whose reused connection nginx closed before answering (RFC 9112
+section 9.3.1, as browsers and curl do; such retries are counted). A watcher reads the LB's
+/_lab/ state (the upstream nginx runs, the reload counter) and Consul's checks (node1:8500)
+every 100 ms and logs every change.
 
-Events, in order, each timed from just before its labctl command starts:
+Events, in order, each timed from just before its trigger:
 
-  scale_up          labctl scale zhibo_service=5    two instances added
-  scale_down        labctl scale zhibo_service=3    the two removed again (graceful)
-  instance_crash    labctl fail zhibo-2             docker kill of one instance
-  instance_recover  labctl recover zhibo-2
-  host_loss         labctl fail node2               the host container killed: its Consul
-                                                    server and zhibo-2 go with it
-  host_recover      labctl recover node2
+  scale_up             labctl scale zhibo_service=5    two instances added
+  scale_down           labctl scale zhibo_service=3    the two removed again (graceful)
+  instance_crash       labctl fail zhibo-2             docker kill of one instance
+  instance_recover     labctl recover zhibo-2
+  lb_restart           docker restart lb               on the LB host
+  lb_host_reboot       docker restart labbench-node3   a clean reboot of the LB host
+  consul_outage        docker stop consul on node3     for --outage seconds, then start
+  crash_after_outage   labctl fail zhibo-1             the LB follows the next change
+  recover_after_outage labctl recover zhibo-1
+  rolling_apply        pyinfra ... --data ...          every instance and agent replaced
+  rolling_back         pyinfra inventory.py deploy.py  and back to the spec
+  host_loss            labctl fail node2               the host container killed
+  host_recover         labctl recover node2
 
-Per event:
-  command          seconds the labctl command took
-  to_upstream      until nginx's upstream has the added and lacks the removed instances
-  traffic_shifted  until the first answer from every added instance, or the last answer
-                   from every removed one (first_response / last_response per instance)
-  to_critical      until Consul reports the instance's check critical (crash, host loss)
-  to_node_failed   until Consul reports the lost host's serfHealth critical (host loss)
-  failed_requests  GETs of the phase that failed (failure_kinds: how)
-  reloads          nginx reloads during the phase (the LB's counter)
-  failed_at, reloaded_at, failed_near_reload   when; failures within 1 s of a reload
-                   are most likely a keep-alive connection nginx closed at the reload
-  lb_restarts      only when the LB container restarted (its reload counter reset)
-A phase ends when the lab settled (upstream as expected and unchanged for 3 s) or at
---phase-limit; the whole measurement ends at --time-limit (lab up and down not included),
-later events are then skipped. Times are seconds, rounded to 0.1; null: never seen;
-a last_response of 0.0: no answer from that instance after the trigger. After a failed
-GET a worker pauses 10 ms, so an LB refusing at once does not become a hot loop.
-
+Per event (bench/lb_figures.py): command seconds; to_upstream (until nginx's upstream has
+the added and lacks the removed instances); traffic_shifted; to_critical / to_node_failed;
+serving_gap (the longest time no client got an answer: how long the LB stopped serving);
+per client kind the requests, failed GETs and RFC 9112 retries; reloads, and failures near
+a reload; for the outage, consul-template's CPU share and the LB's log growth. A phase ends
+when the lab settled (upstream as expected and unchanged for 3 s) or at --phase-limit.
 Traffic goes only to the lab's addresses (192.168.62.x). Not part of the test suite: it
 measures, it neither passes nor fails.
 """
@@ -63,21 +59,28 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import pairwise
 from pathlib import Path
 
+import docker
 import httpx
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from labctl import lb, operate
+from labctl.inventory import connection_data
+from labctl.paths import host_container_name
+from labctl.remote import run
 from labctl.spec import LabSpec, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests/ is not an installed package: take it from the checkout
+from lb_figures import Log, is_answer, measure, table  # noqa: E402  (bench/, beside this file)
+
+from tests.support.traffic import RequestLoop  # noqa: E402
+
 SUBNET = ipaddress.ip_network("192.168.62.0/24")
 LB_ADDRESS = "192.168.62.4"
-CONSUL_ADDRESS = "192.168.62.2"  # node1: never failed here, and the stand-in's leader
+CONSUL_ADDRESS = "192.168.62.2"  # node1: never failed here
 SERVICE = "zhibo_service"
 SPEC = {
     "name": "labbench",
@@ -90,16 +93,19 @@ SPEC = {
         {"name": "node3", "address": "192.168.62.4", "consul": "server", "lb": True, "demo": 1},
     ],
 }  # fmt: skip
+# pyinfra host data every instance's and agent's container is made from: a rolling apply.
+ROLLED = (
+    "--data", "demo_environment=" + json.dumps({"LAB_ROLLED": "1"}),
+    "--data", "consul_log_level=DEBUG",
+)  # fmt: skip
 
 POLL_INTERVAL = 0.1
 POLL_TIMEOUT = 1.0
 REQUEST_TIMEOUT = 5.0
 SETTLE_QUIET = 3.0  # seconds without an upstream change before the next event
-FAILURE_PAUSE = 0.01  # after a failed GET, so an LB refusing at once is not a hot loop
-MAX_LISTED = 20  # failure times listed per event
-RELOAD_MARGIN = 1.0  # a failure this close to a seen reload counts as "near" it
 UP_TIMEOUT = 1500.0
 DOWN_TIMEOUT = 600.0
+USER_HZ = 100  # clock ticks per second in /proc/<pid>/stat on Linux
 
 console = Console(stderr=True, highlight=False)
 
@@ -123,24 +129,23 @@ def client(timeout: float = REQUEST_TIMEOUT) -> httpx.Client:
 # --- the lab -----------------------------------------------------------------------------
 
 
-def labctl(spec: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
-    """Run the real CLI, as a user would, in a process group of its own, so that a timeout
-    or Ctrl-C stops it with its children (pyinfra, Vagrant) instead of leaving them behind."""
+def command(args: list[str], timeout: float, env: dict | None = None):
+    """Run a command of the lab's (labctl, pyinfra) as a user would, in a process group of
+    its own, so a timeout or Ctrl-C stops it with its children instead of leaving them."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "labctl", "--spec", str(spec), *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env=os.environ | {"COLUMNS": "200"},
-    )
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, env=os.environ | {"COLUMNS": "200"} | (env or {}),
+    )  # fmt: skip
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except BaseException:
         stop_group(process)
         raise
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def labctl(spec: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    return command([sys.executable, "-m", "labctl", "--spec", str(spec), *args], timeout)
 
 
 def stop_group(process: subprocess.Popen) -> None:
@@ -163,8 +168,6 @@ def require(result: subprocess.CompletedProcess, what: str) -> None:
 
 def build_spec(workdir: Path) -> Path:
     """Write the bench's spec, with the stand-in images the e2e suite builds."""
-    # tests/ is not an installed package: import it from the checkout.
-    sys.path.insert(0, str(ROOT))
     from tests.e2e.conftest import standin_images
 
     path = workdir / "lab.yaml"
@@ -186,51 +189,35 @@ def instances(spec: LabSpec, total: int) -> dict[str, str]:
 
 
 class Load:
-    """Worker threads GETting through the LB until stopped or the deadline, logging
-    (monotonic time of the answer, instance ID or failure) per request."""
+    """`workers` clients of each kind (fresh, keep-alive), each logging every request."""
 
-    def __init__(self, workers: int, deadline: float) -> None:
-        self.url = lab_url(LB_ADDRESS, f"/{SERVICE}")
-        self.deadline = deadline
-        self.stop = threading.Event()
-        self.logs: list[list[tuple[float, str]]] = [[] for _ in range(workers)]
-        self.threads = [
-            threading.Thread(target=self._run, args=(log,), daemon=True) for log in self.logs
-        ]
+    def __init__(self, workers: int, seconds: float) -> None:
+        url = lab_url(LB_ADDRESS, f"/{SERVICE}")
+        self.logs: dict[str, list[Log]] = {"fresh": [], "keep-alive": []}
+        self.loops = []
+        for kind, logs in self.logs.items():
+            for _ in range(workers):
+                logs.append([])
+                self.loops.append(
+                    RequestLoop(url, keepalive=kind == "keep-alive", seconds=seconds,
+                                timeout=REQUEST_TIMEOUT, log=logs[-1])
+                )  # fmt: skip
 
-    def _run(self, log: list[tuple[float, str]]) -> None:
-        with client() as http:
-            while not self.stop.is_set() and time.monotonic() < self.deadline:
-                try:
-                    response = http.get(self.url)
-                    outcome = (
-                        response.headers.get("X-Instance", "?")
-                        if response.status_code == 200
-                        else f"HTTP {response.status_code}"
-                    )
-                except httpx.HTTPError as exc:
-                    outcome = f"error {type(exc).__name__}"
-                # Interned: hundreds of thousands of entries share a handful of strings.
-                log.append((time.monotonic(), sys.intern(outcome)))
-                if not is_answer(outcome):
-                    time.sleep(FAILURE_PAUSE)
+    def __enter__(self) -> Load:
+        for loop in self.loops:
+            loop.__enter__()
+        return self
 
-    def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
+    def __exit__(self, *exc) -> None:
+        for loop in self.loops:
+            loop.__exit__()
 
-    def finish(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(REQUEST_TIMEOUT + 1)
-
-    def requests(self) -> list[tuple[float, str]]:
-        """Every request so far, in time order."""
-        return sorted(entry for log in self.logs for entry in list(log))
-
-
-def is_answer(outcome: str) -> bool:
-    return not outcome.startswith(("HTTP ", "error "))
+    def by_kind(self) -> dict[str, Log]:
+        """Every request so far of each kind, in time order."""
+        return {
+            kind: sorted(entry for log in logs for entry in list(log))
+            for kind, logs in self.logs.items()
+        }
 
 
 @dataclass
@@ -276,8 +263,11 @@ class Watcher:
     def _poll_consul(self, http: httpx.Client) -> None:
         """Service checks by instance ID, plus `node:<name>` for each node's serfHealth
         that is critical (a lost host: its own agent can no longer update its checks)."""
-        service = http.get(lab_url(CONSUL_ADDRESS, f":8500/v1/health/checks/{SERVICE}"))
-        critical = http.get(lab_url(CONSUL_ADDRESS, ":8500/v1/health/state/critical"))
+        params = {"stale": ""}  # any server answers, also while there is no leader
+        service = http.get(lab_url(CONSUL_ADDRESS, f":8500/v1/health/checks/{SERVICE}"),
+                           params=params)  # fmt: skip
+        critical = http.get(lab_url(CONSUL_ADDRESS, ":8500/v1/health/state/critical"),
+                            params=params)  # fmt: skip
         service.raise_for_status()
         critical.raise_for_status()
         now = time.monotonic()
@@ -309,11 +299,15 @@ def settle(watcher: Watcher, expected: frozenset[str], deadline: float) -> bool:
 
 # --- events ------------------------------------------------------------------------------
 
+# A trigger does the event and returns (error or None, extra figures).
+Trigger = Callable[[float], tuple[str | None, dict]]
+
 
 @dataclass
 class Event:
     name: str
-    args: tuple[str, ...]  # the labctl verb and its arguments
+    what: str  # the command, for the progress line
+    trigger: Trigger
     expected: dict[str, str]  # instance ID -> address:port the LB routes to once settled
     critical: tuple[str, ...] = ()  # Consul check keys expected to go critical
 
@@ -329,193 +323,120 @@ class Phase:
     ended: float
     settled: bool
     error: str | None = None
+    extra: dict = field(default_factory=dict)
 
 
-def events(spec: LabSpec) -> list[Event]:
+def finished(result: subprocess.CompletedProcess, what: str) -> str | None:
+    """None when the command succeeded, else the error for the figures (output on stderr)."""
+    if result.returncode == 0:
+        return None
+    console.print(f"[bold red]{what} failed:[/]")
+    console.print(result.stderr.rstrip(), markup=False)
+    lines = [line.strip(" │╭╮╰╯─") for line in result.stderr.splitlines()]
+    return f"exit {result.returncode}: " + " | ".join([line for line in lines if line][-2:])
+
+
+class Triggers:
+    """The ways the bench changes or breaks the lab: labctl verbs, commands on the LB host,
+    a reboot of its host container, an outage of its agent, pyinfra with overridden data."""
+
+    def __init__(self, spec_file: Path, spec: LabSpec, outage: float) -> None:
+        self.spec_file, self.spec, self.outage_seconds = spec_file, spec, outage
+
+    def labctl(self, *args: str) -> Trigger:
+        return lambda limit: (finished(labctl(self.spec_file, *args, timeout=limit),
+                                       f"labctl {' '.join(args)}"), {})  # fmt: skip
+
+    def pyinfra(self, *data: str) -> Trigger:
+        def trigger(limit: float) -> tuple[str | None, dict]:
+            args = [sys.executable, "-m", "pyinfra", "inventory.py", "deploy.py", "--yes", *data]
+            result = command(args, limit, env={"LAB_SPEC": str(self.spec_file)})
+            return finished(result, "pyinfra"), {}
+
+        return trigger
+
+    def on_lb_host(self, what: str) -> Trigger:
+        return lambda limit: (self._lb_host(what, limit), {})
+
+    def _lb_host(self, what: str, timeout: float = 60) -> str | None:
+        code, output = run(connection_data(self.spec)["node3"], what, timeout, sudo=True)
+        return None if code == 0 else f"`{what}` exited {code}: {output.strip()[-200:]}"
+
+    def reboot_lb_host(self, limit: float) -> tuple[str | None, dict]:
+        name = host_container_name(self.spec, "node3")
+        docker.from_env().containers.get(name).restart(timeout=30)
+        return None, {}
+
+    def _consul_template_usage(self) -> tuple[float, int]:
+        """consul-template's CPU seconds (utime + stime) and the LB container's log bytes."""
+        ssh = connection_data(self.spec)["node3"]
+        pid = "$(cat /run/lb/consul-template.pid)"
+        _, stat = run(ssh, f"docker exec lb sh -c 'cat /proc/{pid}/stat'", sudo=True)
+        fields = stat.rsplit(")", 1)[1].split()
+        _, size = run(ssh, "docker logs lb 2>&1 | wc -c", sudo=True)
+        return (int(fields[11]) + int(fields[12])) / USER_HZ, int(size)
+
+    def consul_outage(self, limit: float) -> tuple[str | None, dict]:
+        error = self._lb_host("docker stop consul")
+        if error:
+            return error, {}
+        try:
+            cpu_before, log_before = self._consul_template_usage()
+            time.sleep(self.outage_seconds)  # the outage: the agent stays away, load runs on
+            cpu_after, log_after = self._consul_template_usage()
+        finally:
+            error = self._lb_host("docker start consul")
+        return error, {
+            "outage_seconds": self.outage_seconds,
+            "consul_template_cpu_seconds": round(cpu_after - cpu_before, 2),
+            "consul_template_cpu_share": round((cpu_after - cpu_before) / self.outage_seconds, 4),
+            "lb_log_bytes": log_after - log_before,
+        }
+
+
+def events(spec: LabSpec, triggers: Triggers) -> list[Event]:
     three, five = instances(spec, 3), instances(spec, 5)
     lost = {i: a for i, a in three.items() if a.startswith("192.168.62.3:")}
+    t = triggers
     return [
-        Event("scale_up", ("scale", f"{SERVICE}=5"), five),
-        Event("scale_down", ("scale", f"{SERVICE}=3"), three),
-        Event("instance_crash", ("fail", "zhibo-2"), _without(three, "zhibo-2"), ("zhibo-2",)),
-        Event("instance_recover", ("recover", "zhibo-2"), three),
-        Event(
-            "host_loss",
-            ("fail", "node2"),
-            {i: a for i, a in three.items() if i not in lost},
-            (*lost, "node:node2"),
-        ),
-        Event("host_recover", ("recover", "node2"), three),
-    ]
+        Event("scale_up", "labctl scale zhibo_service=5", t.labctl("scale", f"{SERVICE}=5"), five),
+        Event("scale_down", "labctl scale zhibo_service=3", t.labctl("scale", f"{SERVICE}=3"),
+              three),
+        Event("instance_crash", "labctl fail zhibo-2", t.labctl("fail", "zhibo-2"),
+              _without(three, "zhibo-2"), ("zhibo-2",)),
+        Event("instance_recover", "labctl recover zhibo-2", t.labctl("recover", "zhibo-2"), three),
+        Event("lb_restart", "docker restart lb", t.on_lb_host("docker restart lb"), three),
+        Event("lb_host_reboot", "docker restart labbench-node3", t.reboot_lb_host, three),
+        Event("consul_outage", f"docker stop consul on node3 for {t.outage_seconds:.0f} s",
+              t.consul_outage, three),
+        Event("crash_after_outage", "labctl fail zhibo-1", t.labctl("fail", "zhibo-1"),
+              _without(three, "zhibo-1"), ("zhibo-1",)),
+        Event("recover_after_outage", "labctl recover zhibo-1", t.labctl("recover", "zhibo-1"),
+              three),
+        Event("rolling_apply", "pyinfra inventory.py deploy.py " + " ".join(ROLLED),
+              t.pyinfra(*ROLLED), three),
+        Event("rolling_back", "pyinfra inventory.py deploy.py", t.pyinfra(), three),
+        Event("host_loss", "labctl fail node2", t.labctl("fail", "node2"),
+              {i: a for i, a in three.items() if i not in lost}, (*lost, "node:node2")),
+        Event("host_recover", "labctl recover node2", t.labctl("recover", "node2"), three),
+    ]  # fmt: skip
 
 
 def _without(upstream: dict[str, str], instance: str) -> dict[str, str]:
     return {i: a for i, a in upstream.items() if i != instance}
 
 
-def run_event(
-    spec_file: Path, event: Event, before: dict[str, str], watcher: Watcher, limit: float
-) -> Phase:
-    """Trigger the event, then wait for the lab to settle; a failed command ends the phase
+def run_event(event: Event, before: dict[str, str], watcher: Watcher, limit: float) -> Phase:
+    """Trigger the event, then wait for the lab to settle; a failed trigger ends the phase
     at once (what the lab does next is no longer the event's doing)."""
     started = time.monotonic()
-    error = None
     try:
-        result = labctl(spec_file, *event.args, timeout=limit)
-        if result.returncode != 0:
-            # The whole output on stderr; its last lines (the error, not the traceback) in JSON.
-            console.print(f"[bold red]labctl {' '.join(event.args)} failed:[/]")
-            console.print(result.stderr.rstrip(), markup=False)
-            error = f"exit {result.returncode}: " + " | ".join(last_lines(result.stderr))
+        error, extra = event.trigger(limit)
     except subprocess.TimeoutExpired:
-        error = f"did not finish within {limit:.0f} s"
+        error, extra = f"did not finish within {limit:.0f} s", {}
     command_done = time.monotonic()
     settled = not error and settle(watcher, frozenset(event.expected.values()), started + limit)
-    return Phase(event, before, started, command_done, time.monotonic(), settled, error)
-
-
-def last_lines(text: str, count: int = 2) -> list[str]:
-    """The last non-blank lines, without rich's box drawing around a traceback."""
-    lines = [line.strip(" │╭╮╰╯─") for line in text.splitlines()]
-    return [line for line in lines if line][-count:]
-
-
-# --- figures -----------------------------------------------------------------------------
-
-
-def since(start: float, when: float | None) -> float | None:
-    return None if when is None else round(when - start, 1)
-
-
-def first_change(
-    log: list[tuple[float, object]], start: float, end: float, holds: Callable[[object], bool]
-) -> float | None:
-    """When the logged value first satisfies `holds` within [start, end]; the value current
-    at `start` counts (as of `start`)."""
-    current = [(t, v) for t, v in log if t <= start][-1:]
-    for t, value in current + [(t, v) for t, v in log if start < t <= end]:
-        if holds(value):
-            return max(t, start)
-    return None
-
-
-def reloads_between(log: list[tuple[float, int]], start: float, end: float) -> tuple[int, int]:
-    """(reloads, LB restarts) in (start, end]. The LB's counter starts at 0 with its
-    container, so a drop is a restart, after which the new value counts whole."""
-    values = [v for t, v in log if t <= start][-1:] + [v for t, v in log if start < t <= end]
-    reloads = restarts = 0
-    for previous, value in pairwise(values):
-        if value < previous:
-            restarts += 1
-            reloads += value
-        else:
-            reloads += value - previous
-    return reloads, restarts
-
-
-def near(when: float, moments: list[float], margin: float = RELOAD_MARGIN) -> bool:
-    return any(abs(when - m) <= margin for m in moments)
-
-
-def measure(phase: Phase, requests: list[tuple[float, str]], watcher: Watcher) -> dict:
-    start, end = phase.started, phase.ended
-    added = {i: a for i, a in phase.event.expected.items() if i not in phase.before}
-    removed = {i: a for i, a in phase.before.items() if i not in phase.event.expected}
-    window = [(t, o) for t, o in requests if start <= t <= end]
-    failures = Counter(o for _, o in window if not is_answer(o))
-    failed_at = [t for t, o in window if not is_answer(o)]
-    reloaded_at = [t for t, _ in watcher.reloads if start < t <= end]
-    reloads, restarts = reloads_between(watcher.reloads, start, end)
-    figures: dict = {
-        "command": round(phase.command_done - start, 1),
-        "to_upstream": since(
-            start,
-            first_change(
-                watcher.upstreams,
-                start,
-                end,
-                lambda up: set(added.values()) <= up and not set(removed.values()) & up,
-            ),
-        ),
-    }
-    if added:
-        first = {i: next((t for t, o in window if o == i), None) for i in added}
-        figures["first_response"] = {i: since(start, t) for i, t in first.items()}
-        figures["traffic_shifted"] = _latest(first, start)
-    if removed:
-        last = {i: max((t for t, o in window if o == i), default=start) for i in removed}
-        figures["last_response"] = {i: since(start, t) for i, t in last.items()}
-        figures["traffic_shifted"] = _latest(last, start)
-    for key in phase.event.critical:
-        name = "to_node_failed" if key.startswith("node:") else "to_critical"
-        figures[name] = since(
-            start,
-            first_change(watcher.checks, start, end, lambda s, k=key: s.get(k) == "critical"),
-        )
-    figures |= {
-        "requests": len(window),
-        "failed_requests": sum(failures.values()),
-        "failure_kinds": dict(failures),
-        "reloads": reloads,
-        # When, to line failures up with reloads: nginx closes idle keep-alive client
-        # connections at a reload, and a GET sent on one just then fails (httpx does not
-        # retry it, a browser would).
-        "failed_at": [since(start, t) for t in failed_at][:MAX_LISTED],
-        "reloaded_at": [since(start, t) for t in reloaded_at],
-        "failed_near_reload": sum(near(t, reloaded_at) for t in failed_at),
-        "phase": round(end - start, 1),
-        "settled": phase.settled,
-    }
-    if restarts:
-        figures["lb_restarts"] = restarts  # the LB container restarted: its state was lost
-    if phase.error:
-        figures["error"] = phase.error
-    return figures
-
-
-def _latest(times: dict[str, float | None], start: float) -> float | None:
-    """The time by which every instance had shifted; None if one never did."""
-    if any(t is None for t in times.values()):
-        return None
-    return since(start, max(times.values()))
-
-
-def secs(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} s"
-
-
-def critical(figures: dict) -> str:
-    """The instance's check; for a lost host, whose agent cannot report it, the node's."""
-    if figures.get("to_critical") is None and "to_node_failed" in figures:
-        return f"{secs(figures['to_node_failed'])} (node)"
-    return secs(figures.get("to_critical"))
-
-
-def table(results: dict[str, dict]) -> Table:
-    out = Table(title="dynamic LB under load (labbench: 3 Consul servers, LB on node3)")
-    out.add_column("event")
-    for column in ("to upstream change", "traffic shifted", "to critical (crash)"):
-        out.add_column(column, justify="right")
-    out.add_column("failed requests", justify="right")
-    out.add_column("reloads", justify="right")
-
-    for name, figures in results.items():
-        if "skipped" in figures:
-            out.add_row(name, f"[dim]skipped: {figures['skipped']}[/]", "", "", "", "")
-            continue
-        failed = figures["failed_requests"]
-        kinds = ", ".join(
-            f"{k.removeprefix('error ')} ×{n}" for k, n in figures["failure_kinds"].items()
-        )
-        out.add_row(
-            name + ("" if figures["settled"] else " [red](not settled)[/]"),
-            secs(figures["to_upstream"]),
-            secs(figures.get("traffic_shifted")),
-            critical(figures),
-            f"{failed}/{figures['requests']}" + (f" ({kinds})" if kinds else ""),
-            str(figures["reloads"]),
-        )
-    return out
+    return Phase(event, before, started, command_done, time.monotonic(), settled, error, extra)
 
 
 # --- main --------------------------------------------------------------------------------
@@ -524,71 +445,62 @@ def table(results: dict[str, dict]) -> Table:
 def measure_lab(spec_file: Path, args: argparse.Namespace) -> dict:
     """Load, watch, run every event; return the figures (also when cut short)."""
     spec, _ = load_spec(spec_file)
+    all_events = events(spec, Triggers(spec_file, spec, args.outage))
     deadline = time.monotonic() + args.time_limit
-    load, watcher = Load(args.workers, deadline), Watcher()
+    watcher = Watcher()
     phases: dict[str, Phase] = {}
     skipped: dict[str, str] = {}
     aborted = None
     watcher.start()
-    load.start()
-    try:
-        before = instances(spec, 3)
-        if not settle(watcher, frozenset(before.values()), min(deadline, time.monotonic() + 60)):
-            raise BenchError(
-                f"the LB does not route to the three initial instances {sorted(before.values())};"
-                " with --skip-up, bring the lab back first (labctl scale/recover)."
-            )
-        for event in events(spec):
-            limit = min(args.phase_limit, deadline - time.monotonic())
-            if limit < 10:
-                skipped[event.name] = "time limit"
-                continue
-            console.print(f"[bold]{event.name}[/]: labctl {' '.join(event.args)}")
-            skipped[event.name] = "interrupted"  # until it ran
-            phase = run_event(spec_file, event, before, watcher, limit)
-            phases[event.name] = phase
-            if phase.error or not phase.settled:
-                aborted = f"{event.name}: {phase.error or 'did not settle'}"
-                break
-            before = event.expected
-    except BenchError as exc:
-        aborted = str(exc)
-    except KeyboardInterrupt:
-        # Still report what was measured; the caller tears the lab down.
-        aborted = "interrupted"
-    measured = time.monotonic() - (deadline - args.time_limit)
-    load.finish()
+    with Load(args.workers, args.time_limit) as load:
+        try:
+            before = instances(spec, 3)
+            settled = settle(watcher, frozenset(before.values()),
+                             min(deadline, time.monotonic() + 60))  # fmt: skip
+            if not settled:
+                raise BenchError(
+                    f"the LB does not route to the three initial instances "
+                    f"{sorted(before.values())}; with --skip-up, bring the lab back first "
+                    "(labctl scale/recover)."
+                )
+            for event in all_events:
+                limit = min(args.phase_limit + args.outage * (event.name == "consul_outage"),
+                            deadline - time.monotonic())  # fmt: skip
+                if limit < 10:
+                    skipped[event.name] = "time limit"
+                    continue
+                console.print(f"[bold]{event.name}[/]: {event.what}")
+                skipped[event.name] = "interrupted"  # until it ran
+                phase = run_event(event, before, watcher, limit)
+                phases[event.name] = phase
+                if phase.error or not phase.settled:
+                    aborted = f"{event.name}: {phase.error or 'did not settle'}"
+                    break
+                before = event.expected
+        except BenchError as exc:
+            aborted = str(exc)
+        except KeyboardInterrupt:
+            aborted = "interrupted"  # still report what was measured; the caller tears down
+        measured = time.monotonic() - (deadline - args.time_limit)
     watcher.finish()
-    requests = load.requests()
+    clients = load.by_kind()
     results = {
-        e.name: measure(phases[e.name], requests, watcher)
+        e.name: measure(phases[e.name], clients, watcher.upstreams, watcher.reloads,
+                        watcher.checks)
         if e.name in phases
         else {"skipped": skipped.get(e.name, "not reached")}
-        for e in events(spec)
-    }
-    return summary(results, requests, args.workers, measured, watcher, aborted)
-
-
-def summary(
-    results: dict[str, dict],
-    requests: list[tuple[float, str]],
-    workers: int,
-    measured: float,
-    watcher: Watcher,
-    aborted: str | None,
-) -> dict:
-    failures = Counter(o for _, o in requests if not is_answer(o))
+        for e in all_events
+    }  # fmt: skip
     figures: dict = {
         "events": results,
         "load": {
-            "requests": len(requests),
-            "failures": sum(failures.values()),
-            "failure_kinds": dict(failures),
-            "workers": workers,
-            "seconds": round(measured, 1),
-            "watcher_errors": dict(watcher.errors),
-        },
-    }
+            kind: {"requests": sum(o != "retry" for _, o in log),
+                   "failures": sum(not is_answer(o) and o != "retry" for _, o in log),
+                   "retries": sum(o == "retry" for _, o in log)}
+            for kind, log in clients.items()
+        } | {"workers_per_kind": args.workers, "seconds": round(measured, 1),
+             "watcher_errors": dict(watcher.errors)},
+    }  # fmt: skip
     if aborted:
         figures["aborted"] = aborted
     return figures
@@ -598,8 +510,9 @@ def emit(figures: dict) -> None:
     print(json.dumps(figures, ensure_ascii=False))
     out = Console(stderr=True)
     if not out.is_terminal:
-        out = Console(stderr=True, width=120)  # rich's 80 columns would wrap every row
-    out.print(table(figures["events"]))
+        out = Console(stderr=True, width=160)  # rich's 80 columns would wrap every row
+    out.print(table(figures["events"], "dynamic LB under load (labbench: 3 Consul servers, "
+                                        "LB on node3)"))  # fmt: skip
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -609,16 +522,33 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=4, help="load threads (default 4)")
     parser.add_argument(
-        "--time-limit", type=float, default=600, help="seconds for the measurement (default 600)"
+        "--workers",
+        type=int,
+        default=2,
+        help="clients of each kind, fresh and keep-alive (default 2)",
     )
     parser.add_argument(
-        "--phase-limit", type=float, default=180, help="seconds per event at most (default 180)"
+        "--outage",
+        type=float,
+        default=900,
+        help="seconds the LB host's agent stays away (default 900)",
+    )
+    parser.add_argument(
+        "--quick", action="store_const", dest="outage", const=90, help="a 90 s outage instead"
+    )
+    parser.add_argument(
+        "--time-limit", type=float, default=3600, help="seconds for the measurement (default 3600)"
+    )
+    parser.add_argument(
+        "--phase-limit",
+        type=float,
+        default=300,
+        help="seconds per event at most, besides the outage (default 300)",
     )
     parser.add_argument("--keep", action="store_true", help="do not tear the lab down")
     parser.add_argument("--skip-up", action="store_true", help="reuse a running labbench lab")
-    args = parser.parse_args()
+    args = parser.parse_args()  # fmt: skip
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     figures = None

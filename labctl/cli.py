@@ -12,10 +12,12 @@ labctl doctor [--fix]         what this machine has; install what is missing
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -145,7 +147,12 @@ def _print_changes(result: ConvergeResult, spec: LabSpec) -> None:
         console.print(f"  no changes ({result.operations} operations checked)")
 
 
-def _verify(spec: LabSpec, wait: float) -> None:
+def _print_json(data: object) -> None:
+    """A verb's result on stdout as JSON, for scripts (progress stays on stderr)."""
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _verify(spec: LabSpec, wait: float, as_json: bool = False) -> None:
     spec = with_state(spec)
     checks: list[Check] = _run(
         "verify",
@@ -156,13 +163,17 @@ def _verify(spec: LabSpec, wait: float) -> None:
             connection_data(spec) if read_state(spec) else None,
         ),
     )
-    table = Table(title=f"lab {spec.name}: verify", caption=_standin_caption(spec))
-    for column in ("check", "target", "result", "detail"):
-        table.add_column(column)
-    for check in checks:
-        result = "[green]ok[/]" if check.ok else "[bold red]FAIL[/]"
-        table.add_row(check.what, check.target, result, check.detail)
-    Console().print(table)
+    if as_json:
+        _print_json({"lab": spec.name, "ok": all(c.ok for c in checks),
+                     "checks": [asdict(c) for c in checks], **_standin_note(spec)})  # fmt: skip
+    else:
+        table = Table(title=f"lab {spec.name}: verify", caption=_standin_caption(spec))
+        for column in ("check", "target", "result", "detail"):
+            table.add_column(column)
+        for check in checks:
+            result = "[green]ok[/]" if check.ok else "[bold red]FAIL[/]"
+            table.add_row(check.what, check.target, result, check.detail)
+        Console().print(table)
     failed = [c for c in checks if not c.ok]
     if failed:
         raise _fail(
@@ -176,7 +187,13 @@ def _standin_caption(spec: LabSpec) -> str | None:
     return f"[yellow]{standins.NOTE}[/]" if standins.in_use(spec) else None
 
 
+def _standin_note(spec: LabSpec) -> dict[str, str]:
+    """For JSON output: {"standins": NOTE} when the lab runs on the stand-ins."""
+    return {"standins": standins.NOTE} if standins.in_use(spec) else {}
+
+
 Wait = Annotated[float, typer.Option(help="Seconds to keep retrying until every check passes.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
 @app.command()
@@ -209,9 +226,9 @@ def up(
 
 
 @app.command()
-def verify(wait: Wait = 0.0) -> None:
+def verify(wait: Wait = 0.0, as_json: AsJson = False) -> None:
     """Check the running lab against the spec; non-zero exit on any failure."""
-    _verify(_spec(), wait)
+    _verify(_spec(), wait, as_json)
 
 
 @app.command()
@@ -286,10 +303,15 @@ def apply() -> None:
 
 
 @app.command()
-def status() -> None:
+def status(as_json: AsJson = False) -> None:
     """A table of the lab's hosts."""
     spec = with_state(_spec())
     rows = _run("status", lambda report: lifecycle.status(spec))
+    if as_json:
+        _print_json(
+            {"lab": spec.name, "hosts": [asdict(row) for row in rows], **_standin_note(spec)}
+        )
+        return
     table = Table(title=f"lab {spec.name}", caption=_standin_caption(spec))
     for column in ("host", "provider", "state", "address", "docker"):
         table.add_column(column)

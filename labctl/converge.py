@@ -22,6 +22,14 @@ from labctl.spec import PROJECT_ROOT, LabSpec
 class ConvergeError(Exception):
     """pyinfra failed; the message names the hosts/operations and where the log is."""
 
+    def __init__(self, message: str, failed_hosts: list[str] | None = None):
+        super().__init__(message)
+        self.failed_hosts = failed_hosts or []
+
+
+class ConnectFailure(ConvergeError):
+    """pyinfra could not connect to some hosts at the start: nothing changed there."""
+
 
 # How pyinfra's SSH connector reports a host it could not connect to, e.g.
 # "    [m1] SSH host key error (Host key for 192.168.79.2 does not match.)".
@@ -84,7 +92,8 @@ def converge(
     """Converge every host; raise ConvergeError with one sentence on failure."""
     env = os.environ | {"LAB_SPEC": str(spec.source), "PYTHONUNBUFFERED": "1"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("a") as log:
+    # Line-buffered: `tail -f` (and a test waiting for a step) sees each line as it comes.
+    with log_path.open("a", buffering=1) as log:
         process = subprocess.Popen(
             pyinfra_command(*extra_args), cwd=PROJECT_ROOT, env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -106,7 +115,7 @@ def converge(
     unreachable = connect_failures(lines)
     if unreachable:
         # Instead of pyinfra's "No hosts remaining!": which host, and why.
-        raise ConvergeError(
+        raise ConnectFailure(
             f"pyinfra could not reach {'; '.join(unreachable)}; nothing was changed there: "
             "`labctl status` shows which hosts answer; fix the connection and retry."
         )
@@ -115,7 +124,8 @@ def converge(
         hosts = f"hosts {', '.join(failed_hosts)} failed" if failed_hosts else ""
         raise ConvergeError(
             f"converge failed ({'; '.join(p for p in (what, hosts) if p)}); "
-            f"read {log_path} for the cause, fix it and run `labctl apply` again."
+            f"read {log_path} for the cause, fix it and run `labctl apply` again.",
+            sorted({*failed_hosts, *(h for _, hs in errors for h in hs)}),
         )
     if process.returncode != 0 or not payload:
         last = log_summary(log_path)

@@ -28,12 +28,15 @@ def host_data(
     images = lab_images(spec) if images is None else images
     servers = spec.consul_servers
     bootstrap = next((h for h in servers if h.bootstrap), servers[0])
+    lb_host = next((h for h in spec.hosts if h.lb), None)
     return {
         "lab_name": spec.name,
         "lab_host": host.name,
         "lab_address": str(host.address),
         "lab_subnet": str(spec.network.subnet),
         "lab_peers": [str(h.address) for h in spec.hosts if h is not host],
+        # Where the roles' rolling waits read the LB's running upstreams (None: no LB).
+        "lab_lb_address": str(lb_host.address) if lb_host else None,
         "consul_role": host.consul,
         "consul_server": host.consul == "server",
         "consul_bootstrap": host.bootstrap,
@@ -44,6 +47,9 @@ def host_data(
         "consul_join": [str(bootstrap.address)]
         + [str(h.address) for h in servers if h is not bootstrap],
         "lb": host.lb,
+        # Who may read the LB's /_lab/ state besides loopback: the lab's network and
+        # every host (on the ssh road hosts may sit outside network.subnet).
+        "lb_allow_cidrs": [str(spec.network.subnet)] + [f"{h.address}/32" for h in spec.hosts],
         "demo_instances": [asdict(i) for i in spec.demo_instances() if i.host == host.name],
         "consul_template_version": spec.versions.consul_template,
         "nginx_version": spec.versions.nginx,

@@ -12,7 +12,7 @@ from pathlib import Path
 from docker.errors import DockerException, NotFound
 
 from labctl import delivery, images, machines, standins, system, teardown, vagrant
-from labctl.converge import ConvergeResult, converge
+from labctl.converge import ConnectFailure, ConvergeError, ConvergeResult, converge
 from labctl.inventory import connection_data
 from labctl.paths import (
     LAB_LABEL,
@@ -131,7 +131,7 @@ def up(
     spec, state = preflight(spec, provider, report, bundle, offline)
     write_state(spec, **({"offline": None} | state))
     create_hosts(spec, provider, report)
-    return converge(spec, log_file(spec, "converge"), on_line=report)
+    return converge_lab(spec, report)
 
 
 def apply(spec: LabSpec, report: Report) -> ConvergeResult:
@@ -141,7 +141,50 @@ def apply(spec: LabSpec, report: Report) -> ConvergeResult:
         raise LifecycleError(f"lab {spec.name} is not up; run `labctl up` first.")
     arches = hosts_arch(spec, state["provider"], report)
     write_state(spec, **delivery.prepare(spec, arches, report=report))
-    return converge(spec, log_file(spec, "converge"), on_line=report)
+    return converge_lab(spec, report)
+
+
+def converge_lab(spec: LabSpec, report: Report, extra_args: tuple[str, ...] = ()) -> ConvergeResult:
+    """Converge every host. A host that failed because it stopped answering (lost in
+    the middle, e.g. powered off) is named with the way out, not as a failed operation."""
+    try:
+        return converge(spec, log_file(spec, "converge"), on_line=report, extra_args=extra_args)
+    except ConnectFailure:
+        raise  # a host pyinfra could not reach at the start: already named, with its cause
+    except ConvergeError as exc:
+        # pyinfra names the hosts that failed, except when a connection lost in the
+        # middle of a fact crashes it (EOFError): then any host may be the lost one.
+        lost = unreachable(spec, exc.failed_hosts or [h.name for h in spec.hosts])
+        if not lost:
+            raise
+        if len(lost) == 1:
+            ((name, cause),) = lost.items()
+            who, causes, it = f"host {name}", cause, "it"
+        else:
+            who = "hosts " + " and ".join(lost)
+            causes, it = "; ".join(f"{n}: {c}" for n, c in lost.items()), "them"
+        raise LifecycleError(
+            f"{who} stopped answering during the converge ({causes}); bring {it} back with "
+            f"`labctl recover {' '.join(lost)}`, then run `labctl apply`: it picks up where "
+            "this run stopped."
+        ) from None
+
+
+def unreachable(spec: LabSpec, hosts: list[str]) -> dict[str, str]:
+    """Which of `hosts` do not answer over SSH now, and why."""
+    if not hosts:
+        return {}
+    connections = connection_data(spec)
+    lost = {}
+    for name in hosts:
+        if name not in connections:
+            lost[name] = "its machine is not running"
+            continue
+        try:
+            run(connections[name], "true", timeout=10)
+        except RemoteError as exc:
+            lost[name] = str(exc)
+    return lost
 
 
 @dataclass

@@ -3,7 +3,7 @@
 `scale` records the new per-host counts in the lab's state (.lab/<name>/state.json);
 they override the spec's `demo` counts for `apply`, `verify` and `status` until the
 next `scale` or `down`. A graceful scale-down takes instances out of Consul first,
-waits until the LB no longer routes to them, and only then stops them.
+waits until the LB no longer routes to them, and only then stops them (role demo_service).
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from labctl.paths import (
     LAB_LABEL,
     host_container_name,
     read_state,
-    with_demo_counts,
     with_state,
     write_state,
 )
 from labctl.remote import RemoteError, run
 from labctl.spec import LabSpec
-from labctl.verify import CONSUL_HTTP_PORT, SERVICE_NAME
+from labctl.verify import SERVICE_NAME
 
 Report = Callable[[str], None]
 LB_FOLLOW_DEADLINE = 60.0
@@ -67,29 +66,18 @@ def wait_for_lb(spec: LabSpec, expected: set[str], report: Report) -> float:
 
 
 def scale(spec: LabSpec, service: str, total: int, report: Report) -> ConvergeResult:
+    """Record the new counts and converge. Removal is graceful in the role itself
+    (out of Consul, out of the LB, then stopped); this waits until the LB runs exactly
+    the new set."""
     if service != SERVICE_NAME:
         raise LifecycleError(f"unknown service {service!r}; the lab runs {SERVICE_NAME}.")
     if total < 0:
         raise LifecycleError(f"{service}={total}: the count must be 0 or more.")
-    before = with_state(spec).demo_instances()
     counts = spread(spec, total)
-    after = {i.id: i for i in with_demo_counts(spec, counts).demo_instances()}
-    removed = [i for i in before if i.id not in after]
-    if removed:
-        # Graceful: out of Consul, then out of the LB, then stopped by the converge.
-        with httpx.Client(timeout=10) as client:
-            for instance in removed:
-                report(f"deregistering {instance.id}")
-                client.put(
-                    f"http://{instance.address}:{CONSUL_HTTP_PORT}"
-                    f"/v1/agent/service/deregister/{instance.id}"
-                ).raise_for_status()
-        remaining = {f"{i.address}:{i.port}" for i in before if i.id in after}
-        waited = wait_for_lb(spec, remaining, report)
-        report(f"LB dropped {len(removed)} instances after {waited:.1f} s")
     write_state(spec, demo_counts=counts)
-    result = apply(with_state(spec), report)
-    wait_for_lb(spec, {f"{i.address}:{i.port}" for i in after.values()}, report)
+    scaled = with_state(spec)
+    result = apply(scaled, report)
+    wait_for_lb(spec, {f"{i.address}:{i.port}" for i in scaled.demo_instances()}, report)
     return result
 
 

@@ -65,9 +65,17 @@ class Network(_Strict):
     allow_any_subnet: bool = False
 
 
+# consul-template releases whose retry backoff overflows (hashicorp/consul-template#1028,
+# fixed in 0.19.4 by #1031): retrying forever, as the LB does, they spin once Consul has
+# been away for about six minutes.
+CONSUL_TEMPLATE_BACKOFF_FIXED = (0, 19, 4)
+
+
 class Versions(_Strict):
     consul: str = "1.11.3"
-    consul_template: str = "0.19.0"
+    # The seed's 0.19 line, at the release that fixed the backoff overflow; the seed's
+    # own 0.19.0 stays selectable (with a warning).
+    consul_template: str = "0.19.5"
     # Debian bookworm's nginx: the seed's nginx:1.21.6 image needs Docker Hub,
     # Debian's archive is reachable wherever apt is.
     nginx: str = "1.22.1"
@@ -325,6 +333,17 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
                 f"{where}.lb is true but consul is 'none'; consul-template reads the local "
                 "Consul agent, so the LB host needs consul: client or server."
             )
+
+    ct_version = spec.versions.consul_template
+    if VERSION_RE.match(ct_version) and (
+        tuple(int(p) for p in ct_version.split(".")) < CONSUL_TEMPLATE_BACKOFF_FIXED
+    ):
+        warnings.append(
+            f"{source}: versions.consul_template {ct_version} overflows its retry backoff "
+            "(hashicorp/consul-template#1028): once Consul has been away for about six minutes "
+            "the LB's consul-template spins one core and floods its log; use 0.19.4 or later "
+            "(the default is 0.19.5)."
+        )
 
     servers = spec.consul_servers
     if spec.hosts and not servers:

@@ -19,6 +19,7 @@ from pathlib import Path
 from labctl import system
 from labctl.consul_template import CACHE
 from labctl.images import STANDINS, ImageError, is_standin, recipe_tag, standin_consul_ref
+from labctl.platforms import control_arch
 from labctl.spec import LabSpec
 
 NOTE = (
@@ -33,29 +34,37 @@ def in_use(spec: LabSpec) -> bool:
     return is_standin(spec.consul_image)
 
 
-def consul_template_binary(arch: str = "amd64") -> Path:
-    """The consul-template stand-in, built with Go for `arch` (cached by its sources)."""
+def consul_template_binary(version: str, arch: str = "amd64") -> Path:
+    """The consul-template stand-in behaving as release `version`, built with Go for
+    `arch` (cached by its sources, the release and the architecture)."""
     tag = recipe_tag(CONSUL_TEMPLATE_SOURCES)
-    binary = CACHE / "consul-template" / f"standin-{tag}-linux_{arch}" / "consul-template"
+    binary = CACHE / "consul-template" / f"standin-{tag}-{version}-linux_{arch}" / "consul-template"
     if binary.is_file():
         return binary
     system.ensure_tools(GO)
     binary.parent.mkdir(parents=True, exist_ok=True)
+    partial = binary.with_suffix(".partial")
     with tempfile.TemporaryDirectory(prefix="labctl-go-") as tmp:
         # Offline and static: standard library only, no module download.
         env = os.environ | {"GOPROXY": "off", "GOFLAGS": "", "CGO_ENABLED": "0", "GOARCH": arch}
-        env.setdefault("GOCACHE", str(Path(tmp) / "gocache"))
+        if not any(env.get(k) for k in ("GOCACHE", "HOME", "XDG_CACHE_HOME")):
+            env["GOCACHE"] = str(Path(tmp) / "gocache")
+        build = ["go", "build", "-trimpath", f"-ldflags=-X main.version={version}"]
         result = subprocess.run(
-            ["go", "build", "-trimpath", "-o", str(binary.with_suffix(".partial")), "."],
+            [*build, "-o", str(partial), "."],
             cwd=CONSUL_TEMPLATE_SOURCES, env=env, capture_output=True, text=True,
         )  # fmt: skip
+    if result.returncode == 0 and arch == control_arch():
+        # It refuses to run as a release it does not implement: say so here, once.
+        result = subprocess.run([str(partial), "-v"], capture_output=True, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise ImageError(
-            f"building the consul-template stand-in with Go failed ({last}); check that "
-            f"`go version` works (Debian's golang-go) and that {CONSUL_TEMPLATE_SOURCES} is intact."
+            f"the consul-template stand-in cannot be built as release {version} ({last}); "
+            "set versions.consul_template to a release it implements, and check that "
+            "`go version` works (Debian's golang-go)."
         )
-    binary.with_suffix(".partial").rename(binary)
+    partial.rename(binary)
     return binary
 
 
@@ -64,5 +73,7 @@ def offline_images(spec: LabSpec, lb_arch: str) -> dict[str, str]:
     from its sources like a recipe; the consul-template one is built here)."""
     return {
         "consul": standin_consul_ref(spec.versions.consul),
-        "consul_template_binary": str(consul_template_binary(lb_arch)),
+        "consul_template_binary": str(
+            consul_template_binary(spec.versions.consul_template, lb_arch)
+        ),
     }

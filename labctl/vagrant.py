@@ -129,9 +129,12 @@ def ssh_settings(
     running = [name for name, state in states.items() if state == "running"]
     if not running:
         return {}
+    by_machine = {machine_name(spec, name): name for name in running}
+    if len(running) < len(states):
+        # `vagrant ssh-config` of all machines fails when one is not running: ask each.
+        return {by_machine[m]: v.conf(vm_name=m) for m in by_machine}
     # One Vagrant run for all hosts (each run costs about a second of Ruby start-up).
     blocks = v.ssh_config().split("\nHost ")
-    by_machine = {machine_name(spec, name): name for name in running}
     return {
         by_machine[machine]: v.conf(ssh_config=("" if i == 0 else "Host ") + block, vm_name=machine)
         for i, block in enumerate(blocks)

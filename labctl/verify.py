@@ -3,9 +3,9 @@
 Every Consul member alive with the role the spec gives it, a leader elected,
 every declared demo instance registered and passing, each instance answering
 its own `<h1>` line on its address, requests through the LB reaching every
-passing instance, and the LB's configuration passing `nginx -t`. Queries go
-from the control machine to the hosts' private addresses (httpx); `nginx -t`
-runs over SSH.
+passing instance and no other, and the LB's configuration passing `nginx -t`.
+Queries go from the control machine to the hosts' private addresses (httpx);
+`nginx -t` runs over SSH.
 """
 
 from __future__ import annotations
@@ -38,19 +38,48 @@ class Check:
     detail: str
 
 
-def consul_get(client: httpx.Client, spec: LabSpec, path: str, **params) -> httpx.Response:
-    """GET from the first agent that answers; raise the last error when none does."""
+def consul_get(client: httpx.Client, spec: LabSpec, path: str, **params: str) -> httpx.Response:
+    """GET `path` (with query `params`) from the first agent that answers; raise the last
+    error when none does. Give the query as params, never in `path`: httpx rebuilds the
+    URL from `params` and would drop it."""
     error: Exception = RuntimeError("the spec has no Consul agent")
     for host in spec.hosts:
         if host.consul == "none":
             continue
         try:
-            response = client.get(f"http://{host.address}:{CONSUL_HTTP_PORT}{path}", params=params)
+            url = f"http://{host.address}:{CONSUL_HTTP_PORT}{path}"
+            response = client.get(url, params=params or None)
             response.raise_for_status()
             return response
         except httpx.HTTPError as exc:
             error = exc
     raise error
+
+
+def service_health(client: httpx.Client, spec: LabSpec, service: str) -> list[dict]:
+    """Every registered instance of `service` with its checks (/v1/health/service).
+    `stale`: any server answers, so the view holds while the cluster has no leader."""
+    return consul_get(client, spec, f"/v1/health/service/{service}", stale="").json()
+
+
+def instance_status(entry: dict) -> str:
+    """An instance's worst check status, as Consul aggregates it."""
+    statuses = {check["Status"] for check in entry["Checks"]}
+    return next((s for s in ("critical", "maintenance", "warning") if s in statuses), "passing")
+
+
+def _no_leader(spec: LabSpec, members: dict[str, dict]) -> str:
+    """Why there is no leader, in one sentence, from the members' view."""
+    servers = [h.name for h in spec.consul_servers]
+    down = [n for n in servers if members.get(n, {}).get("Status") != 1]
+    quorum = len(servers) // 2 + 1
+    if not down:
+        return "no leader elected yet (every server is alive; an election is under way)"
+    return (
+        f"no leader: {len(servers) - len(down)} of {len(servers)} Consul servers alive, a "
+        f"quorum needs {quorum}, so nothing in Consul can change (the LB keeps serving its last "
+        f"configuration) until {' and '.join(down)} {'returns' if len(down) == 1 else 'return'}"
+    )
 
 
 def consul_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
@@ -73,19 +102,14 @@ def consul_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
     try:
         leader = consul_get(client, spec, "/v1/status/leader").json()
     except httpx.HTTPError as exc:
-        leader = ""
         checks.append(Check("leader", "raft", False, f"cannot ask: {exc}"))
     else:
-        checks.append(Check("leader", "raft", bool(leader), leader or "no leader elected"))
+        checks.append(Check("leader", "raft", bool(leader), leader or _no_leader(spec, members)))
     return checks
 
 
-def instance_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
+def instance_checks(client: httpx.Client, spec: LabSpec, entries: list[dict]) -> list[Check]:
     checks = []
-    try:
-        entries = consul_get(client, spec, f"/v1/health/service/{SERVICE_NAME}").json()
-    except (httpx.HTTPError, RuntimeError) as exc:
-        return [Check("service", SERVICE_NAME, False, f"cannot list instances: {exc}")]
     registered = {entry["Service"]["ID"]: entry for entry in entries}
     for instance in spec.demo_instances():
         entry = registered.get(instance.id)
@@ -94,9 +118,9 @@ def instance_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
         else:
             service = entry["Service"]
             where = f"{service['Address']}:{service['Port']}"
-            states = sorted({c["Status"] for c in entry["Checks"]})
-            ok = where == f"{instance.address}:{instance.port}" and states == ["passing"]
-            checks.append(Check("registered", instance.id, ok, f"{where} {'/'.join(states)}"))
+            status = instance_status(entry)
+            ok = where == f"{instance.address}:{instance.port}" and status == "passing"
+            checks.append(Check("registered", instance.id, ok, f"{where} {status}"))
         expected = f"<h1>{instance.title} #IP:{instance.address}</h1>"
         try:
             body = client.get(f"http://{instance.address}:{instance.port}/").text
@@ -111,25 +135,31 @@ def instance_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
 
 
 def lb_checks(
-    client: httpx.Client, spec: LabSpec, connections: dict[str, SshData] | None
+    client: httpx.Client,
+    spec: LabSpec,
+    entries: list[dict],
+    connections: dict[str, SshData] | None,
 ) -> list[Check]:
+    """Requests through the LB reach every passing instance and no other: an instance
+    that is registered but not passing must get no traffic (it is rightly out)."""
     address = lb.lb_address(spec)
     if address is None:
         return []
     checks = []
-    try:
-        entries = consul_get(client, spec, f"/v1/health/service/{SERVICE_NAME}?passing").json()
-        passing = sorted(e["Service"]["ID"] for e in entries)
-    except (httpx.HTTPError, RuntimeError):
-        passing = []
+    status = {entry["Service"]["ID"]: instance_status(entry) for entry in entries}
     seen = lb.sample(client, address, SERVICE_NAME, LB_SAMPLE)
-    for instance in passing:
-        checks.append(
-            Check("via LB", instance, seen[instance] > 0, f"{seen[instance]}/{LB_SAMPLE} requests")
-        )
-    failures = {k: v for k, v in seen.items() if k not in passing}
-    if failures or not passing:
-        detail = ", ".join(f"{k}: {v}" for k, v in failures.items()) or "no passing instance"
+    for instance, state in sorted(status.items()):
+        count = seen.pop(instance, 0)
+        if state == "passing":
+            checks.append(Check("via LB", instance, count > 0, f"{count}/{LB_SAMPLE} requests"))
+        elif count:
+            detail = f"{count}/{LB_SAMPLE} requests reached it although it is {state}"
+            checks.append(Check("via LB", instance, False, detail))
+        else:
+            detail = f"no traffic: {state}, rightly out of the LB"
+            checks.append(Check("via LB", instance, True, detail))
+    if seen or "passing" not in status.values():
+        detail = ", ".join(f"{k}: {v}" for k, v in seen.items()) or "no passing instance"
         checks.append(Check("via LB", "other answers", False, detail))
     lb_host = next(h.name for h in spec.hosts if h.lb)
     if connections and lb_host in connections:
@@ -145,10 +175,16 @@ def lb_checks(
 
 def verify(spec: LabSpec, connections: dict[str, SshData] | None = None) -> list[Check]:
     with httpx.Client(timeout=5.0) as client:
+        checks = consul_checks(client, spec)
+        try:
+            entries = service_health(client, spec, SERVICE_NAME)
+        except (httpx.HTTPError, RuntimeError) as exc:
+            unlisted = Check("service", SERVICE_NAME, False, f"cannot list instances: {exc}")
+            return [*checks, unlisted]
         return (
-            consul_checks(client, spec)
-            + instance_checks(client, spec)
-            + lb_checks(client, spec, connections)
+            checks
+            + instance_checks(client, spec, entries)
+            + lb_checks(client, spec, entries, connections)
         )
 
 

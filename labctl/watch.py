@@ -16,21 +16,19 @@ from rich.table import Table
 
 from labctl import lb, standins
 from labctl.spec import LabSpec
-from labctl.verify import SERVICE_NAME, consul_get
+from labctl.verify import SERVICE_NAME, instance_status, service_health
 
 
 def _consul_health(client: httpx.Client, spec: LabSpec) -> dict[str, tuple[str, str]]:
     """address:port -> (instance ID, worst check status), from any agent that answers."""
     try:
-        entries = consul_get(client, spec, f"/v1/health/service/{SERVICE_NAME}").json()
+        entries = service_health(client, spec, SERVICE_NAME)
     except (httpx.HTTPError, RuntimeError, ValueError):
         return {}
     health = {}
     for entry in entries:
-        statuses = {c["Status"] for c in entry["Checks"]}
-        status = next((s for s in ("critical", "warning") if s in statuses), "passing")
         service = entry["Service"]
-        health[f"{service['Address']}:{service['Port']}"] = (service["ID"], status)
+        health[f"{service['Address']}:{service['Port']}"] = (service["ID"], instance_status(entry))
     return health
 
 

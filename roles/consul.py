@@ -16,10 +16,14 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, server
+from pyinfra.operations import apt, files, server
 
+from labctl.spec import PROJECT_ROOT
+from roles.facts import ConsulPassingServices
 from roles.images import image_ref
-from roles.operations import LAB_LABEL, ROLE_LABEL, container, spec_hash, validated_file, volume
+from roles.operations import LAB_LABEL, ROLE_LABEL, container, spec_hash, validated_file
+
+LAB_WAIT = PROJECT_ROOT / "templates" / "lab-wait"
 
 DEFAULTS = {
     # Datacenter name shared by every agent of the lab.
@@ -73,6 +77,12 @@ def consul_agent() -> None:
     config = json.dumps(agent_config(data), indent=2, sort_keys=True) + "\n"
 
     apt.packages(name="Install curl (registration and checks)", packages=["curl"])
+    files.put(
+        name="Install lab-wait (the waits of rolling changes)",
+        src=str(LAB_WAIT),
+        dest="/usr/local/bin/lab-wait",
+        mode="755",
+    )
     validated_file(
         name="Write and validate the agent configuration",
         content=config,
@@ -82,11 +92,11 @@ def consul_agent() -> None:
             f"{shlex.quote(image)} validate /consul/config"
         ),
     )
-    volume(
-        name="Create the agent's data volume",
-        volume_name=data.consul_data_volume,
-        labels={LAB_LABEL: data.lab_name, ROLE_LABEL: "consul"},
-    )
+    # A replaced agent is waited for before the next host's: its API, for a server
+    # the leader and every server in the raft peer set (quorum is never lost), and
+    # the instances that passed before passing again (never all out of the LB).
+    servers = data.consul_bootstrap_expect if data.consul_server else 0
+    passing = host.get_fact(ConsulPassingServices, http_addr=data.consul_http_addr)
     agent = container(
         name=f"Run the Consul {data.consul_role} agent",
         container_name=data.consul_container_name,
@@ -95,12 +105,18 @@ def consul_agent() -> None:
         args=[
             "--net=host",
             "--restart=unless-stopped",
-            f"-v={data.consul_data_volume}:/consul/data",
+            "--mount=type=volume,"
+            f"src={data.consul_data_volume},dst=/consul/data,"
+            f"volume-label={LAB_LABEL}={data.lab_name}",
             f"-v={config_dir}:/consul/config",
         ],
         command=["agent"],
         labels={LAB_LABEL: data.lab_name, ROLE_LABEL: "consul"},
         depends_on=spec_hash(config),
+        replaced_ready=shlex.join(
+            ["lab-wait", "agent", data.consul_http_addr, str(servers), *passing]
+        ),
+        _serial=True,
     )
     server.shell(
         name="Wait for the agent's HTTP API",

@@ -18,10 +18,9 @@ from roles.images import image_ref
 from roles.operations import (
     LAB_LABEL,
     ROLE_LABEL,
-    consul_service,
     consul_services_absent,
-    container,
     containers_pruned,
+    service_instance,
 )
 
 DEFAULTS = {
@@ -34,6 +33,9 @@ DEFAULTS = {
     "demo_check_timeout": "5s",
     # Consul removes an instance whose check stays critical this long.
     "demo_deregister_critical_after": "90m",
+    # Extra environment of every instance (e.g. {"TZ": "Asia/Shanghai"}); a change
+    # replaces the instances one at a time, with no failed request.
+    "demo_environment": {},
     # The local agent the instances register with (shared with the consul role).
     "consul_http_addr": CONSUL_DEFAULTS["consul_http_addr"],
 }
@@ -68,12 +70,13 @@ def demo_service() -> None:
     instances = data.demo_instances
     wanted = [i["id"] for i in instances]
 
-    # Instances the spec no longer has: out of Consul first, then stopped.
+    # Instances the spec no longer has: out of Consul and out of the LB, then stopped.
     consul_services_absent(
         name="Deregister removed instances",
         http_addr=data.consul_http_addr,
         managed_by=ROLE,
         keep=wanted,
+        lb_address=data.lab_lb_address,
     )
     containers_pruned(
         name="Remove containers of removed instances",
@@ -85,8 +88,8 @@ def demo_service() -> None:
 
     image, image_id = image_ref(ROLE)
     for instance in instances:
-        container(
-            name=f"Run {instance['id']} on :{instance['port']}",
+        service_instance(
+            name=f"Run and register {instance['id']} on :{instance['port']}",
             container_name=instance["id"],
             image=image,
             image_id=image_id,
@@ -97,11 +100,12 @@ def demo_service() -> None:
                 f"-e=DEMO_TITLE={instance['title']}",
                 f"-e=DEMO_ADDRESS={instance['address']}",
                 f"-e=DEMO_PORT={instance['port']}",
+                *(f"-e={k}={v}" for k, v in sorted(data.demo_environment.items())),
             ],
             labels={LAB_LABEL: data.lab_name, ROLE_LABEL: ROLE},
-        )
-        consul_service(
-            name=f"Register {instance['id']} with the local agent",
             http_addr=data.consul_http_addr,
             definition=registration(data, instance),
+            lb_address=data.lab_lb_address,
+            # A changed instance is replaced one at a time across the lab.
+            _serial=True,
         )

@@ -1,7 +1,13 @@
-"""Facts and operations the roles share, where pyinfra has no built-in that fits.
+"""Operations the roles share, where pyinfra has no built-in that fits.
 
-Each operation reads a fact, yields only the commands needed, and records a
-no-op otherwise, so a re-apply of an unchanged lab reports zero changes.
+Each operation reads facts (roles/facts.py), yields only the commands needed, and
+records a no-op otherwise, so a re-apply of an unchanged lab reports zero changes.
+
+Changing a running lab must not cost a request. The operations that replace
+what serves traffic (a service instance, a Consul agent) therefore drain and
+wait inside one operation, and the roles call them with `_serial=True`, so
+pyinfra replaces one at a time across the hosts. The waits are `lab-wait`
+(templates/lab-wait, installed by role consul).
 """
 
 from __future__ import annotations
@@ -12,18 +18,23 @@ import shlex
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FactBase, OperationError, operation
-from pyinfra.facts.docker import DockerVolume
+from pyinfra.api import OperationError, operation
 from pyinfra.facts.files import FileContents, Sha1File
 from pyinfra.operations import files
 
 from labctl.paths import LAB_LABEL
+from roles.facts import (
+    DOCKER_OBJECTS,
+    SPEC_LABEL,
+    ConsulAgentServices,
+    DockerContainerState,
+    DockerImageIds,
+    DockerLabelled,
+    LoadBalancerHealth,
+)
 
 __all__ = ["LAB_LABEL", "ROLE_LABEL", "SPEC_LABEL"]
 
-# Label holding a hash of everything a container was created from. pyinfra's
-# docker.container does not notice changed arguments; this label does.
-SPEC_LABEL = "io.labctl.spec"
 ROLE_LABEL = "io.labctl.role"
 
 # What the lab keeps on a host besides containers, volumes and /etc/lab: the images it
@@ -36,84 +47,33 @@ ARCHIVE_PREFIX = "/tmp/lab-images-"
 LAB_IMAGE_TOOL = f"{HOST_STATE_DIR}/bin/lab-image"
 UPLOADS_DIR = f"{HOST_STATE_DIR}/uploads"
 
-# How to list, and remove, Docker objects by label.
-_LIST = {
-    "container": ("ps -a", "{{.Names}}", "docker rm -f -v"),
-    "volume": ("volume ls", "{{.Name}}", "docker volume rm -f"),
-    "network": ("network ls", "{{.Name}}", "docker network rm"),
-}
-
-
-class DockerImageIds(FactBase):
-    """Image ID by reference (repository:tag) of every tagged image on the host."""
-
-    requires_command = "docker"
-
-    def command(self) -> str:
-        return "docker image ls --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}'"
-
-    @staticmethod
-    def default() -> dict[str, str]:
-        return {}
-
-    def process(self, output: list[str]) -> dict[str, str]:
-        return dict(line.split() for line in output if len(line.split()) == 2)
-
-
-class DockerContainerState(FactBase):
-    """{"spec": <spec label>, "running": bool} of a container, or None when absent."""
-
-    requires_command = "docker"
-
-    def command(self, container: str) -> str:
-        template = f'{{{{index .Config.Labels "{SPEC_LABEL}"}}}} {{{{.State.Running}}}}'
-        name = shlex.quote(container)
-        return f"docker inspect --format {shlex.quote(template)} {name} 2>/dev/null || true"
-
-    def process(self, output: list[str]) -> dict | None:
-        # A container made without the label (e.g. by hand, as in the seed) prints
-        # " true": present, with an empty spec, so it is recreated, not run twice.
-        words = " ".join(output).rsplit(None, 1)
-        if not words or words[-1] not in ("true", "false"):
-            return None
-        return {"spec": words[0].strip() if len(words) == 2 else "", "running": words[-1] == "true"}
-
-
-class DockerLabelled(FactBase):
-    """Names of the containers, volumes or networks (`kind`) carrying a label (key=value)."""
-
-    requires_command = "docker"
-
-    def command(self, kind: str, label: str) -> str:
-        listing, name_format, _ = _LIST[kind]
-        return f"docker {listing} --filter label={shlex.quote(label)} --format '{name_format}'"
-
-    @staticmethod
-    def default() -> list[str]:
-        return []
-
-    def process(self, output: list[str]) -> list[str]:
-        return sorted(line.strip() for line in output if line.strip())
-
-
-class ConsulAgentServices(FactBase):
-    """The local Consul agent's services (GET /v1/agent/services), by ID."""
-
-    requires_command = "curl"
-
-    def command(self, http_addr: str) -> str:
-        return f"curl -fsS --max-time 10 {shlex.quote(http_addr)}/v1/agent/services"
-
-    @staticmethod
-    def default() -> dict:
-        return {}
-
-    def process(self, output: list[str]) -> dict:
-        return json.loads("\n".join(output) or "{}")
-
 
 def spec_hash(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _run_command(
+    name: str, image: str, args: list[str], command: list[str], labels: dict[str, str]
+) -> str:
+    label_args = [f"--label={k}={v}" for k, v in sorted(labels.items())]
+    run = ["docker", "run", "-d", f"--name={name}", *label_args, *args, image, *command]
+    return shlex.join(run)
+
+
+def _register_command(http_addr: str, definition: dict, digest: str) -> str:
+    body = definition | {"Meta": {**definition.get("Meta", {}), "lab_spec": digest}}
+    return (
+        f"printf %s {shlex.quote(json.dumps(body, ensure_ascii=False))} | curl -fsS -X PUT "
+        f"--data-binary @- {http_addr}/v1/agent/service/register?replace-existing-checks=true"
+    )
+
+
+def _deregister_command(http_addr: str, service_id: str) -> str:
+    return f"curl -fsS -X PUT {http_addr}/v1/agent/service/deregister/{shlex.quote(service_id)}"
+
+
+def _lb_wait(how: str, lb_address: str, where: str) -> str:
+    return f"lab-wait {how} {shlex.quote(lb_address)} {shlex.quote(where)}"
 
 
 def recorded(refs: list[str]) -> str:
@@ -167,15 +127,168 @@ def images_obtained(images: dict[str, dict], base_image: str, bundle: str | None
 
 
 @operation()
-def volume(volume_name: str, labels: dict[str, str]):
-    """A named volume, created with `labels` (the lab's label lets teardown find it).
+def container(
+    container_name: str,
+    image: str,
+    image_id: str,
+    args: list[str],
+    command: list[str] = (),
+    labels: dict[str, str] | None = None,
+    depends_on: str = "",
+    replaced_ready: str = "",
+):
+    """A running container created from exactly this spec; recreated when the spec changes.
 
-    A volume that exists is left as it is: Docker cannot relabel one, and it holds data."""
-    if host.get_fact(DockerVolume, object_id=volume_name):
-        host.noop(f"volume {volume_name} exists")
+    `depends_on` is any extra content (e.g. a config file's hash) whose change must
+    recreate the container too. `replaced_ready` is a command that waits until a
+    replaced container serves again (run only when a running container was
+    replaced, so a rolling change, `_serial=True`, moves on to the next host only then).
+    """
+    labels = dict(labels or {})
+    digest = spec_hash(image_id, args, list(command), labels, depends_on)
+    name = container_name
+    state = host.get_fact(DockerContainerState, container=name)
+    if state is not None and state["spec"] == digest:
+        if state["running"]:
+            host.noop(f"container {name} is up to date")
+        else:
+            yield f"docker start {shlex.quote(name)}"
         return
-    label_args = [f"--label={k}={v}" for k, v in sorted(labels.items())]
-    yield shlex.join(["docker", "volume", "create", *label_args, volume_name])
+    if state is not None:
+        yield f"docker rm -f {shlex.quote(name)}"
+    yield _run_command(name, image, args, list(command), labels | {SPEC_LABEL: digest})
+    if state is not None and state["running"] and replaced_ready:
+        yield replaced_ready
+
+
+@operation()
+def service_instance(
+    container_name: str,
+    image: str,
+    image_id: str,
+    args: list[str],
+    labels: dict[str, str],
+    http_addr: str,
+    definition: dict,
+    lb_address: str | None = None,
+):
+    """One service instance: its container, and its registration (`definition`, an
+    agent/service/register body) with the local agent.
+
+    A new instance is started, then registered. A live instance whose container or
+    registration changed is replaced without a failed request: deregistered, out of
+    the LB's upstreams (`lb_address`), recreated, registered, passing, back in the
+    upstreams. Call it with `_serial=True` so only one instance is out at a time.
+    """
+    sid = definition["ID"]
+    container_digest = spec_hash(image_id, args, [], labels)
+    registration_digest = spec_hash(definition)
+    state = host.get_fact(DockerContainerState, container=container_name)
+    registered = host.get_fact(ConsulAgentServices, http_addr=http_addr).get(sid)
+    container_current = state is not None and state["spec"] == container_digest
+    registration_current = (
+        registered is not None and registered.get("Meta", {}).get("lab_spec") == registration_digest
+    )
+    if container_current and registration_current:
+        if state["running"]:
+            host.noop(f"instance {sid} is up to date")
+        else:
+            yield f"docker start {shlex.quote(container_name)}"
+        return
+
+    where = f"{definition['Address']}:{definition['Port']}"
+    draining = registered is not None and state is not None and state["running"]
+    if draining:
+        yield _deregister_command(http_addr, sid)
+        if lb_address:
+            yield _lb_wait("lb-drops", lb_address, where)
+    if not container_current:
+        if state is not None:
+            yield f"docker rm -f {shlex.quote(container_name)}"
+        yield _run_command(container_name, image, args, [], labels | {SPEC_LABEL: container_digest})
+    elif not state["running"]:
+        yield f"docker start {shlex.quote(container_name)}"
+    if draining or not registration_current:
+        yield _register_command(http_addr, definition, registration_digest)
+    if draining:
+        yield f"lab-wait passing {shlex.quote(http_addr)} {shlex.quote(sid)}"
+        if lb_address:
+            yield _lb_wait("lb-serves", lb_address, where)
+
+
+@operation()
+def containers_pruned(label: str, keep: list[str]):
+    """Remove the containers carrying `label` (key=value) whose names are not in `keep`."""
+    names = host.get_fact(DockerLabelled, kind="container", label=label)
+    stale = [n for n in names if n not in keep]
+    if not stale:
+        host.noop(f"no stale containers labelled {label}")
+        return
+    yield "docker rm -f " + " ".join(shlex.quote(n) for n in stale)
+
+
+@operation()
+def validated_file(content: str, dest: str, validate: str):
+    """Install `content` at `dest` only if `validate` (run with {} as the staged file's
+    directory) accepts it; a rejected file never replaces the one in use."""
+    digest = hashlib.sha1(content.encode()).hexdigest()
+    if host.get_fact(Sha1File, path=dest) == digest:
+        host.noop(f"{dest} is up to date")
+        return
+    staging_dir = f"{dest}.staged.d"
+    staged = f"{staging_dir}/{dest.rsplit('/', 1)[-1]}"
+    q_dir, q_staged, q_dest = (shlex.quote(p) for p in (staging_dir, staged, dest))
+    yield f"rm -rf {q_dir} && mkdir -p {q_dir}"
+    yield from files.put._inner(src=StringIO(content), dest=staged)
+    yield validate.format(q_dir)
+    yield f"mv {q_staged} {q_dest} && rm -rf {q_dir}"
+
+
+@operation()
+def consul_services_absent(
+    http_addr: str, managed_by: str, keep: list[str], lb_address: str | None = None
+):
+    """Deregister the services this lab registered (Meta.lab_managed) that are not in
+    `keep`, then wait until the LB (`lb_address`) no longer routes to them."""
+    services = host.get_fact(ConsulAgentServices, http_addr=http_addr)
+    stale = sorted(
+        sid
+        for sid, service in services.items()
+        if service.get("Meta", {}).get("lab_managed") == managed_by and sid not in keep
+    )
+    if not stale:
+        host.noop("no stale services")
+        return
+    for sid in stale:
+        yield _deregister_command(http_addr, sid)
+    if lb_address:
+        for sid in stale:
+            where = f"{services[sid]['Address']}:{services[sid]['Port']}"
+            yield _lb_wait("lb-drops", lb_address, where)
+
+
+@operation()
+def load_balancer_healthy(container_name: str):
+    """Repair an LB that runs but does not do its job (see templates/lb/lb-health): nginx
+    on a configuration other than consul-template's latest render is given that render
+    again (lb-reload); a dead or deaf nginx or consul-template gets a restart, which
+    starts nginx on the last good configuration and renders afresh."""
+    health = host.get_fact(LoadBalancerHealth, container=container_name)
+    if health is None:
+        host.noop(f"LB {container_name} is not running; the container operation starts it")
+        return
+    name = shlex.quote(container_name)
+    if not (health["nginx"] and health["listening"] and health["consul_template"]):
+        yield f"docker restart {name}"
+    elif health["config"] == "stale":
+        yield f"docker exec {name} lb-reload"
+    elif health["config"] == "waiting":
+        host.noop(f"LB {container_name} serves its last good configuration until Consul answers")
+        return
+    else:
+        host.noop(f"LB {container_name} serves consul-template's latest render")
+        return
+    yield f"timeout 60 sh -c 'until docker exec {name} lb-health >/dev/null; do sleep 1; done'"
 
 
 @operation()
@@ -185,7 +298,7 @@ def labelled_absent(kind: str, label: str):
     if not names:
         host.noop(f"no {kind} labelled {label}")
         return
-    yield f"{_LIST[kind][2]} " + " ".join(shlex.quote(n) for n in names)
+    yield f"{DOCKER_OBJECTS[kind][2]} " + " ".join(shlex.quote(n) for n in names)
 
 
 @operation()
@@ -220,93 +333,3 @@ def json_keys(path: str, set_keys: dict | None = None, unset_keys: list[str] = (
         return
     content = json.dumps(wanted, indent=2, sort_keys=True) + "\n"
     yield from files.put._inner(src=StringIO(content), dest=path, mode="644")
-
-
-@operation()
-def container(
-    container_name: str,
-    image: str,
-    image_id: str,
-    args: list[str],
-    command: list[str] = (),
-    labels: dict[str, str] | None = None,
-    depends_on: str = "",
-):
-    """A running container created from exactly this spec; recreated when the spec changes.
-
-    `depends_on` is any extra content (e.g. a config file's hash) whose change must
-    recreate the container too.
-    """
-    labels = dict(labels or {})
-    digest = spec_hash(image_id, args, list(command), labels, depends_on)
-    name = container_name
-    state = host.get_fact(DockerContainerState, container=name)
-    if state is not None and state["spec"] == digest:
-        if state["running"]:
-            host.noop(f"container {name} is up to date")
-        else:
-            yield f"docker start {shlex.quote(name)}"
-        return
-    if state is not None:
-        yield f"docker rm -f {shlex.quote(name)}"
-    label_args = [f"--label={k}={v}" for k, v in sorted((labels | {SPEC_LABEL: digest}).items())]
-    yield shlex.join(["docker", "run", "-d", f"--name={name}", *label_args, *args, image, *command])
-
-
-@operation()
-def containers_pruned(label: str, keep: list[str]):
-    """Remove the containers carrying `label` (key=value) whose names are not in `keep`."""
-    names = host.get_fact(DockerLabelled, kind="container", label=label)
-    stale = [n for n in names if n not in keep]
-    if not stale:
-        host.noop(f"no stale containers labelled {label}")
-        return
-    yield "docker rm -f " + " ".join(shlex.quote(n) for n in stale)
-
-
-@operation()
-def validated_file(content: str, dest: str, validate: str):
-    """Install `content` at `dest` only if `validate` (run with {} as the staged file's
-    directory) accepts it; a rejected file never replaces the one in use."""
-    digest = hashlib.sha1(content.encode()).hexdigest()
-    if host.get_fact(Sha1File, path=dest) == digest:
-        host.noop(f"{dest} is up to date")
-        return
-    staging_dir = f"{dest}.staged.d"
-    staged = f"{staging_dir}/{dest.rsplit('/', 1)[-1]}"
-    q_dir, q_staged, q_dest = (shlex.quote(p) for p in (staging_dir, staged, dest))
-    yield f"rm -rf {q_dir} && mkdir -p {q_dir}"
-    yield from files.put._inner(src=StringIO(content), dest=staged)
-    yield validate.format(q_dir)
-    yield f"mv {q_staged} {q_dest} && rm -rf {q_dir}"
-
-
-@operation()
-def consul_service(http_addr: str, definition: dict):
-    """Register a service with the local agent unless it is registered from this definition."""
-    digest = spec_hash(definition)
-    registered = host.get_fact(ConsulAgentServices, http_addr=http_addr).get(definition["ID"])
-    if registered and registered.get("Meta", {}).get("lab_spec") == digest:
-        host.noop(f"service {definition['ID']} is registered")
-        return
-    body = definition | {"Meta": {**definition.get("Meta", {}), "lab_spec": digest}}
-    yield (
-        f"printf %s {shlex.quote(json.dumps(body, ensure_ascii=False))} | curl -fsS -X PUT "
-        f"--data-binary @- {http_addr}/v1/agent/service/register?replace-existing-checks=true"
-    )
-
-
-@operation()
-def consul_services_absent(http_addr: str, managed_by: str, keep: list[str]):
-    """Deregister the services this lab registered (Meta.lab_managed) that are not in `keep`."""
-    services = host.get_fact(ConsulAgentServices, http_addr=http_addr)
-    stale = sorted(
-        sid
-        for sid, service in services.items()
-        if service.get("Meta", {}).get("lab_managed") == managed_by and sid not in keep
-    )
-    if not stale:
-        host.noop("no stale services")
-        return
-    for sid in stale:
-        yield f"curl -fsS -X PUT {http_addr}/v1/agent/service/deregister/{shlex.quote(sid)}"

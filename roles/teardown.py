@@ -8,7 +8,8 @@ when run twice:
 - the lab's containers, volumes and networks (all carry the lab's label);
 - the images the lab loaded, pulled or built (its record on the host), no others;
 - the daemon.json keys the docker role owns (the engine reloads what it can);
-- /etc/lab (configuration), the lab's state directory and image archives in /tmp.
+- /etc/lab (configuration), the lab's state directory, the programs the roles install
+  (lab-wait) and image archives in /tmp.
 
 The Docker engine stays installed unless `lab_purge_engine` is set (`labctl down
 --purge-engine`): then its packages are purged with what they pulled in, and with
@@ -37,6 +38,8 @@ from roles.operations import (
 
 # Every configuration directory of the lab's roles sits under this one.
 LAB_CONFIG_ROOT = CONSUL_DEFAULTS["consul_config_dir"].rsplit("/", 1)[0]
+# Programs the roles install outside it: role consul's lab-wait (rolling changes).
+LAB_PROGRAMS = ("/usr/local/bin/lab-wait",)
 
 DEFAULTS = {
     # Also remove the Docker engine (its packages and data): `labctl down --purge-engine`.
@@ -62,6 +65,8 @@ def remove_lab() -> None:
     )
     for path in (LAB_CONFIG_ROOT, HOST_STATE_DIR):
         files.directory(name=f"Remove {path}", path=path, present=False)
+    for path in LAB_PROGRAMS:
+        files.file(name=f"Remove {path}", path=path, present=False)
     directory, prefix = ARCHIVE_PREFIX.rsplit("/", 1)
     for archive in host.get_fact(FindFiles, path=directory, maxdepth=1, fname=f"{prefix}*"):
         files.file(name=f"Remove {archive}", path=archive, present=False)

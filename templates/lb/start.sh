@@ -1,21 +1,70 @@
-#!/bin/sh
-# The seed's start.sh: nginx, then consul-template rewriting its upstreams.
-#  - nginx starts on a placeholder so it serves (/, stub_status) before Consul answers;
-#  - -consul-retry-attempts=0: retry Consul forever, keeping the last good config;
-#  - -wait: quiescence, so a flapping check cannot cause a reload storm;
-#  - -kill-signal=SIGTERM: v0.19 otherwise ignores `docker stop`'s SIGTERM.
-set -eu
-mkdir -p /var/lib/lb
-echo 0 > /var/lib/lb/reloads
-echo 0 > /var/lib/lb/rejected
-: > /etc/nginx/conf.d/service.conf
-cp /etc/nginx/conf.d/service.conf /var/lib/lb/service.conf
-nginx
-exec consul-template \
+#!/bin/bash
+# The seed's start.sh (nginx, then consul-template rewriting its upstreams),
+# made to survive the night. It runs under tini (PID 1), which reaps orphans.
+#  - nginx starts on the last configuration that passed `nginx -t`, kept on the
+#    state volume, so after any restart (docker restart, the restart policy, a
+#    reboot of the host) it serves from its first second, also while Consul is
+#    away; only a first start ever serves the placeholder.
+#  - The render of the previous run is deleted: consul-template writes nothing
+#    and runs no command when a render equals the file on disk, so a render
+#    that survived a restart would never reach nginx through lb-reload.
+#  - When nginx's master or consul-template exits, the other is stopped and the
+#    container exits non-zero: the restart policy starts both again, on the
+#    last good configuration.
+#  - consul-template: -consul-retry-attempts=0 retries Consul forever while
+#    nginx keeps the last good configuration (safe only from 0.19.4 on: 0.19.0
+#    to 0.19.3 overflow their backoff, hashicorp/consul-template#1028); -wait is
+#    quiescence, so a flapping check cannot cause a reload storm;
+#    -kill-signal=SIGTERM because 0.19 ignores `docker stop`'s SIGTERM.
+set -u
+state=/var/lib/lb                    # the state volume: survives the container
+live=/etc/nginx/conf.d/service.conf  # what nginx runs
+render=/run/lb/service.rendered      # consul-template's destination
+placeholder=/etc/nginx/lab/placeholder.conf
+
+mkdir -p "$state" /run/lb
+for counter in reloads rejected; do
+    [ -s "$state/$counter" ] || echo 0 > "$state/$counter"
+done
+# /_lab/ answers the lab's networks besides loopback.
+for cidr in ${LB_ALLOW_CIDRS}; do echo "allow $cidr;"; done > /etc/nginx/lab/allow.conf
+
+if [ -s "$state/service.conf" ]; then
+    cp "$state/service.conf" "$live"
+else
+    cp "$placeholder" "$live"
+fi
+if ! nginx -t -q 2>"$state/last-error"; then
+    echo "start.sh: the last good configuration fails nginx -t (a new image?); serving the placeholder" >&2
+    cat "$state/last-error" >&2
+    cp "$placeholder" "$live"
+fi
+cp "$live" "$state/service.conf.tmp" && mv "$state/service.conf.tmp" "$state/service.conf"
+rm -f "$render"
+
+nginx -g 'daemon off;' &
+nginx_pid=$!
+consul-template \
     -consul-addr="${CONSUL_URL}" \
-    -template="/templates/service.ctmpl:/var/lib/lb/service.rendered:/usr/local/bin/lb-reload" \
+    -template="/templates/service.ctmpl:${render}:/usr/local/bin/lb-reload" \
     -wait="${LB_WAIT}" \
     -consul-retry-attempts=0 \
     -consul-retry-max-backoff=10s \
     -kill-signal=SIGTERM \
-    -log-level="${LB_LOG_LEVEL}"
+    -pid-file=/run/lb/consul-template.pid \
+    -log-level="${LB_LOG_LEVEL}" &
+ct_pid=$!
+
+stop_both() {
+    kill -TERM "$ct_pid" 2>/dev/null
+    kill -QUIT "$nginx_pid" 2>/dev/null   # graceful: in-flight requests finish
+    wait
+}
+trap 'stop_both; exit 0' TERM INT
+
+wait -n "$nginx_pid" "$ct_pid"
+status=$?
+if kill -0 "$nginx_pid" 2>/dev/null; then gone=consul-template; else gone="nginx's master"; fi
+echo "start.sh: $gone exited (status $status); stopping the other, the restart policy starts both again" >&2
+stop_both
+exit 1

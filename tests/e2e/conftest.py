@@ -33,8 +33,10 @@ E2E_LAB = "labtest"
 E2E_SUBNET = "192.168.63"  # inside VirtualBox's 192.168.56.0/21, unlike the default lab's .56
 
 
-def standin_images() -> dict[str, str]:
-    """Build the stand-ins on the control machine; return the spec's `images` naming them."""
+def standin_images(consul_template: str = Versions().consul_template) -> dict[str, str]:
+    """Build the stand-ins on the control machine (consul-template's as release
+    `consul_template`, the lab's default unless told); return the spec's `images` naming
+    them."""
     if IMAGES == "real":
         return {}
     if IMAGES != "standin":
@@ -45,7 +47,8 @@ def standin_images() -> dict[str, str]:
     client = docker.from_env()
     ensure_base_image(client, DockerProvider().base_image)
     client.images.build(path=str(STANDINS / "consul"), tag=ref, rm=True)
-    return {"consul": ref, "consul_template_binary": str(standins.consul_template_binary())}
+    binary = standins.consul_template_binary(consul_template)
+    return {"consul": ref, "consul_template_binary": str(binary)}
 
 
 def e2e_spec_data(images: dict[str, str]) -> dict:

@@ -13,6 +13,7 @@ from labctl.spec import load_spec
 from labctl.verify import verify
 from roles.demo_service import DEFAULTS as DEMO
 from tests.e2e.conftest import e2e_spec_data, labctl, wait_for, write_spec
+from tests.e2e.probes import on_host
 
 SERVICE = DEMO["demo_service_name"]
 # Check interval + timeout (the seed's 10 s and 5 s) + a margin for the poll itself.
@@ -29,14 +30,6 @@ def check_status(spec, service_id: str) -> str | None:
         if check["ServiceID"] == service_id:
             return check["Status"]
     return None
-
-
-def docker_on(connections, host: str, command: str) -> str:
-    from labctl.remote import run
-
-    code, output = run(connections[host], f"docker {command}", sudo=True)
-    assert code == 0, output
-    return output
 
 
 def test_members_alive_with_the_spec_roles_and_a_leader(lab):
@@ -83,7 +76,7 @@ def test_verify_passes(lab, e2e_spec):
 
 def test_stopped_instance_goes_critical_then_passes_after_start(lab):
     spec, connections, _ = lab
-    docker_on(connections, "node2", "stop zhibo-2")
+    on_host(connections, "node2", "docker stop zhibo-2")
     stopped = time.monotonic()
     try:
         wait_for(lambda: check_status(spec, "zhibo-2") == "critical", CHECK_DEADLINE,
@@ -94,7 +87,7 @@ def test_stopped_instance_goes_critical_then_passes_after_start(lab):
         }
         assert passing == {"zhibo-1", "zhibo-3"}
     finally:
-        docker_on(connections, "node2", "start zhibo-2")
+        on_host(connections, "node2", "docker start zhibo-2")
     wait_for(lambda: check_status(spec, "zhibo-2") == "passing", CHECK_DEADLINE,
              "zhibo-2's check passing again after its container started")  # fmt: skip
 

@@ -3,68 +3,14 @@ scale-down, crashes and total loss, with no failed GET along the way."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 
 import httpx
 
-from labctl.lb import read_state, sample
+from labctl.lb import read_state
 from labctl.remote import run
 from tests.e2e.conftest import labctl, wait_for
-
-LB = "192.168.63.4"
-SERVICE = "zhibo_service"
-# Check interval + timeout + consul-template's quiescence max + a margin.
-FOLLOW_DEADLINE = 10 + 5 + 10 + 15
-
-
-class RequestLoop:
-    """GETs through the LB in a background thread, bounded in time, counting outcomes.
-
-    Each GET opens its own connection, like `curl` in a loop. A keep-alive client
-    would also be right, but it must then retry an idempotent request whose reused
-    connection the server closed before answering (RFC 9112 section 9.3.1), as
-    browsers do: nginx closes idle client connections at every reload. httpx does
-    not retry, and this loop is about the upstream side."""
-
-    def __init__(self, seconds: float = 120):
-        self.outcomes: Counter = Counter()
-        self._stop = threading.Event()
-        self._deadline = time.monotonic() + seconds
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        fresh_connections = httpx.Limits(max_keepalive_connections=0)
-        with httpx.Client(timeout=5, limits=fresh_connections) as client:
-            while not self._stop.is_set() and time.monotonic() < self._deadline:
-                try:
-                    response = client.get(f"http://{LB}/{SERVICE}")
-                    self.outcomes[response.status_code] += 1
-                except httpx.HTTPError as exc:
-                    self.outcomes[type(exc).__name__] += 1
-
-    def __enter__(self) -> RequestLoop:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def failures(self) -> dict:
-        return {k: v for k, v in self.outcomes.items() if k != 200}
-
-
-def upstream() -> set[str]:
-    with httpx.Client(timeout=5) as client:
-        return set(read_state(client, LB).upstreams.get(SERVICE, []))
-
-
-def lb_sample(n: int = 30) -> Counter:
-    with httpx.Client(timeout=5) as client:
-        return sample(client, LB, SERVICE, n)
+from tests.e2e.probes import FOLLOW_DEADLINE, LB, SERVICE, lb_sample, request_loop, upstream
 
 
 def test_thirty_requests_reach_all_three_instances(lab):
@@ -84,7 +30,7 @@ def test_scale_up_then_graceful_scale_down_loses_nothing(lab, e2e_spec):
     new = {"zhibo-1-2", "zhibo-2-2"}
     wait_for(lambda: new <= set(lb_sample(20)), FOLLOW_DEADLINE, "new instances getting traffic")
 
-    with RequestLoop() as loop:
+    with request_loop() as loop:
         down = labctl(e2e_spec, "scale", f"{SERVICE}=3", timeout=600)
     assert down.returncode == 0, down.stderr
     assert loop.outcomes[200] > 50, loop.outcomes
@@ -93,7 +39,7 @@ def test_scale_up_then_graceful_scale_down_loses_nothing(lab, e2e_spec):
 
 
 def test_a_killed_instance_leaves_the_upstream_with_no_failed_get(lab, e2e_spec):
-    with RequestLoop() as loop:
+    with request_loop() as loop:
         killed = labctl(e2e_spec, "fail", "zhibo-2", timeout=120)
         assert killed.returncode == 0, killed.stderr
         wait_for(lambda: "192.168.63.3:8080" not in upstream(), FOLLOW_DEADLINE,

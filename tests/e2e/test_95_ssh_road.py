@@ -108,7 +108,8 @@ def listing(pool: MachinePool, machine) -> dict:
         "networks": lines("docker network ls --format '{{.Name}}'"),
         "images": lines("docker images -a --format '{{.Repository}}:{{.Tag}}'"),
         "files": lines(
-            "ls -d /etc/lab /var/lib/lab /etc/docker/daemon.json /tmp/lab-images-* 2>/dev/null"
+            "ls -d /etc/lab /var/lib/lab /etc/docker/daemon.json /usr/local/bin/lab-wait"
+            " /tmp/lab-images-* 2>/dev/null"
         ),
     }
 

@@ -22,12 +22,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from labctl.spec import Versions
+
 STANDIN_DIR = Path(__file__).resolve().parents[1] / "standins" / "consul-template"
 # `./lab test` installs Go (Debian's golang-go); without it the tests fail, never skip.
 GO = shutil.which("go") or "go"
 # The release the stand-in behaves as unless told otherwise: the lab's default
-# consul-template (main.version in the stand-in's release.go).
-DEFAULT_VERSION = "0.19.5"
+# consul-template (also main.version's default in the stand-in's release.go).
+DEFAULT_VERSION = Versions().consul_template
 
 
 def go_env(tmp_dir: Path) -> dict[str, str]:

@@ -16,10 +16,11 @@ import pytest
 from labctl import consul_template
 from labctl.consul_template import consul_template_binary
 from labctl.images import ImageError
-from labctl.spec import parse_spec
+from labctl.spec import Versions, parse_spec
 from tests.conftest import seed_hosts
 
 BINARY = b"#!/bin/sh\necho consul-template v0.19.0\n"
+VERSION = Versions().consul_template
 
 
 def seed_spec(**top):
@@ -126,7 +127,7 @@ def test_unreachable_release_names_the_setting_and_bundle(isolated):
     with pytest.raises(ImageError) as error:
         consul_template_binary(seed_spec())
     message = str(error.value)
-    assert "consul-template 0.19.0 cannot be had" in message
+    assert f"consul-template {VERSION} cannot be had" in message
     assert "(ConnectError)" in message
     assert "images.consul_template_binary" in message
     assert "--bundle" in message
@@ -134,7 +135,7 @@ def test_unreachable_release_names_the_setting_and_bundle(isolated):
 
 
 def test_a_cached_release_is_used_without_network(isolated, tmp_path):
-    cached = tmp_path / "cache" / "consul-template" / "0.19.0" / "linux_amd64" / "consul-template"
+    cached = tmp_path / "cache" / "consul-template" / VERSION / "linux_amd64" / "consul-template"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(BINARY)
     assert consul_template_binary(seed_spec()) == cached
@@ -168,11 +169,11 @@ def test_the_release_archive_is_the_one_for_the_lb_hosts_architecture(tmp_path, 
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("consul-template", elf(0xB7))
-    name = "consul-template_0.19.0_linux_arm64.zip"
+    name = f"consul-template_{VERSION}_linux_arm64.zip"
     sums = f"{hashlib.sha256(archive.getvalue()).hexdigest()}  {name}\n"
     served = {
-        f"{consul_template.RELEASES}/0.19.0/consul-template_0.19.0_SHA256SUMS": sums.encode(),
-        f"{consul_template.RELEASES}/0.19.0/{name}": archive.getvalue(),
+        f"{consul_template.RELEASES}/{VERSION}/consul-template_{VERSION}_SHA256SUMS": sums.encode(),
+        f"{consul_template.RELEASES}/{VERSION}/{name}": archive.getvalue(),
     }
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -184,5 +185,5 @@ def test_the_release_archive_is_the_one_for_the_lb_hosts_architecture(tmp_path, 
         httpx, "Client", lambda **kw: real_client(transport=httpx.MockTransport(handler), **kw)
     )
     binary = consul_template_binary(seed_spec(), "arm64")
-    assert binary == tmp_path / "cache/consul-template/0.19.0/linux_arm64/consul-template"
+    assert binary == tmp_path / f"cache/consul-template/{VERSION}/linux_arm64/consul-template"
     assert binary.read_bytes() == elf(0xB7)

@@ -126,7 +126,7 @@ def test_lb_build_arg_is_the_nginx_version():
 
 def test_lb_tag_changes_with_the_consul_template_version(recipes):
     before = tags(seed_spec())
-    assert tags(seed_spec(versions={"consul_template": "0.19.5"}))["lb"] != before["lb"]
+    assert tags(seed_spec(versions={"consul_template": "0.19.4"}))["lb"] != before["lb"]
 
 
 def test_lb_tag_changes_with_the_local_consul_template_binary(recipes, tmp_path):

@@ -19,7 +19,10 @@ from labctl.lb import parse_upstreams
 from tests.conftest import PROJECT_ROOT
 from tests.support.consul_fakes import build_consul_template, fake_consul
 
-TEMPLATE = PROJECT_ROOT / "templates" / "lb" / "service.ctmpl"
+LB_RECIPE = PROJECT_ROOT / "templates" / "lb"
+TEMPLATE = LB_RECIPE / "service.ctmpl"
+SERVER_PART = LB_RECIPE / "lab-server.conf"
+PLACEHOLDER = LB_RECIPE / "placeholder.conf"
 NGINX = Path("/usr/sbin/nginx")
 ALLOW_CIDR = "192.168.56.0/24"
 FALLBACK = "server 127.0.0.1:65535; # force a 502"
@@ -170,16 +173,26 @@ def test_each_service_location_proxies_to_its_upstream(healthy):
     assert lines(block(healthy, "location /web")) == ["proxy_pass http://web;"]
 
 
-def test_stub_status_answers_loopback_only(healthy):
-    assert lines(block(healthy, "location /stub_status")) == [
+def test_the_server_block_takes_the_lbs_own_locations_from_the_shared_part(healthy):
+    server = healthy[healthy.index("server {") :]
+    assert lines(server)[1] == "include lab/server.conf;"
+    assert lines(PLACEHOLDER.read_text())[-3:] == ["server {", "include lab/server.conf;", "}"]
+
+
+def test_stub_status_answers_loopback_only():
+    assert lines(block(SERVER_PART.read_text(), "location /stub_status")) == [
         "stub_status;",
         "allow 127.0.0.1;",
         "deny all;",
     ]
 
 
-def test_lab_state_is_allowed_to_the_cidr_from_the_environment(healthy):
-    assert f"allow {ALLOW_CIDR};" in lines(block(healthy, "location /_lab/"))
+def test_lab_state_is_allowed_to_loopback_and_the_lab_networks_only():
+    assert lines(block(SERVER_PART.read_text(), "location /_lab/"))[-3:] == [
+        "allow 127.0.0.1;",
+        "include lab/allow.conf;",  # written by start.sh from LB_ALLOW_CIDRS
+        "deny all;",
+    ]
 
 
 def test_labctl_reads_the_rendered_upstreams(healthy):
@@ -193,9 +206,13 @@ def test_labctl_reads_the_rendered_upstreams(healthy):
 
 
 def nginx_check(rendered: str, tmp_path: Path) -> tuple[int, str]:
-    """`nginx -t` on the rendered file inside a minimal http block, in tmp_path only."""
+    """`nginx -t` on the rendered file inside a minimal http block, in tmp_path only, with
+    the LB's shared server part where the image puts it (relative to the conf prefix)."""
     service = tmp_path / "service.conf"
     service.write_text(rendered)
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "server.conf").write_text(SERVER_PART.read_text())
+    (tmp_path / "lab" / "allow.conf").write_text(f"allow {ALLOW_CIDR};\n")
     temp_paths = "\n".join(
         f"    {kind}_temp_path {tmp_path / kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -226,11 +243,17 @@ def structurally_valid(rendered: str) -> None:
             assert line.endswith(("{", "}", ";")) or "; #" in line, line
 
 
-@pytest.mark.parametrize("scenario", ["healthy", "all_critical"])
+@pytest.fixture
+def placeholder() -> str:
+    return PLACEHOLDER.read_text()
+
+
+@pytest.mark.parametrize("scenario", ["healthy", "all_critical", "placeholder"])
 def test_rendered_file_is_valid_nginx(scenario, request, tmp_path):
+    """Debian's nginx (installed by `./lab test`) accepts every configuration the LB
+    can run: a render, one with no passing instance, and a first start's placeholder."""
     rendered = request.getfixturevalue(scenario)
     structurally_valid(rendered)
-    if NGINX.exists():  # Debian's nginx; CI may lack it and then checks the structure only
-        code, output = nginx_check(rendered, tmp_path)
-        assert code == 0, output
-        assert "test is successful" in output
+    code, output = nginx_check(rendered, tmp_path)
+    assert code == 0, output
+    assert "test is successful" in output

@@ -31,14 +31,7 @@ from pyinfra.api import FileUploadCommand, OperationError
 from pyinfra.operations import files
 
 import roles.operations as ops
-from roles.operations import (
-    SPEC_LABEL,
-    ConsulAgentServices,
-    DockerContainerState,
-    DockerImageIds,
-    DockerLabelled,
-    spec_hash,
-)
+from roles.operations import SPEC_LABEL, spec_hash
 
 CASES_DIR = Path(__file__).resolve().parent / "operations"
 CASES = sorted(CASES_DIR.glob("*/*.json"))
@@ -143,9 +136,11 @@ def test_operation_case(case_file, fake_host, tmp_path):
 
 
 def test_every_operation_has_cases():
-    operations = {"images_present", "container", "containers_pruned", "validated_file",
-                  "consul_service", "consul_services_absent", "volume", "labelled_absent",
-                  "recorded_images_absent", "json_keys", "images_obtained"}  # fmt: skip
+    operations = {
+        "images_present", "container", "containers_pruned", "validated_file",
+        "service_instance", "consul_services_absent", "load_balancer_healthy",
+        "images_obtained", "labelled_absent", "recorded_images_absent", "json_keys",
+    }  # fmt: skip
     assert {p.parent.name for p in CASES} == operations
 
 
@@ -235,104 +230,6 @@ def test_validated_file_keeps_a_dest_with_a_space_one_shell_word(fake_host, tmp_
     # Split at the space, `rm -rf /etc/my ...` would remove the whole of /etc/my.
     for command in (cleanup, move):
         assert "/etc/my" not in shlex.split(command), command
-
-
-# --- facts ---------------------------------------------------------------------
-
-
-def test_docker_image_ids_maps_each_reference_to_its_id():
-    output = [
-        "hashicorp/consul:1.11.3 sha256:c1",
-        "lab/lb:0123456789ab sha256:l1",
-    ]
-    assert DockerImageIds().process(output) == {
-        "hashicorp/consul:1.11.3": "sha256:c1",
-        "lab/lb:0123456789ab": "sha256:l1",
-    }
-
-
-def test_docker_image_ids_skips_lines_that_are_not_reference_and_id():
-    output = ["", "only-one-word", "a:b sha256:x extra", "debian:bookworm sha256:d"]
-    assert DockerImageIds().process(output) == {"debian:bookworm": "sha256:d"}
-
-
-def test_docker_image_ids_of_empty_output_and_default_are_empty():
-    assert DockerImageIds().process([]) == {}
-    assert DockerImageIds.default() == {}
-
-
-def test_docker_container_state_of_a_running_container():
-    assert DockerContainerState().process(["282083e6928e33a9 true"]) == {
-        "spec": "282083e6928e33a9",
-        "running": True,
-    }
-
-
-def test_docker_container_state_of_a_stopped_container():
-    assert DockerContainerState().process(["282083e6928e33a9 false"]) == {
-        "spec": "282083e6928e33a9",
-        "running": False,
-    }
-
-
-def test_docker_container_state_of_an_absent_container_is_none():
-    # `docker inspect ... 2>/dev/null || true` prints nothing for a missing container.
-    assert DockerContainerState().process([]) is None
-    assert DockerContainerState().process([""]) is None
-    assert DockerContainerState().default() is None
-
-
-def test_docker_container_state_of_a_container_without_the_spec_label_is_present():
-    # `{{index .Config.Labels "io.labctl.spec"}}` prints "" for a container that lacks
-    # the label (made by hand, or by an older labctl): the line is " true". The
-    # container exists, so the operation must remove it before `docker run --name=`.
-    assert DockerContainerState().process([" true"]) == {"spec": "", "running": True}
-
-
-def test_docker_container_state_command_quotes_the_name():
-    command = DockerContainerState().command("a b")
-    assert "'a b'" in command
-    assert command.endswith("2>/dev/null || true")
-
-
-def test_docker_labelled_lists_names_sorted():
-    output = ["zhibo-3", "zhibo-1-2", "  ", "zhibo-1"]
-    assert DockerLabelled().process(output) == ["zhibo-1", "zhibo-1-2", "zhibo-3"]
-
-
-def test_docker_labelled_of_empty_output_and_default_are_empty():
-    assert DockerLabelled().process([]) == []
-    assert DockerLabelled.default() == []
-
-
-@pytest.mark.parametrize(
-    ("kind", "listing"),
-    [
-        ("container", "docker ps -a --filter label=io.labctl.lab=a --format '{{.Names}}'"),
-        ("volume", "docker volume ls --filter label=io.labctl.lab=a --format '{{.Name}}'"),
-        ("network", "docker network ls --filter label=io.labctl.lab=a --format '{{.Name}}'"),
-    ],
-)
-def test_docker_labelled_lists_each_kind_by_its_own_command(kind, listing):
-    assert DockerLabelled().command(kind, "io.labctl.lab=a") == listing
-
-
-def test_consul_agent_services_parses_the_json_over_several_lines():
-    output = ['{"zhibo-1": {"ID": "zhibo-1",', '"Meta": {"lab_managed": "demo_service"}}}']
-    assert ConsulAgentServices().process(output) == {
-        "zhibo-1": {"ID": "zhibo-1", "Meta": {"lab_managed": "demo_service"}}
-    }
-
-
-def test_consul_agent_services_of_empty_output_and_default_are_empty():
-    assert ConsulAgentServices().process([]) == {}
-    assert ConsulAgentServices.default() == {}
-
-
-def test_consul_agent_services_command_reads_the_agent_api():
-    assert ConsulAgentServices().command("http://127.0.0.1:8500") == (
-        "curl -fsS --max-time 10 http://127.0.0.1:8500/v1/agent/services"
-    )
 
 
 @pytest.mark.parametrize("content", [["{not json"], ['["a list"]']])

@@ -156,6 +156,24 @@ def test_even_number_of_servers_is_a_warning():
     assert warnings and "4 Consul servers is an even number" in warnings[0]
 
 
+@pytest.mark.parametrize("version", ["0.19.0", "0.19.3"])
+def test_a_consul_template_with_the_backoff_overflow_is_a_warning(version):
+    data = seed() | {"versions": {"consul_template": version}}
+    (warning,) = [w for w in parse_spec(data)[1] if "overflows its retry backoff" in w]
+    assert "#1028" in warning and "0.19.4 or later" in warning
+
+
+@pytest.mark.parametrize("version", ["0.19.4", "0.19.5", "0.20.0"])
+def test_a_consul_template_with_the_backoff_fixed_is_no_warning(version):
+    data = seed() | {"versions": {"consul_template": version}}
+    assert not [w for w in parse_spec(data)[1] if "backoff" in w]
+
+
+def test_the_default_consul_template_has_the_backoff_fixed():
+    spec, _ = parse_spec(seed())
+    assert spec.versions.consul_template == "0.19.5"
+
+
 def test_odd_number_of_servers_has_no_warning():
     data = seed()
     data["hosts"][2]["consul"] = "server"

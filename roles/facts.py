@@ -1,0 +1,133 @@
+"""Facts the roles' operations read, where pyinfra has no built-in that fits.
+
+Each is a tiny class in pyinfra's style: `command()` runs on the host, `process()`
+turns its output into data. They never fail on a host that lacks what they ask
+about (no container, no agent yet): they answer "absent".
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from pyinfra.api import FactBase
+
+# Label holding a hash of everything a container was created from. pyinfra's
+# docker.container does not notice changed arguments; this label does.
+SPEC_LABEL = "io.labctl.spec"
+
+
+class DockerImageIds(FactBase):
+    """Image ID by reference (repository:tag) of every tagged image on the host."""
+
+    requires_command = "docker"
+
+    def command(self) -> str:
+        return "docker image ls --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}'"
+
+    @staticmethod
+    def default() -> dict[str, str]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        return dict(line.split() for line in output if len(line.split()) == 2)
+
+
+class DockerContainerState(FactBase):
+    """{"spec": <spec label>, "running": bool} of a container, or None when absent."""
+
+    requires_command = "docker"
+
+    def command(self, container: str) -> str:
+        template = f'{{{{index .Config.Labels "{SPEC_LABEL}"}}}} {{{{.State.Running}}}}'
+        name = shlex.quote(container)
+        return f"docker inspect --format {shlex.quote(template)} {name} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> dict | None:
+        # A container made without the label (e.g. by hand, as in the seed) prints
+        # " true": present, with an empty spec, so it is recreated, not run twice.
+        words = " ".join(output).rsplit(None, 1)
+        if not words or words[-1] not in ("true", "false"):
+            return None
+        return {"spec": words[0].strip() if len(words) == 2 else "", "running": words[-1] == "true"}
+
+
+# How to list Docker objects by label, and remove them (the teardown's way).
+DOCKER_OBJECTS = {
+    "container": ("ps -a", "{{.Names}}", "docker rm -f -v"),
+    "volume": ("volume ls", "{{.Name}}", "docker volume rm -f"),
+    "network": ("network ls", "{{.Name}}", "docker network rm"),
+}
+
+
+class DockerLabelled(FactBase):
+    """Names of the containers, volumes or networks (`kind`) carrying a label (key=value)."""
+
+    requires_command = "docker"
+
+    def command(self, kind: str, label: str) -> str:
+        listing, name_format, _ = DOCKER_OBJECTS[kind]
+        return f"docker {listing} --filter label={shlex.quote(label)} --format '{name_format}'"
+
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    def process(self, output: list[str]) -> list[str]:
+        return sorted(line.strip() for line in output if line.strip())
+
+
+class ConsulAgentServices(FactBase):
+    """The local Consul agent's services (GET /v1/agent/services), by ID; {} when the
+    agent does not answer (not started yet)."""
+
+    requires_command = "curl"
+
+    def command(self, http_addr: str) -> str:
+        return f"curl -fsS --max-time 10 {shlex.quote(http_addr)}/v1/agent/services || echo '{{}}'"
+
+    @staticmethod
+    def default() -> dict:
+        return {}
+
+    def process(self, output: list[str]) -> dict:
+        return json.loads("\n".join(output) or "{}")
+
+
+class ConsulPassingServices(FactBase):
+    """IDs of the local agent's service instances whose every check passes (GET
+    /v1/agent/checks); [] when the agent does not answer."""
+
+    requires_command = "curl"
+
+    def command(self, http_addr: str) -> str:
+        return f"curl -fsS --max-time 10 {shlex.quote(http_addr)}/v1/agent/checks || echo '{{}}'"
+
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    def process(self, output: list[str]) -> list[str]:
+        status: dict[str, bool] = {}
+        for check in json.loads("\n".join(output) or "{}").values():
+            if check.get("ServiceID"):
+                sid = check["ServiceID"]
+                status[sid] = status.get(sid, True) and check.get("Status") == "passing"
+        return sorted(sid for sid, passing in status.items() if passing)
+
+
+class LoadBalancerHealth(FactBase):
+    """What `lb-health` (templates/lb) reports inside the LB container:
+    {"nginx", "listening", "consul_template": bool, "config": current|waiting|stale},
+    or None when the container is absent or not running."""
+
+    requires_command = "docker"
+
+    def command(self, container: str) -> str:
+        return f"docker exec {shlex.quote(container)} lb-health 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> dict | None:
+        try:
+            return json.loads("\n".join(output))
+        except ValueError:
+            return None
