@@ -81,6 +81,7 @@ def is_standin(ref: str) -> bool:
 
 def _consul_template(spec: LabSpec) -> Callable[[str], Path]:
     def binary(arch: str) -> Path:
+        # Imported here: labctl.consul_template imports this module's ImageError.
         from labctl.consul_template import consul_template_binary
 
         return consul_template_binary(spec, arch)

@@ -23,7 +23,7 @@ from labctl.paths import (
     with_images,
     write_state,
 )
-from labctl.platforms import control_arch, docker_arch
+from labctl.platforms import control_arch
 from labctl.remote import RemoteError, run
 from labctl.spec import LabSpec
 
@@ -57,10 +57,8 @@ def hosts_arch(spec: LabSpec, provider: str, report: Report) -> dict[str, str]:
     if provider == "ssh":
         report(f"reaching {len(spec.hosts)} machines over SSH")
         return machines.hosts_arch(connection_data(spec, "ssh"), spec.name)
-    if provider == "docker":
-        arch = docker_arch(system.ensure_engine().info()["Architecture"])
-    else:
-        arch = control_arch()
+    docker_road = provider == "docker"
+    arch = images.engine_arch(system.ensure_engine()) if docker_road else control_arch()
     return dict.fromkeys((h.name for h in spec.hosts), arch)
 
 
