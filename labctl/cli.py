@@ -3,7 +3,8 @@
 labctl up / apply / down      create, converge again (no changes when none), remove
 labctl verify / status        the lab against its spec; the hosts
 labctl scale zhibo_service=N  more or fewer demo instances; the LB follows
-labctl fail / recover TARGET  crash or restart an instance or a whole host
+labctl fail / recover TARGET  crash or restart an instance or a host (ssh: its
+                              lab containers; a machine is never powered off)
 labctl watch                  live view of the LB's upstreams and reloads
 labctl bundle save FILE       every image the spec needs, for `up --bundle`
 labctl doctor [--fix]         what this machine has; install what is missing
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,10 +27,12 @@ from docker.errors import DockerException
 from rich.console import Console
 from rich.table import Table
 
-from labctl import images, lifecycle, operate, system, virtualbox
+from labctl import images, lifecycle, operate, standins, system, virtualbox
 from labctl.converge import ConvergeError, ConvergeResult
+from labctl.delivery import describe_delivery
 from labctl.images import ImageError
 from labctl.inventory import connection_data
+from labctl.machines import UnreachableError
 from labctl.paths import read_state, with_state
 from labctl.remote import RemoteError
 from labctl.spec import SPEC_ENV, LabSpec, SpecError, load_spec
@@ -40,7 +44,8 @@ bundle_app = typer.Typer(
     help="Image bundles: every image a lab needs, for hosts without a registry."
 )
 app.add_typer(bundle_app, name="bundle")
-console = Console(stderr=True, highlight=False)
+# Sentences are never hard-wrapped: a terminal wraps them, and a log keeps them whole.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # Exit statuses: 1 a step failed, 2 bad input (spec, provider, prerequisites).
 EXIT_FAILED = 1
@@ -78,7 +83,26 @@ def _spec() -> LabSpec:
         raise typer.Exit(EXIT_BAD_INPUT) from None
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {warning}")
+    _as_root_for_the_engine(spec)
     return spec
+
+
+def _as_root_for_the_engine(spec: LabSpec) -> None:
+    """The docker provider needs the local engine, which by default serves root (and the
+    docker group) only: a user who may sudo gets this very command again through sudo."""
+    provider = read_state(spec).get("provider") or spec.provider
+    if provider == "auto":
+        provider = "virtualbox" if system.have(system.VIRTUALBOX) else "docker"
+    if provider != "docker" or not system.engine_refuses_user():
+        return
+    if not system.can_sudo():
+        raise _fail(
+            f"the Docker engine at {system.DOCKER_SOCKET} serves root and the docker group "
+            "only; run as root, or join the group (usermod -aG docker USER, then log in again).",
+            EXIT_BAD_INPUT,
+        )
+    console.print("[yellow]note:[/] the Docker engine here serves root only: running as root.")
+    system.rerun_as_root(sys.argv[1:])
 
 
 def _run(step: str, action):
@@ -92,6 +116,10 @@ def _run(step: str, action):
                     spinner.update(f"{step}: [dim]{line[:110]}[/]")
 
             result = action(report)
+    except UnreachableError as exc:
+        for problem in exc.problems:
+            console.print(f"[bold red]error:[/] {problem}")
+        raise typer.Exit(EXIT_FAILED) from None
     except (SpecError, system.PrerequisiteError, ImageError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     except (lifecycle.LifecycleError, ConvergeError) as exc:
@@ -111,7 +139,8 @@ def _run(step: str, action):
     return result
 
 
-def _print_changes(result: ConvergeResult) -> None:
+def _print_changes(result: ConvergeResult, spec: LabSpec) -> None:
+    console.print(f"  {describe_delivery(read_state(spec))}")
     if result.change_count:
         console.print(f"  {result.change_count} changed: {result.describe_changes()}")
     else:
@@ -136,9 +165,9 @@ def _verify(spec: LabSpec, wait: float, as_json: bool = False) -> None:
     )
     if as_json:
         _print_json({"lab": spec.name, "ok": all(c.ok for c in checks),
-                     "checks": [asdict(c) for c in checks]})  # fmt: skip
+                     "checks": [asdict(c) for c in checks], **_standin_note(spec)})  # fmt: skip
     else:
-        table = Table(title=f"lab {spec.name}: verify")
+        table = Table(title=f"lab {spec.name}: verify", caption=_standin_caption(spec))
         for column in ("check", "target", "result", "detail"):
             table.add_column(column)
         for check in checks:
@@ -154,6 +183,15 @@ def _verify(spec: LabSpec, wait: float, as_json: bool = False) -> None:
         )
 
 
+def _standin_caption(spec: LabSpec) -> str | None:
+    return f"[yellow]{standins.NOTE}[/]" if standins.in_use(spec) else None
+
+
+def _standin_note(spec: LabSpec) -> dict[str, str]:
+    """For JSON output: {"standins": NOTE} when the lab runs on the stand-ins."""
+    return {"standins": standins.NOTE} if standins.in_use(spec) else {}
+
+
 Wait = Annotated[float, typer.Option(help="Seconds to keep retrying until every check passes.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
@@ -164,6 +202,13 @@ def up(
     bundle: Annotated[
         Path | None, typer.Option(help="Image bundle from `labctl bundle save` (no registry).")
     ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            help="No registry at all: run the lab on its stand-ins for Consul and "
+            "consul-template (tests/standins, not HashiCorp software)."
+        ),
+    ] = False,
     wait: Wait = 120.0,
 ) -> None:
     """Create the lab's hosts, converge them, then verify."""
@@ -173,8 +218,10 @@ def up(
     except (system.PrerequisiteError, lifecycle.LifecycleError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     console.print(f"lab [bold]{spec.name}[/]: {len(spec.hosts)} hosts on provider {chosen}")
-    result = _run("up", lambda report: lifecycle.up(spec, chosen, report, bundle))
-    _print_changes(result)
+    if offline:
+        console.print(f"[yellow]offline:[/] {standins.NOTE}.")
+    result = _run("up", lambda report: lifecycle.up(spec, chosen, report, bundle, offline))
+    _print_changes(result, spec)
     _verify(spec, wait)
 
 
@@ -200,7 +247,7 @@ def scale(
         f"scale {service} to {count}",
         lambda report: operate.scale(spec, service, int(count), report),
     )
-    _print_changes(result)
+    _print_changes(result, spec)
 
 
 Target = Annotated[str, typer.Argument(help="An instance (zhibo-2) or a host (server2).")]
@@ -208,14 +255,22 @@ Target = Annotated[str, typer.Argument(help="An instance (zhibo-2) or a host (se
 
 @app.command()
 def fail(target: Target) -> None:
-    """Crash an instance (docker kill) or pull the plug on a whole host."""
+    """Crash an instance (docker kill) or take a whole host away.
+
+    A Vagrant host loses its power; an existing machine (provider ssh), which is not
+    the lab's to power off, has every lab container on it killed instead.
+    """
     spec = _spec()
     console.print(_run(f"fail {target}", lambda r: operate.fail_or_recover(spec, target, True, r)))
 
 
 @app.command()
 def recover(target: Target) -> None:
-    """Start a failed instance again, or power a failed host back on."""
+    """Start a failed instance again, or bring a failed host back.
+
+    A Vagrant host is powered on; on an existing machine (provider ssh) the lab's
+    containers are started again.
+    """
     spec = _spec()
     console.print(
         _run(f"recover {target}", lambda r: operate.fail_or_recover(spec, target, False, r))
@@ -244,7 +299,7 @@ def bundle_save(file: Path) -> None:
 def apply() -> None:
     """Converge the hosts again; reports what changed (nothing, when nothing did)."""
     spec = with_state(_spec())
-    _print_changes(_run("apply", lambda report: lifecycle.apply(spec, report)))
+    _print_changes(_run("apply", lambda report: lifecycle.apply(spec, report)), spec)
 
 
 @app.command()
@@ -253,21 +308,32 @@ def status(as_json: AsJson = False) -> None:
     spec = with_state(_spec())
     rows = _run("status", lambda report: lifecycle.status(spec))
     if as_json:
-        _print_json({"lab": spec.name, "hosts": [asdict(row) for row in rows]})
+        _print_json(
+            {"lab": spec.name, "hosts": [asdict(row) for row in rows], **_standin_note(spec)}
+        )
         return
-    table = Table(title=f"lab {spec.name}")
+    table = Table(title=f"lab {spec.name}", caption=_standin_caption(spec))
     for column in ("host", "provider", "state", "address", "docker"):
         table.add_column(column)
     for row in rows:
         table.add_row(row.name, row.provider, row.state, row.address, row.docker)
     Console().print(table)
+    for row in rows:
+        if row.problem:
+            console.print(f"[yellow]unreachable:[/] {row.problem}")
 
 
 @app.command()
-def down() -> None:
-    """Destroy the lab: hosts, networks, volumes, keys and local state."""
+def down(
+    purge_engine: Annotated[
+        bool, typer.Option(help="Existing machines (ssh): also remove the Docker engine.")
+    ] = False,
+) -> None:
+    """Remove the lab and local state: Vagrant hosts are destroyed; existing machines
+    keep nothing the lab put there (containers, volumes, networks, images, its
+    configuration and daemon.json keys), but keep the Docker engine unless --purge-engine."""
     spec = _spec()
-    removed = _run("down", lambda report: lifecycle.down(spec, report))
+    removed = _run("down", lambda report: lifecycle.down(spec, report, purge_engine))
     console.print("  removed: " + (", ".join(removed) if removed else "nothing (already down)"))
 
 
