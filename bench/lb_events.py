@@ -171,7 +171,7 @@ def build_spec(workdir: Path) -> Path:
     from tests.e2e.conftest import standin_images
 
     path = workdir / "lab.yaml"
-    data = SPEC | {"images": standin_images(workdir)}
+    data = SPEC | {"images": standin_images()}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -525,16 +525,30 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2,
-                        help="clients of each kind, fresh and keep-alive (default 2)")
-    parser.add_argument("--outage", type=float, default=900,
-                        help="seconds the LB host's agent stays away (default 900)")
-    parser.add_argument("--quick", action="store_const", dest="outage", const=90,
-                        help="a 90 s outage instead")
-    parser.add_argument("--time-limit", type=float, default=3600,
-                        help="seconds for the measurement (default 3600)")
-    parser.add_argument("--phase-limit", type=float, default=300,
-                        help="seconds per event at most, besides the outage (default 300)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="clients of each kind, fresh and keep-alive (default 2)",
+    )
+    parser.add_argument(
+        "--outage",
+        type=float,
+        default=900,
+        help="seconds the LB host's agent stays away (default 900)",
+    )
+    parser.add_argument(
+        "--quick", action="store_const", dest="outage", const=90, help="a 90 s outage instead"
+    )
+    parser.add_argument(
+        "--time-limit", type=float, default=3600, help="seconds for the measurement (default 3600)"
+    )
+    parser.add_argument(
+        "--phase-limit",
+        type=float,
+        default=300,
+        help="seconds per event at most, besides the outage (default 300)",
+    )
     parser.add_argument("--keep", action="store_true", help="do not tear the lab down")
     parser.add_argument("--skip-up", action="store_true", help="reuse a running labbench lab")
     args = parser.parse_args()  # fmt: skip

@@ -3,7 +3,8 @@
 labctl up / apply / down      create, converge again (no changes when none), remove
 labctl verify / status        the lab against its spec; the hosts
 labctl scale zhibo_service=N  more or fewer demo instances; the LB follows
-labctl fail / recover TARGET  crash or restart an instance or a whole host
+labctl fail / recover TARGET  crash or restart an instance or a host (ssh: its
+                              lab containers; a machine is never powered off)
 labctl watch                  live view of the LB's upstreams and reloads
 labctl bundle save FILE       every image the spec needs, for `up --bundle`
 labctl token [NAME]           the lab's Consul tokens (`read` logs into the UI)
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,10 +28,12 @@ from docker.errors import DockerException
 from rich.console import Console
 from rich.table import Table
 
-from labctl import images, lifecycle, operate, security, system, virtualbox
+from labctl import images, lifecycle, operate, security, standins, system, virtualbox
 from labctl.converge import ConvergeError, ConvergeResult
+from labctl.delivery import describe_delivery
 from labctl.images import ImageError
 from labctl.inventory import connection_data
+from labctl.machines import UnreachableError
 from labctl.paths import read_state, with_state
 from labctl.remote import RemoteError
 from labctl.security import AclError
@@ -42,7 +46,8 @@ bundle_app = typer.Typer(
     help="Image bundles: every image a lab needs, for hosts without a registry."
 )
 app.add_typer(bundle_app, name="bundle")
-console = Console(stderr=True, highlight=False)
+# Sentences are never hard-wrapped: a terminal wraps them, and a log keeps them whole.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # Exit statuses: 1 a step failed, 2 bad input (spec, provider, prerequisites).
 EXIT_FAILED = 1
@@ -80,7 +85,26 @@ def _spec() -> LabSpec:
         raise typer.Exit(EXIT_BAD_INPUT) from None
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {warning}")
+    _as_root_for_the_engine(spec)
     return spec
+
+
+def _as_root_for_the_engine(spec: LabSpec) -> None:
+    """The docker provider needs the local engine, which by default serves root (and the
+    docker group) only: a user who may sudo gets this very command again through sudo."""
+    provider = read_state(spec).get("provider") or spec.provider
+    if provider == "auto":
+        provider = "virtualbox" if system.have(system.VIRTUALBOX) else "docker"
+    if provider != "docker" or not system.engine_refuses_user():
+        return
+    if not system.can_sudo():
+        raise _fail(
+            f"the Docker engine at {system.DOCKER_SOCKET} serves root and the docker group "
+            "only; run as root, or join the group (usermod -aG docker USER, then log in again).",
+            EXIT_BAD_INPUT,
+        )
+    console.print("[yellow]note:[/] the Docker engine here serves root only: running as root.")
+    system.rerun_as_root(sys.argv[1:])
 
 
 def _run(step: str, action):
@@ -94,6 +118,10 @@ def _run(step: str, action):
                     spinner.update(f"{step}: [dim]{line[:110]}[/]")
 
             result = action(report)
+    except UnreachableError as exc:
+        for problem in exc.problems:
+            console.print(f"[bold red]error:[/] {problem}")
+        raise typer.Exit(EXIT_FAILED) from None
     except (SpecError, system.PrerequisiteError, ImageError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     except (lifecycle.LifecycleError, ConvergeError, AclError) as exc:
@@ -113,7 +141,8 @@ def _run(step: str, action):
     return result
 
 
-def _print_changes(result: ConvergeResult) -> None:
+def _print_changes(result: ConvergeResult, spec: LabSpec) -> None:
+    console.print(f"  {describe_delivery(read_state(spec))}")
     if result.change_count:
         console.print(f"  {result.change_count} changed: {result.describe_changes()}")
     else:
@@ -138,9 +167,9 @@ def _verify(spec: LabSpec, wait: float, as_json: bool = False) -> None:
     )
     if as_json:
         _print_json({"lab": spec.name, "ok": all(c.ok for c in checks),
-                     "checks": [asdict(c) for c in checks]})  # fmt: skip
+                     "checks": [asdict(c) for c in checks], **_standin_note(spec)})  # fmt: skip
     else:
-        table = Table(title=f"lab {spec.name}: verify")
+        table = Table(title=f"lab {spec.name}: verify", caption=_standin_caption(spec))
         for column in ("check", "target", "result", "detail"):
             table.add_column(column)
         for check in checks:
@@ -156,6 +185,15 @@ def _verify(spec: LabSpec, wait: float, as_json: bool = False) -> None:
         )
 
 
+def _standin_caption(spec: LabSpec) -> str | None:
+    return f"[yellow]{standins.NOTE}[/]" if standins.in_use(spec) else None
+
+
+def _standin_note(spec: LabSpec) -> dict[str, str]:
+    """For JSON output: {"standins": NOTE} when the lab runs on the stand-ins."""
+    return {"standins": standins.NOTE} if standins.in_use(spec) else {}
+
+
 Wait = Annotated[float, typer.Option(help="Seconds to keep retrying until every check passes.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
@@ -166,6 +204,13 @@ def up(
     bundle: Annotated[
         Path | None, typer.Option(help="Image bundle from `labctl bundle save` (no registry).")
     ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            help="No registry at all: run the lab on its stand-ins for Consul and "
+            "consul-template (tests/standins, not HashiCorp software)."
+        ),
+    ] = False,
     wait: Wait = 120.0,
 ) -> None:
     """Create the lab's hosts, converge them, then verify."""
@@ -175,13 +220,15 @@ def up(
     except (system.PrerequisiteError, lifecycle.LifecycleError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     console.print(f"lab [bold]{spec.name}[/]: {len(spec.hosts)} hosts on provider {chosen}")
+    if offline:
+        console.print(f"[yellow]offline:[/] {standins.NOTE}.")
     if spec.security.open:
         console.print(
             "[yellow]security: seed[/] — the seed's open lab: no ACLs and no gossip key, so "
             "anyone who reaches port 8500 of a host may register, change or remove services."
         )
-    result = _run("up", lambda report: lifecycle.up(spec, chosen, report, bundle))
-    _print_changes(result)
+    result = _run("up", lambda report: lifecycle.up(spec, chosen, report, bundle, offline))
+    _print_changes(result, spec)
     _verify(spec, wait)
 
 
@@ -207,7 +254,7 @@ def scale(
         f"scale {service} to {count}",
         lambda report: operate.scale(spec, service, int(count), report),
     )
-    _print_changes(result)
+    _print_changes(result, spec)
 
 
 Target = Annotated[str, typer.Argument(help="An instance (zhibo-2) or a host (server2).")]
@@ -215,14 +262,22 @@ Target = Annotated[str, typer.Argument(help="An instance (zhibo-2) or a host (se
 
 @app.command()
 def fail(target: Target) -> None:
-    """Crash an instance (docker kill) or pull the plug on a whole host."""
+    """Crash an instance (docker kill) or take a whole host away.
+
+    A Vagrant host loses its power; an existing machine (provider ssh), which is not
+    the lab's to power off, has every lab container on it killed instead.
+    """
     spec = _spec()
     console.print(_run(f"fail {target}", lambda r: operate.fail_or_recover(spec, target, True, r)))
 
 
 @app.command()
 def recover(target: Target) -> None:
-    """Start a failed instance again, or power a failed host back on."""
+    """Start a failed instance again, or bring a failed host back.
+
+    A Vagrant host is powered on; on an existing machine (provider ssh) the lab's
+    containers are started again.
+    """
     spec = _spec()
     console.print(
         _run(f"recover {target}", lambda r: operate.fail_or_recover(spec, target, False, r))
@@ -251,7 +306,7 @@ def bundle_save(file: Path) -> None:
 def apply() -> None:
     """Converge the hosts again; reports what changed (nothing, when nothing did)."""
     spec = with_state(_spec())
-    _print_changes(_run("apply", lambda report: lifecycle.apply(spec, report)))
+    _print_changes(_run("apply", lambda report: lifecycle.apply(spec, report)), spec)
 
 
 @app.command()
@@ -260,14 +315,19 @@ def status(as_json: AsJson = False) -> None:
     spec = with_state(_spec())
     rows = _run("status", lambda report: lifecycle.status(spec))
     if as_json:
-        _print_json({"lab": spec.name, "hosts": [asdict(row) for row in rows]})
+        _print_json(
+            {"lab": spec.name, "hosts": [asdict(row) for row in rows], **_standin_note(spec)}
+        )
         return
-    table = Table(title=f"lab {spec.name}")
+    table = Table(title=f"lab {spec.name}", caption=_standin_caption(spec))
     for column in ("host", "provider", "state", "address", "docker"):
         table.add_column(column)
     for row in rows:
         table.add_row(row.name, row.provider, row.state, row.address, row.docker)
     Console().print(table)
+    for row in rows:
+        if row.problem:
+            console.print(f"[yellow]unreachable:[/] {row.problem}")
     if spec.consul_servers:
         ui = f"http://{spec.consul_servers[0].address}:{CONSUL_HTTP_PORT}/ui"
         login = "log in with the read token: `labctl token read`" if spec.security.acl else (
@@ -304,10 +364,16 @@ def token(
 
 
 @app.command()
-def down() -> None:
-    """Destroy the lab: hosts, networks, volumes, keys and local state."""
+def down(
+    purge_engine: Annotated[
+        bool, typer.Option(help="Existing machines (ssh): also remove the Docker engine.")
+    ] = False,
+) -> None:
+    """Remove the lab and local state: Vagrant hosts are destroyed; existing machines
+    keep nothing the lab put there (containers, volumes, networks, images, its
+    configuration and daemon.json keys), but keep the Docker engine unless --purge-engine."""
     spec = _spec()
-    removed = _run("down", lambda report: lifecycle.down(spec, report))
+    removed = _run("down", lambda report: lifecycle.down(spec, report, purge_engine))
     console.print("  removed: " + (", ".join(removed) if removed else "nothing (already down)"))
 
 

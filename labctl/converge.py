@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,6 +25,29 @@ class ConvergeError(Exception):
     def __init__(self, message: str, failed_hosts: list[str] | None = None):
         super().__init__(message)
         self.failed_hosts = failed_hosts or []
+
+
+class ConnectFailure(ConvergeError):
+    """pyinfra could not connect to some hosts at the start: nothing changed there."""
+
+
+# How pyinfra's SSH connector reports a host it could not connect to, e.g.
+# "    [m1] SSH host key error (Host key for 192.168.79.2 does not match.)".
+CONNECT_ERROR_RE = re.compile(
+    r"^\s*\[(?P<host>[^\]]+)\] (?P<what>SSH host key error|Could not connect|"
+    r"Authentication error|Could not resolve hostname|SSH error|EOF error)\s*(?P<detail>.*)$"
+)
+
+
+def connect_failures(lines: list[str]) -> list[str]:
+    """'m1: SSH host key error (...)' for every host pyinfra could not connect to."""
+    failures = []
+    for line in lines:
+        match = CONNECT_ERROR_RE.match(line)
+        if match:
+            detail = match["detail"].strip()
+            failures.append(f"{match['host']}: {match['what'].lower()} {detail}".strip())
+    return failures
 
 
 @dataclass
@@ -79,8 +103,10 @@ def converge(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         assert process.stderr is not None and process.stdout is not None
+        lines = []
         for line in process.stderr:
             log.write(line)
+            lines.append(line.rstrip())
             on_line(line.rstrip())
         stdout = process.stdout.read()
         process.wait()
@@ -90,6 +116,13 @@ def converge(
     except ValueError:
         payload = {}
     converged, errors, failed_hosts = parse_results(payload)
+    unreachable = connect_failures(lines)
+    if unreachable:
+        # Instead of pyinfra's "No hosts remaining!": which host, and why.
+        raise ConnectFailure(
+            f"pyinfra could not reach {'; '.join(unreachable)}; nothing was changed there: "
+            "`labctl status` shows which hosts answer; fix the connection and retry."
+        )
     if errors or failed_hosts:
         what = "; ".join(f"{name} failed on {', '.join(hosts)}" for name, hosts in errors)
         hosts = f"hosts {', '.join(failed_hosts)} failed" if failed_hosts else ""

@@ -1,8 +1,10 @@
-"""Every image the lab runs, resolved on the control machine, even where no registry answers.
+"""Every image the lab runs, and its resolution on the control machine's engine.
 
 An image comes from, in order: the local engine, a bundle file (`labctl bundle save`),
-a registry pull (mirrors first), or a build recipe in `templates/`. Hosts never
-pull: they receive the images they lack over the pyinfra connection.
+a registry pull (mirrors first), or a build recipe in `templates/`, always for the
+hosts' architecture. With this resolution (images.delivery `control`) hosts never
+pull: they receive the images they lack over the pyinfra connection. Where the hosts
+resolve their images themselves instead, see labctl.delivery.
 
 The base image the host containers and recipes build on can also be made with
 `debootstrap` + `docker import` from an apt mirror. That is what makes the lab
@@ -19,17 +21,16 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-import httpx
 from docker.errors import DockerException, ImageNotFound
 
 from labctl import system
 from labctl.paths import lab_dir
+from labctl.platforms import docker_arch
 from labctl.spec import PROJECT_ROOT, LabSpec
 
 DEBIAN_TAG_TO_SUITE = {"12": "bookworm", "11": "bullseye", "13": "trixie"}
@@ -39,6 +40,10 @@ DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 TEMPLATES = PROJECT_ROOT / "templates"
 BUNDLE_MANIFEST = "manifest.json"
 BUNDLE_IMAGES = "images.tar"
+# Repository namespace of the images built from the lab's recipes (`lab/lb:<hash>`);
+# checkouts sharing an engine can keep apart (e.g. LAB_IMAGE_NAMESPACE=dev/lab).
+IMAGE_NAMESPACE_ENV = "LAB_IMAGE_NAMESPACE"
+STANDINS = PROJECT_ROOT / "tests" / "standins"
 
 
 class ImageError(Exception):
@@ -54,8 +59,34 @@ class LabImage:
     hosts: tuple[str, ...]
     recipe: Path | None = None
     build_args: tuple[tuple[str, str], ...] = ()
-    # Files added to the recipe's build context: name -> function returning a local path.
-    context_files: tuple[tuple[str, Callable[[], Path]], ...] = ()
+    # Files added to the recipe's build context: name -> function of the architecture
+    # built for, returning a local path.
+    context_files: tuple[tuple[str, Callable[[str], Path]], ...] = ()
+
+
+def image_namespace() -> str:
+    return os.environ.get(IMAGE_NAMESPACE_ENV) or "lab"
+
+
+def standin_consul_ref(version: str) -> str:
+    """The Consul stand-in's image: its tag carries a hash of its sources, so checkouts
+    with different stand-ins on one engine never take each other's image."""
+    recipe = STANDINS / "consul"
+    return f"{image_namespace()}-standin/consul:{version}-{recipe_tag(recipe)}"
+
+
+def is_standin(ref: str) -> bool:
+    return ref.rpartition(":")[0].endswith("-standin/consul")
+
+
+def _consul_template(spec: LabSpec) -> Callable[[str], Path]:
+    def binary(arch: str) -> Path:
+        # Imported here: labctl.consul_template imports this module's ImageError.
+        from labctl.consul_template import consul_template_binary
+
+        return consul_template_binary(spec, arch)
+
+    return binary
 
 
 def recipe_tag(recipe: Path, *identity: str) -> str:
@@ -69,7 +100,7 @@ def recipe_tag(recipe: Path, *identity: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def _file_identity(path: Path | None) -> str:
+def file_identity(path: Path | None) -> str:
     if path is None:
         return "release"
     try:
@@ -86,26 +117,29 @@ def lab_images(spec: LabSpec) -> list[LabImage]:
     ct_version = spec.versions.consul_template
     ct_source = spec.images.consul_template_binary
     lb_args = (("NGINX_VERSION", spec.versions.nginx),)
-    lb_tag = recipe_tag(lb_recipe, base, *lb_args[0], ct_version, _file_identity(ct_source))
+    lb_tag = recipe_tag(lb_recipe, base, *lb_args[0], ct_version, file_identity(ct_source))
+    namespace = image_namespace()
     images = [
         LabImage(
             "consul",
             spec.consul_image,
             tuple(h.name for h in spec.hosts if h.consul != "none"),
+            # The offline road's stand-in is built from its sources, like a recipe.
+            recipe=STANDINS / "consul" if is_standin(spec.consul_image) else None,
         ),
         LabImage(
             "demo_service",
-            f"lab/demo-service:{recipe_tag(demo_recipe, base)}",
+            f"{namespace}/demo-service:{recipe_tag(demo_recipe, base)}",
             tuple(h.name for h in spec.hosts if h.demo > 0),
             recipe=demo_recipe,
         ),
         LabImage(
             "lb",
-            f"lab/lb:{lb_tag}",
+            f"{namespace}/lb:{lb_tag}",
             tuple(h.name for h in spec.hosts if h.lb),
             recipe=lb_recipe,
             build_args=lb_args,
-            context_files=(("consul-template", lambda: consul_template_binary(spec)),),
+            context_files=(("consul-template", _consul_template(spec)),),
         ),
     ]
     return [image for image in images if image.hosts]
@@ -123,11 +157,19 @@ def image_id(client: docker.DockerClient, ref: str) -> str:
     return client.images.get(ref).id
 
 
-def try_pull(client: docker.DockerClient, ref: str, mirrors: list[str] = ()) -> bool:
-    """Pull `ref` from each mirror, then from its own registry; tag a mirror's copy as `ref`."""
+def engine_arch(client: docker.DockerClient) -> str:
+    return docker_arch(client.info()["Architecture"])
+
+
+def try_pull(
+    client: docker.DockerClient, ref: str, mirrors: list[str] = (), arch: str | None = None
+) -> bool:
+    """Pull `ref` (for `arch`) from each mirror, then from its own registry; tag a
+    mirror's copy as `ref`."""
+    platform = f"linux/{arch}" if arch else None
     for source in [f"{m.rstrip('/').split('://')[-1]}/{ref}" for m in mirrors] + [ref]:
         try:
-            image = client.images.pull(source)
+            image = client.images.pull(source, platform=platform)
         except DockerException:
             continue
         if source != ref:
@@ -194,12 +236,14 @@ def ensure_base_image(client: docker.DockerClient, ref: str) -> str:
 
 
 def build(client: docker.DockerClient, image: LabImage, base_image: str) -> None:
+    """Build `image` from its recipe on this engine (for the engine's own architecture)."""
     ensure_base_image(client, base_image)
+    arch = engine_arch(client)
     try:
         with tempfile.TemporaryDirectory(prefix="labctl-build-") as context:
             shutil.copytree(image.recipe, context, dirs_exist_ok=True)
             for name, source in image.context_files:
-                shutil.copy2(source(), Path(context) / name)
+                shutil.copy2(source(arch), Path(context) / name)
             client.images.build(
                 path=context,
                 tag=image.ref,
@@ -211,79 +255,6 @@ def build(client: docker.DockerClient, image: LabImage, base_image: str) -> None
             f"building {image.ref} from {image.recipe} failed ({str(exc).strip()[:200]}); "
             "fix the recipe or the network its package installs need, then retry."
         ) from None
-
-
-RELEASES = "https://releases.hashicorp.com/consul-template"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labctl"
-
-
-def _binary_from_archive(archive: Path, dest: Path) -> None:
-    """Extract `consul-template` from a release .zip or .tgz, or copy a bare binary."""
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as z:
-                data = z.read("consul-template")
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as t:
-                member = t.extractfile("consul-template")
-                data = member.read() if member else b""
-        else:
-            data = archive.read_bytes()
-    except KeyError:
-        data = b""
-    if not data:
-        raise ImageError(
-            f"{archive} holds no consul-template binary; use the release archive or the binary."
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(data)
-    dest.chmod(0o755)
-
-
-def consul_template_binary(spec: LabSpec) -> Path:
-    """The consul-template binary for the LB image: a local file, else the release, checked."""
-    version = spec.versions.consul_template
-    cached = CACHE / "consul-template" / version / "consul-template"
-    local = spec.images.consul_template_binary
-    if local is not None:
-        if not local.is_file():
-            raise ImageError(
-                f"images.consul_template_binary {local} does not exist; point it at a "
-                "consul-template binary, .zip or .tgz, or remove it to use the release archive."
-            )
-        dest = CACHE / "consul-template" / f"local-{_file_identity(local)[:16]}" / "consul-template"
-        if not dest.is_file():
-            _binary_from_archive(local, dest)
-        return dest
-    if cached.is_file():
-        return cached
-    name = f"consul-template_{version}_linux_amd64.zip"
-    try:
-        with httpx.Client(timeout=30, follow_redirects=True) as client:
-            sums = client.get(f"{RELEASES}/{version}/consul-template_{version}_SHA256SUMS")
-            sums.raise_for_status()
-            archive = client.get(f"{RELEASES}/{version}/{name}")
-            archive.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise ImageError(
-            f"consul-template {version} cannot be had: {RELEASES} did not answer "
-            f"({type(exc).__name__}); set images.consul_template_binary to a local binary or "
-            "release archive, or `labctl up --bundle FILE` with a bundle holding the LB image."
-        ) from None
-    published = {line.split()[1]: line.split()[0] for line in sums.text.splitlines() if line}
-    actual = hashlib.sha256(archive.content).hexdigest()
-    if published.get(name) != actual:
-        raise ImageError(
-            f"{name} has SHA-256 {actual}, not the published {published.get(name)}; "
-            "a proxy or mirror altered it: fetch it another way and set "
-            "images.consul_template_binary."
-        )
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(suffix=".zip") as tmp:
-        tmp.write(archive.content)
-        tmp.flush()
-        _binary_from_archive(Path(tmp.name), cached)
-    return cached
 
 
 def read_bundle(path: Path) -> dict[str, str]:
@@ -298,6 +269,26 @@ def read_bundle(path: Path) -> dict[str, str]:
         ) from None
 
 
+def bundle_arches(path: Path) -> dict[str, str]:
+    """Architecture of every image in a bundle, read from its image configurations
+    (`docker save` format) without a Docker engine: reference -> architecture."""
+    arches = {}
+    try:
+        with tarfile.open(path) as bundle:
+            images = bundle.extractfile(BUNDLE_IMAGES)
+            with tarfile.open(fileobj=images) as saved:
+                for entry in json.load(saved.extractfile("manifest.json")):
+                    config = json.load(saved.extractfile(entry["Config"]))
+                    for ref in entry.get("RepoTags") or []:
+                        arches[ref] = config.get("architecture", "unknown")
+    except (OSError, tarfile.TarError, KeyError, ValueError, AttributeError) as exc:
+        raise ImageError(
+            f"{path} holds no readable {BUNDLE_IMAGES} ({exc}); make it again with "
+            "`labctl bundle save FILE`."
+        ) from None
+    return arches
+
+
 def load_bundle(client: docker.DockerClient, path: Path) -> None:
     with tarfile.open(path) as bundle:
         images = bundle.extractfile(BUNDLE_IMAGES)
@@ -306,27 +297,52 @@ def load_bundle(client: docker.DockerClient, path: Path) -> None:
         client.images.load(images)
 
 
-def resolve(
-    client: docker.DockerClient, spec: LabSpec, image: LabImage, bundle: Path | None = None
-) -> str:
-    """Make one image present in the local engine; return how it was obtained."""
-    if present(client, image.ref):
-        return "present"
-    if bundle is not None and image.ref in read_bundle(bundle):
-        load_bundle(client, bundle)
-        if present(client, image.ref):
-            return "bundle"
-    if try_pull(client, image.ref, spec.images.registry_mirrors):
-        return "pulled"
-    if image.recipe is not None:
-        build(client, image, spec.docker.base_image)
-        return "built"
-    raise ImageError(
-        f"image {image.ref} cannot be had: it is not in the local engine and no registry "
-        "served it; provide it by `docker load -i FILE`, by `labctl up --bundle FILE` with a "
-        "bundle from `labctl bundle save`, or by a reachable registry (images.registry_mirrors "
-        f"or images.{image.key} in the lab spec)."
+def cannot_be_had(image: LabImage, where: str) -> ImageError:
+    """The sentence for an image no source gave: the four ways to provide it."""
+    return ImageError(
+        f"image {image.ref} cannot be had: {where}; provide it by `docker load -i FILE`, by "
+        "`labctl up --bundle FILE` with a bundle from `labctl bundle save`, or by a reachable "
+        f"registry (images.registry_mirrors or images.{image.key} in the lab spec), or try the "
+        "lab without any registry on its stand-ins (not HashiCorp software): `labctl up --offline`."
     )
+
+
+def wrong_arch(ref: str, how: str, actual: str, arch: str, hosts: str) -> ImageError:
+    return ImageError(
+        f"image {ref} ({how}) is built for {actual}, but {hosts}; nothing was changed on the "
+        f"hosts: provide it for {arch} (remove this one with `docker rmi {ref}` so labctl "
+        "pulls or builds one), or set images.delivery: hosts so each host gets its own."
+    )
+
+
+def resolve(
+    client: docker.DockerClient,
+    spec: LabSpec,
+    image: LabImage,
+    bundle: Path | None = None,
+    arch: str | None = None,
+    hosts: str = "",
+) -> str:
+    """Make one image present in the local engine, for `arch` (default: the engine's);
+    return how it was obtained. `hosts` names the hosts of that architecture."""
+    arch = arch or engine_arch(client)
+    how = None
+    if present(client, image.ref):
+        how = "present"
+    elif bundle is not None and image.ref in read_bundle(bundle):
+        load_bundle(client, bundle)
+        how = "bundle" if present(client, image.ref) else None
+    if how is None and try_pull(client, image.ref, spec.images.registry_mirrors, arch):
+        how = "pulled"
+    if how is None and image.recipe is not None:
+        build(client, image, spec.docker.base_image)
+        how = "built"
+    if how is None:
+        raise cannot_be_had(image, "it is not in the local engine and no registry served it")
+    actual = client.images.get(image.ref).attrs.get("Architecture", arch)
+    if actual != arch:
+        raise wrong_arch(image.ref, how, actual, arch, hosts or f"the hosts run {arch}")
+    return how
 
 
 def host_archive(spec: LabSpec, images: dict[str, str]) -> Path:
@@ -343,13 +359,20 @@ def host_archive(spec: LabSpec, images: dict[str, str]) -> Path:
     return archive
 
 
-def prepare(spec: LabSpec, bundle: Path | None = None, report=lambda line: None) -> dict:
-    """Resolve every image and write the per-host archives; return the state to record."""
-    client = system.ensure_engine()
+def prepare_on_control(
+    spec: LabSpec,
+    client: docker.DockerClient,
+    arch: str,
+    hosts: str,
+    bundle: Path | None = None,
+    report=lambda line: None,
+) -> dict:
+    """Resolve every image on this engine (every host runs `arch`, as `hosts` says) and
+    write the per-host archives; return the state to record."""
     images = lab_images(spec)
     resolved = {}
     for image in images:
-        how = resolve(client, spec, image, bundle)
+        how = resolve(client, spec, image, bundle, arch, hosts)
         report(f"image {image.ref}: {how}")
         resolved[image.key] = {"ref": image.ref, "id": image_id(client, image.ref)}
     archives = {}

@@ -7,6 +7,7 @@ Roles are host data flags and groups; no code branches on host names.
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from labctl.images import LabImage, lab_images
@@ -69,8 +70,19 @@ def host_data(
         "nginx_version": spec.versions.nginx,
         "lab_host_images": [i.key for i in images if host.name in i.hosts],
         "lab_images": state.get("images", {}),
+        "lab_image_delivery": state.get("delivery", "control"),
         "lab_image_archive": state.get("image_archives", {}).get(host.name),
+        "lab_image_plan": state.get("image_plans", {}).get(host.name),
+        # Hosts that pull do so through their engine's mirrors (daemon.json).
+        "docker_registry_mirrors": [
+            m if "://" in m else f"https://{m}" for m in spec.images.registry_mirrors
+        ],
     }
+
+
+def spec_relative(spec: LabSpec, path: str) -> Path:
+    """A path written in the spec: `~` expanded, relative ones from the spec's folder."""
+    return spec.source.parent / Path(path).expanduser()
 
 
 def ssh_data_for_spec(spec: LabSpec, host: Host) -> SshData:
@@ -82,7 +94,11 @@ def ssh_data_for_spec(spec: LabSpec, host: Host) -> SshData:
     }
     key = host.ssh_key or spec.ssh.key
     if key:
-        data["ssh_key"] = key
+        data["ssh_key"] = str(spec_relative(spec, key))
+        data["ssh_allow_agent"] = data["ssh_look_for_keys"] = False
+    # A first contact is recorded, a changed key refused (labctl.remote does the same).
+    data["ssh_strict_host_key_checking"] = "accept-new"
+    data["ssh_known_hosts_file"] = str(spec_relative(spec, spec.ssh.known_hosts))
     if data["ssh_user"] != "root":
         data["_sudo"] = True
     return data

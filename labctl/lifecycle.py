@@ -11,8 +11,8 @@ from pathlib import Path
 
 from docker.errors import DockerException, NotFound
 
-from labctl import images, security, system, vagrant
-from labctl.converge import ConvergeError, ConvergeResult, converge
+from labctl import delivery, images, machines, security, standins, system, teardown, vagrant
+from labctl.converge import ConnectFailure, ConvergeError, ConvergeResult, converge
 from labctl.inventory import connection_data
 from labctl.paths import (
     LAB_LABEL,
@@ -20,8 +20,10 @@ from labctl.paths import (
     lab_dir,
     log_summary,
     read_state,
+    with_images,
     write_state,
 )
+from labctl.platforms import control_arch
 from labctl.remote import RemoteError, run
 from labctl.spec import LabSpec
 
@@ -48,13 +50,35 @@ def resolve_provider(spec: LabSpec, override: str | None = None) -> str:
     return recorded or system.choose_provider(wanted)
 
 
-def preflight(spec: LabSpec, provider: str, report: Report, bundle: Path | None = None) -> dict:
-    """Everything that can fail before a host is touched; returns the resolved images."""
+def hosts_arch(spec: LabSpec, provider: str, report: Report) -> dict[str, str]:
+    """Each host's architecture, known before anything changes on any host: read over
+    SSH on existing machines (which also checks that each one can be used), the
+    engine's for the docker provider's containers, this machine's for VirtualBox VMs."""
+    if provider == "ssh":
+        report(f"reaching {len(spec.hosts)} machines over SSH")
+        return machines.hosts_arch(connection_data(spec, "ssh"), spec.name)
+    docker_road = provider == "docker"
+    arch = images.engine_arch(system.ensure_engine()) if docker_road else control_arch()
+    return dict.fromkeys((h.name for h in spec.hosts), arch)
+
+
+def preflight(
+    spec: LabSpec, provider: str, report: Report, bundle: Path | None, offline: bool
+) -> tuple[LabSpec, dict]:
+    """Everything that can fail before a host is touched; returns the spec to converge
+    and the state to record (the resolved images)."""
     system.ensure_provider(provider)
+    arches = hosts_arch(spec, provider, report)
+    state: dict = {"provider": provider}
+    if offline:
+        lb_arch = next((arches[h.name] for h in spec.hosts if h.lb), control_arch())
+        state["offline"] = standins.offline_images(spec, lb_arch)
+        report(standins.NOTE)
+        spec = with_images(spec, state["offline"])
     if provider == "docker":
         how = images.ensure_base_image(system.ensure_engine(), spec.docker.base_image)
         report(f"base image {spec.docker.base_image}: {how}")
-    return images.prepare(spec, bundle, report)
+    return spec, state | delivery.prepare(spec, arches, bundle, report)
 
 
 def _vagrant_up(spec: LabSpec, provider: str, report: Report) -> str | None:
@@ -94,10 +118,17 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
         )
 
 
-def up(spec: LabSpec, provider: str, report: Report, bundle: Path | None = None) -> ConvergeResult:
-    resolved = preflight(spec, provider, report, bundle)
+def up(
+    spec: LabSpec,
+    provider: str,
+    report: Report,
+    bundle: Path | None = None,
+    offline: bool = False,
+) -> ConvergeResult:
+    """Create and converge the lab; `offline`: on the stand-ins (no registry at all)."""
+    spec, state = preflight(spec, provider, report, bundle, offline)
     security.gossip_key(spec, create=True)
-    write_state(spec, provider=provider, **resolved)
+    write_state(spec, **({"offline": None} | state))
     create_hosts(spec, provider, report)
     if not spec.security.acl:
         return converge_lab(spec, report)
@@ -110,9 +141,11 @@ def up(spec: LabSpec, provider: str, report: Report, bundle: Path | None = None)
 
 def apply(spec: LabSpec, report: Report) -> ConvergeResult:
     """Converge again. Images are resolved again first: a changed recipe is rebuilt."""
-    if not read_state(spec):
+    state = read_state(spec)
+    if not state:
         raise LifecycleError(f"lab {spec.name} is not up; run `labctl up` first.")
-    write_state(spec, **images.prepare(spec, report=report))
+    arches = hosts_arch(spec, state["provider"], report)
+    write_state(spec, **delivery.prepare(spec, arches, report=report))
     # Tokens for hosts the spec gained (none otherwise: no Consul call, so an apply
     # works while the cluster has no leader); their agents get them after the converge.
     made = security.ensure_acls(spec, report, check_servers=False)
@@ -134,6 +167,8 @@ def converge_lab(spec: LabSpec, report: Report, extra_args: tuple[str, ...] = ()
     the middle, e.g. powered off) is named with the way out, not as a failed operation."""
     try:
         return converge(spec, log_file(spec, "converge"), on_line=report, extra_args=extra_args)
+    except ConnectFailure:
+        raise  # a host pyinfra could not reach at the start: already named, with its cause
     except ConvergeError as exc:
         # pyinfra names the hosts that failed, except when a connection lost in the
         # middle of a fact crashes it (EOFError): then any host may be the lost one.
@@ -177,6 +212,7 @@ class HostStatus:
     state: str
     address: str
     docker: str
+    problem: str = ""  # why an existing machine does not answer
 
 
 def status(spec: LabSpec) -> list[HostStatus]:
@@ -191,23 +227,35 @@ def status(spec: LabSpec) -> list[HostStatus]:
         connections = connection_data(spec, provider, states)
     rows = []
     for host in spec.hosts:
-        engine = "-"
+        engine, problem = "-", ""
         if host.name in connections:
             try:
                 code, output = run(connections[host.name], "systemctl is-active docker", 10)
                 engine = output.strip() or ("active" if code == 0 else "inactive")
-            except RemoteError:
-                engine = "unreachable"
-        rows.append(
-            HostStatus(host.name, provider, states.get(host.name, "?"), str(host.address), engine)
-        )
+            except RemoteError as exc:
+                engine, problem = "unreachable", f"{host.name} ({exc.where}): {exc.cause}."
+        state = states.get(host.name, "?")
+        rows.append(HostStatus(host.name, provider, state, str(host.address), engine, problem))
     return rows
 
 
-def down(spec: LabSpec, report: Report) -> list[str]:
-    """Remove every trace of the lab; safe after a failed `up` and when run twice."""
+def down(spec: LabSpec, report: Report, purge_engine: bool = False) -> list[str]:
+    """Remove every trace of the lab; safe after a failed `up` and when run twice.
+
+    Vagrant's machines are destroyed; existing machines (ssh) keep only what the lab
+    did not put there (the Docker engine too, unless `purge_engine`)."""
     removed: list[str] = []
-    provider = read_state(spec).get("provider")
+    state = read_state(spec)
+    # An ssh spec is cleaned even without local state: the machines may still hold the lab.
+    provider = state.get("provider") or ("ssh" if spec.provider == "ssh" else None)
+    if provider == "ssh":
+        try:
+            removed += teardown.remove_from_machines(
+                spec, log_file(spec, "down"), report, purge_engine
+            )
+        except teardown.PartialTeardown as exc:
+            # The local state stays, for the next `down`.
+            raise LifecycleError(str(exc)) from None
     if provider in vagrant.VAGRANT_PROVIDERS and vagrant.vagrant_dotfile_path(spec).exists():
         report("vagrant destroy")
         try:
@@ -215,10 +263,12 @@ def down(spec: LabSpec, report: Report) -> list[str]:
             removed.append(f"vagrant machines ({provider})")
         except (subprocess.CalledProcessError, RuntimeError) as exc:
             report(f"vagrant destroy failed ({exc}); removing leftovers directly")
-    removed += _sweep_docker(spec, report)
+    if provider != "ssh":
+        removed += _sweep_docker(spec, report)
     if lab_dir(spec).exists():
         shutil.rmtree(lab_dir(spec))
-        removed.append(f"local state {lab_dir(spec)}")
+        if state:  # not only the log of this very `down`
+            removed.append(f"local state {lab_dir(spec)}")
     return removed
 
 

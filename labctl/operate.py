@@ -18,6 +18,7 @@ from labctl.converge import ConvergeResult
 from labctl.inventory import connection_data
 from labctl.lifecycle import LifecycleError, apply
 from labctl.paths import (
+    LAB_LABEL,
     host_container_name,
     read_state,
     with_state,
@@ -84,13 +85,43 @@ def _instance(spec: LabSpec, target: str):
     return next((i for i in with_state(spec).demo_instances() if i.id == target), None)
 
 
+def _remote(spec: LabSpec, host: str, command: str) -> str:
+    """Run a Docker command on one of the lab's hosts (sudo where needed); its output."""
+    connection = connection_data(spec).get(host)
+    if connection is None:
+        raise LifecycleError(f"host {host} is not running; `labctl recover {host}` first.")
+    try:
+        code, output = run(connection, command, sudo=True)
+    except RemoteError as exc:
+        raise LifecycleError(f"cannot reach {host} ({exc}); check `labctl status`.") from None
+    if code != 0:
+        raise LifecycleError(f"`{command}` on {host} failed: {output.strip()}")
+    return output
+
+
+def _machine_action(spec: LabSpec, target: str, failing: bool) -> str:
+    """A machine the lab does not own is not powered off: its lab containers are killed
+    (no shutdown, no goodbye from the agents: the host is gone for the others) or started."""
+    listing = "ps -q" if failing else "ps -aq"
+    label = f"{LAB_LABEL}={spec.name}"
+    verb = "kill" if failing else "start"
+    command = f"docker {listing} --filter label={label} | xargs -r docker {verb}"
+    output = _remote(spec, target, command)
+    count = len(output.split())
+    if failing:
+        return (
+            f"host {target}: {count} lab containers killed (an existing machine is not "
+            f"powered off; `labctl recover {target}` starts them)"
+        )
+    return f"host {target}: {count} lab containers started"
+
+
 def _host_action(spec: LabSpec, target: str, failing: bool, report: Report) -> str:
     provider = read_state(spec).get("provider")
+    if provider == "ssh":
+        return _machine_action(spec, target, failing)
     if provider not in vagrant.VAGRANT_PROVIDERS:
-        raise LifecycleError(
-            f"failing a whole host needs a Vagrant provider, not {provider}; fail its "
-            "instances instead, or stop the machine yourself."
-        )
+        raise LifecycleError(f"lab {spec.name} is not up; run `labctl up` first.")
     v = vagrant.client(spec, provider)
     if failing:
         if provider == "docker":
@@ -108,25 +139,13 @@ def _host_action(spec: LabSpec, target: str, failing: bool, report: Report) -> s
 
 
 def fail_or_recover(spec: LabSpec, target: str, failing: bool, report: Report) -> str:
-    """Crash (or restart) one demo instance, or power off (or on) a whole host."""
+    """Crash (or restart) one demo instance, or a whole host: Vagrant's machines are
+    powered off (or on), existing machines have their lab containers killed (or started)."""
     instance = _instance(spec, target)
     if instance is None and target not in {h.name for h in spec.hosts}:
         names = [i.id for i in with_state(spec).demo_instances()] + [h.name for h in spec.hosts]
         raise LifecycleError(f"unknown target {target!r}; use one of {', '.join(names)}.")
     if instance is None:
         return _host_action(spec, target, failing, report)
-    connection = connection_data(spec).get(instance.host)
-    if connection is None:
-        raise LifecycleError(
-            f"host {instance.host} is not running; `labctl recover {instance.host}` first."
-        )
-    command = f"docker {'kill' if failing else 'start'} {instance.id}"
-    try:
-        code, output = run(connection, command, sudo=True)
-    except RemoteError as exc:
-        raise LifecycleError(
-            f"cannot reach {instance.host} ({exc}); check `labctl status`."
-        ) from None
-    if code != 0:
-        raise LifecycleError(f"`{command}` on {instance.host} failed: {output.strip()}")
+    _remote(spec, instance.host, f"docker {'kill' if failing else 'start'} {instance.id}")
     return f"instance {instance.id} {'killed' if failing else 'started'} on {instance.host}"

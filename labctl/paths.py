@@ -69,7 +69,20 @@ def with_demo_counts(spec: LabSpec, counts: dict[str, int]) -> LabSpec:
     return scaled
 
 
+def with_images(spec: LabSpec, images: dict[str, str]) -> LabSpec:
+    """The spec with these `images` settings (the offline road's stand-ins)."""
+    update = {k: Path(v) if k == "consul_template_binary" else v for k, v in images.items()}
+    changed = spec.model_copy(update={"images": spec.images.model_copy(update=update)})
+    changed._source = spec.source
+    return changed
+
+
 def with_state(spec: LabSpec) -> LabSpec:
-    """The spec with the demo counts `scale` recorded, if any."""
-    counts = read_state(spec).get("demo_counts")
-    return with_demo_counts(spec, counts) if counts else spec
+    """The spec with what the lab's state records over it: the demo counts `scale`
+    recorded, and the stand-ins `up --offline` chose."""
+    state = read_state(spec)
+    if state.get("demo_counts"):
+        spec = with_demo_counts(spec, state["demo_counts"])
+    if state.get("offline"):
+        spec = with_images(spec, state["offline"])
+    return spec

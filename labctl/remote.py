@@ -1,23 +1,113 @@
-"""Run a command on a lab host over SSH (paramiko), with the inventory's connection data."""
+"""Run a command on a lab host over SSH (paramiko), with the inventory's connection data.
+
+Host keys follow the policy pyinfra's SSH connector applies to the same data
+(`ssh_strict_host_key_checking`, `ssh_known_hosts_file`): with `accept-new` a first
+contact is recorded in the known_hosts file and a changed key is refused; with `no`
+(Vagrant's throwaway machines, known_hosts /dev/null) nothing is checked or kept.
+"""
 
 from __future__ import annotations
 
+import errno
 import shlex
+import socket
+import threading
+from pathlib import Path
 
 import paramiko
+from paramiko.hostkeys import HostKeyEntry
 
 from labctl.inventory import SshData
 
+# One writer at a time: several hosts are probed in parallel.
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
 
 class RemoteError(Exception):
-    pass
+    """A host could not be reached or did not answer; `cause` says why, and the fix."""
+
+    def __init__(self, where: str, cause: str):
+        super().__init__(f"{where}: {cause}")
+        self.where = where
+        self.cause = cause
 
 
-def run(ssh: SshData, command: str, timeout: float = 30.0, sudo: bool = False) -> tuple[int, str]:
-    """Run `command` on the host; return (exit status, combined output)."""
+def address(ssh: SshData) -> str:
+    return f"{ssh['ssh_hostname']}:{ssh.get('ssh_port', 22)}"
+
+
+def known_hosts_entry(ssh: SshData) -> str:
+    """The name a host's key is recorded under (OpenSSH's and paramiko's form)."""
+    port = int(ssh.get("ssh_port", 22))
+    return ssh["ssh_hostname"] if port == 22 else f"[{ssh['ssh_hostname']}]:{port}"
+
+
+class _AcceptNew(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's StrictHostKeyChecking=accept-new: record an unknown host's key by
+    appending one line (paramiko's own save would rewrite the user's whole file)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key):
+        line = HostKeyEntry([hostname], key).to_line()
+        with _KNOWN_HOSTS_LOCK, self.path.open("a") as known_hosts:
+            known_hosts.write(line)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def _host_key_policy(client: paramiko.SSHClient, ssh: SshData) -> None:
+    known = ssh.get("ssh_known_hosts_file")
+    if ssh.get("ssh_strict_host_key_checking") == "no" or known in (None, "/dev/null"):
+        # Kept in memory only (no file is loaded, so none is written), and silently.
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        return
+    path = Path(known).expanduser()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    client.load_host_keys(str(path))
+    client.set_missing_host_key_policy(_AcceptNew(path))
+
+
+def describe(ssh: SshData, exc: BaseException, timeout: float = 30.0) -> str:
+    """What went wrong reaching a host, and the fix, as the end of one sentence."""
+    user = ssh.get("ssh_user", "root")
+    if isinstance(exc, paramiko.BadHostKeyException):
+        known = Path(ssh["ssh_known_hosts_file"]).expanduser()
+        entry = known_hosts_entry(ssh)
+        return (
+            f"its SSH host key is not the one {known} records for {entry}; if the machine "
+            f"was rebuilt, forget the old key with `ssh-keygen -f {known} -R '{entry}'` and "
+            "retry (if it was not, something is intercepting the connection)"
+        )
+    if isinstance(exc, paramiko.AuthenticationException):
+        key = ssh.get("ssh_key") or "the SSH agent and default keys"
+        return (
+            f"authentication as {user} with {key} failed; install that key's public half in "
+            f"~{user}/.ssh/authorized_keys there, or fix ssh.user / ssh.key in the lab spec"
+        )
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        # paramiko gathers one error per address, each a refusal or "no route to host".
+        refused = all(e.errno == errno.ECONNREFUSED for e in exc.errors.values())
+        exc = (
+            ConnectionRefusedError() if refused else OSError(errno.EHOSTUNREACH, "No route to host")
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused; start sshd there, or fix the host's address or ssh_port"
+    if isinstance(exc, socket.gaierror):
+        return f"the name {ssh['ssh_hostname']} does not resolve; fix the host's ssh_host"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"no answer within {timeout:.0f} s; check that the machine is up and reachable"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror.lower()}; check that the machine is up and reachable"
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
+
+
+def connect(ssh: SshData, timeout: float = 30.0) -> paramiko.SSHClient:
+    """An open connection to the host; RemoteError naming the cause otherwise."""
     client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     try:
+        _host_key_policy(client, ssh)
         client.connect(
             ssh["ssh_hostname"],
             port=int(ssh.get("ssh_port", 22)),
@@ -26,9 +116,20 @@ def run(ssh: SshData, command: str, timeout: float = 30.0, sudo: bool = False) -
             timeout=timeout,
             banner_timeout=timeout,
             auth_timeout=timeout,
-            allow_agent=False,
+            # An explicit key is the only one tried, as pyinfra's ssh_key is.
+            allow_agent="ssh_key" not in ssh,
             look_for_keys="ssh_key" not in ssh,
         )
+    except (TimeoutError, paramiko.SSHException, OSError) as exc:
+        client.close()
+        raise RemoteError(address(ssh), describe(ssh, exc, timeout)) from exc
+    return client
+
+
+def run(ssh: SshData, command: str, timeout: float = 30.0, sudo: bool = False) -> tuple[int, str]:
+    """Run `command` on the host; return (exit status, combined output)."""
+    client = connect(ssh, timeout)
+    try:
         if sudo and ssh.get("ssh_user", "root") != "root":
             command = f"sudo -n sh -c {shlex.quote(command)}"
         _, stdout, _ = client.exec_command(command, timeout=timeout, get_pty=False)
@@ -36,6 +137,6 @@ def run(ssh: SshData, command: str, timeout: float = 30.0, sudo: bool = False) -
         output = stdout.read().decode(errors="replace")
         return stdout.channel.recv_exit_status(), output
     except (TimeoutError, paramiko.SSHException, OSError) as exc:
-        raise RemoteError(f"{ssh['ssh_hostname']}:{ssh.get('ssh_port', 22)}: {exc}") from exc
+        raise RemoteError(address(ssh), describe(ssh, exc, timeout)) from exc
     finally:
         client.close()

@@ -90,8 +90,12 @@ class Images(_Strict):
     # A consul-template binary, .zip or .tgz on the control machine; default: the
     # official release archive for versions.consul_template, SHA-256 checked.
     consul_template_binary: Path | None = None
-    # Registries tried, in order, before an image's own registry.
+    # Registries tried, in order, before an image's own registry (by the control
+    # machine, and by the hosts' engines as daemon.json registry-mirrors).
     registry_mirrors: list[str] = []
+    # Where images are resolved: `control` (this machine's engine, one archive per
+    # host), `hosts` (each host pulls, builds or loads a bundle), or `auto`.
+    delivery: Literal["auto", "control", "hosts"] = "auto"
 
 
 class Box(_Strict):
@@ -126,6 +130,8 @@ class Ssh(_Strict):
     user: str = "root"
     port: Annotated[int, Field(ge=1, le=65535)] = 22
     key: str | None = None
+    # Where host keys are recorded (first contact) and checked (every contact).
+    known_hosts: str = "~/.ssh/known_hosts"
 
 
 class Security(_Strict):

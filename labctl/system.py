@@ -1,7 +1,8 @@
 """What the control machine has, and setting up what it lacks.
 
 `labctl doctor` reports; `labctl doctor --fix` and `labctl up` install what is
-missing with apt when run as root, and start a Docker engine that does not answer.
+missing with apt, and start a Docker engine that does not answer: directly as root,
+through `sudo -n` for a user who may sudo (a machine used as root often has no sudo).
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import docker
 from docker.errors import DockerException
@@ -20,6 +23,9 @@ from labctl import virtualbox
 
 DOCKERD_LOG = Path("/var/log/dockerd.log")
 ENGINE_START_TIMEOUT = 60.0
+DOCKER_SOCKET = Path("/var/run/docker.sock")
+# What a labctl run again through sudo keeps of its environment.
+SUDO_KEPT_ENV = ("LAB_SPEC", "LAB_IMAGE_NAMESPACE", "LAB_DEBIAN_MIRROR", "COLUMNS")
 
 
 class PrerequisiteError(Exception):
@@ -35,7 +41,7 @@ class Tool:
 
 
 VAGRANT = Tool("Vagrant", "vagrant", "vagrant", "the virtualbox and docker providers")
-DOCKER_CLI = Tool("Docker", "docker", "docker.io", "the docker provider and images")
+DOCKER_CLI = Tool("Docker", "docker", "docker.io", "the docker provider; images.delivery: control")
 DEBOOTSTRAP = Tool("debootstrap", "debootstrap", "debootstrap", "a base image without a registry")
 VIRTUALBOX = Tool("VirtualBox", "VBoxManage", "virtualbox", "the virtualbox provider")
 
@@ -54,25 +60,67 @@ def engine() -> docker.DockerClient | None:
         return None
 
 
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def can_sudo() -> bool:
+    return not is_root() and shutil.which("sudo") is not None
+
+
+def as_root(command: list[str]) -> list[str]:
+    """`command` as root runs it: itself for root, through `sudo -n` for a user with sudo
+    (never prompting under labctl's progress line: `sudo -v` first remembers a password)."""
+    return command if is_root() else ["sudo", "-n", "--preserve-env=DEBIAN_FRONTEND", *command]
+
+
 def can_install() -> bool:
-    return os.geteuid() == 0 and shutil.which("apt-get") is not None
+    return shutil.which("apt-get") is not None and (is_root() or can_sudo())
+
+
+def _root_failure(command: list[str], output: str) -> str | None:
+    if not is_root() and "password is required" in output:
+        return (
+            f"`{' '.join(command)}` needs root and sudo asks for a password; run `sudo -v` "
+            "first (sudo then remembers it for a while) and retry, or run as root."
+        )
+    return None
 
 
 def apt_install(*packages: str) -> None:
     """Install Debian/Ubuntu packages; raise PrerequisiteError naming the fix on failure."""
     if not can_install():
         raise PrerequisiteError(
-            f"{', '.join(packages)} missing and this is not root on a Debian/Ubuntu machine; "
-            f"install them yourself (sudo apt-get install {' '.join(packages)}) or rerun with sudo."
+            f"{', '.join(packages)} missing, and this machine has no apt-get or no way to become "
+            f"root (no sudo); install them yourself (apt-get install {' '.join(packages)} as "
+            "root) and retry."
         )
     env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        result = subprocess.run(as_root(command), env=env, capture_output=True, text=True)
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             raise PrerequisiteError(
-                f"`{' '.join(command)}` failed ({last}); fix apt on this machine and retry."
+                _root_failure(command, result.stderr)
+                or f"`{' '.join(command)}` failed ({last}); fix apt on this machine and retry."
             )
+
+
+def engine_refuses_user() -> bool:
+    """True where a Docker engine runs but this user may not use it (root and the docker
+    group only, Docker's default)."""
+    return (
+        not is_root()
+        and not os.environ.get("DOCKER_HOST")
+        and DOCKER_SOCKET.exists()
+        and not os.access(DOCKER_SOCKET, os.R_OK | os.W_OK)
+    )
+
+
+def rerun_as_root(argv: list[str]) -> NoReturn:
+    """Run this labctl command again as root, through sudo (which may ask for a password)."""
+    kept = ",".join(SUDO_KEPT_ENV)
+    os.execvp("sudo", ["sudo", f"--preserve-env={kept}", sys.executable, "-m", "labctl", *argv])
 
 
 def ensure_tools(*tools: Tool) -> list[str]:
@@ -90,19 +138,23 @@ def ensure_engine() -> docker.DockerClient:
         return client
     if not shutil.which("dockerd"):
         ensure_tools(Tool("Docker engine", "dockerd", "docker.io", "the docker provider"))
-    if os.geteuid() != 0:
+    if not (is_root() or can_sudo()):
         raise PrerequisiteError(
-            "no Docker engine answers; start it (sudo systemctl start docker) and retry."
+            "no Docker engine answers; start it as root (systemctl start docker) and retry."
         )
     if _systemd_running():
-        subprocess.run(["systemctl", "start", "docker"], check=False, capture_output=True)
+        result = subprocess.run(
+            as_root(["systemctl", "start", "docker"]), capture_output=True, text=True
+        )
+        if problem := _root_failure(["systemctl", "start", "docker"], result.stderr):
+            raise PrerequisiteError(problem)
     else:
-        # Containers and CI sandboxes have no init system: run the engine ourselves.
-        with DOCKERD_LOG.open("ab") as log:
-            subprocess.Popen(
-                ["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
+        # Containers and CI sandboxes have no init system: run the engine ourselves,
+        # its log where root writes it.
+        subprocess.Popen(
+            as_root(["sh", "-c", f"exec dockerd >>{DOCKERD_LOG} 2>&1"]),
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
     deadline = time.monotonic() + ENGINE_START_TIMEOUT
     while time.monotonic() < deadline:
         client = engine()
@@ -125,7 +177,7 @@ def choose_provider(requested: str) -> str:
         return requested
     if have(VIRTUALBOX):
         return "virtualbox"
-    if engine() is not None or (shutil.which("dockerd") and os.geteuid() == 0):
+    if engine() is not None or (shutil.which("dockerd") and (is_root() or can_sudo())):
         return "docker"
     if can_install():
         return "docker"  # `up` installs the engine

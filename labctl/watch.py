@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from labctl import lb
+from labctl import lb, standins
 from labctl.spec import LabSpec
 from labctl.verify import SERVICE_NAME, instance_status, service_health
 
@@ -41,7 +41,8 @@ def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:
         routed, title = set(), f"LB {address}: not answering ({type(exc).__name__})"
     health = _consul_health(client, spec)
     table = Table(title=f"{title}  [dim]{time.strftime('%H:%M:%S')}[/]")
-    for column in ("instance", "address", "consul", "in nginx upstream"):
+    consul = "consul (stand-in)" if standins.in_use(spec) else "consul"
+    for column in ("instance", "address", consul, "in nginx upstream"):
         table.add_column(column)
     for where in sorted(set(health) | routed):
         instance, status = health.get(where, ("?", "not registered"))
@@ -49,8 +50,10 @@ def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:
         table.add_row(
             instance, where, f"[{colour}]{status}[/]", "[green]yes[/]" if where in routed else "no"
         )
+    captions = [f"[yellow]{standins.NOTE}[/]"] if standins.in_use(spec) else []
     if not routed:
-        table.caption = "no healthy instance: nginx answers 502 from the fallback server"
+        captions.append("no healthy instance: nginx answers 502 from the fallback server")
+    table.caption = "\n".join(captions) or None
     return table
 
 

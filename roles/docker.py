@@ -1,21 +1,23 @@
 """Role `docker`: install, configure and start the Docker engine on a lab host.
 
 Every host gets the distribution's engine package (Debian and Ubuntu ship it as
-`docker.io`), a daemon.json built from data, and a running, enabled service.
-Re-applying changes nothing; changing a daemon option restarts the engine once.
+`docker.io`), the lab's keys in daemon.json (merged into a file the machine may
+already have: the role owns only its keys, so teardown removes exactly those), and a
+running, enabled service. Re-applying changes nothing; changing a daemon option
+restarts the engine once.
 """
 
 from __future__ import annotations
 
-import json
-from io import StringIO
-
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, systemd
+
+from roles.operations import json_keys
 
 SUPPORTED_DISTRIBUTIONS = ("Debian", "Ubuntu")
+DAEMON_JSON = "/etc/docker/daemon.json"
 
 DEFAULTS = {
     # Distribution packages that provide the engine and its CLI.
@@ -46,6 +48,11 @@ def daemon_config(data) -> dict:
     return config | dict(data.docker_daemon_options)
 
 
+def owned_daemon_keys(data) -> list[str]:
+    """Every daemon.json key this role may write for the host's data, set or not now."""
+    return sorted({"log-driver", "log-opts", "registry-mirrors", *data.docker_daemon_options})
+
+
 @deploy("Deploy Docker", data_defaults=DEFAULTS)
 def install_docker() -> None:
     distribution = host.get_fact(LinuxDistribution)
@@ -56,11 +63,13 @@ def install_docker() -> None:
         )
 
     # Written before the package so a first install starts with the right options.
-    daemon = files.put(
-        name="Write /etc/docker/daemon.json",
-        src=StringIO(json.dumps(daemon_config(host.data), indent=2, sort_keys=True) + "\n"),
-        dest="/etc/docker/daemon.json",
-        mode="644",
+    config = daemon_config(host.data)
+    daemon = json_keys(
+        name=f"Write the lab's keys in {DAEMON_JSON}",
+        path=DAEMON_JSON,
+        set_keys=config,
+        # A key the role owns but the data no longer sets (a dropped mirror) goes.
+        unset_keys=[k for k in owned_daemon_keys(host.data) if k not in config],
     )
     packages = apt.packages(
         name="Install the Docker engine",

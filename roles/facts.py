@@ -67,13 +67,22 @@ class ImageUserIds(FactBase):
         return {"user": uid, "group": gid}
 
 
-class DockerContainersByLabel(FactBase):
-    """Names of the containers carrying a label (key=value)."""
+# How to list Docker objects by label, and remove them (the teardown's way).
+DOCKER_OBJECTS = {
+    "container": ("ps -a", "{{.Names}}", "docker rm -f -v"),
+    "volume": ("volume ls", "{{.Name}}", "docker volume rm -f"),
+    "network": ("network ls", "{{.Name}}", "docker network rm"),
+}
+
+
+class DockerLabelled(FactBase):
+    """Names of the containers, volumes or networks (`kind`) carrying a label (key=value)."""
 
     requires_command = "docker"
 
-    def command(self, label: str) -> str:
-        return f"docker ps -a --filter label={shlex.quote(label)} --format '{{{{.Names}}}}'"
+    def command(self, kind: str, label: str) -> str:
+        listing, name_format, _ = DOCKER_OBJECTS[kind]
+        return f"docker {listing} --filter label={shlex.quote(label)} --format '{name_format}'"
 
     @staticmethod
     def default() -> list[str]:

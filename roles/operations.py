@@ -18,17 +18,18 @@ import shlex
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import operation
-from pyinfra.facts.files import Sha1File
+from pyinfra.api import OperationError, operation
+from pyinfra.facts.files import FileContents, Sha1File
 from pyinfra.operations import files as files_op
 
 from labctl.paths import LAB_LABEL
 from roles.facts import (
+    DOCKER_OBJECTS,
     SPEC_LABEL,
     ConsulAgentServices,
-    DockerContainersByLabel,
     DockerContainerState,
     DockerImageIds,
+    DockerLabelled,
     ImageUserIds,
     LoadBalancerHealth,
 )
@@ -36,6 +37,16 @@ from roles.facts import (
 __all__ = ["LAB_LABEL", "ROLE_LABEL", "SPEC_LABEL"]
 
 ROLE_LABEL = "io.labctl.role"
+
+# What the lab keeps on a host besides containers, volumes and /etc/lab: the images it
+# loaded (one reference a line, so teardown removes those and no others), uploads.
+HOST_STATE_DIR = "/var/lib/lab"
+IMAGE_RECORD = f"{HOST_STATE_DIR}/images"
+# Image archives from the control machine wait here, until loaded.
+ARCHIVE_PREFIX = "/tmp/lab-images-"
+# The host-side image resolver (templates/images/lab-image), and its uploads.
+LAB_IMAGE_TOOL = f"{HOST_STATE_DIR}/bin/lab-image"
+UPLOADS_DIR = f"{HOST_STATE_DIR}/uploads"
 
 
 def spec_hash(*parts: object) -> str:
@@ -83,16 +94,54 @@ def agent_fact(fact: type, http_addr: str, header: str | None):
     return host.get_fact(fact, http_addr=http_addr, **({"header": header} if header else {}))
 
 
+def recorded(refs: list[str]) -> str:
+    """A command adding `refs` to the record of images the lab put on this host."""
+    quoted = " ".join(shlex.quote(r) for r in sorted(refs))
+    return f"mkdir -p {HOST_STATE_DIR} && printf '%s\\n' {quoted} >> {IMAGE_RECORD}"
+
+
 @operation()
 def images_present(images: dict[str, str], archive: str):
     """Load `archive` (a `docker save` of `images`: ref -> ID) unless the host has them all."""
     current = host.get_fact(DockerImageIds)
-    if all(current.get(ref) == image_id for ref, image_id in images.items()):
+    missing = [ref for ref, image_id in images.items() if current.get(ref) != image_id]
+    if not missing:
         host.noop(f"images present: {', '.join(sorted(images))}")
         return
-    remote = f"/tmp/lab-images-{spec_hash(images)}.tar"
+    remote = f"{ARCHIVE_PREFIX}{spec_hash(images)}.tar"
     yield from files_op.put._inner(src=archive, dest=remote)
-    yield f"docker load -i {remote} && rm -f {remote}"
+    # Recorded first: a load that fails half-way still leaves a record for teardown.
+    yield f"{recorded(missing)} && docker load -i {remote} && rm -f {remote}"
+
+
+@operation()
+def images_obtained(images: dict[str, dict], base_image: str, bundle: str | None = None):
+    """Every image in `images` present on the host, obtained there by LAB_IMAGE_TOOL: loaded
+    from `bundle` (a `labctl bundle save` file on the control machine) when it is
+    `bundled`, else pulled, else built from its recipe archive on the control machine.
+
+    `images`: ref -> {"bundled": bool, "recipe": archive or None, "build_args": {k: v}}.
+    """
+    current = host.get_fact(DockerImageIds)
+    missing = sorted(ref for ref in images if ref not in current)
+    if not missing:
+        host.noop(f"images present: {', '.join(sorted(images))}")
+        return
+    bundled = [ref for ref in missing if images[ref]["bundled"]]
+    if bundled:
+        remote = f"{UPLOADS_DIR}/{bundle.rsplit('/', 1)[-1]}"
+        yield from files_op.put._inner(src=bundle, dest=remote)
+        yield shlex.join([LAB_IMAGE_TOOL, "load", remote, *bundled])
+    for ref in (r for r in missing if r not in bundled):
+        recipe = images[ref]["recipe"]
+        command = [LAB_IMAGE_TOOL, "get", ref]
+        if recipe is not None:
+            remote = f"{UPLOADS_DIR}/{recipe.rsplit('/', 1)[-1]}"
+            yield from files_op.put._inner(src=recipe, dest=remote)
+            build_args = sorted(images[ref]["build_args"].items())
+            command += ["--recipe", remote, "--base", base_image]
+            command += [f"--build-arg={name}={value}" for name, value in build_args]
+        yield shlex.join(command)
 
 
 @operation()
@@ -158,8 +207,7 @@ def service_instance(
     registered = agent_fact(ConsulAgentServices, http_addr, consul_header).get(sid)
     container_current = state is not None and state["spec"] == container_digest
     registration_current = (
-        registered is not None
-        and registered.get("Meta", {}).get("lab_spec") == registration_digest
+        registered is not None and registered.get("Meta", {}).get("lab_spec") == registration_digest
     )
     if container_current and registration_current:
         if state["running"]:
@@ -177,9 +225,7 @@ def service_instance(
     if not container_current:
         if state is not None:
             yield f"docker rm -f {shlex.quote(container_name)}"
-        yield _run_command(
-            container_name, image, args, [], labels | {SPEC_LABEL: container_digest}
-        )
+        yield _run_command(container_name, image, args, [], labels | {SPEC_LABEL: container_digest})
     elif not state["running"]:
         yield f"docker start {shlex.quote(container_name)}"
     if draining or not registration_current:
@@ -193,7 +239,8 @@ def service_instance(
 @operation()
 def containers_pruned(label: str, keep: list[str]):
     """Remove the containers carrying `label` (key=value) whose names are not in `keep`."""
-    stale = [n for n in host.get_fact(DockerContainersByLabel, label=label) if n not in keep]
+    names = host.get_fact(DockerLabelled, kind="container", label=label)
+    stale = [n for n in names if n not in keep]
     if not stale:
         host.noop(f"no stale containers labelled {label}")
         return
@@ -288,3 +335,47 @@ def load_balancer_healthy(container_name: str):
         host.noop(f"LB {container_name} serves consul-template's latest render")
         return
     yield f"timeout 60 sh -c 'until docker exec {name} lb-health >/dev/null; do sleep 1; done'"
+
+
+@operation()
+def labelled_absent(kind: str, label: str):
+    """No container, volume or network (`kind`) carrying `label` (key=value) is left."""
+    names = host.get_fact(DockerLabelled, kind=kind, label=label)
+    if not names:
+        host.noop(f"no {kind} labelled {label}")
+        return
+    yield f"{DOCKER_OBJECTS[kind][2]} " + " ".join(shlex.quote(n) for n in names)
+
+
+@operation()
+def recorded_images_absent(record: str = IMAGE_RECORD):
+    """Remove the images the lab recorded putting on this host (and no others)."""
+    refs = sorted(set(host.get_fact(FileContents, path=record) or []) - {""})
+    present = host.get_fact(DockerImageIds)
+    gone = [ref for ref in refs if ref in present]
+    if not gone:
+        host.noop("no image of the lab is left")
+        return
+    yield "docker image rm " + " ".join(shlex.quote(ref) for ref in gone)
+
+
+@operation()
+def json_keys(path: str, set_keys: dict | None = None, unset_keys: list[str] = ()):
+    """Own some keys of the JSON object in `path`: `set_keys` merged into what is there,
+    `unset_keys` taken out of it, every other key left alone. An emptied file is removed."""
+    lines = host.get_fact(FileContents, path=path)
+    try:
+        current = json.loads("\n".join(lines)) if lines else {}
+    except ValueError:
+        current = None
+    if not isinstance(current, dict):
+        raise OperationError(f"{path} holds no JSON object; fix or remove it, then retry.")
+    wanted = {k: v for k, v in current.items() if k not in unset_keys} | (set_keys or {})
+    if wanted == current and (lines is not None or not wanted):
+        host.noop(f"{path} is up to date")
+        return
+    if not wanted:
+        yield f"rm -f {shlex.quote(path)}"
+        return
+    content = json.dumps(wanted, indent=2, sort_keys=True) + "\n"
+    yield from files_op.put._inner(src=StringIO(content), dest=path, mode="644")

@@ -22,19 +22,18 @@ import docker
 import pytest
 import yaml
 
-from labctl.images import ensure_base_image, recipe_tag
+from labctl import standins
+from labctl.images import STANDINS, ensure_base_image, standin_consul_ref
 from labctl.inventory import connection_data
 from labctl.spec import DockerProvider, Versions, load_spec
 from tests.conftest import PROJECT_ROOT
-from tests.support.consul_fakes import build_consul_template
 
 IMAGES = os.environ.get("LAB_E2E_IMAGES", "standin")
-STANDINS = PROJECT_ROOT / "tests" / "standins"
 E2E_LAB = "labtest"
 E2E_SUBNET = "192.168.63"  # inside VirtualBox's 192.168.56.0/21, unlike the default lab's .56
 
 
-def standin_images(workdir: Path, consul_template: str = Versions().consul_template) -> dict:
+def standin_images(consul_template: str = Versions().consul_template) -> dict[str, str]:
     """Build the stand-ins on the control machine (consul-template's as release
     `consul_template`, the lab's default unless told); return the spec's `images` naming
     them."""
@@ -42,14 +41,13 @@ def standin_images(workdir: Path, consul_template: str = Versions().consul_templ
         return {}
     if IMAGES != "standin":
         raise ValueError(f"LAB_E2E_IMAGES={IMAGES!r}: use standin or real")
-    # The tag carries a hash of the stand-in's sources: checkouts with different
-    # stand-ins on one engine never take each other's image.
-    consul_dir = STANDINS / "consul"
-    ref = f"lab-standin/consul:{Versions().consul}-{recipe_tag(consul_dir)}"
+    # What `labctl up --offline` names (labctl.standins), built here so that `up`
+    # times leave the stand-ins' build out.
+    ref = standin_consul_ref(Versions().consul)
     client = docker.from_env()
     ensure_base_image(client, DockerProvider().base_image)
-    client.images.build(path=str(consul_dir), tag=ref, rm=True)
-    binary = build_consul_template(workdir, consul_template)
+    client.images.build(path=str(STANDINS / "consul"), tag=ref, rm=True)
+    binary = standins.consul_template_binary(consul_template)
     return {"consul": ref, "consul_template_binary": str(binary)}
 
 
@@ -69,16 +67,18 @@ def e2e_spec_data(images: dict[str, str]) -> dict:
     }  # fmt: skip
 
 
-def labctl(spec: Path, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
-    """Run the real CLI, as a user would. On failure, the lab's log tails are appended to
-    stderr: `down` removes them, and CI keeps nothing else."""
+def labctl(
+    spec: Path, *args: str, timeout: float = 1500, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real CLI, as a user would (`env`: variables to set for it). On failure, the
+    lab's log tails are appended to stderr: `down` removes them, and CI keeps nothing else."""
     result = subprocess.run(
         [sys.executable, "-m", "labctl", "--spec", str(spec), *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=os.environ | {"COLUMNS": "200"},
+        env=os.environ | {"COLUMNS": "200"} | (env or {}),
     )
     if result.returncode != 0:
         logs = PROJECT_ROOT / ".lab" / yaml.safe_load(spec.read_text())["name"] / "logs"
@@ -89,8 +89,8 @@ def labctl(spec: Path, *args: str, timeout: float = 1500) -> subprocess.Complete
 
 
 @pytest.fixture(scope="session")
-def e2e_images(tmp_path_factory) -> dict[str, str]:
-    return standin_images(tmp_path_factory.mktemp("standins"))
+def e2e_images() -> dict[str, str]:
+    return standin_images()
 
 
 def write_spec(path: Path, data: dict) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from labctl.converge import parse_results
+from labctl.converge import connect_failures, parse_results
 from roles.docker import DEFAULTS, daemon_config
 
 
@@ -61,3 +61,23 @@ def test_daemon_json_mirrors_and_extra_options():
     )
     assert config["registry-mirrors"] == ["https://mirror.local"]
     assert config["bip"] == "10.9.0.1/24"
+
+
+def test_connect_failures_name_each_host_and_cause():
+    stderr = [
+        "--> Connecting to hosts...",
+        "    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!",
+        "    [m1] SSH host key error (Host key for 192.168.79.2 does not match.)",
+        "    [m2] Could not connect ([Errno 111] Connection refused)",
+        "    [m3] Authentication error (username=admin, key=/k)",
+        "--> pyinfra error: No hosts remaining!",
+    ]
+    assert connect_failures(stderr) == [
+        "m1: ssh host key error (Host key for 192.168.79.2 does not match.)",
+        "m2: could not connect ([Errno 111] Connection refused)",
+        "m3: authentication error (username=admin, key=/k)",
+    ]
+
+
+def test_connect_failures_ignore_operation_output():
+    assert connect_failures(["    [m1] Success", "    [m1] Could not lock /var/lib/dpkg"]) == []

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from roles.facts import (
     ConsulAgentServices,
     ConsulPassingServices,
-    DockerContainersByLabel,
     DockerContainerState,
     DockerImageIds,
+    DockerLabelled,
     LoadBalancerHealth,
 )
 
@@ -69,14 +71,26 @@ def test_docker_container_state_command_quotes_the_name():
     assert command.endswith("2>/dev/null || true")
 
 
-def test_docker_containers_by_label_lists_names_sorted():
+def test_docker_labelled_lists_names_sorted():
     output = ["zhibo-3", "zhibo-1-2", "  ", "zhibo-1"]
-    assert DockerContainersByLabel().process(output) == ["zhibo-1", "zhibo-1-2", "zhibo-3"]
+    assert DockerLabelled().process(output) == ["zhibo-1", "zhibo-1-2", "zhibo-3"]
 
 
-def test_docker_containers_by_label_of_empty_output_and_default_are_empty():
-    assert DockerContainersByLabel().process([]) == []
-    assert DockerContainersByLabel.default() == []
+def test_docker_labelled_of_empty_output_and_default_are_empty():
+    assert DockerLabelled().process([]) == []
+    assert DockerLabelled.default() == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "listing"),
+    [
+        ("container", "docker ps -a --filter label=io.labctl.lab=a --format '{{.Names}}'"),
+        ("volume", "docker volume ls --filter label=io.labctl.lab=a --format '{{.Name}}'"),
+        ("network", "docker network ls --filter label=io.labctl.lab=a --format '{{.Name}}'"),
+    ],
+)
+def test_docker_labelled_lists_each_kind_by_its_own_command(kind, listing):
+    assert DockerLabelled().command(kind, "io.labctl.lab=a") == listing
 
 
 def test_consul_agent_services_parses_the_json_over_several_lines():

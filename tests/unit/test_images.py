@@ -1,20 +1,17 @@
-"""Which images the lab needs where, bundles, and the consul-template binary
-(labctl.images). Nothing here reaches a Docker engine or the internet."""
+"""Which images the lab needs where, and bundles (labctl.images). Nothing here
+reaches a Docker engine or the internet."""
 
 from __future__ import annotations
 
 import io
 import shutil
 import tarfile
-import tempfile
-import zipfile
 
-import httpx
 import pytest
 
 from labctl import images
-from labctl.images import ImageError, consul_template_binary, lab_images, read_bundle
-from labctl.spec import Versions, load_spec, parse_spec
+from labctl.images import ImageError, lab_images, read_bundle
+from labctl.spec import load_spec, parse_spec
 from tests.conftest import PROJECT_ROOT, seed_hosts
 
 BINARY = b"#!/bin/sh\necho consul-template v0.19.0\n"
@@ -176,116 +173,64 @@ def test_read_bundle_of_a_missing_file_names_bundle_save(tmp_path):
         read_bundle(tmp_path / "absent.bundle")
 
 
-# --- consul_template_binary -------------------------------------------------------
+# --- stand-ins, namespace, architecture -----------------------------------------------
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """No release cache, temp dirs under tmp_path, and no network: any HTTP fails."""
-    monkeypatch.setattr(images, "CACHE", tmp_path / "cache")
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    requests = []
-
-    class Offline:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def get(self, url, **kwargs):
-            requests.append(url)
-            raise httpx.ConnectError("no network in unit tests", request=httpx.Request("GET", url))
-
-    monkeypatch.setattr(httpx, "Client", Offline)
-    return requests
+def test_recipe_images_take_the_namespace_from_the_environment(monkeypatch):
+    monkeypatch.setenv(images.IMAGE_NAMESPACE_ENV, "dev/lab")
+    refs = {image.key: image.ref for image in lab_images(spec_from("lab.yaml"))}
+    assert refs["demo_service"].startswith("dev/lab/demo-service:")
+    assert refs["lb"].startswith("dev/lab/lb:")
+    assert images.standin_consul_ref("1.11.3").startswith("dev/lab-standin/consul:1.11.3-")
 
 
-def with_binary(path) -> object:
-    return seed_spec(images={"consul_template_binary": str(path)})
+def test_the_consul_standin_is_built_from_its_sources_like_a_recipe():
+    spec = seed_spec(images={"consul": images.standin_consul_ref("1.11.3")})
+    consul = next(i for i in lab_images(spec) if i.key == "consul")
+    assert consul.recipe == images.STANDINS / "consul"
+    assert next(i for i in lab_images(seed_spec()) if i.key == "consul").recipe is None
 
 
-def test_missing_local_binary_names_the_setting(isolated, tmp_path):
-    missing = tmp_path / "nowhere" / "consul-template"
+def test_an_image_no_source_gives_names_four_ways_including_the_offline_road():
+    consul = lab_images(seed_spec())[0]
+    message = str(images.cannot_be_had(consul, "no registry served it"))
+    assert message.startswith("image hashicorp/consul:1.11.3 cannot be had: no registry served it;")
+    for way in ("docker load -i FILE", "labctl up --bundle FILE", "images.registry_mirrors"):
+        assert way in message
+    assert "stand-ins (not HashiCorp software): `labctl up --offline`." in message
+
+
+class FakeEngine:
+    """An engine holding images of given architectures, on an amd64 machine."""
+
+    def __init__(self, arches: dict[str, str]):
+        self.arches = arches
+        self.images = self
+
+    def info(self):
+        return {"Architecture": "x86_64"}
+
+    def get(self, ref):
+        from docker.errors import ImageNotFound
+
+        if ref not in self.arches:
+            raise ImageNotFound(ref)
+        return type("Image", (), {"attrs": {"Architecture": self.arches[ref]}, "id": "sha"})()
+
+
+def test_an_image_present_for_another_architecture_stops_with_one_sentence():
+    consul = lab_images(seed_spec())[0]
+    engine = FakeEngine({consul.ref: "arm64"})
     with pytest.raises(ImageError) as error:
-        consul_template_binary(with_binary(missing))
-    assert f"images.consul_template_binary {missing} does not exist" in str(error.value)
-    assert isolated == []
+        images.resolve(engine, seed_spec(), consul, None, "amd64", "server1, server2 run amd64")
+    assert str(error.value) == (
+        "image hashicorp/consul:1.11.3 (present) is built for arm64, but server1, server2 run "
+        "amd64; nothing was changed on the hosts: provide it for amd64 (remove this one with "
+        "`docker rmi hashicorp/consul:1.11.3` so labctl pulls or builds one), or set "
+        "images.delivery: hosts so each host gets its own."
+    )
 
 
-def test_binary_is_extracted_from_a_zip(isolated, tmp_path):
-    archive = tmp_path / "consul-template_0.19.0_linux_amd64.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("consul-template", BINARY)
-    binary = consul_template_binary(with_binary(archive))
-    assert binary.name == "consul-template"
-    assert binary.read_bytes() == BINARY
-    assert binary.stat().st_mode & 0o777 == 0o755
-
-
-def test_binary_is_extracted_from_a_tgz(isolated, tmp_path):
-    archive = tmp_path / "consul-template_0.19.0_linux_amd64.tgz"
-    with tarfile.open(archive, "w:gz") as t:
-        info = tarfile.TarInfo("consul-template")
-        info.size = len(BINARY)
-        t.addfile(info, io.BytesIO(BINARY))
-    binary = consul_template_binary(with_binary(archive))
-    assert binary.read_bytes() == BINARY
-    assert binary.stat().st_mode & 0o777 == 0o755
-
-
-def test_a_bare_binary_is_copied(isolated, tmp_path):
-    bare = tmp_path / "my-consul-template"
-    bare.write_bytes(BINARY)
-    bare.chmod(0o600)
-    binary = consul_template_binary(with_binary(bare))
-    assert binary != bare
-    assert binary.read_bytes() == BINARY
-    assert binary.stat().st_mode & 0o777 == 0o755
-
-
-def test_a_local_binary_needs_no_network(isolated, tmp_path):
-    bare = tmp_path / "consul-template"
-    bare.write_bytes(BINARY)
-    consul_template_binary(with_binary(bare))
-    assert isolated == []
-
-
-def make_archive_without_binary(kind: str, path):
-    if kind == "zip":
-        with zipfile.ZipFile(path, "w") as z:
-            z.writestr("README.md", "no binary here")
-    else:
-        with tarfile.open(path, "w:gz") as t:
-            info = tarfile.TarInfo("README.md")
-            t.addfile(info, io.BytesIO(b""))
-
-
-@pytest.mark.parametrize("kind", ["zip", "tgz"])
-def test_an_archive_without_the_binary_is_an_image_error(kind, isolated, tmp_path):
-    archive = tmp_path / f"wrong.{kind}"
-    make_archive_without_binary(kind, archive)
-    with pytest.raises(ImageError, match="holds no consul-template binary"):
-        consul_template_binary(with_binary(archive))
-
-
-def test_unreachable_release_names_the_setting_and_bundle(isolated):
-    with pytest.raises(ImageError) as error:
-        consul_template_binary(seed_spec())
-    message = str(error.value)
-    assert f"consul-template {Versions().consul_template} cannot be had" in message
-    assert "(ConnectError)" in message
-    assert "images.consul_template_binary" in message
-    assert "--bundle" in message
-    assert isolated and all(url.startswith(images.RELEASES) for url in isolated)
-
-
-def test_a_cached_release_is_used_without_network(isolated, tmp_path):
-    cached = tmp_path / "cache" / "consul-template" / Versions().consul_template / "consul-template"
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(BINARY)
-    assert consul_template_binary(seed_spec()) == cached
-    assert isolated == []
+def test_an_image_present_for_the_hosts_architecture_is_taken():
+    consul = lab_images(seed_spec())[0]
+    assert images.resolve(FakeEngine({consul.ref: "amd64"}), seed_spec(), consul) == "present"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from labctl.inventory import connection_data, groups, ssh_data_from_vagrant
 from labctl.spec import load_spec, parse_spec
@@ -81,7 +82,12 @@ def test_ssh_provider_connection_data_needs_no_vagrant():
         "ssh_hostname": "10.0.0.5",
         "ssh_user": "admin",
         "ssh_port": 22,
-        "ssh_key": "~/.ssh/lab",
+        "ssh_key": str(Path.home() / ".ssh" / "lab"),
+        # The key given is the only one tried.
+        "ssh_allow_agent": False,
+        "ssh_look_for_keys": False,
+        "ssh_strict_host_key_checking": "accept-new",
+        "ssh_known_hosts_file": str(Path.home() / ".ssh" / "known_hosts"),
         "_sudo": True,
     }
     assert data["b1"]["ssh_hostname"] == "b1.example"
@@ -128,6 +134,45 @@ def test_pyinfra_loads_inventory_py(write_spec):
     assert "lb" in hosts["b1"]["groups"] and "consul_clients" in hosts["b1"]["groups"]
     assert len(hosts["a1"]["data"]["demo_instances"]) == 2
     assert hosts["b1"]["data"]["ssh_hostname"] == "192.168.56.3"
+
+
+def test_ssh_paths_in_a_spec_are_relative_to_its_folder(write_spec):
+    path = write_spec(
+        {
+            "provider": "ssh",
+            "ssh": {"key": "keys/lab", "known_hosts": "known_hosts"},
+            "hosts": [{"name": "a1", "address": "10.0.0.5", "consul": "server"}],
+        }
+    )
+    spec, _ = load_spec(path)
+    data = connection_data(spec, "ssh")["a1"]
+    assert data["ssh_key"] == str(path.parent / "keys" / "lab")
+    assert data["ssh_known_hosts_file"] == str(path.parent / "known_hosts")
+    assert "_sudo" not in data  # root needs no sudo
+
+
+def test_host_data_carries_the_delivery_and_each_hosts_own_plan():
+    spec, _ = load_spec(PROJECT_ROOT / "lab.yaml")
+    state = {
+        "delivery": "hosts",
+        "images": {"consul": {"ref": "hashicorp/consul:1.11.3", "id": None}},
+        "image_plans": {"server1": {"images": {}, "base_image": "debian:bookworm"}},
+    }
+    data = dict(groups(spec, {}, state)["lab"])
+    assert data["server1"]["lab_image_delivery"] == "hosts"
+    assert data["server1"]["lab_image_plan"] == state["image_plans"]["server1"]
+    assert data["server2"]["lab_image_plan"] is None
+
+
+def test_registry_mirrors_reach_the_hosts_engines_with_a_scheme():
+    spec, _ = parse_spec(
+        {
+            "images": {"registry_mirrors": ["mirror.local:5000", "http://10.0.0.1:5000"]},
+            "hosts": [{"name": "a1", "address": "192.168.56.2", "consul": "server"}],
+        }
+    )
+    data = dict(groups(spec, {})["lab"])["a1"]
+    assert data["docker_registry_mirrors"] == ["https://mirror.local:5000", "http://10.0.0.1:5000"]
 
 
 def test_each_host_gets_its_own_token_and_only_the_lb_host_consul_templates(

@@ -40,3 +40,35 @@ def test_without_demo_hosts_every_consul_host_takes_instances():
         }
     )
     assert spread(spec, 3) == {"s1": 2, "c1": 1, "bare": 0}
+
+
+def test_failing_an_existing_machine_kills_its_lab_containers(monkeypatch, tmp_path):
+    """A machine the lab does not own is never powered off (labctl.operate)."""
+    from labctl import operate
+
+    spec = parse_spec(
+        {
+            "name": "labssh",
+            "provider": "ssh",
+            "hosts": [{"name": "m1", "address": "10.0.0.2", "consul": "server", "demo": 1}],
+        }
+    )[0]
+    ran = []
+
+    def run(ssh, command, timeout=30.0, sudo=False):
+        ran.append((command, sudo))
+        return 0, "c0ffee\nbeef\n"
+
+    monkeypatch.setattr(operate, "run", run)
+    monkeypatch.setattr(operate, "read_state", lambda spec: {"provider": "ssh"})
+    failed = operate.fail_or_recover(spec, "m1", True, lambda line: None)
+    assert ran[-1] == (
+        "docker ps -q --filter label=io.labctl.lab=labssh | xargs -r docker kill",
+        True,
+    )
+    assert failed.startswith(
+        "host m1: 2 lab containers killed (an existing machine is not powered off"
+    )
+    recovered = operate.fail_or_recover(spec, "m1", False, lambda line: None)
+    assert ran[-1][0] == "docker ps -aq --filter label=io.labctl.lab=labssh | xargs -r docker start"
+    assert recovered == "host m1: 2 lab containers started"

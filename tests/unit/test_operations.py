@@ -27,7 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from pyinfra.api import FileUploadCommand
+from pyinfra.api import FileUploadCommand, OperationError
 from pyinfra.operations import files
 
 import roles.operations as ops
@@ -139,6 +139,7 @@ def test_every_operation_has_cases():
     operations = {
         "images_present", "container", "containers_pruned", "validated_config",
         "service_instance", "consul_services_absent", "load_balancer_healthy",
+        "images_obtained", "labelled_absent", "recorded_images_absent", "json_keys",
     }  # fmt: skip
     assert {p.parent.name for p in CASES} == operations
 
@@ -227,3 +228,11 @@ def test_validated_config_keeps_a_dir_with_a_space_one_shell_word(fake_host, tmp
     # Split at the space, `rm -rf /etc/my ...` would remove the whole of /etc/my.
     for command in (cleanup, move):
         assert "/etc/my" not in shlex.split(command), command
+
+
+@pytest.mark.parametrize("content", [["{not json"], ['["a list"]']])
+def test_json_keys_refuses_a_file_that_holds_no_json_object(content, fake_host, tmp_path):
+    host = fake_host({"FileContents": {"path=/etc/docker/daemon.json": content}})
+    args = {"path": "/etc/docker/daemon.json", "set_keys": {"log-driver": "json-file"}}
+    with pytest.raises(OperationError, match=r"daemon.json holds no JSON object; fix or remove"):
+        run_operation("json_keys", args, host, tmp_path)

@@ -61,3 +61,16 @@ def test_the_spec_itself_is_not_changed(spec):
     write_state(spec, demo_counts={"server1": 5})
     with_state(spec)
     assert demo_counts(spec) == {"server1": 1, "server2": 1, "server3": 1}
+
+
+def test_the_offline_road_recorded_in_the_state_names_the_standins(spec, tmp_path):
+    binary = tmp_path / "consul-template"
+    write_state(
+        spec,
+        offline={"consul": "lab-standin/consul:1.11.3-x", "consul_template_binary": str(binary)},
+    )
+    offline = with_state(spec)
+    assert offline.consul_image == "lab-standin/consul:1.11.3-x"
+    assert offline.images.consul_template_binary == binary
+    assert offline.source == spec.source
+    assert spec.consul_image == "hashicorp/consul:1.11.3"  # the spec itself is unchanged

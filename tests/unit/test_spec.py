@@ -46,7 +46,7 @@ def test_default_spec_is_the_seed():
     assert len(warnings) == 1 and "even number" in warnings[0]
 
 
-@pytest.mark.parametrize("example", ["ha.yaml", "five-hosts.yaml"])
+@pytest.mark.parametrize("example", ["ha.yaml", "five-hosts.yaml", "ssh.yaml"])
 def test_examples_are_valid_without_warnings(example):
     spec, warnings = load_spec(PROJECT_ROOT / "examples" / example)
     assert len(spec.consul_servers) == 3
