@@ -24,8 +24,12 @@ else:
 
     if host.data.consul_role != "none":
         consul_agent()
-        # On every agent host, also with no instances: it removes the ones the spec dropped.
-        demo_service()
 
-    if host.data.lb:
-        load_balancer()
+    # With ACLs, a lab's first `up` converges the agents alone (--data lab_stage=agents):
+    # the roles below need the tokens labctl makes once the servers have a leader.
+    if host.data.lab_stage != "agents":
+        if host.data.consul_role != "none":
+            # On every agent host, also with no instances: it removes the ones the spec dropped.
+            demo_service()
+        if host.data.lb:
+            load_balancer()

@@ -66,7 +66,7 @@ import httpx
 import yaml
 from rich.console import Console
 
-from labctl import lb, operate
+from labctl import lb, operate, security
 from labctl.inventory import connection_data
 from labctl.paths import host_container_name
 from labctl.remote import run
@@ -230,6 +230,8 @@ class Watcher:
     checks: list[tuple[float, dict[str, str]]] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     last_lb_read: float = 0.0
+    # The lab's read token (`labctl token read`), when it has ACLs.
+    consul_headers: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         lab_url(LB_ADDRESS, "/_lab/")  # lb.read_state builds its own URLs: check the address
@@ -265,9 +267,9 @@ class Watcher:
         that is critical (a lost host: its own agent can no longer update its checks)."""
         params = {"stale": ""}  # any server answers, also while there is no leader
         service = http.get(lab_url(CONSUL_ADDRESS, f":8500/v1/health/checks/{SERVICE}"),
-                           params=params)  # fmt: skip
+                           params=params, headers=self.consul_headers)  # fmt: skip
         critical = http.get(lab_url(CONSUL_ADDRESS, ":8500/v1/health/state/critical"),
-                            params=params)  # fmt: skip
+                            params=params, headers=self.consul_headers)  # fmt: skip
         service.raise_for_status()
         critical.raise_for_status()
         now = time.monotonic()
@@ -447,7 +449,8 @@ def measure_lab(spec_file: Path, args: argparse.Namespace) -> dict:
     spec, _ = load_spec(spec_file)
     all_events = events(spec, Triggers(spec_file, spec, args.outage))
     deadline = time.monotonic() + args.time_limit
-    watcher = Watcher()
+    read_token = security.token(spec, "read")
+    watcher = Watcher(consul_headers={"X-Consul-Token": read_token} if read_token else {})
     phases: dict[str, Phase] = {}
     skipped: dict[str, str] = {}
     aborted = None

@@ -7,6 +7,7 @@ labctl fail / recover TARGET  crash or restart an instance or a host (ssh: its
                               lab containers; a machine is never powered off)
 labctl watch                  live view of the LB's upstreams and reloads
 labctl bundle save FILE       every image the spec needs, for `up --bundle`
+labctl token [NAME]           the lab's Consul tokens (`read` logs into the UI)
 labctl doctor [--fix]         what this machine has; install what is missing
 """
 
@@ -27,7 +28,7 @@ from docker.errors import DockerException
 from rich.console import Console
 from rich.table import Table
 
-from labctl import images, lifecycle, operate, standins, system, virtualbox
+from labctl import images, lifecycle, operate, security, standins, system, virtualbox
 from labctl.converge import ConvergeError, ConvergeResult
 from labctl.delivery import describe_delivery
 from labctl.images import ImageError
@@ -35,7 +36,8 @@ from labctl.inventory import connection_data
 from labctl.machines import UnreachableError
 from labctl.paths import read_state, with_state
 from labctl.remote import RemoteError
-from labctl.spec import SPEC_ENV, LabSpec, SpecError, load_spec
+from labctl.security import AclError
+from labctl.spec import CONSUL_HTTP_PORT, SPEC_ENV, LabSpec, SpecError, load_spec
 from labctl.verify import Check, verify_until
 from labctl.watch import watch_lb
 
@@ -122,7 +124,7 @@ def _run(step: str, action):
         raise typer.Exit(EXIT_FAILED) from None
     except (SpecError, system.PrerequisiteError, ImageError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
-    except (lifecycle.LifecycleError, ConvergeError) as exc:
+    except (lifecycle.LifecycleError, ConvergeError, AclError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
     except (httpx.HTTPError, DockerException, RemoteError) as exc:
         raise _fail(
@@ -220,6 +222,11 @@ def up(
     console.print(f"lab [bold]{spec.name}[/]: {len(spec.hosts)} hosts on provider {chosen}")
     if offline:
         console.print(f"[yellow]offline:[/] {standins.NOTE}.")
+    if spec.security.open:
+        console.print(
+            "[yellow]security: seed[/] — the seed's open lab: no ACLs and no gossip key, so "
+            "anyone who reaches port 8500 of a host may register, change or remove services."
+        )
     result = _run("up", lambda report: lifecycle.up(spec, chosen, report, bundle, offline))
     _print_changes(result, spec)
     _verify(spec, wait)
@@ -321,6 +328,39 @@ def status(as_json: AsJson = False) -> None:
     for row in rows:
         if row.problem:
             console.print(f"[yellow]unreachable:[/] {row.problem}")
+    if spec.consul_servers:
+        ui = f"http://{spec.consul_servers[0].address}:{CONSUL_HTTP_PORT}/ui"
+        login = "log in with the read token: `labctl token read`" if spec.security.acl else (
+            "open to anyone (security: seed)")  # fmt: skip
+        console.print(f"Consul UI: {ui} — {login}")
+
+
+@app.command()
+def token(
+    name: Annotated[
+        str | None, typer.Argument(help="A token's name (read, consul-template, ...).")
+    ] = None,
+) -> None:
+    """Print a token's secret (e.g. `read`, for the Consul UI); without NAME, list them."""
+    spec = _spec()
+    if not spec.security.acl:
+        raise _fail("this lab has no ACLs (security.acl is false), so it has no tokens.",
+                    EXIT_BAD_INPUT)  # fmt: skip
+    saved = security.saved_tokens(spec)
+    if name is None:
+        table = Table(title=f"lab {spec.name}: Consul tokens (`labctl token NAME` prints one)")
+        for column in ("name", "accessor", "may"):
+            table.add_column(column)
+        descriptions = {t.name: t.description for t in security.token_specs(spec)}
+        descriptions[security.MANAGEMENT] = "everything (the bootstrap token)"
+        for token_name, saved_token in saved.items():
+            table.add_row(token_name, saved_token["accessor"], descriptions.get(token_name, ""))
+        Console().print(table)
+        return
+    if name not in saved:
+        known = ", ".join(saved) or "none yet (run `labctl up`)"
+        raise _fail(f"no token named {name!r}; the lab's tokens: {known}.", EXIT_BAD_INPUT)
+    print(saved[name]["secret"])
 
 
 @app.command()

@@ -61,6 +61,10 @@ class ConvergeResult:
         """Operations that changed something, counted once per host."""
         return sum(len(hosts) for _, hosts in self.changed)
 
+    def __add__(self, later: ConvergeResult) -> ConvergeResult:
+        """Two converges of one run (an `up` in stages), as one result."""
+        return ConvergeResult(self.changed + later.changed, self.operations + later.operations)
+
     def describe_changes(self) -> str:
         return "; ".join(f"{name} on {', '.join(hosts)}" for name, hosts in self.changed)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from labctl.images import LabImage, lab_images
 from labctl.paths import read_state
+from labctl.security import LabSecrets
 from labctl.spec import Host, LabSpec
 
 # pyinfra connection keys, as its SSH connector names them.
@@ -20,12 +21,17 @@ InventoryHost = tuple[str, dict[str, Any]]
 
 
 def host_data(
-    spec: LabSpec, host: Host, state: dict | None = None, images: list[LabImage] | None = None
+    spec: LabSpec,
+    host: Host,
+    state: dict | None = None,
+    images: list[LabImage] | None = None,
+    lab_secrets: LabSecrets | None = None,
 ) -> dict[str, Any]:
     """The data every role reads for one host: flags, cluster-wide facts and, once
-    labctl has resolved them (`state`), the images it runs."""
+    labctl has resolved them (`state`), the images it runs and its secrets."""
     state = state or {}
     images = lab_images(spec) if images is None else images
+    lab_secrets = lab_secrets or LabSecrets.of(spec)
     servers = spec.consul_servers
     bootstrap = next((h for h in servers if h.bootstrap), servers[0])
     lb_host = next((h for h in spec.hosts if h.lb), None)
@@ -37,6 +43,9 @@ def host_data(
         "lab_peers": [str(h.address) for h in spec.hosts if h is not host],
         # Where the roles' rolling waits read the LB's running upstreams (None: no LB).
         "lab_lb_address": str(lb_host.address) if lb_host else None,
+        # Which roles deploy.py runs: all, or `agents` (up to Consul; labctl passes
+        # --data lab_stage=agents before it makes the ACL tokens).
+        "lab_stage": "all",
         "consul_role": host.consul,
         "consul_server": host.consul == "server",
         "consul_bootstrap": host.bootstrap,
@@ -46,6 +55,12 @@ def host_data(
         "consul_bootstrap_expect": len(servers),
         "consul_join": [str(bootstrap.address)]
         + [str(h.address) for h in servers if h is not bootstrap],
+        # Secure by default (labctl.security); None where the spec turns it off or
+        # labctl has not made the secret yet (the first stage of an `up` with ACLs).
+        "consul_acl": spec.security.acl,
+        "consul_encrypt": lab_secrets.gossip_key,
+        "consul_token": lab_secrets.secret(f"registration-{host.name}"),
+        "lb_consul_token": lab_secrets.secret("consul-template") if host.lb else None,
         "lb": host.lb,
         # Who may read the LB's /_lab/ state besides loopback: the lab's network and
         # every host (on the ssh road hosts may sit outside network.subnet).
@@ -106,12 +121,14 @@ def groups(
     spec: LabSpec, connection: dict[str, SshData], state: dict | None = None
 ) -> dict[str, list[InventoryHost]]:
     """pyinfra groups: every host once in `lab`, then one group per role."""
-    # Image tags hash the recipes (and the consul-template binary): once, not per host.
+    # Image tags hash the recipes (and the consul-template binary), secrets are files:
+    # once, not per host.
     images = lab_images(spec)
+    lab_secrets = LabSecrets.of(spec)
     entries = {
         host.name: (
             host.name,
-            {**connection.get(host.name, {}), **host_data(spec, host, state, images)},
+            {**connection.get(host.name, {}), **host_data(spec, host, state, images, lab_secrets)},
         )
         for host in spec.hosts
     }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from docker.errors import DockerException, NotFound
 
-from labctl import delivery, images, machines, standins, system, teardown, vagrant
+from labctl import delivery, images, machines, security, standins, system, teardown, vagrant
 from labctl.converge import ConnectFailure, ConvergeError, ConvergeResult, converge
 from labctl.inventory import connection_data
 from labctl.paths import (
@@ -127,9 +127,16 @@ def up(
 ) -> ConvergeResult:
     """Create and converge the lab; `offline`: on the stand-ins (no registry at all)."""
     spec, state = preflight(spec, provider, report, bundle, offline)
+    security.gossip_key(spec, create=True)
     write_state(spec, **({"offline": None} | state))
     create_hosts(spec, provider, report)
-    return converge_lab(spec, report)
+    if not spec.security.acl:
+        return converge_lab(spec, report)
+    # The roles after Consul need tokens, and tokens need a leader: the agents first.
+    agents = converge_lab(spec, report, ("--data", "lab_stage=agents"))
+    security.ensure_acls(spec, report, check_servers=True)
+    hand_out_agent_tokens(spec, report)
+    return agents + converge_lab(spec, report)
 
 
 def apply(spec: LabSpec, report: Report) -> ConvergeResult:
@@ -139,7 +146,20 @@ def apply(spec: LabSpec, report: Report) -> ConvergeResult:
         raise LifecycleError(f"lab {spec.name} is not up; run `labctl up` first.")
     arches = hosts_arch(spec, state["provider"], report)
     write_state(spec, **delivery.prepare(spec, arches, report=report))
-    return converge_lab(spec, report)
+    # Tokens for hosts the spec gained (none otherwise: no Consul call, so an apply
+    # works while the cluster has no leader); their agents get them after the converge.
+    made = security.ensure_acls(spec, report, check_servers=False)
+    result = converge_lab(spec, report)
+    if made:
+        hand_out_agent_tokens(spec, report)
+    return result
+
+
+def hand_out_agent_tokens(spec: LabSpec, report: Report) -> None:
+    """Each agent its own token; one that does not answer is named, not fatal."""
+    missed = security.set_agent_tokens(spec, report)
+    if missed:
+        report(f"agent token not set on {', '.join(missed)} (not answering)")
 
 
 def converge_lab(spec: LabSpec, report: Report, extra_args: tuple[str, ...] = ()) -> ConvergeResult:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = PROJECT_ROOT / "lab.yaml"
@@ -34,6 +34,8 @@ Provider = Literal["auto", "virtualbox", "docker", "ssh"]
 
 # The seed's live-stream API listens on 8080; more instances on one host take the next ports.
 DEMO_BASE_PORT = 8080
+# Every agent's HTTP API (the seed's -client=0.0.0.0), which labctl reads and writes.
+CONSUL_HTTP_PORT = 8500
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,18 @@ class Ssh(_Strict):
     known_hosts: str = "~/.ssh/known_hosts"
 
 
+class Security(_Strict):
+    # Gossip between the agents encrypted and authenticated with one key per lab.
+    gossip_encryption: bool = True
+    # ACLs that deny by default, with a least-privilege token for each part of the lab.
+    acl: bool = True
+
+    @property
+    def open(self) -> bool:
+        """The seed's lab: neither (anyone who reaches :8500 may change the catalog)."""
+        return not (self.gossip_encryption or self.acl)
+
+
 class Host(_Strict):
     name: str
     address: ipaddress.IPv4Address
@@ -156,6 +170,8 @@ class LabSpec(_Strict):
     virtualbox: VirtualBox = VirtualBox()
     docker: DockerProvider = DockerProvider()
     ssh: Ssh = Ssh()
+    # Secure by default; `security: seed` is the seed's open Consul (both off).
+    security: Security = Security()
     hosts: list[Host]
     # The file this spec was read from; children (Vagrant, pyinfra) read it again.
     _source: Path = PrivateAttr(default=DEFAULT_SPEC)
@@ -163,6 +179,15 @@ class LabSpec(_Strict):
     @property
     def source(self) -> Path:
         return self._source
+
+    @field_validator("security", mode="before")
+    @classmethod
+    def _seed_security(cls, value: object) -> object:
+        if value == "seed":
+            return {"gossip_encryption": False, "acl": False}
+        if isinstance(value, str):
+            raise ValueError("write `security: seed` for the seed's open lab, or a mapping")
+        return value
 
     @property
     def consul_servers(self) -> list[Host]:

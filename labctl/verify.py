@@ -16,14 +16,13 @@ from dataclasses import dataclass
 
 import httpx
 
-from labctl import lb
+from labctl import lb, security
 from labctl.inventory import SshData
 from labctl.remote import RemoteError, run
-from labctl.spec import LabSpec
+from labctl.spec import CONSUL_HTTP_PORT, LabSpec
 from roles.demo_service import DEFAULTS as DEMO_DEFAULTS
 from roles.lb import DEFAULTS as LB_DEFAULTS
 
-CONSUL_HTTP_PORT = 8500
 SERVICE_NAME = DEMO_DEFAULTS["demo_service_name"]
 # Consul's serf member status codes.
 MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
@@ -39,16 +38,18 @@ class Check:
 
 
 def consul_get(client: httpx.Client, spec: LabSpec, path: str, **params: str) -> httpx.Response:
-    """GET `path` (with query `params`) from the first agent that answers; raise the last
-    error when none does. Give the query as params, never in `path`: httpx rebuilds the
-    URL from `params` and would drop it."""
+    """GET `path` (with query `params`) from the first agent that answers, with the lab's
+    read token when it has ACLs; raise the last error when none does. Give the query as
+    params, never in `path`: httpx rebuilds the URL from `params` and would drop it."""
     error: Exception = RuntimeError("the spec has no Consul agent")
+    read_token = security.token(spec, "read")
+    headers = {"X-Consul-Token": read_token} if read_token else None
     for host in spec.hosts:
         if host.consul == "none":
             continue
         try:
             url = f"http://{host.address}:{CONSUL_HTTP_PORT}{path}"
-            response = client.get(url, params=params or None)
+            response = client.get(url, params=params or None, headers=headers)
             response.raise_for_status()
             return response
         except httpx.HTTPError as exc:

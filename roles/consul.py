@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -21,7 +22,15 @@ from pyinfra.operations import apt, files, server
 from labctl.spec import PROJECT_ROOT
 from roles.facts import ConsulPassingServices
 from roles.images import image_ref
-from roles.operations import LAB_LABEL, ROLE_LABEL, container, spec_hash, validated_file
+from roles.operations import (
+    LAB_LABEL,
+    ROLE_LABEL,
+    agent_fact,
+    container,
+    lab_wait,
+    spec_hash,
+    validated_config,
+)
 
 LAB_WAIT = PROJECT_ROOT / "templates" / "lab-wait"
 
@@ -44,7 +53,17 @@ DEFAULTS = {
     "consul_http_addr": "http://127.0.0.1:8500",
     # Seconds to wait for a (re)started agent to answer its HTTP API.
     "consul_ready_timeout": 120,
+    # Root-only directory of the host's Consul secrets: `consul_token_header` holds the
+    # host's registration token as an HTTP header, for curl -H @file.
+    "consul_secrets_dir": "/etc/lab/secrets",
+    "consul_token_header": "/etc/lab/secrets/consul.header",
+    # With ACLs (the spec's security.acl): what an agent does when no server can say
+    # what a token may do (extend-cache: what it knew, else deny).
+    "consul_acl_down_policy": "extend-cache",
 }
+
+# The gossip key's file, apart from agent.json: it is secret, readable by the agent only.
+GOSSIP_FILE = "gossip.json"
 
 
 def agent_config(data) -> dict:
@@ -66,7 +85,21 @@ def agent_config(data) -> dict:
     }
     if data.consul_server:
         config["bootstrap_expect"] = data.consul_bootstrap_expect
+    if data.consul_acl:
+        # Deny by default; tokens set through the agent token API (labctl.security) are
+        # kept in the data directory across restarts.
+        config["acl"] = {
+            "enabled": True,
+            "default_policy": "deny",
+            "down_policy": data.consul_acl_down_policy,
+            "enable_token_persistence": True,
+        }
     return config
+
+
+def token_header(data) -> str | None:
+    """The header file roles pass to curl, when the lab has ACLs (None: the seed's)."""
+    return data.consul_token_header if data.consul_acl else None
 
 
 @deploy("Deploy Consul agent", data_defaults=DEFAULTS)
@@ -83,10 +116,36 @@ def consul_agent() -> None:
         dest="/usr/local/bin/lab-wait",
         mode="755",
     )
-    validated_file(
+    if data.consul_acl:
+        files.directory(
+            name="Make the root-only secrets directory",
+            path=data.consul_secrets_dir,
+            user="root",
+            group="root",
+            mode="700",
+        )
+        # Empty until labctl made the host's token (the first stage of an `up`).
+        header_line = f"X-Consul-Token: {data.consul_token}\n" if data.consul_token else ""
+        files.put(
+            name="Write the host's Consul token header",
+            src=StringIO(header_line),
+            dest=data.consul_token_header,
+            user="root",
+            group="root",
+            mode="600",
+        )
+    config_files = {"agent.json": {"content": config}}
+    if data.consul_encrypt:
+        # Read by the agent, which runs as the image's `consul` user: owned by that user.
+        config_files[GOSSIP_FILE] = {
+            "content": json.dumps({"encrypt": data.consul_encrypt}) + "\n",
+            "mode": "600",
+            "owner_from": (image, "consul"),
+        }
+    validated_config(
         name="Write and validate the agent configuration",
-        content=config,
-        dest=f"{config_dir}/agent.json",
+        config_dir=config_dir,
+        files=config_files,
         validate=(
             f"docker run --rm --network=none -v {{}}:/consul/config:ro --entrypoint consul "
             f"{shlex.quote(image)} validate /consul/config"
@@ -96,7 +155,8 @@ def consul_agent() -> None:
     # the leader and every server in the raft peer set (quorum is never lost), and
     # the instances that passed before passing again (never all out of the LB).
     servers = data.consul_bootstrap_expect if data.consul_server else 0
-    passing = host.get_fact(ConsulPassingServices, http_addr=data.consul_http_addr)
+    header = token_header(data)
+    passing = agent_fact(ConsulPassingServices, data.consul_http_addr, header)
     agent = container(
         name=f"Run the Consul {data.consul_role} agent",
         container_name=data.consul_container_name,
@@ -112,9 +172,9 @@ def consul_agent() -> None:
         ],
         command=["agent"],
         labels={LAB_LABEL: data.lab_name, ROLE_LABEL: "consul"},
-        depends_on=spec_hash(config),
-        replaced_ready=shlex.join(
-            ["lab-wait", "agent", data.consul_http_addr, str(servers), *passing]
+        depends_on=spec_hash({name: f["content"] for name, f in config_files.items()}),
+        replaced_ready=lab_wait(
+            "agent", data.consul_http_addr, str(servers), *passing, consul_header=header
         ),
         _serial=True,
     )
@@ -122,7 +182,7 @@ def consul_agent() -> None:
         name="Wait for the agent's HTTP API",
         commands=[
             f"timeout {int(data.consul_ready_timeout)} sh -c "
-            f"'until curl -fsS -o /dev/null {data.consul_http_addr}/v1/agent/self; "
+            f"'until curl -fsS -o /dev/null {data.consul_http_addr}/v1/status/leader; "
             "do sleep 1; done'"
         ],
         _if=agent.did_change,

@@ -14,6 +14,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from roles.consul import DEFAULTS as CONSUL_DEFAULTS
+from roles.consul import token_header
 from roles.images import image_ref
 from roles.operations import (
     LAB_LABEL,
@@ -36,8 +37,10 @@ DEFAULTS = {
     # Extra environment of every instance (e.g. {"TZ": "Asia/Shanghai"}); a change
     # replaces the instances one at a time, with no failed request.
     "demo_environment": {},
-    # The local agent the instances register with (shared with the consul role).
+    # The local agent the instances register with, and the file holding the host's
+    # registration token (both the consul role's).
     "consul_http_addr": CONSUL_DEFAULTS["consul_http_addr"],
+    "consul_token_header": CONSUL_DEFAULTS["consul_token_header"],
 }
 
 ROLE = "demo_service"
@@ -77,6 +80,7 @@ def demo_service() -> None:
         managed_by=ROLE,
         keep=wanted,
         lb_address=data.lab_lb_address,
+        consul_header=token_header(data),
     )
     containers_pruned(
         name="Remove containers of removed instances",
@@ -106,6 +110,7 @@ def demo_service() -> None:
             http_addr=data.consul_http_addr,
             definition=registration(data, instance),
             lb_address=data.lab_lb_address,
+            consul_header=token_header(data),
             # A changed instance is replaced one at a time across the lab.
             _serial=True,
         )

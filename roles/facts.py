@@ -52,6 +52,21 @@ class DockerContainerState(FactBase):
         return {"spec": words[0].strip() if len(words) == 2 else "", "running": words[-1] == "true"}
 
 
+class ImageUserIds(FactBase):
+    """{"user": uid, "group": gid} of a user inside an image (e.g. the official Consul
+    image's `consul`, which its agent runs as), for files the container must read."""
+
+    requires_command = "docker"
+
+    def command(self, image: str, user: str) -> str:
+        ids = shlex.quote(f"id -u {user} && id -g {user}")
+        return f"docker run --rm --network=none --entrypoint sh {shlex.quote(image)} -c {ids}"
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        uid, gid = (line.strip() for line in output[:2])
+        return {"user": uid, "group": gid}
+
+
 # How to list Docker objects by label, and remove them (the teardown's way).
 DOCKER_OBJECTS = {
     "container": ("ps -a", "{{.Names}}", "docker rm -f -v"),
@@ -77,14 +92,21 @@ class DockerLabelled(FactBase):
         return sorted(line.strip() for line in output if line.strip())
 
 
+def consul_get(http_addr: str, path: str, header: str | None = None) -> str:
+    """curl of the local agent's API; `header` names a file holding the token header
+    (root-only, written by role consul), so the token is never on a command line."""
+    token = f" -H @{shlex.quote(header)}" if header else ""
+    return f"curl -fsS --max-time 10{token} {shlex.quote(http_addr)}{path}"
+
+
 class ConsulAgentServices(FactBase):
-    """The local Consul agent's services (GET /v1/agent/services), by ID; {} when the
-    agent does not answer (not started yet)."""
+    """The local Consul agent's services (GET /v1/agent/services), by ID, as far as the
+    token in `header` may see them; {} when the agent does not answer (not started yet)."""
 
     requires_command = "curl"
 
-    def command(self, http_addr: str) -> str:
-        return f"curl -fsS --max-time 10 {shlex.quote(http_addr)}/v1/agent/services || echo '{{}}'"
+    def command(self, http_addr: str, header: str | None = None) -> str:
+        return f"{consul_get(http_addr, '/v1/agent/services', header)} || echo '{{}}'"
 
     @staticmethod
     def default() -> dict:
@@ -96,12 +118,13 @@ class ConsulAgentServices(FactBase):
 
 class ConsulPassingServices(FactBase):
     """IDs of the local agent's service instances whose every check passes (GET
-    /v1/agent/checks); [] when the agent does not answer."""
+    /v1/agent/checks, as far as the token in `header` may see); [] when the agent does
+    not answer."""
 
     requires_command = "curl"
 
-    def command(self, http_addr: str) -> str:
-        return f"curl -fsS --max-time 10 {shlex.quote(http_addr)}/v1/agent/checks || echo '{{}}'"
+    def command(self, http_addr: str, header: str | None = None) -> str:
+        return f"{consul_get(http_addr, '/v1/agent/checks', header)} || echo '{{}}'"
 
     @staticmethod
     def default() -> list[str]:

@@ -20,7 +20,7 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import OperationError, operation
 from pyinfra.facts.files import FileContents, Sha1File
-from pyinfra.operations import files
+from pyinfra.operations import files as files_op
 
 from labctl.paths import LAB_LABEL
 from roles.facts import (
@@ -30,6 +30,7 @@ from roles.facts import (
     DockerContainerState,
     DockerImageIds,
     DockerLabelled,
+    ImageUserIds,
     LoadBalancerHealth,
 )
 
@@ -60,20 +61,37 @@ def _run_command(
     return shlex.join(run)
 
 
-def _register_command(http_addr: str, definition: dict, digest: str) -> str:
+def _token(header: str | None) -> str:
+    """curl's option sending the token header kept in the file `header` (see role consul)."""
+    return f" -H @{shlex.quote(header)}" if header else ""
+
+
+def _register_command(http_addr: str, definition: dict, digest: str, header: str | None) -> str:
     body = definition | {"Meta": {**definition.get("Meta", {}), "lab_spec": digest}}
     return (
-        f"printf %s {shlex.quote(json.dumps(body, ensure_ascii=False))} | curl -fsS -X PUT "
-        f"--data-binary @- {http_addr}/v1/agent/service/register?replace-existing-checks=true"
+        f"printf %s {shlex.quote(json.dumps(body, ensure_ascii=False))} | curl -fsS -X PUT"
+        f"{_token(header)} --data-binary @- "
+        f"{http_addr}/v1/agent/service/register?replace-existing-checks=true"
     )
 
 
-def _deregister_command(http_addr: str, service_id: str) -> str:
-    return f"curl -fsS -X PUT {http_addr}/v1/agent/service/deregister/{shlex.quote(service_id)}"
+def _deregister_command(http_addr: str, service_id: str, header: str | None) -> str:
+    return (
+        f"curl -fsS -X PUT{_token(header)} "
+        f"{http_addr}/v1/agent/service/deregister/{shlex.quote(service_id)}"
+    )
 
 
-def _lb_wait(how: str, lb_address: str, where: str) -> str:
-    return f"lab-wait {how} {shlex.quote(lb_address)} {shlex.quote(where)}"
+def lab_wait(*args: str, consul_header: str | None = None) -> str:
+    """A `lab-wait` command (templates/lab-wait) reading Consul with the token in the
+    file `consul_header`, if any."""
+    env = f"LAB_CONSUL_HEADER={shlex.quote(consul_header)} " if consul_header else ""
+    return env + shlex.join(["lab-wait", *args])
+
+
+def agent_fact(fact: type, http_addr: str, header: str | None):
+    """A fact about the local agent, read with the token in `header` when there is one."""
+    return host.get_fact(fact, http_addr=http_addr, **({"header": header} if header else {}))
 
 
 def recorded(refs: list[str]) -> str:
@@ -91,7 +109,7 @@ def images_present(images: dict[str, str], archive: str):
         host.noop(f"images present: {', '.join(sorted(images))}")
         return
     remote = f"{ARCHIVE_PREFIX}{spec_hash(images)}.tar"
-    yield from files.put._inner(src=archive, dest=remote)
+    yield from files_op.put._inner(src=archive, dest=remote)
     # Recorded first: a load that fails half-way still leaves a record for teardown.
     yield f"{recorded(missing)} && docker load -i {remote} && rm -f {remote}"
 
@@ -112,14 +130,14 @@ def images_obtained(images: dict[str, dict], base_image: str, bundle: str | None
     bundled = [ref for ref in missing if images[ref]["bundled"]]
     if bundled:
         remote = f"{UPLOADS_DIR}/{bundle.rsplit('/', 1)[-1]}"
-        yield from files.put._inner(src=bundle, dest=remote)
+        yield from files_op.put._inner(src=bundle, dest=remote)
         yield shlex.join([LAB_IMAGE_TOOL, "load", remote, *bundled])
     for ref in (r for r in missing if r not in bundled):
         recipe = images[ref]["recipe"]
         command = [LAB_IMAGE_TOOL, "get", ref]
         if recipe is not None:
             remote = f"{UPLOADS_DIR}/{recipe.rsplit('/', 1)[-1]}"
-            yield from files.put._inner(src=recipe, dest=remote)
+            yield from files_op.put._inner(src=recipe, dest=remote)
             build_args = sorted(images[ref]["build_args"].items())
             command += ["--recipe", remote, "--base", base_image]
             command += [f"--build-arg={name}={value}" for name, value in build_args]
@@ -171,9 +189,11 @@ def service_instance(
     http_addr: str,
     definition: dict,
     lb_address: str | None = None,
+    consul_header: str | None = None,
 ):
     """One service instance: its container, and its registration (`definition`, an
-    agent/service/register body) with the local agent.
+    agent/service/register body) with the local agent, with the token in the file
+    `consul_header` when the lab has ACLs.
 
     A new instance is started, then registered. A live instance whose container or
     registration changed is replaced without a failed request: deregistered, out of
@@ -184,7 +204,7 @@ def service_instance(
     container_digest = spec_hash(image_id, args, [], labels)
     registration_digest = spec_hash(definition)
     state = host.get_fact(DockerContainerState, container=container_name)
-    registered = host.get_fact(ConsulAgentServices, http_addr=http_addr).get(sid)
+    registered = agent_fact(ConsulAgentServices, http_addr, consul_header).get(sid)
     container_current = state is not None and state["spec"] == container_digest
     registration_current = (
         registered is not None and registered.get("Meta", {}).get("lab_spec") == registration_digest
@@ -199,9 +219,9 @@ def service_instance(
     where = f"{definition['Address']}:{definition['Port']}"
     draining = registered is not None and state is not None and state["running"]
     if draining:
-        yield _deregister_command(http_addr, sid)
+        yield _deregister_command(http_addr, sid, consul_header)
         if lb_address:
-            yield _lb_wait("lb-drops", lb_address, where)
+            yield lab_wait("lb-drops", lb_address, where)
     if not container_current:
         if state is not None:
             yield f"docker rm -f {shlex.quote(container_name)}"
@@ -209,11 +229,11 @@ def service_instance(
     elif not state["running"]:
         yield f"docker start {shlex.quote(container_name)}"
     if draining or not registration_current:
-        yield _register_command(http_addr, definition, registration_digest)
+        yield _register_command(http_addr, definition, registration_digest, consul_header)
     if draining:
-        yield f"lab-wait passing {shlex.quote(http_addr)} {shlex.quote(sid)}"
+        yield lab_wait("passing", http_addr, sid, consul_header=consul_header)
         if lb_address:
-            yield _lb_wait("lb-serves", lb_address, where)
+            yield lab_wait("lb-serves", lb_address, where)
 
 
 @operation()
@@ -228,29 +248,55 @@ def containers_pruned(label: str, keep: list[str]):
 
 
 @operation()
-def validated_file(content: str, dest: str, validate: str):
-    """Install `content` at `dest` only if `validate` (run with {} as the staged file's
-    directory) accepts it; a rejected file never replaces the one in use."""
-    digest = hashlib.sha1(content.encode()).hexdigest()
-    if host.get_fact(Sha1File, path=dest) == digest:
-        host.noop(f"{dest} is up to date")
+def validated_config(config_dir: str, files: dict[str, dict], validate: str):
+    """Install the files of `config_dir` (name -> {"content", and for a secret "mode" and
+    "owner_from": (image, user) whose ids own it}) only if `validate`, run with {} as a
+    staged copy of the whole set, accepts them together: a rejected configuration never
+    replaces the one in use. Contents travel by pyinfra's upload, never a command line."""
+    digests = {name: hashlib.sha1(f["content"].encode()).hexdigest() for name, f in files.items()}
+    changed = [
+        name
+        for name in files
+        if host.get_fact(Sha1File, path=f"{config_dir}/{name}") != digests[name]
+    ]
+    if not changed:
+        host.noop(f"{config_dir} is up to date")
         return
-    staging_dir = f"{dest}.staged.d"
-    staged = f"{staging_dir}/{dest.rsplit('/', 1)[-1]}"
-    q_dir, q_staged, q_dest = (shlex.quote(p) for p in (staging_dir, staged, dest))
-    yield f"rm -rf {q_dir} && mkdir -p {q_dir}"
-    yield from files.put._inner(src=StringIO(content), dest=staged)
+    staging_dir = f"{config_dir}.staged.d"
+    q_dir = shlex.quote(staging_dir)
+    # Only root may look inside while secrets sit there with the upload's first mode.
+    yield f"rm -rf {q_dir} && mkdir -m 700 -p {q_dir}"
+    for name, file in files.items():
+        owner = {}
+        if "owner_from" in file:
+            image, user = file["owner_from"]
+            owner = host.get_fact(ImageUserIds, image=image, user=user)
+        yield from files_op.put._inner(
+            src=StringIO(file["content"]),
+            dest=f"{staging_dir}/{name}",
+            mode=file.get("mode"),
+            create_remote_dir=False,
+            **owner,
+        )
     yield validate.format(q_dir)
-    yield f"mv {q_staged} {q_dest} && rm -rf {q_dir}"
+    moves = [
+        f"mv {shlex.quote(f'{staging_dir}/{n}')} {shlex.quote(f'{config_dir}/{n}')}"
+        for n in changed
+    ]
+    yield " && ".join([f"mkdir -p {shlex.quote(config_dir)}", *moves, f"rm -rf {q_dir}"])
 
 
 @operation()
 def consul_services_absent(
-    http_addr: str, managed_by: str, keep: list[str], lb_address: str | None = None
+    http_addr: str,
+    managed_by: str,
+    keep: list[str],
+    lb_address: str | None = None,
+    consul_header: str | None = None,
 ):
     """Deregister the services this lab registered (Meta.lab_managed) that are not in
     `keep`, then wait until the LB (`lb_address`) no longer routes to them."""
-    services = host.get_fact(ConsulAgentServices, http_addr=http_addr)
+    services = agent_fact(ConsulAgentServices, http_addr, consul_header)
     stale = sorted(
         sid
         for sid, service in services.items()
@@ -260,11 +306,11 @@ def consul_services_absent(
         host.noop("no stale services")
         return
     for sid in stale:
-        yield _deregister_command(http_addr, sid)
+        yield _deregister_command(http_addr, sid, consul_header)
     if lb_address:
         for sid in stale:
             where = f"{services[sid]['Address']}:{services[sid]['Port']}"
-            yield _lb_wait("lb-drops", lb_address, where)
+            yield lab_wait("lb-drops", lb_address, where)
 
 
 @operation()
@@ -332,4 +378,4 @@ def json_keys(path: str, set_keys: dict | None = None, unset_keys: list[str] = (
         yield f"rm -f {shlex.quote(path)}"
         return
     content = json.dumps(wanted, indent=2, sort_keys=True) + "\n"
-    yield from files.put._inner(src=StringIO(content), dest=path, mode="644")
+    yield from files_op.put._inner(src=StringIO(content), dest=path, mode="644")

@@ -42,6 +42,14 @@ fi
 cp "$live" "$state/service.conf.tmp" && mv "$state/service.conf.tmp" "$state/service.conf"
 rm -f "$render"
 
+# With ACLs, consul-template's token comes from a root-only file (roles/lb.py), not a
+# command line; CONSUL_TOKEN would win over CONSUL_HTTP_TOKEN in 0.19, so it goes.
+unset CONSUL_TOKEN
+if [ -s /run/secrets/consul-template.token ]; then
+    CONSUL_HTTP_TOKEN=$(cat /run/secrets/consul-template.token)
+    export CONSUL_HTTP_TOKEN
+fi
+
 nginx -g 'daemon off;' &
 nginx_pid=$!
 consul-template \

@@ -13,16 +13,11 @@ from labctl.spec import load_spec
 from labctl.verify import verify
 from roles.demo_service import DEFAULTS as DEMO
 from tests.e2e.conftest import e2e_spec_data, labctl, wait_for, write_spec
-from tests.e2e.probes import on_host
+from tests.e2e.probes import consul, on_host
 
 SERVICE = DEMO["demo_service_name"]
 # Check interval + timeout (the seed's 10 s and 5 s) + a margin for the poll itself.
 CHECK_DEADLINE = 10 + 5 + 10
-
-
-def consul(spec, path: str):
-    address = spec.consul_servers[0].address
-    return httpx.get(f"http://{address}:8500{path}", timeout=10).json()
 
 
 def check_status(spec, service_id: str) -> str | None:

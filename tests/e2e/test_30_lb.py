@@ -10,7 +10,15 @@ import httpx
 from labctl.lb import read_state
 from labctl.remote import run
 from tests.e2e.conftest import labctl, wait_for
-from tests.e2e.probes import FOLLOW_DEADLINE, LB, SERVICE, lb_sample, request_loop, upstream
+from tests.e2e.probes import (
+    FOLLOW_DEADLINE,
+    LB,
+    SERVICE,
+    consul_as,
+    lb_sample,
+    request_loop,
+    upstream,
+)
 
 
 def test_thirty_requests_reach_all_three_instances(lab):
@@ -68,10 +76,10 @@ def test_every_instance_down_gives_502_then_recovers_by_itself(lab, e2e_spec):
 
 def test_an_invalid_render_keeps_nginx_serving_and_consul_template_running(lab):
     spec, connections, _ = lab
-    agent = f"http://{spec.hosts[0].address}:8500/v1/agent/service"
     bad = {"ID": "broken", "Name": "broken_svc", "Address": "no-such-host.invalid", "Port": 80}
     before = read_state(httpx.Client(timeout=5), LB)
-    httpx.put(f"{agent}/register", json=bad, timeout=10).raise_for_status()
+    # Not a lab service: only the management token may register it.
+    consul_as(spec, "management", "PUT", "/v1/agent/service/register", json=bad).raise_for_status()
     try:
         wait_for(lambda: read_state(httpx.Client(timeout=5), LB).rejected > before.rejected,
                  FOLLOW_DEADLINE, "the LB rejecting the render")  # fmt: skip
@@ -80,7 +88,8 @@ def test_an_invalid_render_keeps_nginx_serving_and_consul_template_running(lab):
         code, output = run(connections["node3"], "docker top lb", sudo=True)
         assert code == 0 and "consul-template" in output, f"consul-template is gone: {output}"
     finally:
-        httpx.put(f"{agent}/deregister/broken", timeout=10).raise_for_status()
+        consul_as(spec, "management", "PUT", "/v1/agent/service/deregister/broken"
+                  ).raise_for_status()  # fmt: skip
     # consul-template is alive: the next (valid) render reloads nginx.
     wait_for(lambda: read_state(httpx.Client(timeout=5), LB).reloads > before.reloads,
              FOLLOW_DEADLINE, "a reload after the bad service left")  # fmt: skip

@@ -20,6 +20,7 @@ from labctl.verify import verify
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.conftest import labctl, wait_for
 from tests.e2e.probes import (
+    AGENT_CURL,
     FOLLOW_DEADLINE,
     LB,
     SERVICE,
@@ -200,7 +201,7 @@ def test_a_host_lost_in_the_middle_of_apply(lab, e2e_spec):
     list_containers = f"docker ps -a --format '{{{{.Names}}}}' --filter {role}"
     for host in ("node1", "node2", "node3"):
         containers = set(on_host(connections, host, list_containers).split())
-        agent = on_host(connections, host, "curl -fsS http://127.0.0.1:8500/v1/agent/services")
+        agent = on_host(connections, host, f"{AGENT_CURL}/v1/agent/services")
         registered = {
             sid for sid, s in json.loads(agent).items()
             if s.get("Meta", {}).get("lab_managed") == "demo_service"

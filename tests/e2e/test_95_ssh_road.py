@@ -11,6 +11,9 @@ every machine. Then the same machines with no engine reachable from labctl
 build the lab's recipes themselves; `down --purge-engine` takes the engine too.
 
 Host keys go to a temporary known_hosts file (`ssh.known_hosts`), never ~/.ssh.
+
+This lab is the seed's open one (`security: seed`): the suite's main lab covers the secured
+default; this one shows that the seed's setting still gives exactly the seed's lab.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ def spec_data(pool: MachinePool, images: dict, known_hosts: Path, name: str = LA
         "network": {"subnet": f"{PREFIX}.0/24"},
         "images": images,
         "ssh": {"user": "admin", "key": str(pool.admin_key), "known_hosts": str(known_hosts)},
+        "security": "seed",
         "hosts": [
             {"name": m1.name, "address": m1.address, "consul": "server", "bootstrap": True,
              "demo": 1, "ssh_user": "root", "ssh_key": str(pool.root_key)},
@@ -140,6 +144,24 @@ def test_up_reaches_root_and_a_sudo_user_and_verifies(ssh_lab, pool):
         assert run(connections[name], "id -un")[1] == user
         code, output = run(connections[name], "docker ps --format '{{.Names}}'", sudo=True)
         assert code == 0 and "consul" in output.split(), (name, output)
+
+
+def test_security_seed_gives_the_seeds_open_lab(ssh_lab, pool):
+    _, result = ssh_lab
+    assert "security: seed" in result.stderr
+    m1 = pool.machines[0]
+    agent = f"http://{m1.address}:8500/v1/agent/service"
+    # As in the seed, anyone who reaches :8500 may register (here: nowhere a GET would go).
+    anyone = {"ID": "anyone", "Name": "anyone_svc", "Address": m1.address, "Port": 9}
+    try:
+        assert httpx.put(f"{agent}/register", json=anyone, timeout=10).status_code == 200
+    finally:
+        httpx.put(f"{agent}/deregister/anyone", timeout=10)
+    members = httpx.get(f"http://{m1.address}:8500/v1/agent/members", timeout=10).json()
+    assert {m["Name"] for m in members} == {"m1", "m2", "m3"}  # read without a token
+    for machine in pool.machines:
+        files = pool.exec(machine, "ls /etc/lab /etc/lab/consul", check=False)
+        assert "secrets" not in files and "gossip.json" not in files, files
 
 
 def test_first_contacts_are_recorded_in_the_spec_known_hosts_only(

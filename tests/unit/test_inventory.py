@@ -173,3 +173,35 @@ def test_registry_mirrors_reach_the_hosts_engines_with_a_scheme():
     )
     data = dict(groups(spec, {})["lab"])["a1"]
     assert data["docker_registry_mirrors"] == ["https://mirror.local:5000", "http://10.0.0.1:5000"]
+
+
+def test_each_host_gets_its_own_token_and_only_the_lb_host_consul_templates(
+    tmp_path, monkeypatch
+):
+    from labctl import security
+
+    monkeypatch.setattr(security, "lab_dir", lambda spec: tmp_path)
+    spec, _ = load_spec(PROJECT_ROOT / "lab.yaml")
+    security.gossip_key(spec, create=True)
+    tokens = {t.name: {"accessor": f"a-{t.name}", "secret": f"s-{t.name}"}
+              for t in security.token_specs(spec)}  # fmt: skip
+    security._save_tokens(spec, tokens)
+    data = dict(groups(spec, {})["lab"])
+    assert {h: d["consul_token"] for h, d in data.items()} == {
+        h: f"s-registration-{h}" for h in ("server1", "server2", "server3")
+    }
+    assert {h: d["lb_consul_token"] for h, d in data.items()} == {
+        "server1": None, "server2": None, "server3": "s-consul-template"
+    }  # fmt: skip
+    assert {d["consul_encrypt"] for d in data.values()} == {security.gossip_key(spec)}
+    assert {d["consul_acl"] for d in data.values()} == {True}
+    # No host is handed the management token or another host's.
+    assert not any("management" in str(d) or "s-agent" in str(d) for d in data.values())
+
+
+def test_the_seeds_open_lab_hands_out_no_secret():
+    host = {"name": "a1", "address": "192.168.56.2", "consul": "server", "lb": True}
+    spec, _ = parse_spec({"security": "seed", "hosts": [host]})
+    (data,) = dict(groups(spec, {})["lab"]).values()
+    assert data["consul_acl"] is False
+    assert data["consul_encrypt"] is data["consul_token"] is data["lb_consul_token"] is None

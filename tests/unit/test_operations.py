@@ -137,7 +137,7 @@ def test_operation_case(case_file, fake_host, tmp_path):
 
 def test_every_operation_has_cases():
     operations = {
-        "images_present", "container", "containers_pruned", "validated_file",
+        "images_present", "container", "containers_pruned", "validated_config",
         "service_instance", "consul_services_absent", "load_balancer_healthy",
         "images_obtained", "labelled_absent", "recorded_images_absent", "json_keys",
     }  # fmt: skip
@@ -210,22 +210,20 @@ def test_container_recreated_from_a_changed_arg_is_matched_on_the_next_run(fake_
     assert host.noops == ["container consul is up to date"]
 
 
-# --- validated_file: paths are single shell words ------------------------------
+# --- validated_config: paths are single shell words ------------------------------
 
 
-def test_validated_file_keeps_a_dest_with_a_space_one_shell_word(fake_host, tmp_path):
-    dest = "/etc/my lab/agent.json"
-    staged_dir = f"{dest}.staged.d"
-    host = fake_host(
-        {
-            "Sha1File": {f"path={dest}": None},
-            "File": {f"path={staged_dir}/agent.json": None},
-            "Directory": {f"path={staged_dir}/agent.json": None, f"path={staged_dir}": None},
-        }
-    )
-    commands = run_operation(
-        "validated_file", {"content": "{}\n", "dest": dest, "validate": "true {}"}, host, tmp_path
-    )
+def test_validated_config_keeps_a_dir_with_a_space_one_shell_word(fake_host, tmp_path):
+    config_dir = "/etc/my lab/consul"
+    staged = f"{config_dir}.staged.d/agent.json"
+    host = fake_host({
+        "Sha1File": {f"path={config_dir}/agent.json": None},
+        "File": {f"path={staged}": None},
+        "Directory": {f"path={staged}": None},
+    })  # fmt: skip
+    args = {"config_dir": config_dir, "files": {"agent.json": {"content": "{}\n"}},
+            "validate": "true {}"}  # fmt: skip
+    commands = run_operation("validated_config", args, host, tmp_path)
     cleanup, move = commands[0], commands[-1]
     # Split at the space, `rm -rf /etc/my ...` would remove the whole of /etc/my.
     for command in (cleanup, move):

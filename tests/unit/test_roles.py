@@ -51,11 +51,19 @@ def test_bootstrap_server_config():
         "leave_on_terminate": False,
         "disable_update_check": True,
         "bootstrap_expect": 2,
+        # Secure by default: deny, tokens kept across restarts; the gossip key is not
+        # here but in its own root-only file.
+        "acl": {
+            "enabled": True,
+            "default_policy": "deny",
+            "down_policy": "extend-cache",
+            "enable_token_persistence": True,
+        },
     }
 
 
-def test_client_config():
-    assert agent_config(consul_data("server3")) == {
+def test_client_config_of_the_seeds_open_lab():
+    assert agent_config(consul_data("server3", consul_acl=False)) == {
         "datacenter": "dc1",
         "node_name": "server3",
         "server": False,

@@ -1,0 +1,331 @@
+"""The lab's secrets and its Consul ACLs, made and kept on the control machine.
+
+Secure by default (the spec's `security`): one gossip key per lab, as `consul keygen`
+makes it, and ACLs that deny by default, bootstrapped once with `PUT /v1/acl/bootstrap`,
+with a least-privilege token for each part of the lab:
+
+  agent-<node>         node "<node>" write, service_prefix "" read: the agent's own
+                       anti-entropy (set through each agent's token API)
+  registration-<host>  service write on the demo services: role demo_service and the
+                       roles' waits on that host
+  consul-template      service_prefix and node_prefix read: the LB's consul-template
+  read                 service, node and agent read, operator read: a person (the UI),
+                       `labctl verify` and `labctl watch`
+
+Everything secret lives in .lab/<name>/secrets/ (0700, files 0600). labctl talks to
+Consul over httpx with the token in a header, so no secret reaches a command line or a
+log; hosts get their tokens over pyinfra's file upload into root-only files.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from labctl.paths import lab_dir
+from labctl.spec import CONSUL_HTTP_PORT, LabSpec
+
+GOSSIP_KEY = "gossip.key"
+TOKENS = "tokens.json"
+MANAGEMENT = "management"
+LEADER_TIMEOUT = 120.0
+
+Report = Callable[[str], None]
+
+
+class AclError(Exception):
+    """The lab's ACLs cannot be set up or used; the message says why and the way out."""
+
+
+def secrets_dir(spec: LabSpec) -> Path:
+    return lab_dir(spec) / "secrets"
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """Write a file only its owner may read, whatever the umask: created 0600, then
+    renamed into place, so no other mode is ever visible."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(partial, 0o600)
+    partial.rename(path)
+
+
+def gossip_key(spec: LabSpec, create: bool = False) -> str | None:
+    """The lab's gossip key (base64 of 32 random bytes, as `consul keygen`); made once
+    when `create`; None when the lab has no gossip encryption or no key yet."""
+    if not spec.security.gossip_encryption:
+        return None
+    path = secrets_dir(spec) / GOSSIP_KEY
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        if not create:
+            return None
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    _write_secret(path, key + "\n")
+    return key
+
+
+def saved_tokens(spec: LabSpec) -> dict[str, dict[str, str]]:
+    """Token name -> {"accessor", "secret"}, as saved; {} before the bootstrap."""
+    try:
+        return json.loads((secrets_dir(spec) / TOKENS).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def token(spec: LabSpec, name: str) -> str | None:
+    """A saved token's secret, or None (no ACLs, or not made yet)."""
+    if not spec.security.acl:
+        return None
+    return saved_tokens(spec).get(name, {}).get("secret")
+
+
+@dataclass(frozen=True)
+class LabSecrets:
+    """What the inventory hands the roles, read once per run."""
+
+    gossip_key: str | None
+    tokens: dict[str, dict[str, str]]
+
+    @classmethod
+    def of(cls, spec: LabSpec) -> LabSecrets:
+        return cls(gossip_key(spec), saved_tokens(spec) if spec.security.acl else {})
+
+    def secret(self, name: str) -> str | None:
+        return self.tokens.get(name, {}).get("secret")
+
+
+def _save_tokens(spec: LabSpec, tokens: dict[str, dict[str, str]]) -> None:
+    _write_secret(secrets_dir(spec) / TOKENS, json.dumps(tokens, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    name: str
+    description: str
+    rules: str
+
+
+def _rules(*rules: tuple[str, str, str]) -> str:
+    """HCL policy rules from (resource, name or None, policy)."""
+    lines = []
+    for resource, name, policy in rules:
+        if name is None:
+            lines.append(f'{resource} = "{policy}"')
+        else:
+            lines.append(f'{resource} "{name}" {{ policy = "{policy}" }}')
+    return "\n".join(lines) + "\n"
+
+
+def lab_services(spec: LabSpec) -> list[str]:
+    """The Consul services the lab's hosts register (role demo_service's)."""
+    from roles.demo_service import DEFAULTS
+
+    return [DEFAULTS["demo_service_name"]]
+
+
+def token_specs(spec: LabSpec) -> list[TokenSpec]:
+    """Every token the lab needs, with the least each part may do."""
+    agents = [h for h in spec.hosts if h.consul != "none"]
+    tokens = [
+        TokenSpec(
+            f"agent-{host.name}",
+            f"agent token of node {host.name}: its own anti-entropy",
+            _rules(("node", host.name, "write"), ("service_prefix", "", "read")),
+        )
+        for host in agents
+    ]
+    tokens += [
+        TokenSpec(
+            f"registration-{host.name}",
+            f"registration token of host {host.name}: the lab's demo services",
+            _rules(*(("service", name, "write") for name in lab_services(spec))),
+        )
+        for host in agents
+    ]
+    if any(h.lb for h in spec.hosts):
+        tokens.append(
+            TokenSpec(
+                "consul-template",
+                "consul-template on the LB: reads services and nodes",
+                _rules(("service_prefix", "", "read"), ("node_prefix", "", "read")),
+            )
+        )
+    tokens.append(
+        TokenSpec(
+            "read",
+            "a person, the UI, labctl verify and watch: reads everything but ACLs",
+            _rules(
+                ("service_prefix", "", "read"),
+                ("node_prefix", "", "read"),
+                ("agent_prefix", "", "read"),
+                ("operator", None, "read"),
+            ),
+        )
+    )
+    return tokens
+
+
+class _Consul:
+    """The lab's Consul servers over HTTP, from the control machine."""
+
+    def __init__(self, spec: LabSpec, management: str | None = None):
+        self.spec = spec
+        self.management = management
+        self.client = httpx.Client(timeout=10, trust_env=False)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def request(self, method: str, path: str, address: str | None = None, **kwargs):
+        """A request to `address`'s agent, else to the first server that answers."""
+        headers = {"X-Consul-Token": self.management} if self.management else {}
+        targets = [address] if address else [str(h.address) for h in self.spec.consul_servers]
+        error: Exception | None = None
+        for target in targets:
+            url = f"http://{target}:{CONSUL_HTTP_PORT}{path}"
+            try:
+                return self.client.request(method, url, headers=headers, **kwargs)
+            except httpx.HTTPError as exc:
+                error = exc
+        raise AclError(
+            f"no Consul agent answered at {', '.join(targets)} ({type(error).__name__}) while "
+            "setting up the lab's ACLs; check `labctl status` and `labctl verify`, then "
+            "`labctl apply`."
+        )
+
+    def wait_for_leader(self, report: Report) -> None:
+        deadline = time.monotonic() + LEADER_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                if self.request("GET", "/v1/status/leader").json():
+                    return
+            except (AclError, ValueError):
+                pass
+            report("waiting for a Consul leader before the ACL bootstrap")
+            time.sleep(1)
+        raise AclError(
+            f"no Consul leader within {LEADER_TIMEOUT:.0f} s, so the ACLs cannot be "
+            "bootstrapped; check `labctl verify` (a majority of servers must run), then "
+            "`labctl apply`."
+        )
+
+
+def _checked(response: httpx.Response, what: str) -> dict:
+    if response.status_code != 200:
+        raise AclError(
+            f"Consul refused to {what} ({response.status_code} {response.text.strip()[:120]}); "
+            "read the servers' logs (`docker logs consul` on a server), then `labctl apply`."
+        )
+    return response.json() if response.content else {}
+
+
+def _bootstrap(consul: _Consul, spec: LabSpec) -> dict[str, str]:
+    response = consul.request("PUT", "/v1/acl/bootstrap")
+    if response.status_code == 403 and "no longer allowed" in response.text:
+        raise AclError(
+            f"the lab's Consul ACLs were bootstrapped already, but its management token is "
+            f"not in {secrets_dir(spec) / TOKENS}; without it labctl cannot manage the lab's "
+            "tokens: run `labctl down` and `labctl up` to start afresh (or reset the ACLs as "
+            "Consul's documentation describes and run `labctl apply`)."
+        )
+    created = _checked(response, "bootstrap the ACLs")
+    return {"accessor": created["AccessorID"], "secret": created["SecretID"]}
+
+
+def _policy(consul: _Consul, wanted: TokenSpec) -> bool:
+    """Make the token's policy (lab-<name>) hold exactly its rules; True if it changed."""
+    name = f"lab-{wanted.name}"
+    body = {"Name": name, "Description": wanted.description, "Rules": wanted.rules}
+    response = consul.request("GET", f"/v1/acl/policy/name/{name}")
+    if response.status_code == 200:
+        current = response.json()
+        if current.get("Rules") == wanted.rules:
+            return False
+        _checked(consul.request("PUT", f"/v1/acl/policy/{current['ID']}", json=body),
+                 f"update policy {name}")  # fmt: skip
+        return True
+    _checked(consul.request("PUT", "/v1/acl/policy", json=body), f"create policy {name}")
+    return True
+
+
+def _token(consul: _Consul, wanted: TokenSpec, saved: dict[str, str] | None) -> dict | None:
+    """The saved token if Consul still has it, else a new one (returned)."""
+    if saved:
+        response = consul.request("GET", f"/v1/acl/token/{saved['accessor']}")
+        if response.status_code == 200:
+            return None
+    body = {"Description": wanted.description, "Policies": [{"Name": f"lab-{wanted.name}"}]}
+    created = _checked(consul.request("PUT", "/v1/acl/token", json=body),
+                       f"create token {wanted.name}")  # fmt: skip
+    return {"accessor": created["AccessorID"], "secret": created["SecretID"]}
+
+
+def ensure_acls(spec: LabSpec, report: Report, check_servers: bool = True) -> list[str]:
+    """Bootstrap once, then make every policy and token the spec needs and hand each
+    agent its token; return what was made. With `check_servers` False, trust the saved
+    tokens when every one is there (no Consul call: an apply during a quorum loss)."""
+    if not spec.security.acl:
+        return []
+    tokens = saved_tokens(spec)
+    wanted = token_specs(spec)
+    if not check_servers and MANAGEMENT in tokens and all(t.name in tokens for t in wanted):
+        return []
+    made: list[str] = []
+    consul = _Consul(spec, tokens.get(MANAGEMENT, {}).get("secret"))
+    try:
+        consul.wait_for_leader(report)
+        if MANAGEMENT not in tokens:
+            tokens[MANAGEMENT] = _bootstrap(consul, spec)
+            consul.management = tokens[MANAGEMENT]["secret"]
+            _save_tokens(spec, tokens)  # at once: the bootstrap cannot be done twice
+            made.append("ACL bootstrap")
+        for spec_token in wanted:
+            if _policy(consul, spec_token):
+                made.append(f"policy lab-{spec_token.name}")
+            new = _token(consul, spec_token, tokens.get(spec_token.name))
+            if new:
+                tokens[spec_token.name] = new
+                _save_tokens(spec, tokens)
+                made.append(f"token {spec_token.name}")
+        report(f"ACL tokens in place; made: {', '.join(made) or 'nothing'}")
+    finally:
+        consul.close()
+    return made
+
+
+def set_agent_tokens(spec: LabSpec, report: Report) -> list[str]:
+    """Give every running agent its agent token (PUT /v1/agent/token/agent; Consul keeps
+    it in its data directory); return the agents that did not answer."""
+    if not spec.security.acl:
+        return []
+    tokens = saved_tokens(spec)
+    consul = _Consul(spec, tokens[MANAGEMENT]["secret"])
+    missed = []
+    try:
+        for host in (h for h in spec.hosts if h.consul != "none"):
+            body = {"Token": tokens[f"agent-{host.name}"]["secret"]}
+            try:
+                response = consul.request("PUT", "/v1/agent/token/agent", str(host.address),
+                                          json=body)  # fmt: skip
+            except AclError:
+                missed.append(host.name)
+                continue
+            _checked(response, f"set the agent token of {host.name}")
+        report("agent tokens set")
+    finally:
+        consul.close()
+    return missed

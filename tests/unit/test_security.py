@@ -1,0 +1,180 @@
+"""labctl.security against the Consul stand-in: the gossip key, the bootstrap done once,
+least-privilege tokens that can do what their part needs and nothing more, agent tokens,
+and the one sentence for a lost token file.
+
+One stand-in server (bootstrap_expect 1, ACLs deny by default) on 127.0.0.61:8500, the
+port labctl uses; a lab spec whose one host is that address. Consul's messages and status
+codes are 1.11's (see the stand-in's README).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labctl import security
+from labctl.spec import CONSUL_HTTP_PORT, parse_spec
+from tests.support.consul_standin import FAST_RAFT, AgentProc, call, free_port, wait_for
+
+ADDRESS = "127.0.0.61"
+BASE = f"http://{ADDRESS}:{CONSUL_HTTP_PORT}"
+ACL = {"enabled": True, "default_policy": "deny", "enable_token_persistence": True}
+
+
+def lab_spec(**overrides):
+    data = {
+        "name": "labsecurity",
+        "provider": "ssh",
+        "hosts": [{"name": "node1", "address": ADDRESS, "consul": "server", "lb": True}],
+        **overrides,
+    }
+    return parse_spec(data)[0]
+
+
+@pytest.fixture
+def secrets_home(tmp_path, monkeypatch) -> Path:
+    """The lab's .lab/<name>/ in a temporary directory."""
+    monkeypatch.setattr(security, "lab_dir", lambda spec: tmp_path / spec.name)
+    return tmp_path / "labsecurity" / "secrets"
+
+
+@pytest.fixture(scope="module")
+def consul(tmp_path_factory) -> Iterator[AgentProc]:
+    agent = AgentProc(tmp_path_factory.mktemp("security"), "node1", ADDRESS, CONSUL_HTTP_PORT,
+                      free_port([ADDRESS]), dict(FAST_RAFT, acl=ACL))  # fmt: skip
+    try:
+        agent.start("-server", "-bootstrap-expect=1")
+        yield agent
+    finally:
+        agent.kill()
+
+
+def as_token(secret: str | None, method: str, path: str, body=None) -> tuple[int, object]:
+    status, _, text = call(method, BASE + path, body, token=secret or "")
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text.decode()
+
+
+def registration(service: str, sid: str) -> dict:
+    return {"ID": sid, "Name": service, "Address": ADDRESS, "Port": 18080}
+
+
+@pytest.fixture(scope="module")
+def made(consul, tmp_path_factory) -> dict:
+    """ensure_acls run once on the fresh server: what it made and the tokens it saved."""
+    home = tmp_path_factory.mktemp("lab")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(security, "lab_dir", lambda spec: home / spec.name)
+        spec = lab_spec()
+        made = security.ensure_acls(spec, lambda line: None)
+        missed = security.set_agent_tokens(spec, lambda line: None)
+        again = security.ensure_acls(spec, lambda line: None)
+        tokens = security.saved_tokens(spec)
+    return {"made": made, "again": again, "missed": missed, "tokens": tokens,
+            "dir": home / "labsecurity" / "secrets"}  # fmt: skip
+
+
+def test_the_gossip_key_is_32_random_bytes_kept_0600_and_made_once(secrets_home):
+    spec = lab_spec()
+    assert security.gossip_key(spec) is None  # not made yet
+    key = security.gossip_key(spec, create=True)
+    assert len(base64.b64decode(key)) == 32
+    assert security.gossip_key(spec, create=True) == key
+    assert stat.S_IMODE((secrets_home / security.GOSSIP_KEY).stat().st_mode) == 0o600
+    assert stat.S_IMODE(secrets_home.stat().st_mode) == 0o700
+    assert security.gossip_key(lab_spec(security="seed"), create=True) is None
+
+
+def test_the_bootstrap_happens_once_and_every_token_is_made_once(made):
+    assert made["made"][0] == "ACL bootstrap"
+    names = {"management", "agent-node1", "registration-node1", "consul-template", "read"}
+    assert set(made["tokens"]) == names
+    assert made["again"] == []  # a second run makes nothing
+    assert made["missed"] == []
+    for name in ("", security.TOKENS):
+        mode = stat.S_IMODE((made["dir"] / name).stat().st_mode)
+        assert mode == (0o600 if name else 0o700), name
+
+
+def test_a_second_bootstrap_is_refused_by_consul(made):
+    """acl_endpoint.go ACLBootstrap: 403 once the bootstrap is used up."""
+    status, text = as_token(None, "PUT", "/v1/acl/bootstrap")
+    assert status == 403 and text.startswith("Permission denied: ACL bootstrap no longer allowed")
+
+
+def test_anonymous_may_neither_register_nor_see_the_instances(made):
+    status, text = as_token(None, "PUT", "/v1/agent/service/register",
+                            registration("zhibo_service", "rogue"))  # fmt: skip
+    assert status == 403 and text == "Permission denied"
+    assert as_token(None, "GET", "/v1/health/service/consul") == (200, [])
+
+
+def test_each_token_may_do_what_its_part_needs_and_nothing_more(made):
+    tokens = {name: t["secret"] for name, t in made["tokens"].items()}
+    register = "/v1/agent/service/register"
+    # The host's registration token: the lab's demo services, and only them.
+    assert as_token(tokens["registration-node1"], "PUT", register,
+                    registration("zhibo_service", "zhibo-1"))[0] == 200  # fmt: skip
+    assert as_token(tokens["registration-node1"], "PUT", register,
+                    registration("other", "other-1"))[0] == 403  # fmt: skip
+    # consul-template's and the person's tokens read, but cannot register.
+    for reader in ("consul-template", "read"):
+        assert as_token(tokens[reader], "PUT", register,
+                        registration("zhibo_service", "zhibo-9"))[0] == 403  # fmt: skip
+
+        def listed(reader=reader) -> bool:
+            status, entries = as_token(tokens[reader], "GET", "/v1/health/service/zhibo_service")
+            return status == 200 and [e["Service"]["ID"] for e in entries] == ["zhibo-1"]
+
+        # Anti-entropy brings the registration to the catalog (with its token).
+        wait_for(listed, 30, f"zhibo-1 visible to the {reader} token")
+    # Only the person's token reads the agent and the operator's view.
+    assert as_token(tokens["read"], "GET", "/v1/operator/raft/configuration")[0] == 200
+    assert as_token(tokens["consul-template"], "GET", "/v1/operator/raft/configuration")[0] == 403
+    assert as_token(tokens["read"], "GET", "/v1/acl/tokens")[0] == 403
+    as_token(tokens["registration-node1"], "PUT", "/v1/agent/service/deregister/zhibo-1")
+
+
+def test_the_agent_token_lets_the_agent_sync_its_node(made):
+    tokens = {name: t["secret"] for name, t in made["tokens"].items()}
+
+    def node_in_catalog():
+        status, nodes = as_token(tokens["read"], "GET", "/v1/catalog/nodes")
+        return status == 200 and "node1" in {n["Node"] for n in nodes}
+
+    wait_for(node_in_catalog, 30, "node1's node info synced with its agent token")
+
+
+def test_a_lost_token_file_is_one_sentence_naming_the_fix(made, secrets_home):
+    with pytest.raises(security.AclError) as error:
+        security.ensure_acls(lab_spec(), lambda line: None)
+    message = str(error.value)
+    assert "bootstrapped already" in message and str(secrets_home / security.TOKENS) in message
+    assert "`labctl down` and `labctl up`" in message
+    assert message.count(". ") == 0 and message.endswith(".")
+
+
+def test_the_seeds_open_lab_has_no_tokens(secrets_home):
+    spec = lab_spec(security="seed")
+    assert security.ensure_acls(spec, lambda line: None) == []
+    assert security.token(spec, "read") is None
+    assert not secrets_home.exists()
+
+
+def test_rules_are_the_least_each_part_needs():
+    rules = {t.name: t.rules for t in security.token_specs(lab_spec())}
+    assert rules["agent-node1"] == (
+        'node "node1" { policy = "write" }\nservice_prefix "" { policy = "read" }\n'
+    )
+    assert rules["registration-node1"] == 'service "zhibo_service" { policy = "write" }\n'
+    assert rules["consul-template"] == (
+        'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
+    )
+    assert "write" not in rules["read"] and 'operator = "read"' in rules["read"]
