@@ -50,6 +50,28 @@ def connect_failures(lines: list[str]) -> list[str]:
     return failures
 
 
+OPERATION_START_RE = re.compile(r"^--> Starting (?:\w+ )?operation: (?P<name>.+?)\s*$")
+HOST_LINE_RE = re.compile(r"^\s*\[(?P<host>[^\]]+)\] (?P<text>.+)$")
+
+
+def operation_failures(lines: list[str]) -> list[str]:
+    """'OPERATION on HOST: its last output line' for every host an operation failed on
+    (pyinfra prints the output, then `[host] Error: ...`), so the sentence says why
+    even when pyinfra stops with only "No hosts remaining!"."""
+    failures, operation, last = [], "", {}
+    for line in lines:
+        if start := OPERATION_START_RE.match(line):
+            operation, last = start["name"], {}
+        elif match := HOST_LINE_RE.match(line):
+            host, text = match["host"], match["text"].strip()
+            if text.startswith("Error"):
+                cause = last.get(host, text)
+                failures.append(f"{operation.split(', ')[0]} on {host}: {cause[:160]}")
+            elif text not in ("Success", "No changes", "Skipped"):
+                last[host] = text
+    return failures
+
+
 @dataclass
 class ConvergeResult:
     # (operation name, hosts it changed), in run order.
@@ -123,16 +145,17 @@ def converge(
             f"pyinfra could not reach {'; '.join(unreachable)}; nothing was changed there: "
             "`labctl status` shows which hosts answer; fix the connection and retry."
         )
+    failed = operation_failures(lines)
     if errors or failed_hosts:
         what = "; ".join(f"{name} failed on {', '.join(hosts)}" for name, hosts in errors)
         hosts = f"hosts {', '.join(failed_hosts)} failed" if failed_hosts else ""
         raise ConvergeError(
-            f"converge failed ({'; '.join(p for p in (what, hosts) if p)}); "
+            f"converge failed ({'; '.join(failed or [p for p in (what, hosts) if p])}); "
             f"read {log_path} for the cause, fix it and run `labctl apply` again.",
             sorted({*failed_hosts, *(h for _, hs in errors for h in hs)}),
         )
     if process.returncode != 0 or not payload:
-        last = log_summary(log_path)
+        last = "; ".join(failed) or log_summary(log_path)
         raise ConvergeError(
             f"pyinfra exited with status {process.returncode} ({last}); "
             f"read {log_path} for the cause, fix it and run `labctl apply` again."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from labctl.converge import connect_failures, parse_results
+from labctl.converge import connect_failures, operation_failures, parse_results
 from roles.docker import DEFAULTS, daemon_config
 
 
@@ -81,3 +81,23 @@ def test_connect_failures_name_each_host_and_cause():
 
 def test_connect_failures_ignore_operation_output():
     assert connect_failures(["    [m1] Success", "    [m1] Could not lock /var/lib/dpkg"]) == []
+
+
+def test_a_failed_operation_is_named_with_its_hosts_last_output_line():
+    """What pyinfra printed when every host failed one step (it then says only "No hosts
+    remaining!"): the sentence names the step, each host and why."""
+    lines = """--> Starting operation: Deploy Consul agent | Write the host's Consul token header
+    [node1] Success
+--> Starting operation: Deploy Consul agent | Write and validate the agent configuration
+    [node1] mv: cannot move 'a' to 'b': No such file or directory
+    [node1] Error: executed 6 commands
+    [node3] No changes
+--> Starting serial operation: Deploy demo service | Run zhibo-2, Deploy demo service | Run zhibo-1
+    [node2] Error: executed 1 commands
+--> pyinfra error: No hosts remaining!""".splitlines()
+    assert operation_failures(lines) == [
+        "Deploy Consul agent | Write and validate the agent configuration on node1: "
+        "mv: cannot move 'a' to 'b': No such file or directory",
+        "Deploy demo service | Run zhibo-2 on node2: "
+        "Error: executed 1 commands",
+    ]
