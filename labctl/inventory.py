@@ -1,5 +1,5 @@
 """pyinfra inventory derived from the lab spec (and, for Vagrant providers, from
-`vagrant ssh-config` read through python-vagrant).
+`vagrant ssh-config` read through python-vagrant, cached: labctl.connections).
 
 Roles are host data flags and groups; no code branches on host names.
 """
@@ -145,17 +145,12 @@ def groups(
     }
 
 
-def connection_data(
-    spec: LabSpec, provider: str | None = None, states: dict[str, str] | None = None
-) -> dict[str, SshData]:
-    """How to reach each host for the provider the lab was brought up with (`states`:
-    Vagrant's machine states, when the caller already has them)."""
+def connection_data(spec: LabSpec, provider: str | None = None) -> dict[str, SshData]:
+    """How to reach each running host for the provider the lab was brought up with:
+    the spec's machines (ssh), else what Vagrant said, cached (labctl.connections)."""
     provider = provider or read_state(spec).get("provider") or spec.provider
     if provider == "ssh":
         return {host.name: ssh_data_for_spec(spec, host) for host in spec.hosts}
-    from labctl import vagrant  # only Vagrant providers need Vagrant
+    from labctl import connections  # only Vagrant providers need Vagrant
 
-    return {
-        name: ssh_data_from_vagrant(conf)
-        for name, conf in vagrant.ssh_settings(spec, provider, states).items()
-    }
+    return connections.connections(spec, provider)

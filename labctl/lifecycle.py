@@ -6,14 +6,25 @@ import contextlib
 import shutil
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from docker.errors import DockerException, NotFound
 
-from labctl import delivery, images, machines, security, standins, system, teardown, vagrant
+from labctl import (
+    connections,
+    delivery,
+    images,
+    machines,
+    security,
+    standins,
+    system,
+    teardown,
+    vagrant,
+)
 from labctl.converge import ConnectFailure, ConvergeError, ConvergeResult, converge
-from labctl.inventory import connection_data
+from labctl.inventory import SshData, connection_data
 from labctl.paths import (
     LAB_LABEL,
     docker_network_name,
@@ -104,6 +115,7 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
     a parallel up of several containers now and then fails one step on a busy machine."""
     if provider == "ssh":
         return
+    connections.forget(spec)
     failure = _vagrant_up(spec, provider, report)
     if failure is not None:
         report(f"vagrant up failed ({failure}); trying once more")
@@ -116,6 +128,8 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
             f"vagrant up failed ({failure}); read {log}, then run `labctl up` again "
             "or `labctl down` to remove what was created."
         )
+    # Every machine runs now: Vagrant's ssh-config, for every verb to come.
+    connections.refresh(spec, provider, dict.fromkeys((h.name for h in spec.hosts), "running"))
 
 
 def up(
@@ -166,7 +180,7 @@ def converge_lab(spec: LabSpec, report: Report, extra_args: tuple[str, ...] = ()
     """Converge every host. A host that failed because it stopped answering (lost in
     the middle, e.g. powered off) is named with the way out, not as a failed operation."""
     try:
-        return converge(spec, log_file(spec, "converge"), on_line=report, extra_args=extra_args)
+        return _converge(spec, report, extra_args)
     except ConnectFailure:
         raise  # a host pyinfra could not reach at the start: already named, with its cause
     except ConvergeError as exc:
@@ -188,21 +202,41 @@ def converge_lab(spec: LabSpec, report: Report, extra_args: tuple[str, ...] = ()
         ) from None
 
 
+def _converge(spec: LabSpec, report: Report, extra_args: tuple[str, ...]) -> ConvergeResult:
+    """pyinfra's converge; once more when Vagrant, asked again after pyinfra could not
+    reach a host, gives another way to reach it (its cached address was stale)."""
+    log = log_file(spec, "converge")
+    try:
+        return converge(spec, log, on_line=report, extra_args=extra_args)
+    except ConnectFailure:
+        if not _reached_another_way(spec):
+            raise
+        report("a host's cached address was stale; converging again with Vagrant's")
+        return converge(spec, log, on_line=report, extra_args=extra_args)
+
+
+def _reached_another_way(spec: LabSpec) -> bool:
+    """Whether Vagrant, asked again, reaches the hosts otherwise than the cache did (the
+    cache is checked against the provider, but a machine may change in between)."""
+    provider = read_state(spec).get("provider")
+    if provider not in vagrant.VAGRANT_PROVIDERS:
+        return False
+    cached = read_state(spec).get("machines") or {}
+    fresh = connections.refresh(spec, provider)
+    return any(fresh[name]["ssh"] != cached.get(name, {}).get("ssh") for name in fresh)
+
+
 def unreachable(spec: LabSpec, hosts: list[str]) -> dict[str, str]:
     """Which of `hosts` do not answer over SSH now, and why."""
     if not hosts:
         return {}
-    connections = connection_data(spec)
-    lost = {}
-    for name in hosts:
-        if name not in connections:
-            lost[name] = "its machine is not running"
-            continue
-        try:
-            run(connections[name], "true", timeout=10)
-        except RemoteError as exc:
-            lost[name] = str(exc)
-    return lost
+    provider = read_state(spec).get("provider") or spec.provider
+    answers = connections.run_on_hosts(spec, provider, hosts, lambda ssh: run(ssh, "true", 10))
+    return {
+        name: "its machine is not running" if answer is None else str(answer)
+        for name, answer in answers.items()
+        if answer is None or isinstance(answer, RemoteError)
+    }
 
 
 @dataclass
@@ -221,22 +255,27 @@ def status(spec: LabSpec) -> list[HostStatus]:
         return [HostStatus(h.name, "-", "not created", str(h.address), "-") for h in spec.hosts]
     if provider == "ssh":
         states = {h.name: "existing" for h in spec.hosts}
-        connections = connection_data(spec, provider)
+        connected = connection_data(spec, provider)
     else:
-        states = vagrant.machine_states(spec, provider)
-        connections = connection_data(spec, provider, states)
+        known = connections.machines(spec, provider)
+        states = {name: machine["state"] for name, machine in known.items()}
+        connected = {name: m["ssh"] for name, m in known.items() if m["ssh"]}
+    engines = connections.run_on_hosts(
+        spec, provider, [h.name for h in spec.hosts], _engine_state, connected
+    )
     rows = []
     for host in spec.hosts:
-        engine, problem = "-", ""
-        if host.name in connections:
-            try:
-                code, output = run(connections[host.name], "systemctl is-active docker", 10)
-                engine = output.strip() or ("active" if code == 0 else "inactive")
-            except RemoteError as exc:
-                engine, problem = "unreachable", f"{host.name} ({exc.where}): {exc.cause}."
+        engine, problem = engines[host.name] or "-", ""
+        if isinstance(engine, RemoteError):
+            engine, problem = "unreachable", f"{host.name} ({engine.where}): {engine.cause}."
         state = states.get(host.name, "?")
         rows.append(HostStatus(host.name, provider, state, str(host.address), engine, problem))
     return rows
+
+
+def _engine_state(ssh: SshData) -> str:
+    code, output = run(ssh, "systemctl is-active docker", 10)
+    return output.strip() or ("active" if code == 0 else "inactive")
 
 
 def down(spec: LabSpec, report: Report, purge_engine: bool = False) -> list[str]:
@@ -256,6 +295,10 @@ def down(spec: LabSpec, report: Report, purge_engine: bool = False) -> list[str]
         except teardown.PartialTeardown as exc:
             # The local state stays, for the next `down`.
             raise LifecycleError(str(exc)) from None
+    if provider == "docker":
+        # Every host at once (Vagrant's destroy stops and removes them one after the
+        # other); Vagrant then finds them gone and forgets them.
+        removed += _sweep_docker(spec, report, containers_only=True)
     if provider in vagrant.VAGRANT_PROVIDERS and vagrant.vagrant_dotfile_path(spec).exists():
         report("vagrant destroy")
         try:
@@ -272,21 +315,31 @@ def down(spec: LabSpec, report: Report, purge_engine: bool = False) -> list[str]
     return removed
 
 
-def _sweep_docker(spec: LabSpec, report: Report) -> list[str]:
-    """Containers and volumes labelled with the lab, and its unused Vagrant network."""
+def _sweep_docker(spec: LabSpec, report: Report, containers_only: bool = False) -> list[str]:
+    """Containers and volumes labelled with the lab, all at once, and its unused
+    Vagrant network."""
     client = system.engine()
     if client is None:
         return []
-    removed = []
     label = f"{LAB_LABEL}={spec.name}"
+
+    def remove_all(kind: str, things: list, **options: bool) -> list[str]:
+        def remove(thing) -> str:
+            thing.remove(force=True, **options)
+            return f"{kind} {thing.name}"
+
+        with ThreadPoolExecutor(max_workers=min(16, len(things) or 1)) as pool:
+            return list(pool.map(remove, things))
+
     try:
-        for container in client.containers.list(all=True, filters={"label": label}):
-            report(f"removing container {container.name}")
-            container.remove(force=True, v=True)
-            removed.append(f"container {container.name}")
-        for volume in client.volumes.list(filters={"label": label}):
-            volume.remove(force=True)
-            removed.append(f"volume {volume.name}")
+        containers = client.containers.list(all=True, filters={"label": label})
+        if containers:
+            report(f"removing {', '.join(c.name for c in containers)}")
+        # A host's nested engine and containers go with it (no shutdown to wait for).
+        removed = remove_all("container", containers, v=True)
+        if containers_only:
+            return removed
+        removed += remove_all("volume", client.volumes.list(filters={"label": label}))
         try:
             network = client.networks.get(docker_network_name(spec))
             network.reload()

@@ -13,9 +13,8 @@ from collections.abc import Callable
 
 import httpx
 
-from labctl import lb, system, vagrant
+from labctl import connections, lb, system, vagrant
 from labctl.converge import ConvergeResult
-from labctl.inventory import connection_data
 from labctl.lifecycle import LifecycleError, apply
 from labctl.paths import (
     LAB_LABEL,
@@ -87,13 +86,15 @@ def _instance(spec: LabSpec, target: str):
 
 def _remote(spec: LabSpec, host: str, command: str) -> str:
     """Run a Docker command on one of the lab's hosts (sudo where needed); its output."""
-    connection = connection_data(spec).get(host)
-    if connection is None:
+    provider = read_state(spec).get("provider") or spec.provider
+    (answer,) = connections.run_on_hosts(
+        spec, provider, [host], lambda ssh: run(ssh, command, sudo=True)
+    ).values()
+    if answer is None:
         raise LifecycleError(f"host {host} is not running; `labctl recover {host}` first.")
-    try:
-        code, output = run(connection, command, sudo=True)
-    except RemoteError as exc:
-        raise LifecycleError(f"cannot reach {host} ({exc}); check `labctl status`.") from None
+    if isinstance(answer, RemoteError):
+        raise LifecycleError(f"cannot reach {host} ({answer}); check `labctl status`.")
+    code, output = answer
     if code != 0:
         raise LifecycleError(f"`{command}` on {host} failed: {output.strip()}")
     return output
@@ -123,6 +124,7 @@ def _host_action(spec: LabSpec, target: str, failing: bool, report: Report) -> s
     if provider not in vagrant.VAGRANT_PROVIDERS:
         raise LifecycleError(f"lab {spec.name} is not up; run `labctl up` first.")
     v = vagrant.client(spec, provider)
+    connections.forget(spec)  # the machine changes: Vagrant is asked after it
     if failing:
         if provider == "docker":
             # Pull the plug: no shutdown, no goodbye from the agents on it.
@@ -132,9 +134,11 @@ def _host_action(spec: LabSpec, target: str, failing: bool, report: Report) -> s
             engine.containers.get(host_container_name(spec, target)).kill()
         else:
             v.halt(vm_name=vagrant.machine_name(spec, target), force=True)
+        connections.refresh(spec, provider)
         return f"host {target} is down"
     report(f"vagrant up {target}")
     v.up(vm_name=vagrant.machine_name(spec, target))
+    connections.refresh(spec, provider)
     return f"host {target} is up (its containers restart with it)"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 import vagrant
@@ -123,18 +124,20 @@ def machine_states(spec: LabSpec, provider: str) -> dict[str, str]:
 def ssh_settings(
     spec: LabSpec, provider: str, states: dict[str, str] | None = None
 ) -> dict[str, dict[str, str]]:
-    """`vagrant ssh-config` of every running host, parsed by python-vagrant."""
+    """`vagrant ssh-config` of every running host, parsed by python-vagrant: one Vagrant
+    run for all of them (each run costs seconds of Ruby and Vagrantfile start-up); the
+    machines are named, since ssh-config of all fails when one is not running."""
     v = client(spec, provider)
     states = machine_states(spec, provider) if states is None else states
     running = [name for name, state in states.items() if state == "running"]
     if not running:
         return {}
     by_machine = {machine_name(spec, name): name for name in running}
-    if len(running) < len(states):
-        # `vagrant ssh-config` of all machines fails when one is not running: ask each.
-        return {by_machine[m]: v.conf(vm_name=m) for m in by_machine}
-    # One Vagrant run for all hosts (each run costs about a second of Ruby start-up).
-    blocks = v.ssh_config().split("\nHost ")
+    command = ["vagrant", "ssh-config", *by_machine]
+    output = subprocess.run(
+        command, cwd=v.root, env=v.env, capture_output=True, text=True, check=True
+    ).stdout
+    blocks = output.split("\nHost ")
     return {
         by_machine[machine]: v.conf(ssh_config=("" if i == 0 else "Host ") + block, vm_name=machine)
         for i, block in enumerate(blocks)
