@@ -75,12 +75,12 @@ class FakeLab:
 
     def ssh_settings(self, spec, provider, states):
         self.vagrant_runs.append("ssh-config")
-        return {
-            host: {"HostName": self.container(host)["ip"], "Port": "22", "User": "vagrant",
-                   "IdentityFile": f"/keys/{host}"}  # fmt: skip
-            for host, state in states.items()
-            if state == "running"
-        }
+        running = [host for host, state in states.items() if state == "running"]
+        return {host: self.conf(host) for host in running}
+
+    def conf(self, host: str) -> dict[str, str]:
+        ip = self.container(host)["ip"]
+        return {"HostName": ip, "Port": "22", "User": "vagrant", "IdentityFile": f"/k/{host}"}
 
 
 @pytest.fixture
