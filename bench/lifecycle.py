@@ -79,6 +79,7 @@ def lifecycle(checkout: Path, spec: Path) -> dict:
         row[f"{verb}_load"] = round(result.load, 2)
         if breakdown:
             row[f"{verb}_phases"] = clock.breakdown()
+            row[f"{verb}_operations"] = clock.operations()
         return result
 
     labctl(spec, "down", checkout=checkout)  # what an interrupted run left

@@ -107,6 +107,19 @@ class LogClock:
             *lines, self._partial[name] = text.split("\n")
             self.events.extend((now, name, line) for line in lines)
 
+    def operations(self) -> list[tuple[str, float]]:
+        """Every pyinfra operation with its seconds, in run order (both converges)."""
+        starts = [
+            (at, match["name"] if (match := OPERATION_RE.match(line)) else None)
+            for at, log, line in self.events
+            if log == "converge.log" and (OPERATION_RE.match(line) or line.startswith("--> Results:"))
+        ]
+        return [
+            (name, round(until - at, 1))
+            for (at, name), (until, _) in zip(starts, starts[1:], strict=False)
+            if name is not None
+        ]
+
     def breakdown(self) -> dict[str, float]:
         """Seconds per phase (PHASES), summing to the verb's wall time."""
         marks: list[tuple[float, str]] = [(self.started, "preflight")]

@@ -73,6 +73,8 @@ def host_data(
         "lab_image_delivery": state.get("delivery", "control"),
         "lab_image_archive": state.get("image_archives", {}).get(host.name),
         "lab_image_plan": state.get("image_plans", {}).get(host.name),
+        # The apt proxy the hosts fetch the engine's packages through (labctl.aptcache).
+        "docker_apt_proxy": state.get("apt_proxy"),
         # Hosts that pull do so through their engine's mirrors (daemon.json).
         "docker_registry_mirrors": [
             m if "://" in m else f"https://{m}" for m in spec.images.registry_mirrors

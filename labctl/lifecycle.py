@@ -13,6 +13,7 @@ from pathlib import Path
 from docker.errors import DockerException, NotFound
 
 from labctl import (
+    aptcache,
     connections,
     delivery,
     images,
@@ -144,6 +145,7 @@ def up(
     security.gossip_key(spec, create=True)
     write_state(spec, **({"offline": None} | state))
     create_hosts(spec, provider, report)
+    write_state(spec, apt_proxy=aptcache.ensure(spec, provider, report))
     if not spec.security.acl:
         return converge_lab(spec, report)
     # The roles after Consul need tokens, and tokens need a leader: the agents first.
@@ -160,6 +162,7 @@ def apply(spec: LabSpec, report: Report) -> ConvergeResult:
         raise LifecycleError(f"lab {spec.name} is not up; run `labctl up` first.")
     arches = hosts_arch(spec, state["provider"], report)
     write_state(spec, **delivery.prepare(spec, arches, report=report))
+    write_state(spec, apt_proxy=aptcache.ensure(spec, state["provider"], report))
     # Tokens for hosts the spec gained (none otherwise: no Consul call, so an apply
     # works while the cluster has no leader); their agents get them after the converge.
     made = security.ensure_acls(spec, report, check_servers=False)

@@ -146,6 +146,21 @@ class Security(_Strict):
         return not (self.gossip_encryption or self.acl)
 
 
+class Apt(_Strict):
+    # Where the hosts' apt fetches the lab's packages (the Docker engine): `auto`, an
+    # apt-cacher-ng labctl runs here for Vagrant's hosts, so each package is downloaded
+    # once for every host (none on the ssh road, whose machines may not reach this
+    # one); `none`; or the URL of an apt proxy the hosts reach (any road).
+    cache: str = "auto"
+
+    @field_validator("cache")
+    @classmethod
+    def _cache(cls, value: str) -> str:
+        if value not in ("auto", "none") and not re.match(r"^http://[^/\s]+/?$", value):
+            raise ValueError("write auto, none, or an apt proxy such as http://10.0.0.1:3142")
+        return value
+
+
 class Host(_Strict):
     name: str
     address: ipaddress.IPv4Address
@@ -170,6 +185,7 @@ class LabSpec(_Strict):
     virtualbox: VirtualBox = VirtualBox()
     docker: DockerProvider = DockerProvider()
     ssh: Ssh = Ssh()
+    apt: Apt = Apt()
     # Secure by default; `security: seed` is the seed's open Consul (both off).
     security: Security = Security()
     hosts: list[Host]

@@ -20,6 +20,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server
 
 from labctl.spec import PROJECT_ROOT
+from roles.docker import apt_env
 from roles.facts import ConsulPassingServices
 from roles.images import image_ref
 from roles.operations import (
@@ -109,7 +110,9 @@ def consul_agent() -> None:
     config_dir = data.consul_config_dir
     config = json.dumps(agent_config(data), indent=2, sort_keys=True) + "\n"
 
-    apt.packages(name="Install curl (registration and checks)", packages=["curl"])
+    apt.packages(
+        name="Install curl (registration and checks)", packages=["curl"], _env=apt_env(data)
+    )
     files.put(
         name="Install lab-wait (the waits of rolling changes)",
         src=str(LAB_WAIT),

@@ -20,8 +20,17 @@ SUPPORTED_DISTRIBUTIONS = ("Debian", "Ubuntu")
 DAEMON_JSON = "/etc/docker/daemon.json"
 
 DEFAULTS = {
-    # Distribution packages that provide the engine and its CLI.
+    # Distribution packages that provide the engine and its CLI, without what they
+    # merely recommend (git, needrestart, criu and perl: two thirds of the install).
     "docker_packages": ["docker.io"],
+    # What the engine's recommendations hold that the lab needs: AppArmor's parser
+    # (an engine on a kernel with AppArmor loads its profile with it), CA certificates
+    # (pulls over HTTPS), xz (compressed image archives), cgroupfs-mount. Those a host
+    # lacks are installed marked automatic, as the engine's own recommendations are.
+    "docker_recommended_packages": ["apparmor", "ca-certificates", "cgroupfs-mount", "xz-utils"],
+    # An apt proxy for the install (labctl.aptcache), given as http_proxy to these apt
+    # runs only: nothing is written on the host.
+    "docker_apt_proxy": None,
     # Seconds an `apt-get update` stays fresh; re-applies inside it skip the update.
     "docker_apt_cache_time": 86400,
     # Registry mirrors for hosts that pull images themselves (daemon.json `registry-mirrors`).
@@ -53,6 +62,12 @@ def owned_daemon_keys(data) -> list[str]:
     return sorted({"log-driver", "log-opts", "registry-mirrors", *data.docker_daemon_options})
 
 
+def apt_env(data) -> dict[str, str]:
+    """The environment of the lab's apt runs: the apt proxy, when there is one."""
+    proxy = data.get("docker_apt_proxy")
+    return {"http_proxy": proxy} if proxy else {}
+
+
 @deploy("Deploy Docker", data_defaults=DEFAULTS)
 def install_docker() -> None:
     distribution = host.get_fact(LinuxDistribution)
@@ -71,11 +86,21 @@ def install_docker() -> None:
         # A key the role owns but the data no longer sets (a dropped mirror) goes.
         unset_keys=[k for k in owned_daemon_keys(host.data) if k not in config],
     )
+    apt.packages(
+        name="Install what the engine needs of its recommendations",
+        packages=host.data.docker_recommended_packages,
+        update=True,
+        cache_time=host.data.docker_apt_cache_time,
+        no_recommends=True,
+        # As the engine's dependencies: a purge of the engine (--autoremove) takes them.
+        extra_install_args="--mark-auto",
+        _env=apt_env(host.data),
+    )
     packages = apt.packages(
         name="Install the Docker engine",
         packages=host.data.docker_packages,
-        update=True,
-        cache_time=host.data.docker_apt_cache_time,
+        no_recommends=True,
+        _env=apt_env(host.data),
     )
     systemd.service(
         name="Start and enable the Docker engine",
