@@ -26,6 +26,7 @@ every host, then the next), the last one to pyinfra's `--> Results:`.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -109,14 +110,15 @@ class LogClock:
 
     def operations(self) -> list[tuple[str, float]]:
         """Every pyinfra operation with its seconds, in run order (both converges)."""
-        starts = [
-            (at, match["name"] if (match := OPERATION_RE.match(line)) else None)
-            for at, log, line in self.events
-            if log == "converge.log" and (OPERATION_RE.match(line) or line.startswith("--> Results:"))
-        ]
+        marks = []  # (time, operation name, or None for a converge's end)
+        for at, log, line in self.events:
+            if log == "converge.log" and (match := OPERATION_RE.match(line)):
+                marks.append((at, match["name"]))
+            elif log == "converge.log" and line.startswith("--> Results:"):
+                marks.append((at, None))
         return [
             (name, round(until - at, 1))
-            for (at, name), (until, _) in zip(starts, starts[1:], strict=False)
+            for (at, name), (until, _) in itertools.pairwise(marks)
             if name is not None
         ]
 
