@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 from labctl import system
-from labctl.consul_template import CACHE
+from labctl.paths import CACHE
 from labctl.spec import LabSpec
 
 PORT = 3142

@@ -10,7 +10,6 @@ before any host changes.
 from __future__ import annotations
 
 import hashlib
-import os
 import tarfile
 import tempfile
 import zipfile
@@ -19,11 +18,11 @@ from pathlib import Path
 import httpx
 
 from labctl.images import ImageError, file_identity
+from labctl.paths import CACHE
 from labctl.platforms import elf_arch
 from labctl.spec import LabSpec
 
 RELEASES = "https://releases.hashicorp.com/consul-template"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labctl"
 
 
 def binary_from_archive(archive: Path, dest: Path) -> None:

@@ -29,7 +29,7 @@ import docker
 from docker.errors import DockerException, ImageNotFound
 
 from labctl import system
-from labctl.paths import lab_dir
+from labctl.paths import CACHE
 from labctl.platforms import docker_arch
 from labctl.spec import PROJECT_ROOT, LabSpec
 
@@ -345,18 +345,31 @@ def resolve(
     return how
 
 
+def archives_dir(spec: LabSpec) -> Path:
+    """Where the lab's per-host archives are kept, also across `down` and `up` (an
+    archive is named by the references and IDs it holds, so it never goes stale)."""
+    return CACHE / "archives" / spec.name
+
+
 def host_archive(spec: LabSpec, images: dict[str, str]) -> Path:
     """`docker save` of the given images (ref -> ID) into one archive, shared layers once;
     cached by references and IDs."""
     refs = sorted(images)
     digest = hashlib.sha256(json.dumps([refs, sorted(images.values())]).encode()).hexdigest()[:16]
-    archive = lab_dir(spec) / "images" / f"{digest}.tar"
+    archive = archives_dir(spec) / f"{digest}.tar"
     if not archive.exists():
         archive.parent.mkdir(parents=True, exist_ok=True)
         partial = archive.with_suffix(".partial")
         subprocess.run(["docker", "save", "-o", str(partial), *refs], check=True)
         partial.rename(archive)
     return archive
+
+
+def prune_archives(spec: LabSpec, keep: set[str]) -> None:
+    """Remove the lab's archives that no host needs any more (an older recipe's)."""
+    for archive in archives_dir(spec).glob("*.tar"):
+        if str(archive) not in keep:
+            archive.unlink(missing_ok=True)
 
 
 def prepare_on_control(
@@ -382,6 +395,7 @@ def prepare_on_control(
         }
         if needed:
             archives[host.name] = str(host_archive(spec, needed))
+    prune_archives(spec, set(archives.values()))
     return {"images": resolved, "image_archives": archives}
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from labctl.spec import PROJECT_ROOT, LabSpec
+
+# What labctl keeps between labs on this machine: downloads, image archives, apt's cache.
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labctl"
 
 # Label on every container and volume the lab creates, so `down` can find them
 # even after a failed or partial `up`.

@@ -140,3 +140,31 @@ def run(ssh: SshData, command: str, timeout: float = 30.0, sudo: bool = False) -
         raise RemoteError(address(ssh), describe(ssh, exc, timeout)) from exc
     finally:
         client.close()
+
+
+def openssh_command(ssh: SshData, remote: str, timeout: float = 30.0) -> list[str]:
+    """The OpenSSH client command running `remote` (as root: through `sudo -n` for
+    another user) on the host, with the same key, user and host-key policy as paramiko
+    and pyinfra above. For bulk data: OpenSSH moves a stream several times faster than
+    paramiko, and outside the Python process."""
+    user = ssh.get("ssh_user") or "root"
+    options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(timeout)}"]
+    options += ["-p", str(ssh.get("ssh_port", 22))]
+    if ssh.get("ssh_key"):
+        options += ["-i", str(ssh["ssh_key"]), "-o", "IdentitiesOnly=yes"]
+    known = ssh.get("ssh_known_hosts_file")
+    if ssh.get("ssh_strict_host_key_checking") == "no" or known in (None, "/dev/null"):
+        options += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        options += ["-o", "LogLevel=ERROR"]  # no "Permanently added" for throwaway keys
+    else:
+        policy = ssh.get("ssh_strict_host_key_checking") or "yes"
+        known_hosts = Path(known).expanduser()
+        options += [
+            "-o",
+            f"StrictHostKeyChecking={policy}",
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+        ]
+    if user != "root":
+        remote = f"sudo -n sh -c {shlex.quote(remote)}"
+    return ["ssh", *options, f"{user}@{ssh['ssh_hostname']}", remote]

@@ -12,11 +12,14 @@ teardown removes exactly those.
 
 from __future__ import annotations
 
+import shutil
+
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files
 
 from labctl.images import TEMPLATES
+from labctl.remote import openssh_command
 from roles.operations import LAB_IMAGE_TOOL, images_obtained, images_present
 
 DEFAULTS = {
@@ -64,4 +67,8 @@ def deliver_images() -> None:
         name=f"Load {', '.join(sorted(images))}",
         images=images,
         archive=host.data.lab_image_archive,
+        # OpenSSH streams it several times faster than pyinfra's SFTP, one process per host.
+        openssh_load=openssh_command(host.data.dict(), "docker load", timeout=60)
+        if shutil.which("ssh")
+        else None,
     )

@@ -18,7 +18,7 @@ import shlex
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import OperationError, operation
+from pyinfra.api import FunctionCommand, OperationError, operation
 from pyinfra.facts.files import FileContents, Sha1File
 from pyinfra.operations import files as files_op
 
@@ -100,17 +100,40 @@ def recorded(refs: list[str]) -> str:
     return f"mkdir -p {HOST_STATE_DIR} && printf '%s\\n' {quoted} >> {IMAGE_RECORD}"
 
 
+def _load_over_openssh(state, host, archive: str, command: list[str]) -> bool:
+    """Stream `archive` into `docker load` on the host through OpenSSH (`command`), in a
+    process of its own per host, beside the other hosts' (gevent's subprocess)."""
+    from gevent import subprocess as gevent_subprocess
+
+    with open(archive, "rb") as source:
+        process = gevent_subprocess.Popen(
+            command, stdin=source, stdout=gevent_subprocess.PIPE, stderr=gevent_subprocess.STDOUT
+        )
+        output, _ = process.communicate()
+    if process.returncode == 0:
+        return True
+    lines = output.decode(errors="replace").strip().splitlines()
+    host.log_styled(lines[-1] if lines else f"ssh exited with {process.returncode}", fg="red")
+    return False
+
+
 @operation()
-def images_present(images: dict[str, str], archive: str):
-    """Load `archive` (a `docker save` of `images`: ref -> ID) unless the host has them all."""
+def images_present(images: dict[str, str], archive: str, openssh_load: list[str] | None = None):
+    """Load `archive` (a `docker save` of `images`: ref -> ID) unless the host has them all:
+    streamed into `openssh_load` (an OpenSSH command running `docker load` on the host),
+    else uploaded over pyinfra's connection, then loaded."""
     current = host.get_fact(DockerImageIds)
     missing = [ref for ref, image_id in images.items() if current.get(ref) != image_id]
     if not missing:
         host.noop(f"images present: {', '.join(sorted(images))}")
         return
+    if openssh_load:
+        # Recorded first: a load that fails half-way still leaves a record for teardown.
+        yield recorded(missing)
+        yield FunctionCommand(_load_over_openssh, (archive, openssh_load), {})
+        return
     remote = f"{ARCHIVE_PREFIX}{spec_hash(images)}.tar"
     yield from files_op.put._inner(src=archive, dest=remote)
-    # Recorded first: a load that fails half-way still leaves a record for teardown.
     yield f"{recorded(missing)} && docker load -i {remote} && rm -f {remote}"
 
 

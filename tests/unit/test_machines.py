@@ -11,8 +11,9 @@ import paramiko
 import pytest
 
 from labctl import machines
+from labctl.inventory import ssh_data_from_vagrant
 from labctl.machines import UnreachableError, hosts_arch, reach
-from labctl.remote import RemoteError, _AcceptNew, describe, known_hosts_entry
+from labctl.remote import RemoteError, _AcceptNew, describe, known_hosts_entry, openssh_command
 
 SSH = {
     "ssh_hostname": "192.168.70.3",
@@ -136,3 +137,25 @@ def test_accept_new_appends_one_line_and_keeps_the_rest_of_the_file(tmp_path):
     assert lines[:2] == ["# my own comment", "other.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"]
     assert lines[2] == f"[192.168.70.3]:2222 ssh-rsa {new.get_base64()}"
     assert client.get_host_keys().lookup("[192.168.70.3]:2222")["ssh-rsa"] == new
+
+
+def test_openssh_runs_as_root_with_the_spec_key_and_the_recorded_host_keys(tmp_path):
+    """The OpenSSH client gets the policy paramiko applies to the same data: accept-new
+    with the spec's known_hosts file, and only the spec's key."""
+    ssh = SSH | {"ssh_user": "root", "ssh_strict_host_key_checking": "accept-new",
+                 "ssh_known_hosts_file": str(tmp_path / "kh")}  # fmt: skip
+    command = openssh_command(ssh, "docker load", timeout=60)
+    assert command[:2] == ["ssh", "-o"] and command[-2:] == ["root@192.168.70.3", "docker load"]
+    options = " ".join(command[1:-2])
+    assert "-i /keys/admin -o IdentitiesOnly=yes" in options
+    assert "StrictHostKeyChecking=accept-new" in options
+    assert f"UserKnownHostsFile={tmp_path / 'kh'}" in options
+    assert "BatchMode=yes" in options and "ConnectTimeout=60" in options
+
+
+def test_openssh_to_a_vagrant_machine_sudoes_and_keeps_no_host_key():
+    conf = {"HostName": "172.17.0.3", "Port": "22", "User": "vagrant", "IdentityFile": "/k"}
+    command = openssh_command(ssh_data_from_vagrant(conf), "docker load")
+    assert command[-2:] == ["vagrant@172.17.0.3", "sudo -n sh -c 'docker load'"]
+    options = " ".join(command[1:-2])
+    assert "StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null" in options

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from pyinfra.api import FileUploadCommand, OperationError
+from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError
 from pyinfra.operations import files
 
 import roles.operations as ops
@@ -73,19 +73,24 @@ def command_text(command, local_dir: Path) -> str:
         else:
             shown = str(src).replace(str(local_dir), LOCAL)
         return f"upload {shown} {command.dest}"
+    if isinstance(command, FunctionCommand):
+        args = json.dumps(with_local(list(command.args), local_dir, reverse=True))
+        return f"call {command.function.__name__} {args}"
     if isinstance(command, str):
         return command.strip()  # as pyinfra's operation wrapper does
     return str(command)
 
 
-def with_local(value, local_dir: Path):
-    """Replace {local} in every string of a case's args with the control machine's dir."""
+def with_local(value, local_dir: Path, reverse: bool = False):
+    """Replace {local} in every string of a case's args with the control machine's dir
+    (`reverse`: the dir with {local}, in what an operation yields)."""
+    old, new = (str(local_dir), LOCAL) if reverse else (LOCAL, str(local_dir))
     if isinstance(value, str):
-        return value.replace(LOCAL, str(local_dir))
+        return value.replace(old, new)
     if isinstance(value, list):
-        return [with_local(v, local_dir) for v in value]
+        return [with_local(v, local_dir, reverse) for v in value]
     if isinstance(value, dict):
-        return {k: with_local(v, local_dir) for k, v in value.items()}
+        return {k: with_local(v, local_dir, reverse) for k, v in value.items()}
     return value
 
 
@@ -236,3 +241,26 @@ def test_json_keys_refuses_a_file_that_holds_no_json_object(content, fake_host, 
     args = {"path": "/etc/docker/daemon.json", "set_keys": {"log-driver": "json-file"}}
     with pytest.raises(OperationError, match=r"daemon.json holds no JSON object; fix or remove"):
         run_operation("json_keys", args, host, tmp_path)
+
+
+class LoggingHost:
+    def __init__(self):
+        self.logged: list[str] = []
+
+    def log_styled(self, text: str, **style) -> None:
+        self.logged.append(text)
+
+
+def test_an_archive_streams_into_the_load_command(tmp_path):
+    """What the OpenSSH command receives on stdin is the archive, byte for byte; a
+    command that fails is an error naming its last line."""
+    archive = tmp_path / "images.tar"
+    archive.write_bytes(b"\x00tar bytes\xff" * 1000)
+    received = tmp_path / "received"
+    host = LoggingHost()
+    command = ["sh", "-c", f"cat > {received}"]
+    assert ops._load_over_openssh(None, host, str(archive), command) is True
+    assert received.read_bytes() == archive.read_bytes() and host.logged == []
+    failing = ["sh", "-c", "cat >/dev/null; echo 'Error processing tar file'; exit 1"]
+    assert ops._load_over_openssh(None, host, str(archive), failing) is False
+    assert host.logged == ["Error processing tar file"]
