@@ -178,11 +178,8 @@ def build_spec(workdir: Path) -> Path:
 
 def instances(spec: LabSpec, total: int) -> dict[str, str]:
     """Instance ID -> address:port with `total` instances, spread as `labctl scale` does."""
-    counts = operate.spread(spec, total)
-    scaled = spec.model_copy(
-        update={"hosts": [h.model_copy(update={"demo": counts[h.name]}) for h in spec.hosts]}
-    )
-    return {i.id: f"{i.address}:{i.port}" for i in scaled.demo_instances()}
+    scaled = spec.with_counts(SERVICE, operate.spread(spec, SERVICE, total))
+    return {i.id: f"{i.address}:{i.port}" for i in scaled.demo_instances() if i.service == SERVICE}
 
 
 # --- load and watcher ----------------------------------------------------------------------

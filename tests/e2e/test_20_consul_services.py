@@ -9,13 +9,12 @@ import httpx
 import pytest
 
 from labctl import lifecycle
+from labctl.services import SEED_SERVICE as SERVICE
 from labctl.spec import load_spec
 from labctl.verify import verify
-from roles.demo_service import DEFAULTS as DEMO
 from tests.e2e.conftest import e2e_spec_data, labctl, wait_for, write_spec
 from tests.e2e.probes import on_host
 
-SERVICE = DEMO["demo_service_name"]
 # Check interval + timeout (the seed's 10 s and 5 s) + a margin for the poll itself.
 CHECK_DEADLINE = 10 + 5 + 10
 
