@@ -328,7 +328,7 @@ class Probe:
         self.url = lab_url(LB_ADDRESS, f"/{service}")
         self.log: Log = []
         self.outcomes: Counter = Counter()
-        self.last_absent = 0.0  # when the LB last had no location for it
+        self.absent: list[float] = []  # when the LB had no location for it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -344,25 +344,27 @@ class Probe:
                     continue
                 self.outcomes[response.status_code] += 1
                 if response.status_code == 404:
-                    self.last_absent = time.monotonic()
+                    self.absent.append(time.monotonic())
                 elif response.status_code == 200:
                     self.log.append((time.monotonic(), response.headers.get("X-Instance", "?")))
                 else:
                     self.log.append((time.monotonic(), f"HTTP {response.status_code}"))
 
-    def first_answer(self, since: float, deadline: float) -> float | None:
-        """When an instance first answered after `since`, waiting until `deadline`."""
+    def first_answer(self, after: float, deadline: float) -> float | None:
+        """When an instance first answered after `after`, waiting until `deadline`."""
         while True:
-            answered = [t for t, o in list(self.log) if t >= since and is_answer(o)]
+            answered = [t for t, o in list(self.log) if t >= after and is_answer(o)]
             if answered or time.monotonic() >= deadline:
                 return answered[0] if answered else None
             time.sleep(POLL_INTERVAL)
 
-    def gone(self, since: float, deadline: float) -> float | None:
-        """When the location was first missing after `since`, waiting until `deadline`."""
-        while self.last_absent < since and time.monotonic() < deadline:
+    def gone(self, after: float, deadline: float) -> float | None:
+        """When the location was first missing after `after`, waiting until `deadline`."""
+        while True:
+            missing = [t for t in list(self.absent) if t >= after]
+            if missing or time.monotonic() >= deadline:
+                return missing[0] if missing else None
             time.sleep(POLL_INTERVAL)
-        return self.last_absent if self.last_absent >= since else None
 
     def stop(self) -> None:
         self._stop.set()
