@@ -352,18 +352,18 @@ class Probe:
 
     def first_answer(self, after: float, deadline: float) -> float | None:
         """When an instance first answered after `after`, waiting until `deadline`."""
-        while True:
-            answered = [t for t, o in list(self.log) if t >= after and is_answer(o)]
-            if answered or time.monotonic() >= deadline:
-                return answered[0] if answered else None
-            time.sleep(POLL_INTERVAL)
+        return self._first(lambda: [t for t, o in list(self.log) if is_answer(o)], after, deadline)
 
     def gone(self, after: float, deadline: float) -> float | None:
         """When the location was first missing after `after`, waiting until `deadline`."""
+        return self._first(lambda: list(self.absent), after, deadline)
+
+    @staticmethod
+    def _first(moments: Callable[[], list[float]], after: float, deadline: float) -> float | None:
         while True:
-            missing = [t for t in list(self.absent) if t >= after]
-            if missing or time.monotonic() >= deadline:
-                return missing[0] if missing else None
+            found = [t for t in moments() if t >= after]
+            if found or time.monotonic() >= deadline:
+                return found[0] if found else None
             time.sleep(POLL_INTERVAL)
 
     def stop(self) -> None:
