@@ -10,9 +10,9 @@ Images come from one setting, LAB_E2E_IMAGES:
 The tests are the same either way.
 
 LAB_E2E_NAME and LAB_E2E_SUBNET (its first three octets) move the lab, for a developer
-who runs a test file on a lab of their own beside the suite's (default labtest on
-192.168.63.0/24; the other test files still expect that one). LAB_E2E_KEEP=1 leaves the
-lab up at the end and reuses it at the next start (`up` again instead of `down` first).
+who runs the suite on a lab of their own beside the shared one (default labtest on
+192.168.63.0/24). LAB_E2E_KEEP=1 leaves the lab up at the end and reuses it at the next
+start (`up` again instead of `down` first).
 """
 
 from __future__ import annotations
