@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections import Counter
+from email.utils import parsedate_to_datetime
 
 import httpx
 import pytest
@@ -183,6 +184,32 @@ def test_the_page_lists_both_services_and_follows_a_scale_of_the_second(second, 
         assert {instance for instance, _ in answered} == SECOND_THREE, answered
         assert (f"danmu-service-1-2: {SECOND} 1-2 #IP:{E2E_SUBNET}.2") in {t for _, t in answered}
         assert set(services_shown(page)) == {SERVICE, SECOND}
+
+
+def test_a_restarted_lb_renders_both_of_its_files_afresh(lab):
+    """start.sh deletes both renders before consul-template starts, so each is written by
+    the first render after the start (consul-template writes nothing when a render equals
+    the file on disk): health.json is newer than the restart, not the file of before."""
+    _, connections, _ = lab
+    restarted = int(time.time())
+    on_host(connections, "node3", "docker restart lb")
+
+    def rendered_since_the_restart() -> dict | None:
+        try:
+            response = httpx.get(f"http://{LB}/_lab/health.json", timeout=2)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        modified = parsedate_to_datetime(response.headers["Last-Modified"]).timestamp()
+        return response.json() if modified >= restarted else None
+
+    health = wait_for(rendered_since_the_restart, FOLLOW_DEADLINE, "health.json rendered again")
+    proxied = {s["name"]: {i["id"] for i in s["instances"]} for s in health["services"] if s["lb"]}
+    assert proxied == {SERVICE: FIRST_THREE, SECOND: SECOND_THREE}
+    published = httpx.get(f"http://{LB}/_lab/lb.json", timeout=5).json()
+    assert published["published"] >= restarted
+    assert set(published["upstreams"]) == {SERVICE, SECOND}
 
 
 def test_removing_the_second_service_under_load_loses_nothing(lab, second, e2e_spec):
