@@ -108,7 +108,9 @@ async function refresh() {
   }
   // health.json appears with consul-template's first render after the LB starts.
   const health = await readJson("/_lab/health.json").catch(() => null);
-  showProblem(health ? "" : "No Consul health yet: consul-template has not rendered since the LB started.");
+  showProblem(
+    health ? "" : "No Consul health yet: consul-template has not rendered since the LB started.",
+  );
   const services = servicesOf(lb, health);
   $("services").replaceChildren(
     ...services.map((s) => renderService(s, lb.upstreams[s.name] || [], health !== null)),
