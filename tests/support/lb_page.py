@@ -89,19 +89,27 @@ def poll(driver: webdriver.Chrome, read: Callable[[], T], deadline_s: float, wha
 # --- what the page shows ---------------------------------------------------------------
 
 
+# Read in one script, so the page cannot rebuild its cards (every second) under the look.
+SERVICES_SHOWN = """
+const shown = {};
+for (const card of document.querySelectorAll("#services [data-service]")) {
+  const rows = {};
+  for (const row of card.querySelectorAll("tr[data-instance]")) {
+    rows[row.dataset.instance] = [row.dataset.status, row.dataset.routed];
+  }
+  shown[card.dataset.service] = rows;
+}
+return shown;
+"""
+
+
 def services_shown(driver: webdriver.Chrome) -> dict[str, dict[str, tuple[str, str]]]:
     """Service -> instance ID -> (Consul status, "yes"/"no" in nginx's upstream)."""
-    shown: dict[str, dict[str, tuple[str, str]]] = {}
-    for card in driver.find_elements(By.CSS_SELECTOR, "#services [data-service]"):
-        rows = card.find_elements(By.CSS_SELECTOR, "tr[data-instance]")
-        shown[card.get_attribute("data-service")] = {
-            row.get_attribute("data-instance"): (
-                row.get_attribute("data-status"),
-                row.get_attribute("data-routed"),
-            )
-            for row in rows
-        }
-    return shown
+    shown = driver.execute_script(SERVICES_SHOWN)
+    return {
+        service: {instance: tuple(row) for instance, row in rows.items()}
+        for service, rows in shown.items()
+    }
 
 
 def routed(driver: webdriver.Chrome, service: str) -> set[str]:
