@@ -309,11 +309,18 @@ class Watcher:
         return self.upstreams[-1]
 
 
-def settle(watcher: Watcher, expected: frozenset[str], deadline: float) -> bool:
-    """Wait until the upstream is `expected` and has not changed for SETTLE_QUIET seconds."""
+def settle(watcher: Watcher, expected: frozenset[str], deadline: float, after: float = 0.0) -> bool:
+    """Wait until the upstream is `expected` and has not changed for SETTLE_QUIET seconds,
+    as read from the LB after `after` (an LB that restarts answers again only later than
+    its `docker restart` returns: until then the event is not over)."""
     while time.monotonic() < deadline:
         current = watcher.upstream()
-        if current and current[1] == expected and time.monotonic() - current[0] >= SETTLE_QUIET:
+        if (
+            current
+            and current[1] == expected
+            and time.monotonic() - current[0] >= SETTLE_QUIET
+            and watcher.last_lb_read > after
+        ):
             return True
         time.sleep(POLL_INTERVAL)
     return False
@@ -542,7 +549,8 @@ def run_event(event: Event, before: dict[str, str], watcher: Watcher, limit: flo
     except subprocess.TimeoutExpired:
         error, extra = f"did not finish within {limit:.0f} s", {}
     command_done = time.monotonic()
-    settled = not error and settle(watcher, frozenset(event.expected.values()), started + limit)
+    expected = frozenset(event.expected.values())
+    settled = not error and settle(watcher, expected, started + limit, after=command_done)
     return Phase(event, before, started, command_done, time.monotonic(), settled, error, extra)
 
 

@@ -69,33 +69,44 @@ def series(requests: Log, t0: float, t1: float, bin_s: float = BIN_SECONDS) -> S
 
 
 def plot(path: Path, requests: Log, marks: list[Mark], title: str) -> Series:
-    """Draw requests per instance over the marks' span into `path` (PNG); return the data."""
+    """Draw requests per instance over the marks' span into `path` (PNG); return the data.
+
+    Above, the answers of each instance per second, stacked: the band of an instance that
+    leaves the upstream thins out, one that joins appears, the total is the load. Below,
+    failed requests per second, in red; every second with one is also shaded red above."""
     t0 = min(m.started for m in marks) - 5
     t1 = max(m.ended for m in marks) + 2
     data = series(requests, t0, t1)
-    figure, axes = plt.subplots(figsize=(14, 6.5), dpi=110)
-    for name, counts in data.answers.items():
-        axes.step(data.seconds, counts, where="post", linewidth=1.2, label=name)
-    top = max([1, *(max(c) for c in data.answers.values())]) * 1.25
+    figure, (above, below) = plt.subplots(
+        2, 1, figsize=(14, 6.5), dpi=110, sharex=True, gridspec_kw={"height_ratios": [5, 1]}
+    )
+    names = list(data.answers)
+    if names:
+        above.stackplot(data.seconds, *(data.answers[n] for n in names), labels=names,
+                        step="post", alpha=0.85)  # fmt: skip
+    top = max([1, *(sum(c) for c in zip(*data.answers.values(), strict=True))]) * 1.2
     for i, mark in enumerate(marks):
         start, done, end = (t - t0 for t in (mark.started, mark.command_done, mark.ended))
-        axes.axvspan(start, end, color="0.93" if i % 2 else "0.87", zorder=0)
-        axes.axvline(start, color="0.35", linestyle="--", linewidth=0.8)
-        axes.axvline(done, color="0.55", linestyle=":", linewidth=0.8)
-        axes.text(start + 0.5, top * 0.98, mark.name, rotation=90, va="top", ha="left",
-                  fontsize=8, color="0.2")  # fmt: skip
-    if data.failed_at:
-        axes.bar(data.seconds, data.failures, width=BIN_SECONDS, align="edge", color="red",
-                 alpha=0.6, label=f"failed requests ({len(data.failed_at)})")  # fmt: skip
-        axes.plot(data.failed_at, [0] * len(data.failed_at), "|", color="red", markersize=14)
-    axes.set_xlim(0, t1 - t0)
-    axes.set_ylim(0, top)
-    axes.set_xlabel("seconds (dashed: an event's trigger; dotted: its command returned; "
-                    "shaded: until the LB settled)")  # fmt: skip
-    axes.set_ylabel(f"requests answered per {BIN_SECONDS:.0f} s")
+        for axes in (above, below):
+            axes.axvspan(start, end, color="0.9" if i % 2 else "0.8", zorder=0)
+            axes.axvline(start, color="0.3", linestyle="--", linewidth=0.8)
+            axes.axvline(done, color="0.5", linestyle=":", linewidth=0.8)
+        above.text(start + 0.4, top * 0.98, mark.name, rotation=90, va="top", ha="left",
+                   fontsize=8, color="0.15")  # fmt: skip
+    for second, failed in zip(data.seconds, data.failures, strict=True):
+        if failed:
+            above.axvspan(second, second + BIN_SECONDS, color="red", alpha=0.25, zorder=3)
+    below.bar(data.seconds, data.failures, width=BIN_SECONDS, align="edge", color="red")
     failed = f"{len(data.failed_at)} failed requests" if data.failed_at else "no failed request"
-    axes.set_title(f"{title}: {failed}")
-    axes.legend(loc="upper right", fontsize=8, ncol=2)
+    below.set_ylabel("failed", color="red")
+    below.set_ylim(0, max([1, *data.failures]) * 1.2)
+    above.set_xlim(0, t1 - t0)
+    above.set_ylim(0, top)
+    above.set_ylabel(f"answers per {BIN_SECONDS:.0f} s, by instance")
+    above.set_title(f"{title}: {failed}")
+    above.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8)
+    below.set_xlabel("seconds (dashed: an event's trigger; dotted: its command returned; "
+                     "shaded: until the LB settled)")  # fmt: skip
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
