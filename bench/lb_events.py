@@ -518,7 +518,7 @@ def events(spec: LabSpec, triggers: Triggers) -> list[Event]:
               _without(three, "zhibo-2"), ("zhibo-2",)),
         Event("instance_recover", "labctl recover zhibo-2", t.labctl("recover", "zhibo-2"), three),
         Event("lb_restart", "docker restart lb", t.on_lb_host("docker restart lb"), three),
-        Event("lb_host_reboot", "docker restart labbench-node3", t.reboot_lb_host, three),
+        Event("lb_host_reboot", f"docker restart {SPEC['name']}-node3", t.reboot_lb_host, three),
         Event("consul_outage", f"docker stop consul on node3 for {t.outage_seconds:.0f} s",
               t.consul_outage, three),
         Event("crash_after_outage", "labctl fail zhibo-1", t.labctl("fail", "zhibo-1"),
@@ -653,7 +653,7 @@ def emit(figures: dict) -> None:
     out = Console(stderr=True)
     if not out.is_terminal:
         out = Console(stderr=True, width=160)  # rich's 80 columns would wrap every row
-    out.print(table(figures["events"], "dynamic LB under load (labbench: 3 Consul servers, "
+    out.print(table(figures["events"], f"dynamic LB under load ({SPEC['name']}: 3 Consul servers, "
                                         "LB on node3)"))  # fmt: skip
 
 

@@ -257,6 +257,12 @@ def _port_problems(
                 f"use {LOWEST_PORT}-{HIGHEST_PORT}."
             )
             continue
+        if service.port > HIGHEST_PORT:
+            yield (
+                f"{where}.port = {service.port} is past {HIGHEST_PORT}; "
+                f"use {LOWEST_PORT}-{HIGHEST_PORT}."
+            )
+            continue
         for host, count in counts(services, hosts, i).items():
             if count <= 0:
                 continue

@@ -149,6 +149,14 @@ def test_demo_60000_passes_65535():
     )
 
 
+def test_a_port_past_65535_is_refused_even_without_instances():
+    problem = only_problem(lab({"name": "zhibo_service"}, SECOND | {"port": 70000,
+                                                                  "instances": {}}))  # fmt: skip
+    assert problem == (
+        "lab.yaml: services[1] (danmu_service).port = 70000 is past 65535; use 1024-65535."
+    )
+
+
 def test_the_lbs_port_80_and_every_privileged_port_are_refused():
     problem = only_problem(lab({"name": "zhibo_service", "port": 80}))
     assert problem.startswith("lab.yaml: services[0] (zhibo_service).port = 80 is below 1024")
