@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/lb_events.py [--workers 2] [--outage 900 | --quick]
                                         [--time-limit 3600] [--phase-limit 300]
+                                        [--events NAME,...] [--plot FILE.png]
                                         [--keep] [--skip-up]
 
-Uses a lab of its own (name labbench, docker provider, 192.168.62.0/24): three hosts, each a
-Consul server, so that losing one host keeps the quorum; the LB on node3 (192.168.62.4); one
-demo instance per host. Consul and consul-template are the e2e suite's stand-ins, built
+Uses a lab of its own (name labbench, docker provider, 192.168.62.0/24; LAB_BENCH_NAME and
+LAB_BENCH_SUBNET, its first three octets, move it): three hosts, each a Consul server, so
+that losing one host keeps the quorum; the LB on node3 (192.168.62.4); one demo instance
+per host. Consul and consul-template are the e2e suite's stand-ins, built
 with tests.e2e.conftest.standin_images. The lab is removed (`labctl down`) first, in case an
 earlier run left it, then brought up, and removed again at the end, also on Ctrl-C or
 SIGTERM (unless --keep).
@@ -31,8 +33,17 @@ Events, in order, each timed from just before its trigger:
   recover_after_outage labctl recover zhibo-1
   rolling_apply        pyinfra ... --data ...          every instance and agent replaced
   rolling_back         pyinfra inventory.py deploy.py  and back to the spec
+  service_add          labctl apply, a second service  danmu_service on node1 and node2
+  service_remove       labctl apply, the spec again    and gone again
   host_loss            labctl fail node2               the host container killed
   host_recover         labctl recover node2
+
+--events runs only the named ones, in this order. --plot FILE.png draws requests per
+instance over time, every event marked and every failed request highlighted (lb_plot.py).
+From service_add to the end of service_remove a probe GETs the second service every 0.1 s:
+service_add's first_answer is the time from its `apply` to the new service's first answer
+through the LB; service_remove's location_gone when its location left nginx (the probe's
+502s or errors, were there any, are failed requests).
 
 Per event (bench/lb_figures.py): command seconds; to_upstream (until nginx's upstream has
 the added and lacks the removed instances); traffic_shifted; to_critical / to_node_failed;
@@ -74,25 +85,32 @@ from labctl.spec import LabSpec, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests/ is not an installed package: take it from the checkout
-from lb_figures import Log, is_answer, measure, table  # noqa: E402  (bench/, beside this file)
+from lb_figures import Log, is_answer, measure, since, table  # noqa: E402  (bench/, beside this file)
+from lb_plot import Mark, plot  # noqa: E402
 
 from tests.support.traffic import RequestLoop  # noqa: E402
 
-SUBNET = ipaddress.ip_network("192.168.62.0/24")
-LB_ADDRESS = "192.168.62.4"
-CONSUL_ADDRESS = "192.168.62.2"  # node1: never failed here
+PREFIX = os.environ.get("LAB_BENCH_SUBNET", "192.168.62")
+SUBNET = ipaddress.ip_network(f"{PREFIX}.0/24")
+LB_ADDRESS = f"{PREFIX}.4"
+CONSUL_ADDRESS = f"{PREFIX}.2"  # node1: never failed here
 SERVICE = "zhibo_service"
+SECOND = "danmu_service"  # service_add / service_remove
 SPEC = {
-    "name": "labbench",
+    "name": os.environ.get("LAB_BENCH_NAME", "labbench"),
     "provider": "docker",
     "network": {"subnet": str(SUBNET)},
     "hosts": [
-        {"name": "node1", "address": "192.168.62.2", "consul": "server", "bootstrap": True,
+        {"name": "node1", "address": f"{PREFIX}.2", "consul": "server", "bootstrap": True,
          "demo": 1},
-        {"name": "node2", "address": "192.168.62.3", "consul": "server", "demo": 1},
-        {"name": "node3", "address": "192.168.62.4", "consul": "server", "lb": True, "demo": 1},
+        {"name": "node2", "address": f"{PREFIX}.3", "consul": "server", "demo": 1},
+        {"name": "node3", "address": f"{PREFIX}.4", "consul": "server", "lb": True, "demo": 1},
     ],
 }  # fmt: skip
+SECOND_SERVICES = [
+    {"name": SERVICE},
+    {"name": SECOND, "port": 9080, "instances": {"node1": 1, "node2": 1}},
+]
 # pyinfra host data every instance's and agent's container is made from: a rolling apply.
 ROLLED = (
     "--data", "demo_environment=" + json.dumps({"LAB_ROLLED": "1"}),
@@ -167,22 +185,26 @@ def require(result: subprocess.CompletedProcess, what: str) -> None:
 
 
 def build_spec(workdir: Path) -> Path:
-    """Write the bench's spec, with the stand-in images the e2e suite builds."""
+    """Write the bench's spec, with the stand-in images the e2e suite builds, and beside it
+    the same spec with a second service (second_spec_file)."""
     from tests.e2e.conftest import standin_images
 
     path = workdir / "lab.yaml"
     data = SPEC | {"images": standin_images()}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+    second = data | {"services": SECOND_SERVICES}
+    second_spec_file(path).write_text(yaml.safe_dump(second, sort_keys=False, allow_unicode=True))
     return path
+
+
+def second_spec_file(spec_file: Path) -> Path:
+    return spec_file.with_name("two-services.yaml")
 
 
 def instances(spec: LabSpec, total: int) -> dict[str, str]:
     """Instance ID -> address:port with `total` instances, spread as `labctl scale` does."""
-    counts = operate.spread(spec, total)
-    scaled = spec.model_copy(
-        update={"hosts": [h.model_copy(update={"demo": counts[h.name]}) for h in spec.hosts]}
-    )
-    return {i.id: f"{i.address}:{i.port}" for i in scaled.demo_instances()}
+    scaled = spec.with_counts(SERVICE, operate.spread(spec, SERVICE, total))
+    return {i.id: f"{i.address}:{i.port}" for i in scaled.demo_instances() if i.service == SERVICE}
 
 
 # --- load and watcher ----------------------------------------------------------------------
@@ -289,14 +311,73 @@ class Watcher:
         return self.upstreams[-1]
 
 
-def settle(watcher: Watcher, expected: frozenset[str], deadline: float) -> bool:
-    """Wait until the upstream is `expected` and has not changed for SETTLE_QUIET seconds."""
+def settle(watcher: Watcher, expected: frozenset[str], deadline: float, after: float = 0.0) -> bool:
+    """Wait until the upstream is `expected` and has not changed for SETTLE_QUIET seconds,
+    as read from the LB after `after` (an LB that restarts answers again only later than
+    its `docker restart` returns: until then the event is not over)."""
     while time.monotonic() < deadline:
         current = watcher.upstream()
-        if current and current[1] == expected and time.monotonic() - current[0] >= SETTLE_QUIET:
+        if (
+            current
+            and current[1] == expected
+            and time.monotonic() - current[0] >= SETTLE_QUIET
+            and watcher.last_lb_read > after
+        ):
             return True
         time.sleep(POLL_INTERVAL)
     return False
+
+
+class Probe:
+    """GETs the LB's /<service> every 0.1 s in a thread. Answers (X-Instance) and failures
+    go to `log` as the load logs them; a 404 (no location for the service: not yet, or no
+    longer) is counted apart, in `outcomes` with the rest."""
+
+    def __init__(self, service: str) -> None:
+        self.url = lab_url(LB_ADDRESS, f"/{service}")
+        self.log: Log = []
+        self.outcomes: Counter = Counter()
+        self.absent: list[float] = []  # when the LB had no location for it
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with client(POLL_TIMEOUT) as http:
+            while not self._stop.wait(POLL_INTERVAL):
+                try:
+                    response = http.get(self.url)
+                except httpx.HTTPError as exc:
+                    self.outcomes[type(exc).__name__] += 1
+                    self.log.append((time.monotonic(), f"error {type(exc).__name__}"))
+                    continue
+                self.outcomes[response.status_code] += 1
+                if response.status_code == 404:
+                    self.absent.append(time.monotonic())
+                elif response.status_code == 200:
+                    self.log.append((time.monotonic(), response.headers.get("X-Instance", "?")))
+                else:
+                    self.log.append((time.monotonic(), f"HTTP {response.status_code}"))
+
+    def first_answer(self, after: float, deadline: float) -> float | None:
+        """When an instance first answered after `after`, waiting until `deadline`."""
+        return self._first(lambda: [t for t, o in list(self.log) if is_answer(o)], after, deadline)
+
+    def gone(self, after: float, deadline: float) -> float | None:
+        """When the location was first missing after `after`, waiting until `deadline`."""
+        return self._first(lambda: list(self.absent), after, deadline)
+
+    @staticmethod
+    def _first(moments: Callable[[], list[float]], after: float, deadline: float) -> float | None:
+        while True:
+            found = [t for t in moments() if t >= after]
+            if found or time.monotonic() >= deadline:
+                return found[0] if found else None
+            time.sleep(POLL_INTERVAL)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 # --- events ------------------------------------------------------------------------------
@@ -344,6 +425,37 @@ class Triggers:
 
     def __init__(self, spec_file: Path, spec: LabSpec, outage: float) -> None:
         self.spec_file, self.spec, self.outage_seconds = spec_file, spec, outage
+        self.probe: Probe | None = None  # the second service's, from service_add on
+
+    def service_add(self, limit: float) -> tuple[str | None, dict]:
+        """Apply the spec with a second service; wait for its first answer through the LB."""
+        self.probe = self.probe or Probe(SECOND)
+        started = time.monotonic()
+        error = finished(labctl(second_spec_file(self.spec_file), "apply", timeout=limit),
+                         f"labctl apply (with {SECOND})")  # fmt: skip
+        applied = time.monotonic() - started
+        if error:
+            return error, {}
+        first = self.probe.first_answer(started, started + limit)
+        figures = {"apply_seconds": round(applied, 1), "first_answer": since(started, first)}
+        return (None if first else f"{SECOND} never answered through the LB"), figures
+
+    def service_remove(self, limit: float) -> tuple[str | None, dict]:
+        """Apply the bench's own spec again: the second service goes (deregistered first)."""
+        started = time.monotonic()
+        error = finished(labctl(self.spec_file, "apply", timeout=limit),
+                         f"labctl apply (without {SECOND})")  # fmt: skip
+        probe = self.probe
+        if probe is None:
+            return error, {}
+        gone = probe.gone(started, started + limit)
+        self.stop_probe()
+        outcomes = {str(k): v for k, v in probe.outcomes.items()}
+        return error, {"location_gone": since(started, gone), "second_service": outcomes}
+
+    def stop_probe(self) -> None:
+        if self.probe is not None:
+            self.probe.stop()
 
     def labctl(self, *args: str) -> Trigger:
         return lambda limit: (finished(labctl(self.spec_file, *args, timeout=limit),
@@ -398,7 +510,7 @@ class Triggers:
 
 def events(spec: LabSpec, triggers: Triggers) -> list[Event]:
     three, five = instances(spec, 3), instances(spec, 5)
-    lost = {i: a for i, a in three.items() if a.startswith("192.168.62.3:")}
+    lost = {i: a for i, a in three.items() if a.startswith(f"{PREFIX}.3:")}
     t = triggers
     return [
         Event("scale_up", "labctl scale zhibo_service=5", t.labctl("scale", f"{SERVICE}=5"), five),
@@ -408,7 +520,7 @@ def events(spec: LabSpec, triggers: Triggers) -> list[Event]:
               _without(three, "zhibo-2"), ("zhibo-2",)),
         Event("instance_recover", "labctl recover zhibo-2", t.labctl("recover", "zhibo-2"), three),
         Event("lb_restart", "docker restart lb", t.on_lb_host("docker restart lb"), three),
-        Event("lb_host_reboot", "docker restart labbench-node3", t.reboot_lb_host, three),
+        Event("lb_host_reboot", f"docker restart {SPEC['name']}-node3", t.reboot_lb_host, three),
         Event("consul_outage", f"docker stop consul on node3 for {t.outage_seconds:.0f} s",
               t.consul_outage, three),
         Event("crash_after_outage", "labctl fail zhibo-1", t.labctl("fail", "zhibo-1"),
@@ -418,6 +530,8 @@ def events(spec: LabSpec, triggers: Triggers) -> list[Event]:
         Event("rolling_apply", "pyinfra inventory.py deploy.py " + " ".join(ROLLED),
               t.pyinfra(*ROLLED), three),
         Event("rolling_back", "pyinfra inventory.py deploy.py", t.pyinfra(), three),
+        Event("service_add", f"labctl apply with {SECOND} added", t.service_add, three),
+        Event("service_remove", f"labctl apply with {SECOND} gone", t.service_remove, three),
         Event("host_loss", "labctl fail node2", t.labctl("fail", "node2"),
               {i: a for i, a in three.items() if i not in lost}, (*lost, "node:node2")),
         Event("host_recover", "labctl recover node2", t.labctl("recover", "node2"), three),
@@ -437,17 +551,40 @@ def run_event(event: Event, before: dict[str, str], watcher: Watcher, limit: flo
     except subprocess.TimeoutExpired:
         error, extra = f"did not finish within {limit:.0f} s", {}
     command_done = time.monotonic()
-    settled = not error and settle(watcher, frozenset(event.expected.values()), started + limit)
+    expected = frozenset(event.expected.values())
+    settled = not error and settle(watcher, expected, started + limit, after=command_done)
     return Phase(event, before, started, command_done, time.monotonic(), settled, error, extra)
 
 
 # --- main --------------------------------------------------------------------------------
 
 
-def measure_lab(spec_file: Path, args: argparse.Namespace) -> dict:
-    """Load, watch, run every event; return the figures (also when cut short)."""
-    spec, _ = load_spec(spec_file)
-    all_events = events(spec, Triggers(spec_file, spec, args.outage))
+def choose(all_events: list[Event], names: str | None) -> list[Event]:
+    """The events named (comma-separated), in the bench's order; every one without names."""
+    if not names:
+        return all_events
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = sorted(set(wanted) - {e.name for e in all_events})
+    if unknown:
+        raise BenchError(
+            f"--events: no event named {', '.join(unknown)}; choose from "
+            f"{', '.join(e.name for e in all_events)}."
+        )
+    return [e for e in all_events if e.name in wanted]
+
+
+@dataclass
+class Timeline:
+    """What --plot draws: every request (the load's and the probe's), and the events."""
+
+    requests: Log
+    marks: list[Mark]
+
+
+def measure_lab(
+    spec: LabSpec, triggers: Triggers, all_events: list[Event], args: argparse.Namespace
+) -> tuple[dict, Timeline]:
+    """Load, watch, run the events; return the figures (also when cut short)."""
     deadline = time.monotonic() + args.time_limit
     read_token = security.token(spec, "read")
     watcher = Watcher(consul_headers={"X-Consul-Token": read_token} if read_token else {})
@@ -484,6 +621,8 @@ def measure_lab(spec_file: Path, args: argparse.Namespace) -> dict:
             aborted = str(exc)
         except KeyboardInterrupt:
             aborted = "interrupted"  # still report what was measured; the caller tears down
+        finally:
+            triggers.stop_probe()
         measured = time.monotonic() - (deadline - args.time_limit)
     watcher.finish()
     clients = load.by_kind()
@@ -506,7 +645,10 @@ def measure_lab(spec_file: Path, args: argparse.Namespace) -> dict:
     }  # fmt: skip
     if aborted:
         figures["aborted"] = aborted
-    return figures
+    probed = triggers.probe.log if triggers.probe else []
+    marks = [Mark(p.event.name, p.started, p.command_done, p.ended) for p in phases.values()]
+    return figures, Timeline(sorted([*(e for log in clients.values() for e in log), *probed]),
+                             marks)  # fmt: skip
 
 
 def emit(figures: dict) -> None:
@@ -514,7 +656,7 @@ def emit(figures: dict) -> None:
     out = Console(stderr=True)
     if not out.is_terminal:
         out = Console(stderr=True, width=160)  # rich's 80 columns would wrap every row
-    out.print(table(figures["events"], "dynamic LB under load (labbench: 3 Consul servers, "
+    out.print(table(figures["events"], f"dynamic LB under load ({SPEC['name']}: 3 Consul servers, "
                                         "LB on node3)"))  # fmt: skip
 
 
@@ -525,30 +667,20 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        help="clients of each kind, fresh and keep-alive (default 2)",
-    )
-    parser.add_argument(
-        "--outage",
-        type=float,
-        default=900,
-        help="seconds the LB host's agent stays away (default 900)",
-    )
-    parser.add_argument(
-        "--quick", action="store_const", dest="outage", const=90, help="a 90 s outage instead"
-    )
-    parser.add_argument(
-        "--time-limit", type=float, default=3600, help="seconds for the measurement (default 3600)"
-    )
-    parser.add_argument(
-        "--phase-limit",
-        type=float,
-        default=300,
-        help="seconds per event at most, besides the outage (default 300)",
-    )
+    parser.add_argument("--workers", type=int, default=2,
+                        help="clients of each kind, fresh and keep-alive (default 2)")
+    parser.add_argument("--outage", type=float, default=900,
+                        help="seconds the LB host's agent stays away (default 900)")
+    parser.add_argument("--quick", action="store_const", dest="outage", const=90,
+                        help="a 90 s outage instead")
+    parser.add_argument("--time-limit", type=float, default=3600,
+                        help="seconds for the measurement (default 3600)")
+    parser.add_argument("--phase-limit", type=float, default=300,
+                        help="seconds per event at most, besides the outage (default 300)")
+    parser.add_argument("--events", metavar="NAME,...",
+                        help="run only these events, in the bench's order (default: all)")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png",
+                        help="draw requests per instance over time, events and failures marked")
     parser.add_argument("--keep", action="store_true", help="do not tear the lab down")
     parser.add_argument("--skip-up", action="store_true", help="reuse a running labbench lab")
     args = parser.parse_args()  # fmt: skip
@@ -558,12 +690,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lb-events-") as tmp:
         console.print("building the stand-in images")
         spec_file = build_spec(Path(tmp))
+        spec, _ = load_spec(spec_file)
+        triggers = Triggers(spec_file, spec, args.outage)
+        try:
+            chosen = choose(events(spec, triggers), args.events)
+        except BenchError as exc:
+            parser.error(str(exc))
         try:
             if not args.skip_up:
                 labctl(spec_file, "down", timeout=DOWN_TIMEOUT)  # leftovers of an earlier run
                 console.print("labctl up")
                 require(labctl(spec_file, "up", timeout=UP_TIMEOUT), "labctl up")
-            figures = measure_lab(spec_file, args)
+            figures, timeline = measure_lab(spec, triggers, chosen, args)
+            if args.plot and timeline.marks:
+                plot(args.plot, timeline.requests, timeline.marks,
+                     f"{spec.name}: requests per instance through the LB")  # fmt: skip
+                console.print(f"plot: {args.plot}")
         except BenchError as exc:
             console.print(f"[bold red]error:[/] {exc}")
         except KeyboardInterrupt:

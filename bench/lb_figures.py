@@ -177,6 +177,16 @@ def table(results: dict[str, dict], title: str) -> Table:
                 f"\n[dim]consul-template {figures['consul_template_cpu_share']:.1%} of a core, "
                 f"log +{figures['lb_log_bytes']} B in {figures['outage_seconds']:.0f} s[/]"
             )
+        if "first_answer" in figures:
+            label += (
+                f"\n[dim]apply {secs(figures['apply_seconds'])}, its first answer through the "
+                f"LB after {secs(figures['first_answer'])}[/]"
+            )
+        if "location_gone" in figures:
+            label += (
+                f"\n[dim]its location gone after {secs(figures['location_gone'])}; it answered "
+                f"{figures['second_service']}[/]"
+            )
         out.add_row(
             label,
             secs(figures["to_upstream"]),

@@ -2,7 +2,7 @@
 
 labctl up / apply / down      create, converge again (no changes when none), remove
 labctl verify / status        the lab against its spec; the hosts
-labctl scale zhibo_service=N  more or fewer demo instances; the LB follows
+labctl scale SERVICE=N        more or fewer instances of a service; the LB follows
 labctl fail / recover TARGET  crash or restart an instance or a host (ssh: its
                               lab containers; a machine is never powered off)
 labctl watch                  live view of the LB's upstreams and reloads
@@ -34,7 +34,7 @@ from labctl.delivery import describe_delivery
 from labctl.images import ImageError
 from labctl.inventory import connection_data
 from labctl.machines import UnreachableError
-from labctl.paths import read_state, with_state
+from labctl.paths import forget_removed_services, read_state, with_state
 from labctl.remote import RemoteError
 from labctl.security import AclError
 from labctl.spec import CONSUL_HTTP_PORT, SPEC_ENV, LabSpec, SpecError, load_spec
@@ -170,11 +170,11 @@ def _verify(spec: LabSpec, wait: float, as_json: bool = False) -> None:
                      "checks": [asdict(c) for c in checks], **_standin_note(spec)})  # fmt: skip
     else:
         table = Table(title=f"lab {spec.name}: verify", caption=_standin_caption(spec))
-        for column in ("check", "target", "result", "detail"):
+        for column in ("service", "check", "target", "result", "detail"):
             table.add_column(column)
         for check in checks:
             result = "[green]ok[/]" if check.ok else "[bold red]FAIL[/]"
-            table.add_row(check.what, check.target, result, check.detail)
+            table.add_row(check.service, check.what, check.target, result, check.detail)
         Console().print(table)
     failed = [c for c in checks if not c.ok]
     if failed:
@@ -242,7 +242,8 @@ def verify(wait: Wait = 0.0, as_json: AsJson = False) -> None:
 def scale(
     assignment: Annotated[str, typer.Argument(metavar="SERVICE=N", help="e.g. zhibo_service=5")],
 ) -> None:
-    """Run N instances of the service, spread over the demo hosts; the LB follows.
+    """Run N instances of a service of the spec, spread over the hosts it runs on; the LB
+    follows.
 
     Removing instances is graceful: they leave Consul and the LB before they stop.
     """
@@ -305,25 +306,31 @@ def bundle_save(file: Path) -> None:
 @app.command()
 def apply() -> None:
     """Converge the hosts again; reports what changed (nothing, when nothing did)."""
-    spec = with_state(_spec())
+    spec = _spec()
+    forget_removed_services(spec)  # a service gone from the spec takes its scale with it
+    spec = with_state(spec)
     _print_changes(_run("apply", lambda report: lifecycle.apply(spec, report)), spec)
 
 
 @app.command()
 def status(as_json: AsJson = False) -> None:
-    """A table of the lab's hosts."""
+    """A table of the lab's hosts, with the instances of each service they run."""
     spec = with_state(_spec())
     rows = _run("status", lambda report: lifecycle.status(spec))
+    per_host = {
+        h.name: {s.name: spec.service_counts(s.name)[h.name] for s in spec.services}
+        for h in spec.hosts
+    }
     if as_json:
-        _print_json(
-            {"lab": spec.name, "hosts": [asdict(row) for row in rows], **_standin_note(spec)}
-        )
+        hosts = [asdict(row) | {"instances": per_host[row.name]} for row in rows]
+        _print_json({"lab": spec.name, "hosts": hosts, **_standin_note(spec)})
         return
     table = Table(title=f"lab {spec.name}", caption=_standin_caption(spec))
-    for column in ("host", "provider", "state", "address", "docker"):
+    for column in ("host", "provider", "state", "address", "docker", "instances"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row.name, row.provider, row.state, row.address, row.docker)
+        instances = ", ".join(f"{name} ×{n}" for name, n in per_host[row.name].items() if n)
+        table.add_row(row.name, row.provider, row.state, row.address, row.docker, instances or "-")
     Console().print(table)
     for row in rows:
         if row.problem:

@@ -130,7 +130,7 @@ def lab_images(spec: LabSpec) -> list[LabImage]:
         LabImage(
             "demo_service",
             f"{namespace}/demo-service:{recipe_tag(demo_recipe, base)}",
-            tuple(h.name for h in spec.hosts if h.demo > 0),
+            tuple(spec.instance_hosts()),
             recipe=demo_recipe,
         ),
         LabImage(

@@ -66,6 +66,10 @@ def host_data(
         # every host (on the ssh road hosts may sit outside network.subnet).
         "lb_allow_cidrs": [str(spec.network.subnet)] + [f"{h.address}/32" for h in spec.hosts],
         "demo_instances": [asdict(i) for i in spec.demo_instances() if i.host == host.name],
+        # Each service's registration settings (the spec's `services`), by name.
+        "demo_services": {
+            s.name: {"tags": list(s.tags), "check": s.check.model_dump()} for s in spec.services
+        },
         "consul_template_version": spec.versions.consul_template,
         "nginx_version": spec.versions.nginx,
         "lab_host_images": [i.key for i in images if host.name in i.hosts],
@@ -127,6 +131,7 @@ def groups(
     # once, not per host.
     images = lab_images(spec)
     lab_secrets = LabSecrets.of(spec)
+    instance_hosts = set(spec.instance_hosts())
     entries = {
         host.name: (
             host.name,
@@ -143,7 +148,7 @@ def groups(
         "consul_servers": members(lambda h: h.consul == "server"),
         "consul_clients": members(lambda h: h.consul == "client"),
         "lb": members(lambda h: h.lb),
-        "demo": members(lambda h: h.demo > 0),
+        "demo": members(lambda h: h.name in instance_hosts),
     }
 
 

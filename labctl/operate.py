@@ -1,9 +1,10 @@
-"""Operating a running lab: scale the demo service, fail and recover instances or hosts.
+"""Operating a running lab: scale any of its services, fail and recover instances or hosts.
 
-`scale` records the new per-host counts in the lab's state (.lab/<name>/state.json);
-they override the spec's `demo` counts for `apply`, `verify` and `status` until the
-next `scale` or `down`. A graceful scale-down takes instances out of Consul first,
-waits until the LB no longer routes to them, and only then stops them (role demo_service).
+`scale` records the new per-host counts of one service in the lab's state
+(.lab/<name>/state.json); they override the spec's counts of that service for `apply`,
+`verify` and `status` until the next `scale` of it or `down`. A graceful scale-down takes
+instances out of Consul first, waits until the LB no longer routes to them, and only then
+stops them (role demo_service).
 """
 
 from __future__ import annotations
@@ -16,24 +17,19 @@ import httpx
 from labctl import connections, lb, system, vagrant
 from labctl.converge import ConvergeResult
 from labctl.lifecycle import LifecycleError, apply
-from labctl.paths import (
-    LAB_LABEL,
-    host_container_name,
-    read_state,
-    with_state,
-    write_state,
-)
+from labctl.paths import LAB_LABEL, host_container_name, read_state, record_counts, with_state
 from labctl.remote import RemoteError, run
-from labctl.spec import LabSpec
-from labctl.verify import SERVICE_NAME
+from labctl.spec import LabSpec, SpecError, validate
 
 Report = Callable[[str], None]
 LB_FOLLOW_DEADLINE = 60.0
 
 
-def spread(spec: LabSpec, total: int) -> dict[str, int]:
-    """`total` instances over the hosts that run the demo service (round-robin, spec order)."""
-    hosts = [h.name for h in spec.hosts if h.demo > 0] or [
+def spread(spec: LabSpec, service: str, total: int) -> dict[str, int]:
+    """`total` instances of `service` over the hosts the spec runs it on (round-robin, spec
+    order); over every Consul agent host when the spec runs it nowhere."""
+    declared = spec.service_counts(service)
+    hosts = [h.name for h in spec.hosts if declared[h.name] > 0] or [
         h.name for h in spec.hosts if h.consul != "none"
     ]
     counts = dict.fromkeys((h.name for h in spec.hosts), 0)
@@ -42,8 +38,8 @@ def spread(spec: LabSpec, total: int) -> dict[str, int]:
     return counts
 
 
-def wait_for_lb(spec: LabSpec, expected: set[str], report: Report) -> float:
-    """Wait until the LB's upstream for the service is exactly `expected` (address:port)."""
+def wait_for_lb(spec: LabSpec, service: str, expected: set[str], report: Report) -> float:
+    """Wait until the LB's upstream for `service` is exactly `expected` (address:port)."""
     address = lb.lb_address(spec)
     if address is None:
         return 0.0
@@ -51,7 +47,7 @@ def wait_for_lb(spec: LabSpec, expected: set[str], report: Report) -> float:
     with httpx.Client(timeout=5) as client:
         while time.monotonic() - started < LB_FOLLOW_DEADLINE:
             try:
-                servers = set(lb.read_state(client, address).upstreams.get(SERVICE_NAME, []))
+                servers = set(lb.read_state(client, address).upstreams.get(service, []))
             except httpx.HTTPError:
                 servers = set()
             if servers == expected:
@@ -65,18 +61,24 @@ def wait_for_lb(spec: LabSpec, expected: set[str], report: Report) -> float:
 
 
 def scale(spec: LabSpec, service: str, total: int, report: Report) -> ConvergeResult:
-    """Record the new counts and converge. Removal is graceful in the role itself
-    (out of Consul, out of the LB, then stopped); this waits until the LB runs exactly
-    the new set."""
-    if service != SERVICE_NAME:
-        raise LifecycleError(f"unknown service {service!r}; the lab runs {SERVICE_NAME}.")
+    """Record the new counts of `service` and converge. Removal is graceful in the role
+    itself (out of Consul, out of the LB, then stopped); this waits until the LB runs
+    exactly the new set."""
+    names = [s.name for s in spec.services]
+    if service not in names:
+        raise SpecError([f"unknown service {service!r}; the lab runs {', '.join(names)}."])
     if total < 0:
-        raise LifecycleError(f"{service}={total}: the count must be 0 or more.")
-    counts = spread(spec, total)
-    write_state(spec, demo_counts=counts)
-    scaled = with_state(spec)
+        raise SpecError([f"{service}={total}: the count must be 0 or more."])
+    counts = spread(spec, service, total)
+    scaled = with_state(spec).with_counts(service, counts)
+    # The new counts must fit like the spec's: no port past 65535 or on Consul's own.
+    problems = validate(scaled, f"scale {service}={total}")
+    if problems:
+        raise SpecError(problems)
+    record_counts(spec, service, counts)
     result = apply(scaled, report)
-    wait_for_lb(spec, {f"{i.address}:{i.port}" for i in scaled.demo_instances()}, report)
+    wanted = {f"{i.address}:{i.port}" for i in scaled.demo_instances() if i.service == service}
+    wait_for_lb(spec, service, wanted, report)
     return result
 
 

@@ -65,12 +65,37 @@ def write_state(spec: LabSpec, **values: object) -> None:
     _state_file(spec).write_text(json.dumps(state, indent=2) + "\n")
 
 
-def with_demo_counts(spec: LabSpec, counts: dict[str, int]) -> LabSpec:
-    """The spec with these per-host demo counts (hosts not named keep theirs)."""
-    hosts = [h.model_copy(update={"demo": counts.get(h.name, h.demo)}) for h in spec.hosts]
-    scaled = spec.model_copy(update={"hosts": hosts})
-    scaled._source = spec.source
-    return scaled
+def forget_state(spec: LabSpec, *keys: str) -> None:
+    state = {k: v for k, v in read_state(spec).items() if k not in keys}
+    _state_file(spec).parent.mkdir(parents=True, exist_ok=True)
+    _state_file(spec).write_text(json.dumps(state, indent=2) + "\n")
+
+
+def recorded_counts(spec: LabSpec) -> dict[str, dict[str, int]]:
+    """Service name -> host -> count, as `scale` recorded them for the spec's services. An
+    older state file's `demo_counts` (before services) are the first service's."""
+    state = read_state(spec)
+    recorded = dict(state.get("service_counts", {}))
+    if state.get("demo_counts") and spec.services:
+        recorded.setdefault(spec.services[0].name, state["demo_counts"])
+    names = {s.name for s in spec.services}
+    return {name: counts for name, counts in recorded.items() if name in names}
+
+
+def record_counts(spec: LabSpec, service: str, counts: dict[str, int]) -> None:
+    """Record `scale`'s counts for `service`, dropping those of services the spec no
+    longer has (and the older `demo_counts`, now kept per service)."""
+    write_state(spec, service_counts=recorded_counts(spec) | {service: counts})
+    forget_state(spec, "demo_counts")
+
+
+def forget_removed_services(spec: LabSpec) -> None:
+    """Drop recorded counts of services the spec no longer has, so a service added again
+    later starts from the spec's counts."""
+    recorded = read_state(spec).get("service_counts", {})
+    names = {s.name for s in spec.services}
+    if recorded.keys() - names:
+        write_state(spec, service_counts={k: v for k, v in recorded.items() if k in names})
 
 
 def with_images(spec: LabSpec, images: dict[str, str]) -> LabSpec:
@@ -82,11 +107,11 @@ def with_images(spec: LabSpec, images: dict[str, str]) -> LabSpec:
 
 
 def with_state(spec: LabSpec) -> LabSpec:
-    """The spec with what the lab's state records over it: the demo counts `scale`
-    recorded, and the stand-ins `up --offline` chose."""
-    state = read_state(spec)
-    if state.get("demo_counts"):
-        spec = with_demo_counts(spec, state["demo_counts"])
-    if state.get("offline"):
-        spec = with_images(spec, state["offline"])
+    """The spec with what the lab's state records over it: the counts `scale` recorded,
+    and the stand-ins `up --offline` chose."""
+    for service, counts in recorded_counts(spec).items():
+        spec = spec.with_counts(service, counts)
+    offline = read_state(spec).get("offline")
+    if offline:
+        spec = with_images(spec, offline)
     return spec

@@ -132,9 +132,7 @@ def _rules(*rules: tuple[str, str, str]) -> str:
 
 def lab_services(spec: LabSpec) -> list[str]:
     """The Consul services the lab's hosts register (role demo_service's)."""
-    from roles.demo_service import DEFAULTS
-
-    return [DEFAULTS["demo_service_name"]]
+    return [service.name for service in spec.services]
 
 
 def token_specs(spec: LabSpec) -> list[TokenSpec]:
@@ -275,14 +273,18 @@ def _token(consul: _Consul, wanted: TokenSpec, saved: dict[str, str] | None) -> 
 
 
 def ensure_acls(spec: LabSpec, report: Report, check_servers: bool = True) -> list[str]:
-    """Bootstrap once, then make every policy and token the spec needs and hand each
-    agent its token; return what was made. With `check_servers` False, trust the saved
-    tokens when every one is there (no Consul call: an apply during a quorum loss)."""
+    """Bootstrap once, then make every policy and token the spec needs; return what was
+    made. With `check_servers` False, trust the saved tokens when every one is there with
+    the rules it was made for (no Consul call: an apply during a quorum loss); a spec that
+    gained a host or a service changes them, and the servers are asked."""
     if not spec.security.acl:
         return []
     tokens = saved_tokens(spec)
     wanted = token_specs(spec)
-    if not check_servers and MANAGEMENT in tokens and all(t.name in tokens for t in wanted):
+    current = MANAGEMENT in tokens and all(
+        tokens.get(t.name, {}).get("rules") == t.rules for t in wanted
+    )
+    if not check_servers and current:
         return []
     made: list[str] = []
     consul = _Consul(spec, tokens.get(MANAGEMENT, {}).get("secret"))
@@ -298,9 +300,10 @@ def ensure_acls(spec: LabSpec, report: Report, check_servers: bool = True) -> li
                 made.append(f"policy lab-{spec_token.name}")
             new = _token(consul, spec_token, tokens.get(spec_token.name))
             if new:
-                tokens[spec_token.name] = new
-                _save_tokens(spec, tokens)
                 made.append(f"token {spec_token.name}")
+            # The rules saved with the token tell the next apply whether to ask Consul.
+            tokens[spec_token.name] = (new or tokens[spec_token.name]) | {"rules": spec_token.rules}
+            _save_tokens(spec, tokens)
         report(f"ACL tokens in place; made: {', '.join(made) or 'nothing'}")
     finally:
         consul.close()

@@ -10,12 +10,16 @@ import difflib
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from labctl import services as lab_services
+from labctl.services import SEED_SERVICE, DemoInstance, Service
+
+__all__ = ["DemoInstance", "Service"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = PROJECT_ROOT / "lab.yaml"
@@ -32,21 +36,8 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 
 Provider = Literal["auto", "virtualbox", "docker", "ssh"]
 
-# The seed's live-stream API listens on 8080; more instances on one host take the next ports.
-DEMO_BASE_PORT = 8080
 # Every agent's HTTP API (the seed's -client=0.0.0.0), which labctl reads and writes.
 CONSUL_HTTP_PORT = 8500
-
-
-@dataclass(frozen=True)
-class DemoInstance:
-    """One demo service instance: the seed's 直播服务API{n} on host n (1-based)."""
-
-    host: str
-    address: str
-    id: str
-    title: str
-    port: int
 
 
 class SpecError(Exception):
@@ -167,6 +158,7 @@ class Host(_Strict):
     consul: Literal["server", "client", "none"] = "client"
     bootstrap: bool = False
     lb: bool = False
+    # Instances of the first service (services[0]) on this host.
     demo: int = 0
     # Per-host overrides for the ssh provider; default to the address and the
     # spec-wide ssh settings.
@@ -189,6 +181,8 @@ class LabSpec(_Strict):
     # Secure by default; `security: seed` is the seed's open Consul (both off).
     security: Security = Security()
     hosts: list[Host]
+    # Every service gets its own upstream and location on the LB (labctl/services.py).
+    services: list[Service] = Field(default_factory=lambda: [Service(name=SEED_SERVICE)])
     # The file this spec was read from; children (Vagrant, pyinfra) read it again.
     _source: Path = PrivateAttr(default=DEFAULT_SPEC)
 
@@ -218,23 +212,36 @@ class LabSpec(_Strict):
         return next(self.network.subnet.hosts())
 
     def demo_instances(self) -> list[DemoInstance]:
-        """Every instance the spec declares. IDs and ports depend only on the host's
-        position and the instance's index on it, so changing one host's count
-        leaves every other instance as it is."""
-        instances = []
-        for n, host in enumerate(self.hosts, start=1):
-            for k in range(1, host.demo + 1):
-                suffix = "" if k == 1 else f"-{k}"
-                instances.append(
-                    DemoInstance(
-                        host=host.name,
-                        address=str(host.address),
-                        id=f"zhibo-{n}{suffix}",
-                        title=f"直播服务API{n}{suffix}",
-                        port=DEMO_BASE_PORT + k - 1,
-                    )
-                )
-        return instances
+        """Every instance the spec declares, of every service (labctl/services.py)."""
+        return lab_services.instances(self.services, self.hosts)
+
+    def service_counts(self, name: str) -> dict[str, int]:
+        """Host name -> instances of the service `name` (0 where it has none)."""
+        index = [s.name for s in self.services].index(name)
+        counts = lab_services.counts(self.services, self.hosts, index)
+        return {h.name: counts.get(h.name, 0) for h in self.hosts}
+
+    def instance_hosts(self) -> list[str]:
+        """The hosts that run any instance."""
+        running = {i.host for i in self.demo_instances()}
+        return [h.name for h in self.hosts if h.name in running]
+
+    def with_counts(self, name: str, counts: dict[str, int]) -> LabSpec:
+        """The spec with these per-host counts for the service `name` (hosts not named
+        keep theirs). The first service's counts stay where the spec keeps them: in the
+        hosts' `demo`, unless it has `instances`."""
+        index = [s.name for s in self.services].index(name)
+        service = self.services[index]
+        if index == 0 and service.instances is None:
+            hosts = [h.model_copy(update={"demo": counts.get(h.name, h.demo)}) for h in self.hosts]
+            changed = self.model_copy(update={"hosts": hosts})
+        else:
+            merged = {**(service.instances or {}), **counts}
+            services = list(self.services)
+            services[index] = service.model_copy(update={"instances": merged})
+            changed = self.model_copy(update={"services": services})
+        changed._source = self.source
+        return changed
 
     def host(self, name: str) -> Host:
         for host in self.hosts:
@@ -375,6 +382,8 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
                 "Consul agent, so the LB host needs consul: client or server."
             )
 
+    errors += lab_services.problems(spec.services, spec.hosts, source)
+
     ct_version = spec.versions.consul_template
     if VERSION_RE.match(ct_version) and (
         tuple(int(p) for p in ct_version.split(".")) < CONSUL_TEMPLATE_BACKOFF_FIXED
@@ -404,6 +413,11 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
             f"failures than {len(servers) - 1} would (the seed's own layout has this trait)."
         )
     return errors, warnings
+
+
+def validate(spec: LabSpec, source: str = "lab spec") -> list[str]:
+    """The problems of an already parsed spec, e.g. one with the counts `scale` recorded."""
+    return _semantic_problems(spec, source)[0]
 
 
 def parse_spec(data: object, source: str = "lab spec") -> tuple[LabSpec, list[str]]:

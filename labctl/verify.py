@@ -1,11 +1,12 @@
 """`labctl verify`: the lab is what the spec says, seen from the outside.
 
-Every Consul member alive with the role the spec gives it, a leader elected,
-every declared demo instance registered and passing, each instance answering
-its own `<h1>` line on its address, requests through the LB reaching every
-passing instance and no other, and the LB's configuration passing `nginx -t`.
-Queries go from the control machine to the hosts' private addresses (httpx);
-`nginx -t` runs over SSH.
+Every Consul member alive with the role the spec gives it, a leader elected; for
+every service of the spec, every declared instance registered and passing, each
+instance answering its own `<h1>` line on its address, requests through the LB's
+`/<service>` reaching every passing instance and no other; no instance the lab
+registered that the spec no longer has; and the LB's configuration passing
+`nginx -t`. Queries go from the control machine to the hosts' private addresses
+(httpx); `nginx -t` runs over SSH.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from labctl import lb, security
 from labctl.inventory import SshData
 from labctl.remote import RemoteError, run
 from labctl.spec import CONSUL_HTTP_PORT, LabSpec
-from roles.demo_service import DEFAULTS as DEMO_DEFAULTS
+from roles.demo_service import ROLE as DEMO_ROLE
 from roles.lb import DEFAULTS as LB_DEFAULTS
 
-SERVICE_NAME = DEMO_DEFAULTS["demo_service_name"]
 # Consul's serf member status codes.
 MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
 LB_SAMPLE = 30
@@ -35,6 +35,7 @@ class Check:
     target: str
     ok: bool
     detail: str
+    service: str = ""  # the service it is about; "" for the lab's own parts
 
 
 def consul_get(client: httpx.Client, spec: LabSpec, path: str, **params: str) -> httpx.Response:
@@ -109,84 +110,120 @@ def consul_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
     return checks
 
 
-def instance_checks(client: httpx.Client, spec: LabSpec, entries: list[dict]) -> list[Check]:
+def instance_checks(
+    client: httpx.Client, spec: LabSpec, name: str, entries: list[dict]
+) -> list[Check]:
+    """Each instance of the service `name` the spec declares is registered where it runs,
+    passes, and answers its own line; no other instance of it is registered."""
     checks = []
     registered = {entry["Service"]["ID"]: entry for entry in entries}
-    for instance in spec.demo_instances():
+    declared = [i for i in spec.demo_instances() if i.service == name]
+    for instance in declared:
         entry = registered.get(instance.id)
         if entry is None:
-            checks.append(Check("registered", instance.id, False, "not in the catalog"))
+            checks.append(Check("registered", instance.id, False, "not in the catalog", name))
         else:
-            service = entry["Service"]
-            where = f"{service['Address']}:{service['Port']}"
+            where = f"{entry['Service']['Address']}:{entry['Service']['Port']}"
             status = instance_status(entry)
             ok = where == f"{instance.address}:{instance.port}" and status == "passing"
-            checks.append(Check("registered", instance.id, ok, f"{where} {status}"))
+            checks.append(Check("registered", instance.id, ok, f"{where} {status}", name))
         expected = f"<h1>{instance.title} #IP:{instance.address}</h1>"
         try:
             body = client.get(f"http://{instance.address}:{instance.port}/").text
         except httpx.HTTPError as exc:
-            checks.append(Check("answers", instance.id, False, str(exc) or type(exc).__name__))
+            error = str(exc) or type(exc).__name__
+            checks.append(Check("answers", instance.id, False, error, name))
         else:
-            checks.append(Check("answers", instance.id, body.strip() == expected, body.strip()))
-    extra = sorted(set(registered) - {i.id for i in spec.demo_instances()})
+            checks.append(Check("answers", instance.id, body.strip() == expected, body.strip(),
+                                name))  # fmt: skip
+    extra = sorted(set(registered) - {i.id for i in declared})
     if extra:
-        checks.append(Check("registered", "extra", False, f"not in the spec: {', '.join(extra)}"))
+        detail = f"not in the spec: {', '.join(extra)}"
+        checks.append(Check("registered", "extra", False, detail, name))
     return checks
 
 
 def lb_checks(
-    client: httpx.Client,
-    spec: LabSpec,
-    entries: list[dict],
-    connections: dict[str, SshData] | None,
+    client: httpx.Client, spec: LabSpec, service: str, entries: list[dict]
 ) -> list[Check]:
-    """Requests through the LB reach every passing instance and no other: an instance
-    that is registered but not passing must get no traffic (it is rightly out)."""
+    """Requests through the LB's /<service> reach every passing instance and no other: an
+    instance that is registered but not passing must get no traffic (it is rightly out)."""
     address = lb.lb_address(spec)
-    if address is None:
-        return []
+    if address is None or not (entries or any(spec.service_counts(service).values())):
+        return []  # no instance declared or registered: no upstream, no location
     checks = []
     status = {entry["Service"]["ID"]: instance_status(entry) for entry in entries}
-    seen = lb.sample(client, address, SERVICE_NAME, LB_SAMPLE)
+    seen = lb.sample(client, address, service, LB_SAMPLE)
     for instance, state in sorted(status.items()):
         count = seen.pop(instance, 0)
         if state == "passing":
-            checks.append(Check("via LB", instance, count > 0, f"{count}/{LB_SAMPLE} requests"))
+            detail = f"{count}/{LB_SAMPLE} requests"
+            checks.append(Check("via LB", instance, count > 0, detail, service))
         elif count:
             detail = f"{count}/{LB_SAMPLE} requests reached it although it is {state}"
-            checks.append(Check("via LB", instance, False, detail))
+            checks.append(Check("via LB", instance, False, detail, service))
         else:
             detail = f"no traffic: {state}, rightly out of the LB"
-            checks.append(Check("via LB", instance, True, detail))
+            checks.append(Check("via LB", instance, True, detail, service))
     if seen or "passing" not in status.values():
         detail = ", ".join(f"{k}: {v}" for k, v in seen.items()) or "no passing instance"
-        checks.append(Check("via LB", "other answers", False, detail))
-    lb_host = next(h.name for h in spec.hosts if h.lb)
-    if connections and lb_host in connections:
-        command = f"docker exec {LB_DEFAULTS['lb_container_name']} nginx -t"
-        try:
-            code, output = run(connections[lb_host], command, sudo=True)
-            last = output.strip().splitlines()[-1:] or [""]
-            checks.append(Check("nginx -t", lb_host, code == 0, last[0]))
-        except RemoteError as exc:
-            checks.append(Check("nginx -t", lb_host, False, str(exc)))
+        checks.append(Check("via LB", "other answers", False, detail, service))
     return checks
+
+
+def removed_service_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
+    """Services the lab registered (Meta.lab_managed) that the spec no longer has."""
+    declared = {s.name for s in spec.services}
+    try:
+        names = consul_get(client, spec, "/v1/catalog/services", stale="").json()
+    except (httpx.HTTPError, RuntimeError) as exc:
+        return [Check("services", "catalog", False, f"cannot list services: {exc}")]
+    checks = []
+    for name in sorted(set(names) - declared - {"consul"}):
+        try:
+            entries = service_health(client, spec, name)
+        except (httpx.HTTPError, RuntimeError) as exc:
+            checks.append(Check("service", name, False, f"cannot list instances: {exc}", name))
+            continue
+        ids = [
+            e["Service"]["ID"]
+            for e in entries
+            if e["Service"].get("Meta", {}).get("lab_managed") == DEMO_ROLE
+        ]
+        if ids:
+            detail = f"not in the spec, still registered: {', '.join(sorted(ids))}"
+            checks.append(Check("registered", "removed service", False, detail, name))
+    return checks
+
+
+def nginx_checks(spec: LabSpec, connections: dict[str, SshData] | None) -> list[Check]:
+    """The configuration the LB runs passes `nginx -t` (over SSH)."""
+    lb_host = next((h.name for h in spec.hosts if h.lb), None)
+    if lb_host is None or not connections or lb_host not in connections:
+        return []
+    command = f"docker exec {LB_DEFAULTS['lb_container_name']} nginx -t"
+    try:
+        code, output = run(connections[lb_host], command, sudo=True)
+    except RemoteError as exc:
+        return [Check("nginx -t", lb_host, False, str(exc))]
+    last = output.strip().splitlines()[-1:] or [""]
+    return [Check("nginx -t", lb_host, code == 0, last[0])]
 
 
 def verify(spec: LabSpec, connections: dict[str, SshData] | None = None) -> list[Check]:
     with httpx.Client(timeout=5.0) as client:
         checks = consul_checks(client, spec)
-        try:
-            entries = service_health(client, spec, SERVICE_NAME)
-        except (httpx.HTTPError, RuntimeError) as exc:
-            unlisted = Check("service", SERVICE_NAME, False, f"cannot list instances: {exc}")
-            return [*checks, unlisted]
-        return (
-            checks
-            + instance_checks(client, spec, entries)
-            + lb_checks(client, spec, entries, connections)
-        )
+        for service in spec.services:
+            try:
+                entries = service_health(client, spec, service.name)
+            except (httpx.HTTPError, RuntimeError) as exc:
+                detail = f"cannot list instances: {exc}"
+                checks.append(Check("service", service.name, False, detail, service.name))
+                continue
+            checks += instance_checks(client, spec, service.name, entries)
+            checks += lb_checks(client, spec, service.name, entries)
+        checks += removed_service_checks(client, spec)
+    return checks + nginx_checks(spec, connections)
 
 
 def verify_until(

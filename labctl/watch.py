@@ -1,8 +1,9 @@
 """`labctl watch`: the LB's upstreams as nginx runs them, next to Consul's view.
 
 Each refresh reads the LB's installed configuration and counters (/_lab/) and
-Consul's health of every instance, and shows one row per instance: whether
-nginx routes to it, its check status, and the LB's reload count.
+Consul's health of every instance of every service, and shows one row per
+instance: its service, whether nginx routes to it, its check status, and the
+LB's reload count.
 """
 
 from __future__ import annotations
@@ -16,43 +17,55 @@ from rich.table import Table
 
 from labctl import lb, standins
 from labctl.spec import LabSpec
-from labctl.verify import SERVICE_NAME, instance_status, service_health
+from labctl.verify import instance_status, service_health
 
 
-def _consul_health(client: httpx.Client, spec: LabSpec) -> dict[str, tuple[str, str]]:
-    """address:port -> (instance ID, worst check status), from any agent that answers."""
+def _consul_health(client: httpx.Client, spec: LabSpec, service: str) -> dict[str, tuple]:
+    """address:port -> (instance ID, worst check status) of `service`, from any agent."""
     try:
-        entries = service_health(client, spec, SERVICE_NAME)
+        entries = service_health(client, spec, service)
     except (httpx.HTTPError, RuntimeError, ValueError):
         return {}
     health = {}
     for entry in entries:
-        service = entry["Service"]
-        health[f"{service['Address']}:{service['Port']}"] = (service["ID"], instance_status(entry))
+        registered = entry["Service"]
+        where = f"{registered['Address']}:{registered['Port']}"
+        health[where] = (registered["ID"], instance_status(entry))
     return health
 
 
 def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:
     try:
         state = lb.read_state(client, address)
-        routed = set(state.upstreams.get(SERVICE_NAME, []))
+        upstreams = state.upstreams
         title = f"LB {address}: {state.reloads} reloads, {state.rejected} rejected renders"
     except httpx.HTTPError as exc:
-        routed, title = set(), f"LB {address}: not answering ({type(exc).__name__})"
-    health = _consul_health(client, spec)
+        upstreams, title = {}, f"LB {address}: not answering ({type(exc).__name__})"
     table = Table(title=f"{title}  [dim]{time.strftime('%H:%M:%S')}[/]")
     consul = "consul (stand-in)" if standins.in_use(spec) else "consul"
-    for column in ("instance", "address", consul, "in nginx upstream"):
+    for column in ("service", "instance", "address", consul, "in nginx upstream"):
         table.add_column(column)
-    for where in sorted(set(health) | routed):
-        instance, status = health.get(where, ("?", "not registered"))
-        colour = "green" if status == "passing" else "red"
-        table.add_row(
-            instance, where, f"[{colour}]{status}[/]", "[green]yes[/]" if where in routed else "no"
-        )
+    # The spec's services, then any other the LB routes (registered by hand).
+    declared = [s.name for s in spec.services]
+    names = declared + sorted(set(upstreams) - set(declared))
+    empty = []
+    for name in names:
+        health = _consul_health(client, spec, name)
+        routed = set(upstreams.get(name, []))
+        if not routed:
+            empty.append(name)
+        for where in sorted(set(health) | routed):
+            instance, status = health.get(where, ("?", "not registered"))
+            colour = "green" if status == "passing" else "red"
+            in_upstream = "[green]yes[/]" if where in routed else "no"
+            table.add_row(name, instance, where, f"[{colour}]{status}[/]", in_upstream)
+        table.add_section()
     captions = [f"[yellow]{standins.NOTE}[/]"] if standins.in_use(spec) else []
-    if not routed:
-        captions.append("no healthy instance: nginx answers 502 from the fallback server")
+    if empty:
+        captions.append(
+            f"no healthy instance of {', '.join(empty)}: no location, or nginx answers 502 "
+            "from the fallback server"
+        )
     table.caption = "\n".join(captions) or None
     return table
 

@@ -1,5 +1,6 @@
-"""Role `demo_service`: the seed's live-stream API instances, each registered with
-its own host's Consul agent with an HTTP health check.
+"""Role `demo_service`: the instances of the lab's services (the seed's live-stream API
+and any other service of the spec), each registered with its own host's Consul agent
+with an HTTP health check.
 
 The seed's PHP script registers all three instances on the client agent. Here
 each instance is registered with the agent on its own host: an agent owns the
@@ -25,15 +26,8 @@ from roles.operations import (
 )
 
 DEFAULTS = {
-    # Consul service name every instance registers under (the seed's).
-    "demo_service_name": "zhibo_service",
-    "demo_service_tags": ["primary", "v2"],
-    # HTTP check, as the seed's registration: every 10 s, 5 s timeout.
-    "demo_check_path": "/health",
-    "demo_check_interval": "10s",
-    "demo_check_timeout": "5s",
-    # Consul removes an instance whose check stays critical this long.
-    "demo_deregister_critical_after": "90m",
+    # The instances (`demo_instances`) and each service's tags and check settings
+    # (`demo_services`) come from the spec's `services` (labctl/inventory.py).
     # Extra environment of every instance (e.g. {"TZ": "Asia/Shanghai"}); a change
     # replaces the instances one at a time, with no failed request.
     "demo_environment": {},
@@ -48,11 +42,13 @@ ROLE = "demo_service"
 
 def registration(data, instance: dict) -> dict:
     """The agent/service/register body for one instance (the seed's, plus Meta)."""
-    url = f"http://{instance['address']}:{instance['port']}{data.demo_check_path}"
+    service = data.demo_services[instance["service"]]
+    check = service["check"]
+    url = f"http://{instance['address']}:{instance['port']}{check['path']}"
     return {
         "ID": instance["id"],
-        "Name": data.demo_service_name,
-        "Tags": list(data.demo_service_tags),
+        "Name": instance["service"],
+        "Tags": list(service["tags"]),
         "Address": instance["address"],
         "Port": instance["port"],
         "EnableTagOverride": False,
@@ -60,9 +56,9 @@ def registration(data, instance: dict) -> dict:
         "Check": {
             "Name": f"HTTP {url}",
             "HTTP": url,
-            "Interval": data.demo_check_interval,
-            "Timeout": data.demo_check_timeout,
-            "DeregisterCriticalServiceAfter": data.demo_deregister_critical_after,
+            "Interval": check["interval"],
+            "Timeout": check["timeout"],
+            "DeregisterCriticalServiceAfter": check["deregister_critical_after"],
         },
     }
 

@@ -5,9 +5,13 @@
 #    state volume, so after any restart (docker restart, the restart policy, a
 #    reboot of the host) it serves from its first second, also while Consul is
 #    away; only a first start ever serves the placeholder.
-#  - The render of the previous run is deleted: consul-template writes nothing
+#  - The renders of the previous run are deleted: consul-template writes nothing
 #    and runs no command when a render equals the file on disk, so a render
-#    that survived a restart would never reach nginx through lb-reload.
+#    that survived a restart would never reach nginx through lb-reload. Both
+#    templates share this one consul-template: service.ctmpl (nginx's
+#    upstreams and locations, command lb-reload) and health.ctmpl (every
+#    instance's Consul health for the LB's page, no command); the health file
+#    is deleted too, so the page never shows a health older than this start.
 #  - When nginx's master or consul-template exits, the other is stopped and the
 #    container exits non-zero: the restart policy starts both again, on the
 #    last good configuration.
@@ -20,6 +24,7 @@ set -u
 state=/var/lib/lb                    # the state volume: survives the container
 live=/etc/nginx/conf.d/service.conf  # what nginx runs
 render=/run/lb/service.rendered      # consul-template's destination
+health=$state/health.json            # its second: served at /_lab/health.json
 placeholder=/etc/nginx/lab/placeholder.conf
 
 mkdir -p "$state" /run/lb
@@ -40,7 +45,8 @@ if ! nginx -t -q 2>"$state/last-error"; then
     cp "$placeholder" "$live"
 fi
 cp "$live" "$state/service.conf.tmp" && mv "$state/service.conf.tmp" "$state/service.conf"
-rm -f "$render"
+rm -f "$render" "$health"
+lb-publish   # lb.json: the upstreams nginx starts on
 
 # With ACLs, consul-template's token comes from a root-only file (roles/lb.py), not a
 # command line; CONSUL_TOKEN would win over CONSUL_HTTP_TOKEN in 0.19, so it goes.
@@ -55,6 +61,7 @@ nginx_pid=$!
 consul-template \
     -consul-addr="${CONSUL_URL}" \
     -template="/templates/service.ctmpl:${render}:/usr/local/bin/lb-reload" \
+    -template="/templates/health.ctmpl:${health}" \
     -wait="${LB_WAIT}" \
     -consul-retry-attempts=0 \
     -consul-retry-max-backoff=10s \

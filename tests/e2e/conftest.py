@@ -8,6 +8,11 @@ Images come from one setting, LAB_E2E_IMAGES:
   real               the spec's own: hashicorp/consul:<version> and the official
                      consul-template release, for machines that reach them.
 The tests are the same either way.
+
+LAB_E2E_NAME and LAB_E2E_SUBNET (its first three octets) move the lab, for a developer
+who runs the suite on a lab of their own beside the shared one (default labtest on
+192.168.63.0/24). LAB_E2E_KEEP=1 leaves the lab up at the end and reuses it at the next
+start (`up` again instead of `down` first).
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from labctl.spec import DockerProvider, Versions, load_spec
 from tests.conftest import PROJECT_ROOT
 
 IMAGES = os.environ.get("LAB_E2E_IMAGES", "standin")
-E2E_LAB = "labtest"
-E2E_SUBNET = "192.168.63"  # inside VirtualBox's 192.168.56.0/21, unlike the default lab's .56
+E2E_LAB = os.environ.get("LAB_E2E_NAME", "labtest")
+# Inside VirtualBox's 192.168.56.0/21, unlike the default lab's .56.
+E2E_SUBNET = os.environ.get("LAB_E2E_SUBNET", "192.168.63")
+KEEP = os.environ.get("LAB_E2E_KEEP") == "1"
 
 
 def standin_images(consul_template: str = Versions().consul_template) -> dict[str, str]:
@@ -106,14 +113,16 @@ def e2e_spec(tmp_path_factory, e2e_images) -> Path:
 @pytest.fixture(scope="session")
 def lab(e2e_spec):
     """The lab, up. Torn down at the end of the session whatever happened."""
-    labctl(e2e_spec, "down")  # leftovers of an interrupted earlier run
+    if not KEEP:
+        labctl(e2e_spec, "down")  # leftovers of an interrupted earlier run
     result = labctl(e2e_spec, "up")
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         spec, _ = load_spec(e2e_spec)
         yield spec, connection_data(spec), result
     finally:
-        labctl(e2e_spec, "down")
+        if not KEEP:
+            labctl(e2e_spec, "down")
 
 
 def wait_for(predicate, deadline_s: float, what: str, interval: float = 0.5):

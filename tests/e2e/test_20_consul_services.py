@@ -9,13 +9,12 @@ import httpx
 import pytest
 
 from labctl import lifecycle
+from labctl.services import SEED_SERVICE as SERVICE
 from labctl.spec import load_spec
 from labctl.verify import verify
-from roles.demo_service import DEFAULTS as DEMO
-from tests.e2e.conftest import e2e_spec_data, labctl, wait_for, write_spec
+from tests.e2e.conftest import E2E_SUBNET, e2e_spec_data, labctl, wait_for, write_spec
 from tests.e2e.probes import consul, on_host
 
-SERVICE = DEMO["demo_service_name"]
 # Check interval + timeout (the seed's 10 s and 5 s) + a margin for the poll itself.
 CHECK_DEADLINE = 10 + 5 + 10
 
@@ -45,9 +44,9 @@ def test_three_instances_passing_at_the_spec_addresses(lab):
     found = sorted((e["Service"]["ID"], e["Service"]["Address"], e["Service"]["Port"])
                    for e in entries)  # fmt: skip
     assert found == [
-        ("zhibo-1", "192.168.63.2", 8080),
-        ("zhibo-2", "192.168.63.3", 8080),
-        ("zhibo-3", "192.168.63.4", 8080),
+        ("zhibo-1", f"{E2E_SUBNET}.2", 8080),
+        ("zhibo-2", f"{E2E_SUBNET}.3", 8080),
+        ("zhibo-3", f"{E2E_SUBNET}.4", 8080),
     ]
     for entry in entries:
         assert entry["Service"]["Tags"] == ["primary", "v2"]
@@ -57,8 +56,8 @@ def test_three_instances_passing_at_the_spec_addresses(lab):
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_each_instance_answers_its_own_line(lab, n):
-    response = httpx.get(f"http://192.168.63.{n + 1}:8080/", timeout=10)
-    assert response.text == f"<h1>直播服务API{n} #IP:192.168.63.{n + 1}</h1>"
+    response = httpx.get(f"http://{E2E_SUBNET}.{n + 1}:8080/", timeout=10)
+    assert response.text == f"<h1>直播服务API{n} #IP:{E2E_SUBNET}.{n + 1}</h1>"
     assert response.headers["content-type"] == "text/html; charset=utf-8"
 
 
@@ -101,8 +100,8 @@ def test_more_instances_on_one_host_changes_only_that_host(lab, e2e_spec, e2e_im
         return all(c.ok for c in checks.values()) and ("registered", "zhibo-2-2") in checks
 
     wait_for(new_instance_passing, CHECK_DEADLINE, "zhibo-2-2 registered and passing")
-    response = httpx.get("http://192.168.63.3:8081/", timeout=10)
-    assert response.text == "<h1>直播服务API2-2 #IP:192.168.63.3</h1>"
+    response = httpx.get(f"http://{E2E_SUBNET}.3:8081/", timeout=10)
+    assert response.text == f"<h1>直播服务API2-2 #IP:{E2E_SUBNET}.3</h1>"
 
     # Back to the spec: the extra instance is deregistered and its container removed.
     original, _ = load_spec(e2e_spec)
@@ -111,7 +110,7 @@ def test_more_instances_on_one_host_changes_only_that_host(lab, e2e_spec, e2e_im
     ids = {e["Service"]["ID"] for e in consul(spec, f"/v1/health/service/{SERVICE}")}
     assert ids == {"zhibo-1", "zhibo-2", "zhibo-3"}
     with pytest.raises(httpx.ConnectError):
-        httpx.get("http://192.168.63.3:8081/", timeout=5)
+        httpx.get(f"http://{E2E_SUBNET}.3:8081/", timeout=5)
 
 
 def test_apply_after_all_that_changes_nothing(lab, e2e_spec):

@@ -9,7 +9,7 @@ import httpx
 
 from labctl.lb import read_state
 from labctl.remote import run
-from tests.e2e.conftest import labctl, wait_for
+from tests.e2e.conftest import E2E_SUBNET, labctl, wait_for
 from tests.e2e.probes import (
     FOLLOW_DEADLINE,
     LB,
@@ -50,11 +50,11 @@ def test_a_killed_instance_leaves_the_upstream_with_no_failed_get(lab, e2e_spec)
     with request_loop() as loop:
         killed = labctl(e2e_spec, "fail", "zhibo-2", timeout=120)
         assert killed.returncode == 0, killed.stderr
-        wait_for(lambda: "192.168.63.3:8080" not in upstream(), FOLLOW_DEADLINE,
+        wait_for(lambda: f"{E2E_SUBNET}.3:8080" not in upstream(), FOLLOW_DEADLINE,
                  "zhibo-2 leaving the nginx upstream")  # fmt: skip
     assert loop.failures == {}, loop.outcomes
     assert labctl(e2e_spec, "recover", "zhibo-2", timeout=120).returncode == 0
-    wait_for(lambda: "192.168.63.3:8080" in upstream(), FOLLOW_DEADLINE,
+    wait_for(lambda: f"{E2E_SUBNET}.3:8080" in upstream(), FOLLOW_DEADLINE,
              "zhibo-2 back in the upstream")  # fmt: skip
 
 

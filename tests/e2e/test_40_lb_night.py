@@ -18,7 +18,7 @@ from labctl.lifecycle import log_file
 from labctl.paths import host_container_name
 from labctl.verify import verify
 from tests.conftest import PROJECT_ROOT
-from tests.e2e.conftest import labctl, wait_for
+from tests.e2e.conftest import E2E_SUBNET, labctl, wait_for
 from tests.e2e.probes import (
     AGENT_CURL,
     FOLLOW_DEADLINE,
@@ -91,7 +91,7 @@ def test_restarted_with_its_agent_down_the_lb_serves_its_last_good_configuration
 def test_verify_with_one_instance_killed_lists_exactly_that_instance(lab, e2e_spec):
     assert labctl(e2e_spec, "fail", "zhibo-2", timeout=120).returncode == 0
     try:
-        wait_for(lambda: "192.168.63.3:8080" not in upstream(), FOLLOW_DEADLINE,
+        wait_for(lambda: f"{E2E_SUBNET}.3:8080" not in upstream(), FOLLOW_DEADLINE,
                  "zhibo-2 leaving the upstream")  # fmt: skip
         code, report = verify_json(e2e_spec)
         assert code == 1 and not report["ok"]
@@ -155,7 +155,8 @@ def test_a_consul_outage_on_the_lb_host_loses_nothing_then_the_lb_follows(lab, e
     assert log_growth < 1_000_000 * OUTAGE / 900  # the 1 MB per 15 minutes
     # With Consul back, the LB follows the next change (which the next test undoes).
     assert labctl(e2e_spec, "scale", f"{SERVICE}=5", timeout=600).returncode == 0
-    wait_for(lambda: {"192.168.63.2:8081", "192.168.63.3:8081"} <= upstream(), BACK_AFTER_AGENT,
+    added = {f"{E2E_SUBNET}.2:8081", f"{E2E_SUBNET}.3:8081"}
+    wait_for(lambda: added <= upstream(), BACK_AFTER_AGENT,
              "the LB following a scale-up after the outage")  # fmt: skip
 
 

@@ -83,17 +83,17 @@ def consul_template(tmp_path_factory) -> Path:
     return build_consul_template(tmp_path_factory.mktemp("standin"))
 
 
-def render(consul_template: Path, data: dict, out_dir: Path) -> str:
-    """Serve `data` as Consul on 127.0.0.1, render the template once, return the result."""
+def render(consul_template: Path, data: dict, out_dir: Path, template: Path = TEMPLATE) -> str:
+    """Serve `data` as Consul on 127.0.0.1, render `template` once, return the result."""
     with fake_consul(data["catalog"], data["health"]) as (address, _):
-        dest = out_dir / "service.conf"
+        dest = out_dir / template.with_suffix(".rendered").name
         proc = subprocess.run(
             [
                 str(consul_template),
                 "-once",
                 f"-consul-addr={address}",
                 "-consul-retry=false",
-                f"-template={TEMPLATE}:{dest}",
+                f"-template={template}:{dest}",
             ],
             env=dict(os.environ, LB_ALLOW_CIDR=ALLOW_CIDR),
             capture_output=True,

@@ -1,9 +1,14 @@
-"""Spreading a demo instance count over the hosts (labctl.operate.spread)."""
+"""Spreading a service's instance count over the hosts (labctl.operate.spread), and what
+`scale` refuses before it records anything."""
 
 from __future__ import annotations
 
-from labctl.operate import spread
-from labctl.spec import load_spec, parse_spec
+import pytest
+
+from labctl import paths
+from labctl.operate import scale, spread
+from labctl.services import SEED_SERVICE as SEED
+from labctl.spec import SpecError, load_spec, parse_spec
 from tests.conftest import PROJECT_ROOT
 
 
@@ -12,15 +17,15 @@ def spec_from(path: str):
 
 
 def test_five_over_three_demo_hosts_round_robin_in_spec_order():
-    assert spread(spec_from("lab.yaml"), 5) == {"server1": 2, "server2": 2, "server3": 1}
+    assert spread(spec_from("lab.yaml"), SEED, 5) == {"server1": 2, "server2": 2, "server3": 1}
 
 
 def test_zero_gives_every_host_none():
-    assert spread(spec_from("lab.yaml"), 0) == {"server1": 0, "server2": 0, "server3": 0}
+    assert spread(spec_from("lab.yaml"), SEED, 0) == {"server1": 0, "server2": 0, "server3": 0}
 
 
 def test_hosts_without_demo_get_none():
-    assert spread(spec_from("examples/five-hosts.yaml"), 5) == {
+    assert spread(spec_from("examples/five-hosts.yaml"), SEED, 5) == {
         "consul1": 0,
         "consul2": 0,
         "consul3": 0,
@@ -39,7 +44,39 @@ def test_without_demo_hosts_every_consul_host_takes_instances():
             ]
         }
     )
-    assert spread(spec, 3) == {"s1": 2, "c1": 1, "bare": 0}
+    assert spread(spec, SEED, 3) == {"s1": 2, "c1": 1, "bare": 0}
+
+
+def test_a_second_service_spreads_over_its_own_hosts():
+    spec = spec_from("examples/two-services.yaml")
+    assert spread(spec, "danmu_service", 3) == {"server1": 2, "server2": 1, "server3": 0}
+
+
+@pytest.fixture
+def recorded(tmp_path, monkeypatch):
+    """The lab state `scale` would write, under tmp_path; scale must refuse before it."""
+    monkeypatch.setattr(paths, "PROJECT_ROOT", tmp_path)
+    return lambda spec: paths.read_state(spec)
+
+
+def test_scale_of_an_unknown_service_names_the_lab_services(recorded):
+    spec = spec_from("examples/two-services.yaml")
+    with pytest.raises(SpecError) as caught:
+        scale(spec, "nope", 2, lambda line: None)
+    assert caught.value.problems == [
+        "unknown service 'nope'; the lab runs zhibo_service, danmu_service."
+    ]
+    assert recorded(spec) == {}
+
+
+def test_scale_onto_consuls_rpc_port_is_refused_before_anything_is_recorded(recorded):
+    spec = spec_from("lab.yaml")
+    with pytest.raises(SpecError) as caught:
+        scale(spec, SEED, 3 * 221, lambda line: None)  # 221 per host: 8080..8300
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"scale {SEED}=663: services[0] ({SEED}): its 221 instances")
+    assert "Consul's server RPC port 8300" in problem
+    assert recorded(spec) == {}
 
 
 def test_failing_an_existing_machine_kills_its_lab_containers(monkeypatch, tmp_path):

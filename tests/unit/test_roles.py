@@ -174,4 +174,29 @@ def test_registration_tags_are_a_copy_of_the_data():
     data = demo_data("server1")
     (instance,) = data.demo_instances
     registration(data, instance)["Tags"].append("extra")
-    assert data.demo_service_tags == ["primary", "v2"]
+    assert data.demo_services["zhibo_service"]["tags"] == ["primary", "v2"]
+
+
+def test_a_second_service_registers_under_its_own_name_tags_port_and_check():
+    data = demo_data("server1", "examples/two-services.yaml")
+    bodies = {b["ID"]: b for b in (registration(data, i) for i in data.demo_instances)}
+    assert sorted(bodies) == ["danmu-service-1", "danmu-service-1-2", "zhibo-1"]
+    second = bodies["danmu-service-1-2"]
+    assert second == {
+        "ID": "danmu-service-1-2",
+        "Name": "danmu_service",
+        "Tags": ["v1"],
+        "Address": "192.168.58.2",
+        "Port": 9081,
+        "EnableTagOverride": False,
+        "Meta": {"lab_managed": "demo_service", "title": "danmu_service 1-2"},
+        "Check": {
+            "Name": "HTTP http://192.168.58.2:9081/health",
+            "HTTP": "http://192.168.58.2:9081/health",
+            "Interval": "5s",
+            "Timeout": "2s",
+            "DeregisterCriticalServiceAfter": "90m",
+        },
+    }
+    # The seed's service is as it was, beside it.
+    assert bodies["zhibo-1"]["Name"] == "zhibo_service" and bodies["zhibo-1"]["Port"] == 8080

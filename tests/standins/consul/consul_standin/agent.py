@@ -127,6 +127,9 @@ class Agent:
     def start(self) -> None:
         rc = self.rc
         self.transport.start()
+        # As agent.Start does: services and checks are loaded before the HTTP servers
+        # listen, so no client ever sees a service without its restored checks.
+        self.local.restore(self.rc.services, self.rc.checks)
         if rc.http_port > 0:
             api = HttpApi(self)
             for addr in rc.client_addrs:
@@ -135,7 +138,6 @@ class Agent:
             threading.Thread(
                 target=srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
             ).start()
-        self.local.restore(self.rc.services, self.rc.checks)
         self.memberlist.start()
         if self.server:
             self.server.start()

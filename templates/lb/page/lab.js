@@ -1,0 +1,171 @@
+// The LB's page: what nginx routes to, next to Consul's health, refreshed every second,
+// and a "send requests" control that shows which instance answered each request.
+//
+// It reads two files the LB publishes under /_lab/ (templates/lb):
+//   lb.json      written by lb-publish from the configuration nginx runs (an accepted
+//                render only): {"upstreams": {service: ["address:port", ...]}, "reloads",
+//                "rejected", "latest_render_refused", "published"}
+//   health.json  consul-template's render of health.ctmpl: {"services": [{"name", "tags",
+//                "lb", "instances": [{"id", "node", "address", "port", "status"}]}]}
+"use strict";
+
+const REFRESH_MS = 1000;
+
+const $ = (id) => document.getElementById(id);
+
+async function readJson(path) {
+  const response = await fetch(path, { cache: "no-store" });
+  if (!response.ok) {
+    const error = new Error(`${path}: HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return response.json();
+}
+
+// The services to show: those the LB proxies (Consul's view), and any nginx routes.
+function servicesOf(lb, health) {
+  const byName = new Map();
+  for (const service of (health && health.services) || []) {
+    if (service.lb) byName.set(service.name, service);
+  }
+  for (const name of Object.keys(lb.upstreams)) {
+    if (!byName.has(name)) byName.set(name, { name, tags: [], instances: [] });
+  }
+  return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+}
+
+function cell(row, text, className) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+function renderService(service, routed, healthKnown) {
+  const card = $("service-card").content.firstElementChild.cloneNode(true);
+  card.dataset.service = service.name;
+  const link = card.querySelector(".service-link");
+  link.href = `/${service.name}`;
+  link.textContent = `/${service.name}`;
+  const members = new Set(routed);
+  const rows = new Map(); // address:port -> instance
+  for (const instance of service.instances) {
+    rows.set(`${instance.address}:${instance.port}`, instance);
+  }
+  for (const where of members) {
+    if (!rows.has(where)) rows.set(where, { id: "?", node: "", status: "not registered" });
+  }
+  const tags = (service.tags || []).join(", ");
+  card.querySelector(".service-summary").textContent =
+    `${members.size} of ${rows.size} in nginx's upstream` + (tags ? ` · tags ${tags}` : "");
+  const body = card.querySelector("tbody");
+  for (const [where, instance] of [...rows].sort((a, b) => a[1].id.localeCompare(b[1].id))) {
+    const row = body.insertRow();
+    const status = healthKnown ? instance.status : "unknown";
+    const inUpstream = members.has(where);
+    Object.assign(row.dataset, {
+      instance: instance.id,
+      address: where,
+      status,
+      routed: inUpstream ? "yes" : "no",
+    });
+    cell(row, instance.id);
+    cell(row, where);
+    cell(row, instance.node);
+    cell(row, status, status === "passing" ? "ok" : "bad");
+    cell(row, inUpstream ? "yes" : "no", inUpstream ? "ok" : "off");
+  }
+  card.querySelector(".empty").hidden = members.size > 0;
+  return card;
+}
+
+function renderServiceChoice(names) {
+  const select = $("send-service");
+  const chosen = select.value;
+  if ([...select.options].map((o) => o.value).join() === names.join()) return;
+  select.replaceChildren(...names.map((name) => new Option(name, name)));
+  if (names.includes(chosen)) select.value = chosen;
+}
+
+function showProblem(text) {
+  const problem = $("problem");
+  problem.textContent = text;
+  problem.hidden = !text;
+}
+
+async function refresh() {
+  let lb;
+  try {
+    lb = await readJson("/_lab/lb.json");
+  } catch (error) {
+    showProblem(
+      error.status === 403
+        ? "The LB serves its state to the lab's own network only (HTTP 403 from /_lab/)."
+        : `Cannot read the LB's state (${error.message}).`,
+    );
+    return;
+  }
+  // health.json appears with consul-template's first render after the LB starts.
+  const health = await readJson("/_lab/health.json").catch(() => null);
+  showProblem(
+    health ? "" : "No Consul health yet: consul-template has not rendered since the LB started.",
+  );
+  const services = servicesOf(lb, health);
+  $("services").replaceChildren(
+    ...services.map((s) => renderService(s, lb.upstreams[s.name] || [], health !== null)),
+  );
+  renderServiceChoice(services.map((s) => s.name));
+  const refused = lb.latest_render_refused ? " · the latest render was refused by nginx -t" : "";
+  const counters = $("counters");
+  counters.dataset.reloads = lb.reloads;
+  counters.dataset.rejected = lb.rejected;
+  counters.textContent =
+    `${lb.reloads} reloads · ${lb.rejected} rejected renders${refused} · ` +
+    `updated ${new Date().toLocaleTimeString()}`;
+}
+
+// The text of an instance's answer (its <h1> line), never as HTML.
+function answerText(body) {
+  return new DOMParser().parseFromString(body, "text/html").body.textContent.trim();
+}
+
+async function sendRequests(event) {
+  event.preventDefault();
+  const service = $("send-service").value;
+  const count = Math.max(1, Math.min(200, Number($("send-count").value) || 1));
+  const answers = $("answers");
+  const button = $("send-button");
+  const tally = new Map();
+  answers.replaceChildren();
+  button.disabled = true;
+  try {
+    for (let n = 1; n <= count; n++) {
+      const item = document.createElement("li");
+      try {
+        const response = await fetch(`/${service}`, { cache: "no-store" });
+        const instance = response.headers.get("X-Instance") || `HTTP ${response.status}`;
+        const text = answerText(await response.text());
+        item.dataset.instance = instance;
+        item.dataset.status = response.status;
+        item.textContent = `${instance}: ${text}`;
+        item.className = response.ok ? "ok" : "bad";
+        tally.set(instance, (tally.get(instance) || 0) + 1);
+      } catch (error) {
+        item.dataset.status = "error";
+        item.textContent = `failed: ${error.message}`;
+        item.className = "bad";
+        tally.set("failed", (tally.get("failed") || 0) + 1);
+      }
+      answers.append(item);
+      $("tally").textContent = [...tally].map(([who, k]) => `${who} ×${k}`).join(" · ");
+    }
+  } finally {
+    button.disabled = false;
+    answers.dataset.done = String(count);
+  }
+}
+
+$("send-form").addEventListener("submit", sendRequests);
+refresh();
+setInterval(refresh, REFRESH_MS);
