@@ -230,3 +230,44 @@ def test_a_virtualbox_machine_vboxmanage_does_not_know_is_not_created(monkeypatc
     assert connections._virtualbox_machine(None) == {
         "id": None, "state": "not_created", "address": None
     }  # fmt: skip
+
+
+class FakeVagrant:
+    """`vagrant up` of one stopped machine: its container starts, at another address."""
+
+    def __init__(self, lab: FakeLab, new_ip: str):
+        self.lab, self.new_ip = lab, new_ip
+
+    def up(self, vm_name: str) -> None:
+        self.lab.container(vm_name.removeprefix("labunit-")).update(running=True, ip=self.new_ip)
+
+
+def test_fail_and_recover_of_a_host_refresh_the_cached_connections(lab, monkeypatch):
+    """`labctl fail node2` then `labctl recover node2`, through labctl.operate: after each,
+    the cache holds what Vagrant says of the changed machine, not what it said before."""
+    from labctl import operate
+
+    class Container:
+        def __init__(self, name: str):
+            self.host = name.removeprefix("labunit-")
+
+        def kill(self) -> None:
+            lab.container(self.host)["running"] = False
+
+    engine = type("Engine", (), {"api": lab.engine, "containers": type(
+        "Containers", (), {"get": staticmethod(Container)})})()  # fmt: skip
+    monkeypatch.setattr(system, "engine", lambda: engine)
+    monkeypatch.setattr(vagrant, "client", lambda spec, provider: FakeVagrant(lab, "172.17.0.9"))
+    assert addresses(connections.connections(SPEC, "docker"))["node2"] == "172.17.0.3"
+
+    operate.fail_or_recover(SPEC, "node2", failing=True, report=lambda line: None)
+    cached = paths.read_state(SPEC)["machines"]
+    assert cached["node2"]["state"] == "stopped" and cached["node2"]["ssh"] is None
+    assert addresses(connections.connections(SPEC, "docker")) == {"node1": "172.17.0.2"}
+
+    operate.fail_or_recover(SPEC, "node2", failing=False, report=lambda line: None)
+    assert paths.read_state(SPEC)["machines"]["node2"]["state"] == "running"
+    assert addresses(connections.connections(SPEC, "docker"))["node2"] == "172.17.0.9"
+    runs = len(lab.vagrant_runs)
+    connections.connections(SPEC, "docker")
+    assert len(lab.vagrant_runs) == runs  # served from the refreshed cache
