@@ -150,9 +150,12 @@ def up(
         return converge_lab(spec, report)
     # The roles after Consul need tokens, and tokens need a leader: the agents first.
     agents = converge_lab(spec, report, ("--data", "lab_stage=agents"))
-    security.ensure_acls(spec, report, check_servers=True)
+    leaving = security.leaving_services(spec)
+    security.ensure_acls(spec, report, check_servers=True, leaving=leaving)
     hand_out_agent_tokens(spec, report)
-    return agents + converge_lab(spec, report)
+    result = agents + converge_lab(spec, report)
+    narrow_tokens(spec, report, leaving)
+    return result
 
 
 def apply(spec: LabSpec, report: Report) -> ConvergeResult:
@@ -163,13 +166,23 @@ def apply(spec: LabSpec, report: Report) -> ConvergeResult:
     arches = hosts_arch(spec, state["provider"], report)
     write_state(spec, **delivery.prepare(spec, arches, report=report))
     write_state(spec, apt_proxy=aptcache.ensure(spec, state["provider"], report))
-    # Tokens for hosts the spec gained (none otherwise: no Consul call, so an apply
-    # works while the cluster has no leader); their agents get them after the converge.
-    made = security.ensure_acls(spec, report, check_servers=False)
+    # Tokens for hosts and services the spec gained (none otherwise: no Consul call, so
+    # an apply works while the cluster has no leader); their agents get them after the
+    # converge. Services the spec lost stay in the tokens until the converge is done.
+    leaving = security.leaving_services(spec)
+    made = security.ensure_acls(spec, report, check_servers=False, leaving=leaving)
     result = converge_lab(spec, report)
+    narrow_tokens(spec, report, leaving)
     if made:
         hand_out_agent_tokens(spec, report)
     return result
+
+
+def narrow_tokens(spec: LabSpec, report: Report, leaving: list[str]) -> None:
+    """Take the services the spec lost out of the registration tokens, now that the
+    converge has deregistered their instances (see security.leaving_services)."""
+    if leaving:
+        security.ensure_acls(spec, report, check_servers=False)
 
 
 def hand_out_agent_tokens(spec: LabSpec, report: Report) -> None:

@@ -117,6 +117,7 @@ class TokenSpec:
     name: str
     description: str
     rules: str
+    services: tuple[str, ...] = ()  # the services it may write, saved with it
 
 
 def _rules(*rules: tuple[str, str, str]) -> str:
@@ -135,8 +136,20 @@ def lab_services(spec: LabSpec) -> list[str]:
     return [service.name for service in spec.services]
 
 
-def token_specs(spec: LabSpec) -> list[TokenSpec]:
-    """Every token the lab needs, with the least each part may do."""
+def leaving_services(spec: LabSpec) -> list[str]:
+    """Services the saved registration tokens may write that the spec no longer has.
+    The tokens keep them until a converge has deregistered their instances: Consul's
+    anti-entropy deregisters an instance from the catalog with the token it was
+    registered with, so a token narrowed first leaves the instance in the catalog,
+    still routed to, for good ("Service deregistration blocked by ACLs")."""
+    granted = {s for saved in saved_tokens(spec).values() for s in saved.get("services", [])}
+    return sorted(granted - set(lab_services(spec)))
+
+
+def token_specs(spec: LabSpec, leaving: list[str] | None = None) -> list[TokenSpec]:
+    """Every token the lab needs, with the least each part may do; the registration
+    tokens also write the `leaving` services (see leaving_services)."""
+    services = lab_services(spec) + [s for s in leaving or [] if s not in lab_services(spec)]
     agents = [h for h in spec.hosts if h.consul != "none"]
     tokens = [
         TokenSpec(
@@ -150,7 +163,8 @@ def token_specs(spec: LabSpec) -> list[TokenSpec]:
         TokenSpec(
             f"registration-{host.name}",
             f"registration token of host {host.name}: the lab's demo services",
-            _rules(*(("service", name, "write") for name in lab_services(spec))),
+            _rules(*(("service", name, "write") for name in services)),
+            tuple(services),
         )
         for host in agents
     ]
@@ -272,15 +286,21 @@ def _token(consul: _Consul, wanted: TokenSpec, saved: dict[str, str] | None) -> 
     return {"accessor": created["AccessorID"], "secret": created["SecretID"]}
 
 
-def ensure_acls(spec: LabSpec, report: Report, check_servers: bool = True) -> list[str]:
-    """Bootstrap once, then make every policy and token the spec needs; return what was
-    made. With `check_servers` False, trust the saved tokens when every one is there with
-    the rules it was made for (no Consul call: an apply during a quorum loss); a spec that
-    gained a host or a service changes them, and the servers are asked."""
+def ensure_acls(
+    spec: LabSpec,
+    report: Report,
+    check_servers: bool = True,
+    leaving: list[str] | None = None,
+) -> list[str]:
+    """Bootstrap once, then make every policy and token the spec needs (the registration
+    tokens also writing the `leaving` services); return what was made. With
+    `check_servers` False, trust the saved tokens when every one is there with the rules
+    it was made for (no Consul call: an apply during a quorum loss); a spec that gained
+    or lost a host or a service changes them, and the servers are asked."""
     if not spec.security.acl:
         return []
     tokens = saved_tokens(spec)
-    wanted = token_specs(spec)
+    wanted = token_specs(spec, leaving)
     current = MANAGEMENT in tokens and all(
         tokens.get(t.name, {}).get("rules") == t.rules for t in wanted
     )
@@ -302,7 +322,10 @@ def ensure_acls(spec: LabSpec, report: Report, check_servers: bool = True) -> li
             if new:
                 made.append(f"token {spec_token.name}")
             # The rules saved with the token tell the next apply whether to ask Consul.
-            tokens[spec_token.name] = (new or tokens[spec_token.name]) | {"rules": spec_token.rules}
+            tokens[spec_token.name] = (new or tokens[spec_token.name]) | {
+                "rules": spec_token.rules,
+                "services": list(spec_token.services),
+            }
             _save_tokens(spec, tokens)
         report(f"ACL tokens in place; made: {', '.join(made) or 'nothing'}")
     finally:

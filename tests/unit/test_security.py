@@ -178,3 +178,39 @@ def test_rules_are_the_least_each_part_needs():
         'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
     )
     assert "write" not in rules["read"] and 'operator = "read"' in rules["read"]
+
+
+def test_a_service_leaving_the_spec_keeps_its_write_until_its_instances_are_gone(made, consul,
+                                                                                 monkeypatch):
+    """Consul's anti-entropy deregisters an instance from the catalog with the token it
+    was registered with (agent/local/state.go deleteService), so the registration token
+    may lose a service only after its instances are deregistered: labctl apply widens
+    with `leaving`, converges, then narrows."""
+    monkeypatch.setattr(security, "lab_dir", lambda spec: made["dir"].parent.parent / spec.name)
+    both = lab_spec(services=[{"name": "zhibo_service"}, {"name": "danmu_service", "port": 9080}])
+    security.ensure_acls(both, lambda line: None)
+    secret = security.saved_tokens(both)["registration-node1"]["secret"]
+    read = security.saved_tokens(both)["read"]["secret"]
+
+    def in_catalog() -> bool:
+        return as_token(read, "GET", "/v1/catalog/service/danmu_service")[1] != []
+
+    assert as_token(secret, "PUT", "/v1/agent/service/register",
+                    registration("danmu_service", "danmu-1"))[0] == 200  # fmt: skip
+    wait_for(in_catalog, 30, "danmu-1 synced to the catalog")
+
+    one = lab_spec()
+    leaving = security.leaving_services(one)
+    assert leaving == ["danmu_service"]
+    # Widened by what is leaving, the tokens are what they were: no Consul call.
+    assert security.ensure_acls(one, lambda line: None, check_servers=False, leaving=leaving) == []
+    assert as_token(secret, "PUT", "/v1/agent/service/deregister/danmu-1")[0] == 200
+    wait_for(lambda: not in_catalog(), 30, "danmu-1 out of the catalog")
+
+    # After the converge, narrowed: the token no longer writes the service.
+    assert security.ensure_acls(one, lambda line: None, check_servers=False) == [
+        "policy lab-registration-node1"
+    ]
+    assert security.leaving_services(one) == []
+    assert as_token(secret, "PUT", "/v1/agent/service/register",
+                    registration("danmu_service", "danmu-2"))[0] == 403  # fmt: skip
