@@ -98,5 +98,6 @@ def test_a_failed_operation_is_named_with_its_hosts_last_output_line():
     assert operation_failures(lines) == [
         "Deploy Consul agent | Write and validate the agent configuration on node1: "
         "mv: cannot move 'a' to 'b': No such file or directory",
-        "Deploy demo service | Run zhibo-2 on node2: Error: executed 1 commands",
+        "Deploy demo service | Run zhibo-2 on node2: "
+        "Error: executed 1 commands",
     ]

@@ -175,7 +175,9 @@ def test_registry_mirrors_reach_the_hosts_engines_with_a_scheme():
     assert data["docker_registry_mirrors"] == ["https://mirror.local:5000", "http://10.0.0.1:5000"]
 
 
-def test_each_host_gets_its_own_token_and_only_the_lb_host_consul_templates(tmp_path, monkeypatch):
+def test_each_host_gets_its_own_token_and_only_the_lb_host_consul_templates(
+    tmp_path, monkeypatch
+):
     from labctl import security
 
     monkeypatch.setattr(security, "lab_dir", lambda spec: tmp_path)
