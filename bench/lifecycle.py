@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import yaml
 from phases import PHASES, LogClock  # bench/, beside this file
 from rich.console import Console
 from rich.table import Table
-from verbs import IMAGE_NAMESPACE, LAB, ROOT, Timed, changes, labctl, spec_data
+from verbs import LAB, ROOT, Timed, changes, labctl, spec_data
 
 sys.path.insert(0, str(ROOT))  # tests/ is not an installed package: take it from the checkout
 from tests.e2e.conftest import standin_images
@@ -60,10 +59,7 @@ def checkout_arg(text: str) -> tuple[str, Path]:
 
 
 def warm_up(checkout: Path, spec: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-c", WARM_UP, str(spec)], cwd=checkout, check=True,
-        env=os.environ | {"LAB_IMAGE_NAMESPACE": IMAGE_NAMESPACE},
-    )  # fmt: skip
+    subprocess.run([sys.executable, "-c", WARM_UP, str(spec)], cwd=checkout, check=True)
 
 
 def lifecycle(checkout: Path, spec: Path) -> dict:

@@ -17,6 +17,8 @@ LAB = "labspeed"
 SUBNET_PREFIX = "192.168.81"
 # What the bench builds by hand is tagged apart from the lead's `lab/*` images.
 IMAGE_NAMESPACE = os.environ.get("LAB_IMAGE_NAMESPACE") or "dev-speed"
+# For this process too: the stand-ins it builds (tests.e2e.conftest) are tagged under it.
+os.environ["LAB_IMAGE_NAMESPACE"] = IMAGE_NAMESPACE
 
 
 class VerbFailed(Exception):
@@ -39,7 +41,7 @@ def labctl(spec: Path, *args: str, checkout: Path = ROOT, check: bool = True) ->
     result = subprocess.run(
         [sys.executable, "-m", "labctl", "--spec", str(spec), *args],
         cwd=checkout, capture_output=True, text=True,
-        env=os.environ | {"LAB_IMAGE_NAMESPACE": IMAGE_NAMESPACE, "COLUMNS": "200"},
+        env=os.environ | {"COLUMNS": "200"},
     )  # fmt: skip
     elapsed = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
