@@ -47,7 +47,8 @@ WARM_UP = (
     "[images.resolve(engine, spec, image) for image in images.lab_images(spec)]"
 )
 
-console = Console(stderr=True, highlight=False)
+# Wide enough for every column when the tables go to a file or a pipe.
+console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 
 def checkout_arg(text: str) -> tuple[str, Path]:
