@@ -31,6 +31,11 @@ Events, in order, each timed from just before its trigger:
   consul_outage        docker stop consul on node3     for --outage seconds, then start
   crash_after_outage   labctl fail zhibo-1             the LB follows the next change
   recover_after_outage labctl recover zhibo-1
+  quorum_loss          docker stop consul on node1, node2
+                                                   for --outage seconds: no leader, the
+                                                   LB host's agent up; then start
+  crash_after_quorum   labctl fail zhibo-3         the LB follows the next change
+  recover_after_quorum labctl recover zhibo-3
   rolling_apply        pyinfra ... --data ...          every instance and agent replaced
   rolling_back         pyinfra inventory.py deploy.py  and back to the spec
   service_add          labctl apply, a second service  danmu_service on node1 and node2
@@ -491,16 +496,32 @@ class Triggers:
         return (int(fields[11]) + int(fields[12])) / USER_HZ, int(size)
 
     def consul_outage(self, limit: float) -> tuple[str | None, dict]:
-        error = self._lb_host("docker stop consul")
-        if error:
-            return error, {}
+        """The LB host's own agent away: consul-template cannot reach Consul at all."""
+        return self._outage(["node3"])
+
+    def quorum_loss(self, limit: float) -> tuple[str | None, dict]:
+        """Two of the three servers away: the LB host's agent answers, with no leader."""
+        return self._outage(["node1", "node2"])
+
+    def _outage(self, hosts: list[str]) -> tuple[str | None, dict]:
+        """`docker stop consul` on `hosts` for outage_seconds while the load runs on, then
+        start again; consul-template's CPU share and the LB's log growth meanwhile."""
+        ssh = connection_data(self.spec)
+        stopped = []
         try:
+            for name in hosts:
+                code, output = run(ssh[name], "docker stop consul", 60, sudo=True)
+                if code != 0:
+                    return f"`docker stop consul` on {name} exited {code}: {output[-200:]}", {}
+                stopped.append(name)
             cpu_before, log_before = self._consul_template_usage()
-            time.sleep(self.outage_seconds)  # the outage: the agent stays away, load runs on
+            time.sleep(self.outage_seconds)  # the outage: the agents stay away, load runs on
             cpu_after, log_after = self._consul_template_usage()
         finally:
-            error = self._lb_host("docker start consul")
-        return error, {
+            failed = [n for n in stopped if run(ssh[n], "docker start consul", 60, sudo=True)[0]]
+        if failed:
+            return f"`docker start consul` failed on {', '.join(failed)}", {}
+        return None, {
             "outage_seconds": self.outage_seconds,
             "consul_template_cpu_seconds": round(cpu_after - cpu_before, 2),
             "consul_template_cpu_share": round((cpu_after - cpu_before) / self.outage_seconds, 4),
@@ -526,6 +547,12 @@ def events(spec: LabSpec, triggers: Triggers) -> list[Event]:
         Event("crash_after_outage", "labctl fail zhibo-1", t.labctl("fail", "zhibo-1"),
               _without(three, "zhibo-1"), ("zhibo-1",)),
         Event("recover_after_outage", "labctl recover zhibo-1", t.labctl("recover", "zhibo-1"),
+              three),
+        Event("quorum_loss", f"docker stop consul on node1, node2 for {t.outage_seconds:.0f} s",
+              t.quorum_loss, three),
+        Event("crash_after_quorum", "labctl fail zhibo-3", t.labctl("fail", "zhibo-3"),
+              _without(three, "zhibo-3"), ("zhibo-3",)),
+        Event("recover_after_quorum", "labctl recover zhibo-3", t.labctl("recover", "zhibo-3"),
               three),
         Event("rolling_apply", "pyinfra inventory.py deploy.py " + " ".join(ROLLED),
               t.pyinfra(*ROLLED), three),

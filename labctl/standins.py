@@ -43,7 +43,8 @@ def consul_template_binary(version: str, arch: str = "amd64") -> Path:
         return binary
     system.ensure_tools(GO)
     binary.parent.mkdir(parents=True, exist_ok=True)
-    partial = binary.with_suffix(".partial")
+    # Per process: two labs (or test workers) may build the same stand-in at once.
+    partial = binary.with_suffix(f".partial-{os.getpid()}")
     with tempfile.TemporaryDirectory(prefix="labctl-go-") as tmp:
         # Offline and static: standard library only, no module download.
         env = os.environ | {"GOPROXY": "off", "GOFLAGS": "", "CGO_ENABLED": "0", "GOARCH": arch}

@@ -17,6 +17,7 @@ start (`up` again instead of `down` first).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -38,6 +39,7 @@ E2E_LAB = os.environ.get("LAB_E2E_NAME", "labtest")
 # Inside VirtualBox's 192.168.56.0/21, unlike the default lab's .56.
 E2E_SUBNET = os.environ.get("LAB_E2E_SUBNET", "192.168.63")
 KEEP = os.environ.get("LAB_E2E_KEEP") == "1"
+BUILD_LOCK = PROJECT_ROOT / ".lab" / "standin-build.lock"
 
 
 def standin_images(consul_template: str = Versions().consul_template) -> dict[str, str]:
@@ -52,9 +54,14 @@ def standin_images(consul_template: str = Versions().consul_template) -> dict[st
     # times leave the stand-ins' build out.
     ref = standin_consul_ref(Versions().consul)
     client = docker.from_env()
-    ensure_base_image(client, DockerProvider().base_image)
-    client.images.build(path=str(STANDINS / "consul"), tag=ref, rm=True)
-    binary = standins.consul_template_binary(consul_template)
+    # One builder at a time (the suite's two workers, a bench beside it): the second
+    # finds the base image (a debootstrap on a fresh machine) and the builds cached.
+    BUILD_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with BUILD_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ensure_base_image(client, DockerProvider().base_image)
+        client.images.build(path=str(STANDINS / "consul"), tag=ref, rm=True)
+        binary = standins.consul_template_binary(consul_template)
     return {"consul": ref, "consul_template_binary": str(binary)}
 
 
@@ -123,6 +130,12 @@ def lab(e2e_spec):
     finally:
         if not KEEP:
             labctl(e2e_spec, "down")
+
+
+def refresh_connections(spec, connections: dict) -> None:
+    """Ask for the hosts' connection data again, in place, after a host container came
+    back: Docker gives it the first free address on its bridge, not always its old one."""
+    connections.update(connection_data(spec))
 
 
 def wait_for(predicate, deadline_s: float, what: str, interval: float = 0.5):

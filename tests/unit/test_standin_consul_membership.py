@@ -104,3 +104,30 @@ def test_a_killed_agent_is_failed_after_memberlists_detection_time(three_agents)
     log = first.log() + second.log()
     assert f"memberlist: Suspect {victim.name} has failed, no acks received" in log
     assert f"Marking {victim.name} as failed, suspect timeout reached (0 peer confirmations)" in log
+
+
+def test_a_member_whose_peers_came_back_without_joining_it_reconnects(three_agents) -> None:
+    """Serf's reconnect (serf.go reconnect, ReconnectInterval 30 s, no stagger): node3 sees
+    node1 and node2 fail; they come back, node2 joining node1 only and neither joining
+    node3 (as the lab's servers do after they all stopped, their retry_join naming the
+    first server). node3 joins a failed member again on its next 30 s tick, and so sees
+    both alive — not before that tick, and not never."""
+    first, second, third = three_agents
+    deadline = time.monotonic() + 20
+    while len(statuses(third)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first.kill()
+    second.kill()
+    deadline = time.monotonic() + 30
+    failed = {"node1": 4, "node2": 4, "node3": 1}
+    while statuses(third) != failed and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert statuses(third) == failed
+    first.start()
+    second.start(f"-retry-join={first.serf_addr}")
+    back = time.monotonic()
+    deadline = back + DEFAULTS.reconnect_interval + 20
+    while set(statuses(third).values()) != {1} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert statuses(third) == {"node1": 1, "node2": 1, "node3": 1}
+    assert "serf: attempting reconnect to node" in third.log()

@@ -302,6 +302,7 @@ class GossipConfig:
     gossip_to_the_dead: float = 30.0
     push_pull_interval: float = 30.0
     tcp_timeout: float = 10.0
+    reconnect_interval: float = 30.0  # Serf's ReconnectInterval (Consul keeps the default)
 
 
 @dataclass

@@ -200,6 +200,30 @@ class Memberlist:
             (self._push_pull, self.cfg.push_pull_interval),
         ):
             threading.Thread(target=self._every, args=(interval, target), daemon=True).start()
+        threading.Thread(target=self._reconnect_ticker, daemon=True).start()
+
+    def _reconnect_ticker(self) -> None:
+        # Serf's handleReconnect: a plain ticker, no initial stagger.
+        while not self.stop_event.wait(self.cfg.reconnect_interval):
+            try:
+                self._reconnect()
+            except Exception as e:
+                self.log.error(self.log_serf, "serf: reconnect failed", error=repr(e))
+
+    def _reconnect(self) -> None:
+        """Serf's reconnect (serf.go): with probability failed / alive, one failed member
+        picked at random is joined again (a push/pull). How agents find each other after
+        their peers come back without joining them, e.g. a client after its servers'
+        restart: the servers' retry_join names only the first server."""
+        with self.lock:
+            failed = [m for m in self.members.values() if m.status == STATUS_FAILED]
+            left = sum(1 for m in self.members.values() if m.status == STATUS_LEFT)
+            alive = len(self.members) - len(failed) - left
+        if not failed or random.random() > len(failed) / max(alive, 1):
+            return
+        member = random.choice(failed)
+        self.log.info(self.log_serf, f"serf: attempting reconnect to {member.name} {member.addr}")
+        self.join([(member.addr, member.port)])
 
     def _every(self, interval: float, action: Callable[[], None]) -> None:
         # memberlist's triggerFunc: a random initial stagger, then a ticker.
