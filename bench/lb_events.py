@@ -101,6 +101,7 @@ LB_ADDRESS = f"{PREFIX}.4"
 CONSUL_ADDRESS = f"{PREFIX}.2"  # node1: never failed here
 SERVICE = "zhibo_service"
 SECOND = "danmu_service"  # service_add / service_remove
+OUTAGES = {"consul_outage", "quorum_loss"}  # events that last --outage seconds more
 SPEC = {
     "name": os.environ.get("LAB_BENCH_NAME", "labbench"),
     "provider": "docker",
@@ -631,7 +632,7 @@ def measure_lab(
                     "(labctl scale/recover)."
                 )
             for event in all_events:
-                limit = min(args.phase_limit + args.outage * (event.name == "consul_outage"),
+                limit = min(args.phase_limit + args.outage * (event.name in OUTAGES),
                             deadline - time.monotonic())  # fmt: skip
                 if limit < 10:
                     skipped[event.name] = "time limit"
