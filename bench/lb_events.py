@@ -101,6 +101,7 @@ LB_ADDRESS = f"{PREFIX}.4"
 CONSUL_ADDRESS = f"{PREFIX}.2"  # node1: never failed here
 SERVICE = "zhibo_service"
 SECOND = "danmu_service"  # service_add / service_remove
+OUTAGES = {"consul_outage", "quorum_loss"}  # events that last --outage seconds more
 SPEC = {
     "name": os.environ.get("LAB_BENCH_NAME", "labbench"),
     "provider": "docker",
@@ -475,11 +476,12 @@ class Triggers:
         return trigger
 
     def on_lb_host(self, what: str) -> Trigger:
-        return lambda limit: (self._lb_host(what, limit), {})
+        return lambda limit: (self._on_host("node3", what, limit), {})
 
-    def _lb_host(self, what: str, timeout: float = 60) -> str | None:
-        code, output = run(connection_data(self.spec)["node3"], what, timeout, sudo=True)
-        return None if code == 0 else f"`{what}` exited {code}: {output.strip()[-200:]}"
+    def _on_host(self, name: str, what: str, timeout: float = 60) -> str | None:
+        """Run `what` as root on host `name`; None, or what went wrong."""
+        code, output = run(connection_data(self.spec)[name], what, timeout, sudo=True)
+        return None if code == 0 else f"`{what}` on {name} exited {code}: {output.strip()[-200:]}"
 
     def reboot_lb_host(self, limit: float) -> tuple[str | None, dict]:
         name = host_container_name(self.spec, "node3")
@@ -506,21 +508,20 @@ class Triggers:
     def _outage(self, hosts: list[str]) -> tuple[str | None, dict]:
         """`docker stop consul` on `hosts` for outage_seconds while the load runs on, then
         start again; consul-template's CPU share and the LB's log growth meanwhile."""
-        ssh = connection_data(self.spec)
         stopped = []
         try:
             for name in hosts:
-                code, output = run(ssh[name], "docker stop consul", 60, sudo=True)
-                if code != 0:
-                    return f"`docker stop consul` on {name} exited {code}: {output[-200:]}", {}
+                error = self._on_host(name, "docker stop consul")
+                if error:
+                    return error, {}
                 stopped.append(name)
             cpu_before, log_before = self._consul_template_usage()
             time.sleep(self.outage_seconds)  # the outage: the agents stay away, load runs on
             cpu_after, log_after = self._consul_template_usage()
         finally:
-            failed = [n for n in stopped if run(ssh[n], "docker start consul", 60, sudo=True)[0]]
-        if failed:
-            return f"`docker start consul` failed on {', '.join(failed)}", {}
+            errors = [e for e in (self._on_host(n, "docker start consul") for n in stopped) if e]
+        if errors:
+            return "; ".join(errors), {}
         return None, {
             "outage_seconds": self.outage_seconds,
             "consul_template_cpu_seconds": round(cpu_after - cpu_before, 2),
@@ -631,7 +632,7 @@ def measure_lab(
                     "(labctl scale/recover)."
                 )
             for event in all_events:
-                limit = min(args.phase_limit + args.outage * (event.name == "consul_outage"),
+                limit = min(args.phase_limit + args.outage * (event.name in OUTAGES),
                             deadline - time.monotonic())  # fmt: skip
                 if limit < 10:
                     skipped[event.name] = "time limit"

@@ -149,7 +149,8 @@ def leaving_services(spec: LabSpec) -> list[str]:
 def token_specs(spec: LabSpec, leaving: list[str] | None = None) -> list[TokenSpec]:
     """Every token the lab needs, with the least each part may do; the registration
     tokens also write the `leaving` services (see leaving_services)."""
-    services = lab_services(spec) + [s for s in leaving or [] if s not in lab_services(spec)]
+    in_spec = lab_services(spec)
+    services = in_spec + [s for s in leaving or [] if s not in in_spec]
     agents = [h for h in spec.hosts if h.consul != "none"]
     tokens = [
         TokenSpec(
