@@ -36,10 +36,13 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A module is scheduled with the shared lab exactly when a test in it uses it."""
+    """An e2e module is scheduled with the shared lab exactly when a test in it uses it
+    (`lab` is tests/e2e/conftest.py's fixture; elsewhere the name is free)."""
     modules: dict[str, bool] = {}
     for item in items:
         module = item.nodeid.split("::", 1)[0]
+        if not module.startswith("tests/e2e/"):
+            continue
         modules[module] = modules.get(module, False) or "lab" in item.fixturenames
     for module, uses_lab in modules.items():
         if on_shared_lab(module) != uses_lab:

@@ -84,7 +84,7 @@ class FakeLab:
 
 
 @pytest.fixture
-def lab(tmp_path, monkeypatch) -> FakeLab:
+def fake_lab(tmp_path, monkeypatch) -> FakeLab:
     fake = FakeLab(tmp_path, monkeypatch)
     fake.create("node1", "c1", "172.17.0.2")
     fake.create("node2", "c2", "172.17.0.3")
@@ -95,59 +95,59 @@ def addresses(found: dict[str, dict]) -> dict[str, str]:
     return {name: ssh["ssh_hostname"] for name, ssh in found.items()}
 
 
-def test_vagrant_is_asked_once_then_the_cache_serves(lab):
+def test_vagrant_is_asked_once_then_the_cache_serves(fake_lab):
     first = connections.connections(SPEC, "docker")
     assert addresses(first) == {"node1": "172.17.0.2", "node2": "172.17.0.3"}
-    assert lab.vagrant_runs == ["status", "ssh-config"]
+    assert fake_lab.vagrant_runs == ["status", "ssh-config"]
     assert connections.connections(SPEC, "docker") == first
     assert connections.connections(SPEC, "docker") == first
-    assert lab.vagrant_runs == ["status", "ssh-config"]  # no Vagrant run since
+    assert fake_lab.vagrant_runs == ["status", "ssh-config"]  # no Vagrant run since
 
 
-def test_a_failed_host_is_asked_of_vagrant_and_left_out(lab):
+def test_a_failed_host_is_asked_of_vagrant_and_left_out(fake_lab):
     connections.connections(SPEC, "docker")
-    lab.container("node2")["running"] = False  # `labctl fail node2`: the container killed
+    fake_lab.container("node2")["running"] = False  # `labctl fail node2`: the container killed
     assert addresses(connections.connections(SPEC, "docker")) == {"node1": "172.17.0.2"}
-    assert lab.vagrant_runs == ["status", "ssh-config"] * 2
+    assert fake_lab.vagrant_runs == ["status", "ssh-config"] * 2
     states = {name: m["state"] for name, m in connections.machines(SPEC, "docker").items()}
     assert states == {"node1": "running", "node2": "stopped"}
-    assert lab.vagrant_runs == ["status", "ssh-config"] * 2  # stopped, and cached as such
+    assert fake_lab.vagrant_runs == ["status", "ssh-config"] * 2  # stopped, and cached as such
 
 
-def test_a_recovered_host_at_another_address_is_asked_of_vagrant(lab):
+def test_a_recovered_host_at_another_address_is_asked_of_vagrant(fake_lab):
     connections.connections(SPEC, "docker")
-    lab.container("node2")["running"] = False
+    fake_lab.container("node2")["running"] = False
     connections.connections(SPEC, "docker")
     # `labctl recover node2`: the container starts again, with another bridge address.
-    lab.container("node2").update(running=True, ip="172.17.0.9")
+    fake_lab.container("node2").update(running=True, ip="172.17.0.9")
     assert addresses(connections.connections(SPEC, "docker"))["node2"] == "172.17.0.9"
-    assert lab.vagrant_runs == ["status", "ssh-config"] * 3
+    assert fake_lab.vagrant_runs == ["status", "ssh-config"] * 3
 
 
-def test_down_and_up_again_gives_new_machines_and_vagrant_is_asked(lab):
+def test_down_and_up_again_gives_new_machines_and_vagrant_is_asked(fake_lab):
     connections.connections(SPEC, "docker")
     # `labctl down` then `labctl up`: other containers, other ids, maybe the same addresses.
-    lab.engine.containers.clear()
-    lab.create("node1", "c3", "172.17.0.2")
-    lab.create("node2", "c4", "172.17.0.3")
+    fake_lab.engine.containers.clear()
+    fake_lab.create("node1", "c3", "172.17.0.2")
+    fake_lab.create("node2", "c4", "172.17.0.3")
     connections.connections(SPEC, "docker")
     cached = paths.read_state(SPEC)["machines"]
     assert {name: m["id"] for name, m in cached.items()} == {"node1": "c3", "node2": "c4"}
-    assert lab.vagrant_runs == ["status", "ssh-config"] * 2
+    assert fake_lab.vagrant_runs == ["status", "ssh-config"] * 2
 
 
-def test_up_records_what_vagrant_says_of_the_new_machines(lab):
+def test_up_records_what_vagrant_says_of_the_new_machines(fake_lab):
     """create_hosts refreshes after `vagrant up`, skipping `vagrant status`: every
     machine runs once it succeeded."""
     connections.refresh(SPEC, "docker", {"node1": "running", "node2": "running"})
-    assert lab.vagrant_runs == ["ssh-config"]
+    assert fake_lab.vagrant_runs == ["ssh-config"]
     assert addresses(connections.connections(SPEC, "docker")) == {
         "node1": "172.17.0.2", "node2": "172.17.0.3"
     }  # fmt: skip
-    assert lab.vagrant_runs == ["ssh-config"]
+    assert fake_lab.vagrant_runs == ["ssh-config"]
 
 
-def test_a_cached_host_that_does_not_answer_is_asked_of_vagrant_first(lab):
+def test_a_cached_host_that_does_not_answer_is_asked_of_vagrant_first(fake_lab):
     """The provider shows no change, but the host does not answer where the cache says:
     Vagrant is asked, and its answer tried, before the host is called unreachable."""
     connections.connections(SPEC, "docker")
@@ -162,37 +162,37 @@ def test_a_cached_host_that_does_not_answer_is_asked_of_vagrant_first(lab):
 
     answers = connections.run_on_hosts(SPEC, "docker", ["node1", "node2"], hostname)
     assert answers == {"node1": "172.17.0.2", "node2": "172.17.0.3"}
-    assert lab.vagrant_runs == ["status", "ssh-config"] * 2
+    assert fake_lab.vagrant_runs == ["status", "ssh-config"] * 2
 
 
-def test_a_host_vagrant_cannot_reach_otherwise_is_unreachable_with_its_cause(lab):
+def test_a_host_vagrant_cannot_reach_otherwise_is_unreachable_with_its_cause(fake_lab):
     def refuse(ssh):
         raise RemoteError(f"{ssh['ssh_hostname']}:22", "connection refused")
 
     answers = connections.run_on_hosts(SPEC, "docker", ["node2"], refuse)
     assert isinstance(answers["node2"], RemoteError)
     assert answers["node2"].cause == "connection refused"
-    lab.container("node2")["running"] = False
+    fake_lab.container("node2")["running"] = False
     assert connections.run_on_hosts(SPEC, "docker", ["node2"], refuse) == {"node2": None}
 
 
-def test_unreachable_names_a_stopped_machine_and_a_deaf_one(lab, monkeypatch):
+def test_unreachable_names_a_stopped_machine_and_a_deaf_one(fake_lab, monkeypatch):
     def run(ssh, command, timeout=30.0, sudo=False):
         raise RemoteError(f"{ssh['ssh_hostname']}:22", "no answer within 10 s")
 
     monkeypatch.setattr(lifecycle, "run", run)
-    lab.container("node1")["running"] = False
+    fake_lab.container("node1")["running"] = False
     assert lifecycle.unreachable(SPEC, ["node1", "node2"]) == {
         "node1": "its machine is not running",
         "node2": "172.17.0.3:22: no answer within 10 s",
     }
 
 
-def test_without_an_engine_to_ask_every_use_asks_vagrant(lab, monkeypatch):
+def test_without_an_engine_to_ask_every_use_asks_vagrant(fake_lab, monkeypatch):
     connections.connections(SPEC, "docker")
     monkeypatch.setattr(system, "engine", lambda: None)
     connections.connections(SPEC, "docker")
-    assert lab.vagrant_runs == ["status", "ssh-config"] * 2
+    assert fake_lab.vagrant_runs == ["status", "ssh-config"] * 2
 
 
 # `VBoxManage showvminfo --machinereadable` as VirtualBox 7 prints it (the keys Vagrant's
@@ -242,7 +242,7 @@ class FakeVagrant:
         self.lab.container(vm_name.removeprefix("labunit-")).update(running=True, ip=self.new_ip)
 
 
-def test_fail_and_recover_of_a_host_refresh_the_cached_connections(lab, monkeypatch):
+def test_fail_and_recover_of_a_host_refresh_the_cached_connections(fake_lab, monkeypatch):
     """`labctl fail node2` then `labctl recover node2`, through labctl.operate: after each,
     the cache holds what Vagrant says of the changed machine, not what it said before."""
     from labctl import operate
@@ -252,12 +252,13 @@ def test_fail_and_recover_of_a_host_refresh_the_cached_connections(lab, monkeypa
             self.host = name.removeprefix("labunit-")
 
         def kill(self) -> None:
-            lab.container(self.host)["running"] = False
+            fake_lab.container(self.host)["running"] = False
 
-    engine = type("Engine", (), {"api": lab.engine, "containers": type(
+    engine = type("Engine", (), {"api": fake_lab.engine, "containers": type(
         "Containers", (), {"get": staticmethod(Container)})})()  # fmt: skip
     monkeypatch.setattr(system, "engine", lambda: engine)
-    monkeypatch.setattr(vagrant, "client", lambda spec, provider: FakeVagrant(lab, "172.17.0.9"))
+    restarted = FakeVagrant(fake_lab, "172.17.0.9")
+    monkeypatch.setattr(vagrant, "client", lambda spec, provider: restarted)
     assert addresses(connections.connections(SPEC, "docker"))["node2"] == "172.17.0.3"
 
     operate.fail_or_recover(SPEC, "node2", failing=True, report=lambda line: None)
@@ -268,6 +269,6 @@ def test_fail_and_recover_of_a_host_refresh_the_cached_connections(lab, monkeypa
     operate.fail_or_recover(SPEC, "node2", failing=False, report=lambda line: None)
     assert paths.read_state(SPEC)["machines"]["node2"]["state"] == "running"
     assert addresses(connections.connections(SPEC, "docker"))["node2"] == "172.17.0.9"
-    runs = len(lab.vagrant_runs)
+    runs = len(fake_lab.vagrant_runs)
     connections.connections(SPEC, "docker")
-    assert len(lab.vagrant_runs) == runs  # served from the refreshed cache
+    assert len(fake_lab.vagrant_runs) == runs  # served from the refreshed cache
