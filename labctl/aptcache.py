@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 from labctl import system
-from labctl.paths import CACHE
+from labctl.paths import CACHE, labs_with_state
 from labctl.spec import LabSpec
 
 PORT = 3142
@@ -91,22 +91,32 @@ def _bound() -> list[str]:
         return []
 
 
-def _stop_ours() -> None:
+def _stop_ours() -> bool:
+    """Stop labctl's own apt-cacher-ng; whether one was running."""
     try:
         pid = int((DIRECTORY / "pid").read_text().strip())
     except (OSError, ValueError):
-        return
+        return False
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        return
+        return False
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
+            break
         time.sleep(0.1)
+    return True
+
+
+def stop_after_the_last_lab() -> str | None:
+    """labctl's apt-cacher-ng stops with the last lab of this checkout (`down`); its
+    cache stays for the next `up`. Returns what was stopped, for `down`'s list."""
+    if labs_with_state() or not _stop_ours():
+        return None
+    return f"the hosts' apt cache (apt-cacher-ng; its files stay in {DIRECTORY})"
 
 
 def _start(addresses: list[str]) -> None:

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -345,31 +346,45 @@ def resolve(
     return how
 
 
-def archives_dir(spec: LabSpec) -> Path:
-    """Where the lab's per-host archives are kept, also across `down` and `up` (an
-    archive is named by the references and IDs it holds, so it never goes stale)."""
-    return CACHE / "archives" / spec.name
+# Per-host archives (`docker save` of what a host runs), kept across `down` and `up`
+# and shared by every lab on this machine: each is named by the references and image
+# IDs it holds, so it never goes stale. Archives no lab asked for lately go, the least
+# recently used first, once the others pass ARCHIVES_MAX_BYTES.
+ARCHIVES = CACHE / "archives"
+ARCHIVES_MAX_BYTES = 3 * 2**30
+# An archive used this recently may be on its way to another lab's hosts: never pruned.
+ARCHIVE_IN_USE_SECONDS = 30 * 60
 
 
-def host_archive(spec: LabSpec, images: dict[str, str]) -> Path:
+def host_archive(images: dict[str, str]) -> Path:
     """`docker save` of the given images (ref -> ID) into one archive, shared layers once;
-    cached by references and IDs."""
+    cached by references and IDs (its time of use renewed)."""
     refs = sorted(images)
     digest = hashlib.sha256(json.dumps([refs, sorted(images.values())]).encode()).hexdigest()[:16]
-    archive = archives_dir(spec) / f"{digest}.tar"
-    if not archive.exists():
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        partial = archive.with_suffix(".partial")
+    archive = ARCHIVES / f"{digest}.tar"
+    if archive.exists():
+        archive.touch()
+    else:
+        ARCHIVES.mkdir(parents=True, exist_ok=True)
+        partial = archive.with_suffix(f".{os.getpid()}.partial")  # two labs may save it at once
         subprocess.run(["docker", "save", "-o", str(partial), *refs], check=True)
         partial.rename(archive)
     return archive
 
 
-def prune_archives(spec: LabSpec, keep: set[str]) -> None:
-    """Remove the lab's archives that no host needs any more (an older recipe's)."""
-    for archive in archives_dir(spec).glob("*.tar"):
-        if str(archive) not in keep:
+def prune_archives(keep: set[Path]) -> None:
+    """Remove the least recently used archives beyond ARCHIVES_MAX_BYTES, except those
+    in `keep` (this lab's) and those another lab may be delivering now."""
+    others = [a for a in ARCHIVES.glob("*.tar") if a not in keep]
+    stats = {a: a.stat() for a in others if a.exists()}
+    total = sum(st.st_size for st in stats.values())
+    recent = time.time() - ARCHIVE_IN_USE_SECONDS
+    for archive, st in sorted(stats.items(), key=lambda item: item[1].st_mtime):
+        if total <= ARCHIVES_MAX_BYTES:
+            break
+        if st.st_mtime < recent:
             archive.unlink(missing_ok=True)
+            total -= st.st_size
 
 
 def prepare_on_control(
@@ -394,9 +409,9 @@ def prepare_on_control(
             resolved[i.key]["ref"]: resolved[i.key]["id"] for i in images if host.name in i.hosts
         }
         if needed:
-            archives[host.name] = str(host_archive(spec, needed))
-    prune_archives(spec, set(archives.values()))
-    return {"images": resolved, "image_archives": archives}
+            archives[host.name] = host_archive(needed)
+    prune_archives(set(archives.values()))
+    return {"images": resolved, "image_archives": {h: str(a) for h, a in archives.items()}}
 
 
 def save_bundle(spec: LabSpec, path: Path, report=lambda line: None) -> dict[str, str]:

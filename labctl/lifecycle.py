@@ -328,6 +328,8 @@ def down(spec: LabSpec, report: Report, purge_engine: bool = False) -> list[str]
         shutil.rmtree(lab_dir(spec))
         if state:  # not only the log of this very `down`
             removed.append(f"local state {lab_dir(spec)}")
+    if stopped := aptcache.stop_after_the_last_lab():
+        removed.append(stopped)
     return removed
 
 

@@ -21,6 +21,11 @@ def lab_dir(spec: LabSpec) -> Path:
     return PROJECT_ROOT / ".lab" / spec.name
 
 
+def labs_with_state() -> list[str]:
+    """The labs of this checkout that are up, or were left half up or half down."""
+    return sorted(state.parent.name for state in (PROJECT_ROOT / ".lab").glob("*/state.json"))
+
+
 def vagrant_dotfile_path(spec: LabSpec) -> Path:
     return lab_dir(spec) / "vagrant"
 

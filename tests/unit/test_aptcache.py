@@ -65,3 +65,12 @@ def test_the_proxy_reaches_the_hosts_apt_runs_only_through_their_environment():
 def data_of(values: dict):
     """Host data as a role reads it (pyinfra's HostData: attribute and .get access)."""
     return type("HostData", (), {"get": lambda self, key, default=None: values.get(key, default)})()
+
+
+def test_the_cache_stops_with_the_last_lab_of_the_checkout(monkeypatch):
+    stopped: list[bool] = []
+    monkeypatch.setattr(aptcache, "_stop_ours", lambda: stopped.append(True) or True)
+    monkeypatch.setattr(aptcache, "labs_with_state", lambda: ["labtest"])
+    assert aptcache.stop_after_the_last_lab() is None and not stopped  # another lab is up
+    monkeypatch.setattr(aptcache, "labs_with_state", lambda: [])
+    assert "apt-cacher-ng" in aptcache.stop_after_the_last_lab() and stopped == [True]

@@ -4,8 +4,10 @@ reaches a Docker engine or the internet."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import tarfile
+import time
 
 import pytest
 
@@ -234,3 +236,21 @@ def test_an_image_present_for_another_architecture_stops_with_one_sentence():
 def test_an_image_present_for_the_hosts_architecture_is_taken():
     consul = lab_images(seed_spec())[0]
     assert images.resolve(FakeEngine({consul.ref: "amd64"}), seed_spec(), consul) == "present"
+
+
+def test_archives_past_the_limit_go_least_recently_used_first_never_one_in_use(
+    tmp_path, monkeypatch
+):
+    """Shared by every lab: this lab's archives stay, and so does one another lab used
+    within ARCHIVE_IN_USE_SECONDS (it may be on its way to that lab's hosts)."""
+    monkeypatch.setattr(images, "ARCHIVES", tmp_path)
+    monkeypatch.setattr(images, "ARCHIVES_MAX_BYTES", 250)
+    now = time.time()
+    ages = {"mine": 10 * 86400, "oldest": 3 * 86400, "older": 2 * 86400, "old": 86400,
+            "in-use": 60}  # fmt: skip
+    for name, age in ages.items():
+        (tmp_path / f"{name}.tar").write_bytes(b"x" * 100)
+        os.utime(tmp_path / f"{name}.tar", (now - age, now - age))
+    images.prune_archives({tmp_path / "mine.tar"})
+    # Others held 400 bytes: the two least recently used go, leaving 200 of the 250.
+    assert sorted(p.stem for p in tmp_path.glob("*.tar")) == ["in-use", "mine", "old"]
