@@ -16,14 +16,23 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labctl
 LAB_LABEL = "io.labctl.lab"
 
 
+# Each lab's recorded state (provider, images, machines, counts), in its lab_dir.
+STATE_FILE = "state.json"
+
+
+def labs_dir() -> Path:
+    """Where this checkout keeps its labs' local state."""
+    return PROJECT_ROOT / ".lab"
+
+
 def lab_dir(spec: LabSpec) -> Path:
     """Local state of one lab: Vagrant's machine records and keys, the chosen provider."""
-    return PROJECT_ROOT / ".lab" / spec.name
+    return labs_dir() / spec.name
 
 
 def labs_with_state() -> list[str]:
     """The labs of this checkout that are up, or were left half up or half down."""
-    return sorted(state.parent.name for state in (PROJECT_ROOT / ".lab").glob("*/state.json"))
+    return sorted(state.parent.name for state in labs_dir().glob(f"*/{STATE_FILE}"))
 
 
 def vagrant_dotfile_path(spec: LabSpec) -> Path:
@@ -54,7 +63,7 @@ def log_summary(path: Path) -> str:
 
 
 def _state_file(spec: LabSpec) -> Path:
-    return lab_dir(spec) / "state.json"
+    return lab_dir(spec) / STATE_FILE
 
 
 def read_state(spec: LabSpec) -> dict:
