@@ -382,8 +382,13 @@ def host_archive(images: dict[str, str]) -> Path:
 def prune_archives(keep: set[Path]) -> None:
     """Remove the least recently used archives beyond ARCHIVES_MAX_BYTES, except those
     in `keep` (this lab's) and those another lab may be delivering now."""
-    others = [a for a in ARCHIVES.glob("*.tar") if a not in keep]
-    stats = {a: a.stat() for a in others if a.exists()}
+    stats = {}
+    for archive in ARCHIVES.glob("*.tar"):
+        if archive not in keep:
+            try:
+                stats[archive] = archive.stat()
+            except FileNotFoundError:  # another lab's prune took it since the glob
+                continue
     total = sum(st.st_size for st in stats.values())
     recent = time.time() - ARCHIVE_IN_USE_SECONDS
     for archive, st in sorted(stats.items(), key=lambda item: item[1].st_mtime):
