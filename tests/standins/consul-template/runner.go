@@ -58,15 +58,13 @@ type runner struct {
 func newRunner(cfg *config, dry, once bool, logger *log.Logger, stdin io.Reader, stdout, stderr io.Writer) (*runner, error) {
 	logger.Printf("[INFO] (runner) creating new runner (dry: %t, once: %t)", dry, once)
 	// The real line is the whole config as JSON, the Consul token in clear
-	// text included (v0.19.0 and v0.19.5 alike): at -log-level=debug or
-	// trace the token is in the log. The stand-in never prints it, but says
-	// that the real tool would.
-	token := `""`
-	if cfg.consulToken != "" {
-		token = "<redacted by the stand-in; consul-template v0.19 prints the token here>"
+	// text included (v0.19.0 and v0.19.5 alike; see finalconfig.go): at
+	// -log-level=debug or trace the token is in the log, here too.
+	final, err := finalConfigJSON(cfg)
+	if err != nil {
+		return nil, err
 	}
-	logger.Printf("[DEBUG] (runner) final config: consul=%q token=%s templates=%+v wait=%+v retry=%+v max_stale=%s",
-		cfg.consulAddr, token, cfg.templates, cfg.wait, cfg.retry, cfg.maxStale)
+	logger.Printf("[DEBUG] (runner) final config: %s", final)
 
 	client, err := newConsulClient(cfg)
 	if err != nil {
