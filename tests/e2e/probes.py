@@ -3,7 +3,9 @@ and commands on its hosts. Addresses are the e2e lab's own (tests/e2e/conftest.p
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from datetime import datetime
 
 import httpx
 
@@ -11,7 +13,7 @@ from labctl import security
 from labctl.lb import read_state, sample
 from labctl.remote import run
 from tests.e2e.conftest import E2E_SUBNET
-from tests.support.traffic import RequestLoop
+from tests.support.traffic import RequestLoop, assert_served_throughout, calm_rates
 
 LB = f"{E2E_SUBNET}.4"
 SERVICE = "zhibo_service"
@@ -21,6 +23,61 @@ FOLLOW_DEADLINE = 10 + 5 + 10 + 15
 
 def request_loop(**kwargs) -> RequestLoop:
     return RequestLoop(f"http://{LB}/{SERVICE}", **kwargs)
+
+
+class Traffic:
+    """A fresh-connection and a keep-alive loop through the LB around an event (the body
+    of the `with`): entering measures their calm rates first; `assert_no_failed_get`
+    then holds each to its own pace over the event and bounds the keep-alive client's
+    RFC 9112 retries by what can cause one: nginx closing idle connections at a reload,
+    once per reload."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.fresh = request_loop()
+        self.kept = request_loop(keepalive=True)
+        self.loops = (self.fresh, self.kept)
+
+    def __enter__(self) -> Traffic:
+        self.reloads_before = lb_state().reloads
+        for loop in self.loops:
+            loop.__enter__()
+        try:
+            self.rates = calm_rates(*self.loops)
+        except BaseException:
+            self.__exit__()
+            raise
+        self.start = time.monotonic()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.end = time.monotonic()
+        for loop in self.loops:
+            loop.__exit__()
+
+    def assert_no_failed_get(self, also: tuple[int, ...] = ()) -> None:
+        """No failed GET (`also`: statuses that are no failure here, e.g. the LB's 502
+        with no instance left), each loop at its pace through the event, retries bound."""
+        reloads = lb_state().reloads - self.reloads_before
+        for loop, rate in zip(self.loops, self.rates, strict=True):
+            failures = {k: v for k, v in loop.failures.items() if k not in also}
+            assert failures == {}, f"{self.what}: failed GETs {dict(loop.outcomes)}"
+            assert_served_throughout(loop, rate, self.start, self.end, self.what, also)
+        assert self.kept.retried <= reloads, (
+            f"{self.what}: {self.kept.retried} RFC 9112 retries, more than the {reloads} "
+            "nginx reloads that can cause one"
+        )
+
+
+def started(connections, host: str, container: str) -> tuple[float, int]:
+    """When `container` on `host` last started (Unix time) and its restart count."""
+    output = on_host(connections, host, "docker inspect -f "
+                     f"'{{{{.State.StartedAt}}}} {{{{.RestartCount}}}}' {container}")  # fmt: skip
+    stamp, count = output.split()
+    # Docker's RFC 3339 with nanoseconds; Python reads microseconds.
+    head, _, fraction = stamp.rstrip("Z").partition(".")
+    when = datetime.fromisoformat(f"{head}.{(fraction + '000000')[:6]}+00:00")
+    return when.timestamp(), int(count)
 
 
 def lb_state():

@@ -1,7 +1,9 @@
-"""The LB survives the night: its own restart and its host's reboot, a Consul outage (the
-LB host's agent, and every server), a broken LB repaired by `apply`, a host lost in the
-middle of `apply`, and `verify` telling the truth while an instance is down — with no
-failed GET to an instance that still runs, and no command blind to it."""
+"""The LB survives the night: its own restart, nginx or consul-template dying, and its
+host's reboot (serving from the first second of its container's start each time), a
+Consul outage (the LB host's agent, and every server), a broken LB repaired by `apply`,
+a host lost in the middle of `apply`, and `verify` telling the truth while an instance
+is down — with no failed GET to an instance that still runs, request loops held to
+their own pace, and no command blind to it."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from dataclasses import dataclass
 
 import docker
 import httpx
+import pytest
 
 from labctl.lifecycle import log_file
 from labctl.paths import host_container_name
-from labctl.remote import run
+from labctl.remote import RemoteError, run
 from labctl.verify import verify
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.conftest import E2E_SUBNET, labctl, refresh_connections, wait_for
@@ -25,17 +28,23 @@ from tests.e2e.probes import (
     FOLLOW_DEADLINE,
     LB,
     SERVICE,
+    Traffic,
     lb_sample,
     lb_state,
     on_host,
     request_loop,
+    started,
     upstream,
 )
+from tests.support.traffic import RequestLoop, wall
 
 ALL = {"zhibo-1", "zhibo-2", "zhibo-3"}
-# nginx starts on the last good configuration at once: a restarted LB answers within
-# its container's start, with no Consul involved.
-SERVES_AGAIN = 10
+# nginx starts on the last good configuration at once, with no Consul involved: a
+# (re)started LB answers within the first second of its container's start.
+FIRST_SECOND = 1.0
+# Docker's restart policy starts an exited container again after 100 ms (then backs
+# off), the LB's own start included.
+RESTARTED = 30
 # After its agent comes back, an instance's check first runs up to one interval (10 s)
 # later and may take its timeout (5 s); then the LB follows.
 BACK_AFTER_AGENT = 10 + 5 + FOLLOW_DEADLINE
@@ -62,14 +71,44 @@ def verify_json(e2e_spec) -> tuple[int, dict]:
     return result.returncode, json.loads(result.stdout)
 
 
+def probe_loop() -> RequestLoop:
+    """Fresh connections with a short timeout, so that a refusal while the LB is away
+    costs little and its first answer after a start is seen at once."""
+    return request_loop(timeout=1)
+
+
+def assert_serves_from_its_first_second(loop: RequestLoop, started_at: float, what: str):
+    """After the loop's exit: it was answered within FIRST_SECOND of the LB container's
+    start (Unix time), and no request failed from that first answer on."""
+    after = [t for t in loop.answer_times if wall(t) >= started_at]
+    assert after, f"{what}: no answer after the LB started ({dict(loop.outcomes)})"
+    first = after[0]
+    delay = wall(first) - started_at
+    late = [(round(t - first, 2), outcome) for t, outcome in loop.refusals if t > first]
+    print(f"{what}: first answer {delay:.2f} s after the LB's container started; "
+          f"outcomes {dict(loop.outcomes)}")  # fmt: skip
+    assert delay <= FIRST_SECOND, f"{what}: the LB answered {delay:.2f} s after its start"
+    assert late == [], f"{what}: failed GETs after the LB served again: {late}"
+
+
 def test_docker_restart_lb_serves_at_once_then_follows_consul_again(lab):
+    """`docker restart` is a stop and a start: the stop's SIGTERM ends the container by
+    itself (exit 0), where consul-template 0.19 without -kill-signal=SIGTERM would ignore
+    it and Docker kill both after its timeout (exit 137)."""
     _, connections, _ = lab
     reloads = lb_state().reloads
-    on_host(connections, "node3", "docker restart lb")
-    wait_for(answered_by_an_instance, SERVES_AGAIN, "an instance answering via the restarted LB")
-    wait_for(lambda: set(lb_sample(30)) == ALL, FOLLOW_DEADLINE, "every instance behind the LB")
-    # consul-template's first render after the start went through lb-reload.
-    wait_for(lambda: lb_state().reloads > reloads, FOLLOW_DEADLINE, "a reload after the restart")
+    with probe_loop() as loop:
+        on_host(connections, "node3", "docker stop lb")
+        exit_code = on_host(connections, "node3", "docker inspect -f '{{.State.ExitCode}}' lb")
+        on_host(connections, "node3", "docker start lb")
+        started_at, _ = started(connections, "node3", "lb")
+        assert exit_code.strip() == "0", f"the LB did not stop on SIGTERM: exit {exit_code}"
+        wait_for(lambda: set(lb_sample(30)) == ALL, FOLLOW_DEADLINE,
+                 "every instance behind the LB")  # fmt: skip
+        # consul-template's first render after the start went through lb-reload.
+        wait_for(lambda: lb_state().reloads > reloads, FOLLOW_DEADLINE,
+                 "a reload after the restart")  # fmt: skip
+    assert_serves_from_its_first_second(loop, started_at, "docker restart lb")
 
 
 def test_restarted_with_its_agent_down_the_lb_serves_its_last_good_configuration(lab):
@@ -79,10 +118,13 @@ def test_restarted_with_its_agent_down_the_lb_serves_its_last_good_configuration
     on_host(connections, "node3", "docker kill consul")
     try:
         before = upstream()
-        on_host(connections, "node3", "docker restart lb")
-        wait_for(answered_by_an_instance, SERVES_AGAIN, "the LB answering with its agent down")
-        assert upstream() == before
-        assert set(lb_sample(30)) == ALL
+        with probe_loop() as loop:
+            on_host(connections, "node3", "docker restart lb")
+            started_at, _ = started(connections, "node3", "lb")
+            wait_for(answered_by_an_instance, FOLLOW_DEADLINE, "the LB answering, its agent down")
+            assert upstream() == before
+            assert set(lb_sample(30)) == ALL
+        assert_serves_from_its_first_second(loop, started_at, "docker restart lb, agent down")
         health = json.loads(on_host(connections, "node3", "docker exec lb lb-health"))
         assert health == {"nginx": True, "listening": True, "consul_template": True,
                           "config": "waiting"}  # fmt: skip
@@ -91,6 +133,31 @@ def test_restarted_with_its_agent_down_the_lb_serves_its_last_good_configuration
         on_host(connections, "node3", "docker start consul")
     wait_for(lambda: lb_state().reloads > reloads, BACK_AFTER_AGENT, "the LB rendering again")
     wait_for(lambda: set(lb_sample(30)) == ALL, BACK_AFTER_AGENT, "every instance behind the LB")
+
+
+@pytest.mark.parametrize("dying", ["nginx", "consul-template"])
+def test_nginx_or_consul_template_dying_restarts_the_lb(lab, dying):
+    """start.sh stops the other and the container exits; the restart policy starts both
+    again, and nginx serves the last good configuration from its first second."""
+    _, connections, _ = lab
+    pid_file = {"nginx": "/run/nginx.pid", "consul-template": "/run/lb/consul-template.pid"}
+    _, restarts = started(connections, "node3", "lb")
+
+    def restarted() -> float | None:
+        started_at, count = started(connections, "node3", "lb")
+        return started_at if count > restarts else None
+
+    def healthy() -> bool:
+        code, output = run(connections["node3"], "docker exec lb lb-health", sudo=True)
+        return code == 0 and json.loads(output)["config"] == "current"
+
+    with probe_loop() as loop:
+        on_host(connections, "node3", f"docker exec lb sh -c 'kill -9 $(cat {pid_file[dying]})'")
+        started_at = wait_for(restarted, RESTARTED, "the restart policy starting the LB again")
+        wait_for(healthy, FOLLOW_DEADLINE,
+                 "nginx and consul-template running, on the latest render")  # fmt: skip
+    assert_serves_from_its_first_second(loop, started_at, f"{dying} killed")
+    assert set(lb_sample(30)) == ALL
 
 
 def test_verify_with_one_instance_killed_lists_exactly_that_instance(lab, e2e_spec):
@@ -145,7 +212,7 @@ def test_every_server_down_loses_nothing_then_the_lb_follows(lab, e2e_spec):
     instance still runs; with the servers back the LB follows the next change."""
     _, connections, _ = lab
     servers = ("node1", "node2")
-    with request_loop() as fresh, request_loop(keepalive=True) as kept:
+    with Traffic(f"every server down {SERVERS_OUTAGE} s") as traffic:
         for name in servers:
             on_host(connections, name, "docker stop consul")
         try:
@@ -155,12 +222,10 @@ def test_every_server_down_loses_nothing_then_the_lb_follows(lab, e2e_spec):
         finally:
             for name in servers:
                 on_host(connections, name, "docker start consul")
-    assert fresh.failures == {} and kept.failures == {}, (fresh.outcomes, kept.outcomes)
-    assert fresh.answered > SERVERS_OUTAGE and kept.answered > SERVERS_OUTAGE
+    traffic.assert_no_failed_get()
     cpu_share = (after.cpu_seconds - before.cpu_seconds) / SERVERS_OUTAGE
     print(f"every server down {SERVERS_OUTAGE} s: consul-template {cpu_share:.2%} of a core, "
-          f"log +{after.log_bytes - before.log_bytes} B; fresh {dict(fresh.outcomes)}, "
-          f"keep-alive {dict(kept.outcomes)}")  # fmt: skip
+          f"log +{after.log_bytes - before.log_bytes} B")  # fmt: skip
     assert cpu_share < 0.05
     # Back, the servers join each other only (retry_join names node1); the LB host's
     # client agent finds them on Serf's next reconnect to failed members (every 30 s;
@@ -181,7 +246,7 @@ def test_every_server_down_loses_nothing_then_the_lb_follows(lab, e2e_spec):
 
 def test_a_consul_outage_on_the_lb_host_loses_nothing_then_the_lb_follows(lab, e2e_spec):
     _, connections, _ = lab
-    with request_loop() as fresh, request_loop(keepalive=True) as kept:
+    with Traffic(f"the LB host's agent down {OUTAGE} s") as traffic:
         on_host(connections, "node3", "docker stop consul")
         try:
             before = consul_template_usage(connections)
@@ -189,13 +254,10 @@ def test_a_consul_outage_on_the_lb_host_loses_nothing_then_the_lb_follows(lab, e
             after = consul_template_usage(connections)
         finally:
             on_host(connections, "node3", "docker start consul")
-    assert fresh.failures == {} and kept.failures == {}, (fresh.outcomes, kept.outcomes)
-    assert fresh.answered > OUTAGE and kept.answered > OUTAGE
+    traffic.assert_no_failed_get()
     cpu_share = (after.cpu_seconds - before.cpu_seconds) / OUTAGE
     log_growth = after.log_bytes - before.log_bytes
-    print(f"outage {OUTAGE} s: consul-template {cpu_share:.2%} of a core, log +{log_growth} B; "
-          f"fresh {dict(fresh.outcomes)}, keep-alive {dict(kept.outcomes)} "
-          f"({kept.retried} RFC 9112 retries)")  # fmt: skip
+    print(f"outage {OUTAGE} s: consul-template {cpu_share:.2%} of a core, log +{log_growth} B")
     assert cpu_share < 0.05
     assert log_growth < 1_000_000 * OUTAGE / 900  # the issue's 1 MB per 15 minutes
     # With Consul back, the LB follows the next change (which the next test undoes).
@@ -257,9 +319,26 @@ def test_a_host_lost_in_the_middle_of_apply(lab, e2e_spec):
     wait_for(lambda: set(lb_sample(30)) == ALL, REBOOT_DEADLINE, "the three instances back")
 
 
-def test_the_lb_host_rebooted_comes_back_and_verify_passes_without_apply(lab):
+def test_the_lb_host_rebooted_serves_at_once_and_verify_passes_without_apply(lab):
+    """The host's engine starts the LB again by its restart policy, and nginx serves the
+    last good configuration from the first second of that start: before the host's own
+    Consul agent and instance are back (the other hosts' instances answer)."""
     spec, connections, _ = lab
-    docker.from_env().containers.get(host_container_name(spec, "node3")).restart(timeout=30)
-    refresh_connections(spec, connections)
+
+    def lb_started_since(moment: float) -> float | None:
+        try:
+            started_at, _ = started(connections, "node3", "lb")
+        except (AssertionError, RemoteError):  # the host still booting: no SSH, no engine
+            return None
+        return started_at if started_at > moment else None
+
+    with probe_loop() as loop:
+        rebooted = time.time()
+        docker.from_env().containers.get(host_container_name(spec, "node3")).restart(timeout=30)
+        refresh_connections(spec, connections)
+        started_at = wait_for(lambda: lb_started_since(rebooted), REBOOT_DEADLINE,
+                              "the LB started again on the rebooted host")  # fmt: skip
+        wait_for(answered_by_an_instance, FOLLOW_DEADLINE, "the LB answering after the reboot")
+    assert_serves_from_its_first_second(loop, started_at, "the LB host rebooted")
     wait_for(lambda: all(c.ok for c in verify(spec, connections)), REBOOT_DEADLINE,
              "verify passing after node3 rebooted")  # fmt: skip

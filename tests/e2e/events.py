@@ -1,0 +1,217 @@
+"""The order of what happened on the lab during an event, read from the lab itself: when
+the LB stopped (or started again) routing to an address, when a container was stopped
+or started, when each Consul server answered with a leader and every server in its raft
+peer set. Request loops cannot tell it: nginx's proxy_next_upstream retries a stopped
+instance on the next one, so a client never sees an instance stopped before the LB
+dropped it. These can.
+
+Times are Unix seconds. The lab's hosts on the docker road are containers on this
+machine's kernel, so their clocks are this machine's: the LB's publish times, Docker's
+event times and time.time() here compare directly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from itertools import pairwise
+
+import httpx
+
+from labctl import security
+from tests.e2e.probes import LB, on_host
+
+POLL = 0.1
+# A container stops serving at its first of these events (`docker rm -f` kills it,
+# `docker stop` sends a signal first: "kill"), and serves again after "start".
+STOPPING = ("kill", "die", "stop", "destroy")
+
+
+@dataclass
+class Publish:
+    published: int  # the LB's own clock, whole seconds (lb-publish: `date +%s`)
+    reloads: int
+    upstreams: dict[str, frozenset[str]]
+
+
+class LbTimeline:
+    """Every configuration the LB published while it ran (its /_lab/lb.json, written by
+    lb-publish after each render it handled), polled every 0.1 s in a thread: consul-template
+    renders at least lb_wait's 2 s apart, so no publish goes unseen. A context manager."""
+
+    def __init__(self) -> None:
+        self.publishes: list[Publish] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=2, trust_env=False) as client:
+            while not self._stop.is_set():
+                try:
+                    state = client.get(f"http://{LB}/_lab/lb.json").json()
+                except (httpx.HTTPError, ValueError):
+                    self.errors += 1  # a restarting LB; its next publish is read then
+                else:
+                    publish = Publish(
+                        state["published"],
+                        state["reloads"],
+                        {s: frozenset(m) for s, m in state["upstreams"].items()},
+                    )
+                    if not self.publishes or publish != self.publishes[-1]:
+                        self.publishes.append(publish)
+                self._stop.wait(POLL)
+
+    def __enter__(self) -> LbTimeline:
+        self._thread.start()
+        # The configuration the LB ran before the event.
+        deadline = time.monotonic() + 10
+        while not self.publishes and time.monotonic() < deadline:
+            time.sleep(POLL)
+        assert self.publishes, "the LB's lb.json did not answer"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _first(self, service: str, address: str, present: bool, after: int = 0) -> int | None:
+        for publish in self.publishes[after:]:
+            if (address in publish.upstreams.get(service, frozenset())) == present:
+                return self.publishes.index(publish)
+        return None
+
+    def dropped(self, service: str, address: str) -> Publish:
+        """The first publish, after one that routed to `address`, that no longer did."""
+        had = self._first(service, address, True)
+        assert had is not None, f"the LB never routed {service} to {address}: {self.publishes}"
+        gone = self._first(service, address, False, had)
+        assert gone is not None, f"the LB never dropped {address} from {service}"
+        return self.publishes[gone]
+
+    def back(self, service: str, address: str) -> Publish:
+        """The first publish routing to `address` again after it was dropped."""
+        had = self._first(service, address, True)
+        gone = self._first(service, address, False, had or 0)
+        assert gone is not None, f"the LB never dropped {address} from {service}"
+        again = self._first(service, address, True, gone)
+        assert again is not None, f"the LB never routed {service} to {address} again"
+        return self.publishes[again]
+
+
+@dataclass
+class ContainerEvent:
+    time: float
+    action: str
+    host: str
+    name: str
+
+
+def container_events(
+    connections, hosts, role: str, since: float, until: float
+) -> list[ContainerEvent]:
+    """Docker's own record of the lab containers of `role` (io.labctl.role) on `hosts`
+    between `since` and `until`, in time order: starts, kills, stops, removals."""
+    events = []
+    for host in hosts:
+        output = on_host(connections, host, (
+            f"docker events --since {since:.3f} --until {until:.3f} --filter type=container "
+            f"--filter label=io.labctl.role={role} "
+            "--format '{{.TimeNano}} {{.Action}} {{.Actor.Attributes.name}}'"
+        ))  # fmt: skip
+        for line in output.splitlines():
+            nanos, action, name = line.split(maxsplit=2)
+            events.append(ContainerEvent(int(nanos) / 1e9, action.split(":")[0], host, name))
+    return sorted(events, key=lambda e: e.time)
+
+
+def _first(events, name: str, actions, after: float, host: str | None) -> float | None:
+    times = [
+        e.time for e in events
+        if e.name == name and e.action in actions and e.time > after and host in (None, e.host)
+    ]  # fmt: skip
+    return times[0] if times else None
+
+
+def stopped_at(events: list[ContainerEvent], name: str, after: float = 0, host=None) -> float:
+    """When container `name` (on `host`, if given) stopped serving: its first stopping
+    event after `after`."""
+    when = _first(events, name, STOPPING, after, host)
+    assert when is not None, f"container {name} was never stopped: {events}"
+    return when
+
+
+def started_at(events: list[ContainerEvent], name: str, after: float = 0, host=None) -> float:
+    when = _first(events, name, ("start",), after, host)
+    assert when is not None, f"container {name} was never started: {events}"
+    return when
+
+
+def assert_left_the_lb_before_it_stopped(
+    timeline: LbTimeline, events: list[ContainerEvent], service: str, instances: dict[str, str]
+) -> None:
+    """Each instance (container name -> its address:port) was out of the configuration
+    the LB runs before its container stopped. The LB publishes in whole seconds; an
+    instance stopped first would have left the LB only after Consul noticed and
+    consul-template waited out lb_wait's minimum (2 s), so a publish time (rounded
+    down) no later than the stop is proof of the order."""
+    for name, address in instances.items():
+        dropped = timeline.dropped(service, address)
+        stopped = stopped_at(events, name)
+        print(f"{name}: out of the LB at {dropped.published}, stopped at {stopped:.2f}")
+        assert dropped.published <= stopped, (
+            f"{name} ({address}) stopped at {stopped:.2f}, before the LB dropped it "
+            f"(published {dropped.published})"
+        )
+
+
+class ServerWatch:
+    """Polls every Consul server's HTTP API every 0.1 s in a thread: for each poll, which
+    servers answered with a leader and all of the spec's servers in their raft peer set
+    (Consul's /v1/status endpoints): "whole". A context manager."""
+
+    def __init__(self, spec) -> None:
+        self.servers = {h.name: str(h.address) for h in spec.consul_servers}
+        self.polls: list[tuple[float, dict[str, bool]]] = []
+        self._headers = {"X-Consul-Token": security.token(spec, "read")}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _whole(self, client: httpx.Client, address: str) -> bool:
+        try:
+            base = f"http://{address}:8500/v1/status"
+            leader = client.get(f"{base}/leader", headers=self._headers)
+            peers = client.get(f"{base}/peers", headers=self._headers)
+            return (
+                leader.status_code == 200 and leader.json() not in ("", None)
+                and peers.status_code == 200 and len(peers.json()) == len(self.servers)
+            )  # fmt: skip
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=1, trust_env=False) as client:
+            while not self._stop.is_set():
+                now = time.time()
+                whole = {name: self._whole(client, a) for name, a in self.servers.items()}
+                self.polls.append((now, whole))
+                self._stop.wait(POLL)
+
+    def __enter__(self) -> ServerWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def whole_between(self, name: str, start: float, end: float) -> bool:
+        """Server `name` answered whole at some poll strictly between start and end."""
+        return any(start < t < end and whole[name] for t, whole in self.polls)
+
+    def seconds_not_whole(self) -> float:
+        """About how long no server answered whole (from one poll to the next)."""
+        return sum(
+            later - t for (t, whole), (later, _) in pairwise(self.polls) if not any(whole.values())
+        )
