@@ -77,9 +77,10 @@ class LbTimeline:
         self._thread.join()
 
     def _first(self, service: str, address: str, present: bool, after: int = 0) -> int | None:
-        for publish in self.publishes[after:]:
-            if (address in publish.upstreams.get(service, frozenset())) == present:
-                return self.publishes.index(publish)
+        """The index of the first publish from `after` on that has (or lacks) `address`."""
+        for index in range(after, len(self.publishes)):
+            if (address in self.publishes[index].upstreams.get(service, frozenset())) == present:
+                return index
         return None
 
     def dropped(self, service: str, address: str) -> Publish:
