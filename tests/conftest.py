@@ -36,13 +36,15 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """An e2e module is scheduled with the shared lab exactly when a test in it uses it
-    (`lab` is tests/e2e/conftest.py's fixture; elsewhere the name is free)."""
+    """Every test under tests/e2e carries the `e2e` marker (`-m "not e2e"` leaves them
+    out). An e2e module is scheduled with the shared lab exactly when a test in it uses
+    it (`lab` is tests/e2e/conftest.py's fixture; elsewhere the name is free)."""
     modules: dict[str, bool] = {}
     for item in items:
         module = item.nodeid.split("::", 1)[0]
         if not module.startswith("tests/e2e/"):
             continue
+        item.add_marker(pytest.mark.e2e)
         modules[module] = modules.get(module, False) or "lab" in item.fixturenames
     for module, uses_lab in modules.items():
         if on_shared_lab(module) != uses_lab:
