@@ -83,20 +83,14 @@ class LbTimeline:
                 return index
         return None
 
-    def dropped(self, service: str, address: str) -> Publish:
-        """The first publish, after one that routed to `address`, that no longer did."""
-        had = self._first(service, address, True)
-        assert had is not None, f"the LB never routed {service} to {address}: {self.publishes}"
-        gone = self._first(service, address, False, had)
-        assert gone is not None, f"the LB never dropped {address} from {service}"
-        return self.publishes[gone]
+    def in_effect_at(self, moment: float) -> int:
+        """The index of the configuration the LB ran at `moment` (Unix time): its last
+        publish no later than it (publish times are whole seconds, rounded down)."""
+        return max(i for i, p in enumerate(self.publishes) if p.published <= moment or i == 0)
 
-    def back(self, service: str, address: str) -> Publish:
-        """The first publish routing to `address` again after it was dropped."""
-        had = self._first(service, address, True)
-        gone = self._first(service, address, False, had or 0)
-        assert gone is not None, f"the LB never dropped {address} from {service}"
-        again = self._first(service, address, True, gone)
+    def back_after(self, service: str, address: str, index: int) -> Publish:
+        """The first publish after `index` routing to `address` again."""
+        again = self._first(service, address, True, index + 1)
         assert again is not None, f"the LB never routed {service} to {address} again"
         return self.publishes[again]
 
@@ -127,7 +121,7 @@ def container_events(
     return sorted(events, key=lambda e: e.time)
 
 
-def _first(events, name: str, actions, after: float, host: str | None) -> float | None:
+def _first_event(events, name: str, actions, after: float, host: str | None) -> float | None:
     times = [
         e.time for e in events
         if e.name == name and e.action in actions and e.time > after and host in (None, e.host)
@@ -138,33 +132,40 @@ def _first(events, name: str, actions, after: float, host: str | None) -> float 
 def stopped_at(events: list[ContainerEvent], name: str, after: float = 0, host=None) -> float:
     """When container `name` (on `host`, if given) stopped serving: its first stopping
     event after `after`."""
-    when = _first(events, name, STOPPING, after, host)
+    when = _first_event(events, name, STOPPING, after, host)
     assert when is not None, f"container {name} was never stopped: {events}"
     return when
 
 
 def started_at(events: list[ContainerEvent], name: str, after: float = 0, host=None) -> float:
-    when = _first(events, name, ("start",), after, host)
+    when = _first_event(events, name, ("start",), after, host)
     assert when is not None, f"container {name} was never started: {events}"
     return when
 
 
 def assert_left_the_lb_before_it_stopped(
     timeline: LbTimeline, events: list[ContainerEvent], service: str, instances: dict[str, str]
-) -> None:
+) -> dict[str, int]:
     """Each instance (container name -> its address:port) was out of the configuration
-    the LB runs before its container stopped. The LB publishes in whole seconds; an
-    instance stopped first would have left the LB only after Consul noticed and
-    consul-template waited out lb_wait's minimum (2 s), so a publish time (rounded
-    down) no later than the stop is proof of the order."""
+    the LB ran when its container stopped; returns, per instance, the index of that
+    configuration in the timeline. The LB publishes in whole seconds; an instance
+    stopped first would have left the LB only after Consul noticed and consul-template
+    waited out lb_wait's minimum (2 s), so the configuration in effect at the stop,
+    read with its time rounded down, still routed to it."""
+    in_effect = {}
     for name, address in instances.items():
-        dropped = timeline.dropped(service, address)
         stopped = stopped_at(events, name)
-        print(f"{name}: out of the LB at {dropped.published}, stopped at {stopped:.2f}")
-        assert dropped.published <= stopped, (
-            f"{name} ({address}) stopped at {stopped:.2f}, before the LB dropped it "
-            f"(published {dropped.published})"
+        index = timeline.in_effect_at(stopped)
+        publish = timeline.publishes[index]
+        routed = sorted(publish.upstreams.get(service, []))
+        print(f"{name}: stopped at {stopped:.2f}; the LB's configuration then (published "
+              f"{publish.published}) routes {service} to {routed}")  # fmt: skip
+        assert address not in publish.upstreams.get(service, frozenset()), (
+            f"{name} ({address}) stopped at {stopped:.2f} while the LB still routed to it "
+            f"(its configuration published at {publish.published})"
         )
+        in_effect[name] = index
+    return in_effect
 
 
 class ServerWatch:

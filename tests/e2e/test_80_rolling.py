@@ -73,10 +73,10 @@ def test_a_rolling_apply_under_load_loses_nothing(lab):
 
         # Instances: out of the LB, stopped, replaced, back in the LB — then the next.
         events = container_events(connections, HOSTS, "demo_service", since, until)
-        assert_left_the_lb_before_it_stopped(timeline, events, SERVICE, instances)
+        out = assert_left_the_lb_before_it_stopped(timeline, events, SERVICE, instances)
         order = sorted(instances, key=lambda name: stopped_at(events, name))
         for done, following in pairwise(order):
-            back = timeline.back(SERVICE, instances[done]).published
+            back = timeline.back_after(SERVICE, instances[done], out[done]).published
             assert back <= stopped_at(events, following), (
                 f"{what}: {following} stopped before {done} was back in the LB ({back})"
             )
