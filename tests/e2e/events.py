@@ -12,7 +12,6 @@ event times and time.time() here compare directly.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from itertools import pairwise
@@ -21,8 +20,9 @@ import httpx
 
 from labctl import security
 from tests.e2e.probes import LB, on_host
+from tests.support.polling import BackgroundPoll
 
-POLL = 0.1
+POLL = BackgroundPoll.interval
 # A container stops serving at its first of these events (`docker rm -f` kills it,
 # `docker stop` sends a signal first: "kill"), and serves again after "start".
 STOPPING = ("kill", "die", "stop", "destroy")
@@ -35,46 +35,38 @@ class Publish:
     upstreams: dict[str, frozenset[str]]
 
 
-class LbTimeline:
+class LbTimeline(BackgroundPoll):
     """Every configuration the LB published while it ran (its /_lab/lb.json, written by
     lb-publish after each render it handled), polled every 0.1 s in a thread: consul-template
     renders at least lb_wait's 2 s apart, so no publish goes unseen. A context manager."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.publishes: list[Publish] = []
         self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        with httpx.Client(timeout=2, trust_env=False) as client:
-            while not self._stop.is_set():
-                try:
-                    state = client.get(f"http://{LB}/_lab/lb.json").json()
-                except (httpx.HTTPError, ValueError):
-                    self.errors += 1  # a restarting LB; its next publish is read then
-                else:
-                    publish = Publish(
-                        state["published"],
-                        state["reloads"],
-                        {s: frozenset(m) for s, m in state["upstreams"].items()},
-                    )
-                    if not self.publishes or publish != self.publishes[-1]:
-                        self.publishes.append(publish)
-                self._stop.wait(POLL)
+    def poll(self, client: httpx.Client) -> None:
+        try:
+            state = client.get(f"http://{LB}/_lab/lb.json").json()
+        except (httpx.HTTPError, ValueError):
+            self.errors += 1  # a restarting LB; its next publish is read then
+            return
+        publish = Publish(
+            state["published"],
+            state["reloads"],
+            {s: frozenset(m) for s, m in state["upstreams"].items()},
+        )
+        if not self.publishes or publish != self.publishes[-1]:
+            self.publishes.append(publish)
 
     def __enter__(self) -> LbTimeline:
-        self._thread.start()
+        super().__enter__()
         # The configuration the LB ran before the event.
         deadline = time.monotonic() + 10
         while not self.publishes and time.monotonic() < deadline:
             time.sleep(POLL)
         assert self.publishes, "the LB's lb.json did not answer"
         return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def _first(self, service: str, address: str, present: bool, after: int = 0) -> int | None:
         """The index of the first publish from `after` on that has (or lacks) `address`."""
@@ -168,17 +160,18 @@ def assert_left_the_lb_before_it_stopped(
     return in_effect
 
 
-class ServerWatch:
+class ServerWatch(BackgroundPoll):
     """Polls every Consul server's HTTP API every 0.1 s in a thread: for each poll, which
     servers answered with a leader and all of the spec's servers in their raft peer set
     (Consul's /v1/status endpoints): "whole". A context manager."""
 
+    timeout = 1.0
+
     def __init__(self, spec) -> None:
+        super().__init__()
         self.servers = {h.name: str(h.address) for h in spec.consul_servers}
         self.polls: list[tuple[float, dict[str, bool]]] = []
         self._headers = {"X-Consul-Token": security.token(spec, "read")}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _whole(self, client: httpx.Client, address: str) -> bool:
         try:
@@ -192,21 +185,9 @@ class ServerWatch:
         except (httpx.HTTPError, ValueError):
             return False
 
-    def _run(self) -> None:
-        with httpx.Client(timeout=1, trust_env=False) as client:
-            while not self._stop.is_set():
-                now = time.time()
-                whole = {name: self._whole(client, a) for name, a in self.servers.items()}
-                self.polls.append((now, whole))
-                self._stop.wait(POLL)
-
-    def __enter__(self) -> ServerWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def poll(self, client: httpx.Client) -> None:
+        now = time.time()
+        self.polls.append((now, {n: self._whole(client, a) for n, a in self.servers.items()}))
 
     def whole_between(self, name: str, start: float, end: float) -> bool:
         """Server `name` answered whole at some poll strictly between start and end."""

@@ -12,7 +12,6 @@ and an apply with zero changes.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from email.utils import parsedate_to_datetime
@@ -33,6 +32,7 @@ from tests.e2e.probes import (
     on_host,
 )
 from tests.support.lb_page import headless_chromium, poll, routed, send_requests, services_shown
+from tests.support.polling import BackgroundPoll
 
 SECOND = "danmu_service"
 FIRST_THREE = {"zhibo-1", "zhibo-2", "zhibo-3"}
@@ -55,39 +55,28 @@ def registered_services(spec) -> set[str]:
     return set(consul(spec, "/v1/catalog/services"))
 
 
-class Poller:
+class Poller(BackgroundPoll):
     """GETs `url` every 0.2 s in a thread, as a person reloading a page would: counts what
     came back (status codes, error names) and notes when one of `instances` first answered
     (monotonic), None until then."""
 
+    interval = 0.2
+
     def __init__(self, url: str, instances: set[str] = frozenset()) -> None:
+        super().__init__()
         self.url, self.instances = url, instances
         self.outcomes: Counter = Counter()
         self.first_answer: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        with httpx.Client(timeout=2, trust_env=False) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.get(self.url)
-                    self.outcomes[response.status_code] += 1
-                    if self.first_answer is None and (
-                        response.headers.get("X-Instance") in self.instances
-                    ):
-                        self.first_answer = time.monotonic()
-                except httpx.HTTPError as exc:
-                    self.outcomes[type(exc).__name__] += 1
-                self._stop.wait(0.2)
-
-    def __enter__(self) -> Poller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def poll(self, client: httpx.Client) -> None:
+        try:
+            response = client.get(self.url)
+        except httpx.HTTPError as exc:
+            self.outcomes[type(exc).__name__] += 1
+            return
+        self.outcomes[response.status_code] += 1
+        if self.first_answer is None and response.headers.get("X-Instance") in self.instances:
+            self.first_answer = time.monotonic()
 
 
 @pytest.fixture(scope="module")

@@ -64,28 +64,23 @@ def test_a_loop_that_runs_through_the_event_passes(backend, keepalive):
     assert loop.last_answer >= end and loop.failures == {}
 
 
-def test_a_loop_that_stalls_in_the_middle_fails(backend):
+@pytest.mark.parametrize(
+    ("delay", "checks", "refusal"),
+    [
+        (1.0, {"share": 0.0, "max_silence": 0.5}, "without an answer"),  # a stall
+        (0.5, {"max_silence": 2.0}, "under 20% of its calm"),  # a crawl
+    ],
+)
+def test_a_loop_that_stalls_or_crawls_during_the_event_fails(backend, delay, checks, refusal):
     with RequestLoop(url(backend)) as loop:
         (rate,) = calm_rates(loop, seconds=0.3)
         start = time.monotonic()
-        backend.delay = 1.0
+        backend.delay = delay
         time.sleep(1.2)
         backend.delay = 0.0
         end = time.monotonic()
-    with pytest.raises(AssertionError, match="without an answer"):
-        assert_served_throughout(loop, rate, start, end, "stall", share=0.0, max_silence=0.5)
-
-
-def test_a_loop_that_slows_to_a_crawl_fails_its_minimum(backend):
-    with RequestLoop(url(backend)) as loop:
-        (rate,) = calm_rates(loop, seconds=0.3)
-        start = time.monotonic()
-        backend.delay = 0.5
-        time.sleep(1.0)
-        backend.delay = 0.0
-        end = time.monotonic()
-    with pytest.raises(AssertionError, match="under 20% of its calm"):
-        assert_served_throughout(loop, rate, start, end, "crawl", max_silence=2.0)
+    with pytest.raises(AssertionError, match=refusal):
+        assert_served_throughout(loop, rate, start, end, "slowed", **checks)
 
 
 def test_a_loop_that_ended_before_the_event_did_fails(backend):
