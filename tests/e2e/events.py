@@ -193,8 +193,11 @@ class ServerWatch(BackgroundPoll):
         """Server `name` answered whole at some poll strictly between start and end."""
         return any(start < t < end and whole[name] for t, whole in self.polls)
 
-    def seconds_not_whole(self) -> float:
-        """About how long no server answered whole (from one poll to the next)."""
+    def seconds_not_whole(self, name: str | None = None) -> float:
+        """About how long server `name` (None: every server) did not answer whole, from
+        one poll to the next."""
         return sum(
-            later - t for (t, whole), (later, _) in pairwise(self.polls) if not any(whole.values())
+            later - t
+            for (t, whole), (later, _) in pairwise(self.polls)
+            if not (whole[name] if name else any(whole.values()))
         )

@@ -96,6 +96,8 @@ def test_a_rolling_apply_under_load_loses_nothing(lab):
                 f"{what}: {following}'s agent went before {done}, a server, was back with "
                 "a leader and every server in its raft peer set"
             )
-        print(f"{what}: agents replaced in the order {went}; for {watch.seconds_not_whole():.1f} s "
-              "in all no server answered with a leader and every server in its peer set")
+        away = {name: round(watch.seconds_not_whole(name), 1) for name in servers}
+        print(f"{what}: agents replaced in the order {went}; seconds each server did not answer "
+              f"with a leader and every server in its peer set: {away}, no server at all: "
+              f"{watch.seconds_not_whole():.1f}")  # fmt: skip
     assert set(lb_sample(30)) == ALL
