@@ -205,7 +205,7 @@ def test_check_settings_consul_would_refuse():
     assert caught.value.problems == [
         "lab.yaml: services[1].check.path = 'health' must start with '/'.",
         "lab.yaml: services[1].check.interval = '10' is not a duration; write it as Consul "
-        "does, e.g. 10s, 1m30s or 90m.",
+        "does, e.g. 10s, 1m30s or 90m (a number and a unit: ns, us, ms, s, m or h).",
     ]
 
 

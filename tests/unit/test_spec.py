@@ -197,7 +197,10 @@ def test_malformed_version(version):
 def test_wrong_type_names_the_field():
     data = seed()
     data["hosts"][0]["demo"] = "two"
-    assert "hosts[0].demo = 'two' is invalid" in only_problem(data)
+    assert only_problem(data) == (
+        "lab.yaml: hosts[0].demo = 'two' is not a valid integer; write a whole number without "
+        "quotes, e.g. 2."
+    )
 
 
 def test_unknown_provider():
