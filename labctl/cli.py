@@ -132,7 +132,8 @@ def _spec(up: bool = False, files: bool = False) -> LabSpec:
         spec, warnings = load_spec()
         for warning in warnings:
             console.print(output.labelled("warning:", "yellow", warning))
-        problems = file_problems(spec, read_state(spec).get("provider")) if files else []
+        state = read_state(spec)  # a state file that cannot be read is named here
+        problems = file_problems(spec, state.get("provider")) if files else []
         if up and (problem := not_up_problem(spec)):
             problems.append(problem)
     except SpecError as exc:

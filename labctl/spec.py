@@ -346,10 +346,19 @@ def registry_mirror_problem(mirror: str) -> str | None:
     return None
 
 
+# A key shown as it is in a location (`hosts[0].demo`); any other, quoted (repr), so that
+# a key with a newline or a space in it stays one visible word of the sentence.
+PLAIN_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
 def _location(loc: tuple) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        key = str(part) if PLAIN_KEY_RE.match(str(part)) else repr(part)
+        out += f".{key}" if out else key
     return out or "(top level)"
 
 
@@ -392,7 +401,8 @@ def _pydantic_problem(error: dict, source: str) -> str:
         return f"{source}: {where} is required; add it."
     value = error.get("input")
     if kind == "value_error":  # the spec's own validators: the problem and the fix
-        return f"{source}: {where} = {value!r} {error['ctx']['error']}."
+        sentence = str(error["ctx"]["error"])
+        return f"{source}: {where} = {value!r} {sentence}{'' if sentence[-1] in '.?' else '.'}"
     if kind in TYPE_HINTS:
         wanted = error["msg"].lower().removeprefix("input should be ")
         return f"{source}: {where} = {value!r} is not {wanted}; {TYPE_HINTS[kind]}."

@@ -320,6 +320,11 @@ ERROR_LINE = re.compile(r"^error: ", re.MULTILINE)
 CLICK_ERROR = "╭─ Error"
 
 
+def one_sentence(output: str) -> bool:
+    """One `error:` line, or click's usage error (a sentence in a box)."""
+    return len(ERROR_LINE.findall(output)) == 1 or CLICK_ERROR in output
+
+
 def judge(case: Case, code: int | None, output: str, before: dict, after: dict) -> Outcome:
     """Whether the case was refused in one sentence, and if not, why."""
     from tests.support.sandbox import CONTACT_MARK
@@ -333,7 +338,7 @@ def judge(case: Case, code: int | None, output: str, before: dict, after: dict) 
         why = "traceback: " + output.strip().splitlines()[-1][:120]
     elif code != 2:
         why = f"exit status {code}"
-    elif len(ERROR_LINE.findall(output)) != 1 and CLICK_ERROR not in output:
+    elif not one_sentence(output):
         why = f"{len(ERROR_LINE.findall(output))} error lines"
     elif case.literal and case.literal not in flat:
         why = f"does not show {case.literal!r} as written"

@@ -20,6 +20,9 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from click.testing import Result
+from typer.testing import CliRunner
+
 CONTACT_EXIT = 97
 CONTACT_MARK = "sandbox: contact:"
 
@@ -75,6 +78,17 @@ def no_contact() -> Iterator[None]:
     finally:
         for (owner, name), original in saved.items():
             setattr(owner, name, original)
+
+
+def invoke(app, args: list[str]) -> Result:
+    """CliRunner's result for `labctl ARGS` under no_contact(); a Contact is the result's
+    exception (CliRunner lets BaseExceptions through)."""
+    runner = CliRunner()
+    try:
+        with no_contact():
+            return runner.invoke(app, args, prog_name="labctl")
+    except Contact as contact:
+        return Result(runner, b"", b"", b"", None, 1, contact, None)
 
 
 def _exit_on_contact(what: str) -> None:

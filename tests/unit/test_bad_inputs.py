@@ -9,13 +9,12 @@ import signal
 import traceback
 
 import pytest
-from typer.testing import CliRunner
 
 from labctl import paths
 from labctl.cli import app
 from labctl.spec import SPEC_ENV
 from tests.support.bad_inputs import CASES, TIMEOUT, Case, _prepare, judge, snapshot
-from tests.support.sandbox import CONTACT_MARK, Contact, no_contact
+from tests.support.sandbox import CONTACT_MARK, Contact, invoke
 
 
 @contextlib.contextmanager
@@ -42,8 +41,8 @@ def run_in_process(case: Case, directory, monkeypatch):
     args = _prepare(case, directory)
     before = snapshot(directory)
     try:
-        with deadline(TIMEOUT), no_contact():
-            result = CliRunner().invoke(app, args, prog_name="labctl")
+        with deadline(TIMEOUT):
+            result = invoke(app, args)
     except TimeoutError as exc:
         return judge(case, None, str(exc), before, snapshot(directory))
     out = result.output
