@@ -28,11 +28,11 @@ ROUTES = Path("/proc/net/route")
 OWN_INTERFACE_PREFIXES = {"docker": ("br-",), "virtualbox": ("vboxnet",)}
 
 
-def routes(table: Path = ROUTES) -> list[tuple[str, ipaddress.IPv4Network]]:
+def routes() -> list[tuple[str, ipaddress.IPv4Network]]:
     """(interface, destination network) of this machine's IPv4 routes, the default route
     left out; none where the kernel has no /proc/net/route (macOS)."""
     try:
-        lines = table.read_text().splitlines()[1:]
+        lines = ROUTES.read_text().splitlines()[1:]
     except OSError:
         return []
     found = []
