@@ -93,7 +93,11 @@ def _seconds(lowest: float, lowest_allowed: bool):
 
 def _version(value: bool) -> None:
     if value:
-        print(f"labctl {metadata.version('consul-lb-lab')}")
+        try:
+            version = metadata.version("consul-lb-lab")
+        except metadata.PackageNotFoundError:  # run from a checkout nothing installed
+            version = "(not installed: ./lab installs it)"
+        print(f"labctl {version}")
         raise typer.Exit()
 
 
@@ -276,7 +280,7 @@ def up(
     wait: Wait = 120.0,
 ) -> None:
     """Create the lab's hosts, converge them, then verify."""
-    spec = _spec(files=True)
+    spec = _spec()
     try:
         chosen = lifecycle.resolve_provider(spec, provider)
         problems = file_problems(spec, chosen)
