@@ -59,7 +59,7 @@ def _known_service(spec: LabSpec, service: str) -> Service:
     for known in spec.services:
         if known.name == service:
             return known
-    names = ", ".join(s.name for s in spec.services)
+    names = ", ".join(s.name for s in spec.services) or "no service (its spec lists none)"
     raise SpecError([f"unknown service {service!r}; the lab runs {names}."])
 
 

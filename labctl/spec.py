@@ -50,6 +50,12 @@ VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
 # [registry[:port]/]repository:tag, any tag but `latest`.
 IMAGE_REF_RE = re.compile(r"^[a-z0-9]+([._:/-][a-z0-9]+)*:(?!latest$)[\w][\w.-]{0,127}$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
+# A Vagrant Cloud box (OWNER/NAME) and a version Vagrant can pin (numbers and dots).
+BOX_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+BOX_VERSION_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)*$")
+# A login name: anything but nothing, whitespace, control characters and `@` or `:`
+# (which ssh and its URLs read as separators).
+SSH_USER_RE = re.compile(r"^[^\s@:\x00-\x1f\x7f]+$")
 # One label of a DNS name (RFC 1123).
 DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
@@ -427,6 +433,29 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
             errors.append(
                 f"{source}: versions.{field} = {version!r} is not a pinned release; "
                 "write it as MAJOR.MINOR.PATCH, e.g. 1.11.3."
+            )
+
+    for arch, box in spec.virtualbox.boxes.model_dump().items():
+        if not BOX_RE.match(box["box"]) or not BOX_VERSION_RE.match(box["version"]):
+            errors.append(
+                f"{source}: virtualbox.boxes.{arch} = {box['box']!r} version "
+                f"{box['version']!r} is not a pinned Vagrant box; write the box as OWNER/NAME "
+                "and its version as numbers and dots, e.g. debian/bookworm64 12.20240905.1."
+            )
+    users = {"ssh.user": spec.ssh.user} | {
+        f"hosts[{i}].ssh_user": h.ssh_user for i, h in enumerate(spec.hosts) if h.ssh_user
+    }
+    for where, user in users.items():
+        if not SSH_USER_RE.match(user):
+            errors.append(
+                f"{source}: {where} = {user!r} is not a user name SSH can log in as; write it "
+                "without spaces or control characters, e.g. admin."
+            )
+    for i, host in enumerate(spec.hosts):
+        if host.ssh_host and not _reachable_host(host.ssh_host):
+            errors.append(
+                f"{source}: hosts[{i}].ssh_host = {host.ssh_host!r} is neither a DNS name nor "
+                "an IP address; write e.g. web1.example.com or 203.0.113.7."
             )
 
     for field, ref in (("images.consul", spec.images.consul),

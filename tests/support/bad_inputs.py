@@ -173,6 +173,11 @@ CASES: list[Case] = [
     Case("ssh-port-zero", spec=spec_with("ssh.port", 0)),
     Case("ssh-port-string", spec=spec_with("ssh.port", "22")),
     Case("apt-cache-ftp", spec=spec_with("apt.cache", "ftp://proxy:3142")),
+    Case("box-version-word", spec=spec_with("virtualbox.boxes.amd64",
+                                            {"box": "debian/bookworm64", "version": "latest"})),
+    Case("ssh-user-empty", spec=spec_with("ssh.user", "")),
+    Case("host-ssh-user-space", spec=spec_with("hosts.1.ssh_user", "ad min"), literal="ad min"),
+    Case("host-ssh-host-space", spec=spec_with("hosts.1.ssh_host", "web 1"), literal="web 1"),
     # --- hosts ---------------------------------------------------------------------------
     Case("host-name-brackets", spec=spec_with("hosts.1.name", "[b]x"), literal="[b]x"),
     Case("host-name-duplicate", spec=spec_with("hosts.1.name", "server1")),
