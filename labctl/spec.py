@@ -635,9 +635,27 @@ class _DuplicateKey(yaml.MarkedYAMLError):
     """A key written twice in one mapping."""
 
 
+class _Unreadable(yaml.MarkedYAMLError):
+    """A plain value YAML reads as a type it then cannot make: `2024-13-01` (a date with
+    no 13th month), a number of more than 4300 digits (Python's limit)."""
+
+
 class _SpecLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key written twice in one mapping (where PyYAML
-    keeps the last one without a word, so the first would be silently ignored)."""
+    keeps the last one without a word, so the first would be silently ignored), and
+    naming a value it cannot make where PyYAML raises a bare ValueError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> object:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            value = str(node.value)
+            shown = repr(value if len(value) <= 40 else f"{value[:40]}...")
+            raise _Unreadable(
+                problem=f"{shown} looks like a YAML {node.tag.rsplit(':', 1)[-1]} but cannot be "
+                f"one ({str(exc).split(';')[0]}); quote it if it is text, or correct it",
+                problem_mark=node.start_mark,
+            ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[object, yaml.Node] = {}
@@ -681,7 +699,7 @@ def load_spec(path: str | os.PathLike | None = None) -> tuple[LabSpec, list[str]
         ) from None
     try:
         data = yaml.load(_text(file, raw), Loader=_SpecLoader)
-    except _DuplicateKey as exc:
+    except (_DuplicateKey, _Unreadable) as exc:
         raise SpecError(
             [f"{file}: line {exc.problem_mark.line + 1}: {exc.problem}."]
         ) from None

@@ -108,6 +108,9 @@ CASES: list[Case] = [
     Case("spec-yaml-syntax", spec=VALID_TEXT + "hosts: [\n"),
     Case("spec-nul-byte", spec=VALID_TEXT + "\x00\n"),
     Case("spec-tab-indent", spec=VALID_TEXT.replace("- name: server2", "\t- name: server2")),
+    Case("spec-date-that-is-none", spec=VALID_TEXT.replace("name: badinput", "name: 2024-13-01")),
+    Case("spec-number-of-5000-digits",
+         spec=VALID_TEXT.replace("demo: 1", "demo: " + "9" * 5000, 1)),
     Case("spec-duplicate-top-key", spec=VALID_TEXT + "name: other\n", literal="name"),
     Case("spec-duplicate-host-key",
          spec=VALID_TEXT.replace("  demo: 1\n- name: server2", "  demo: 1\n  demo: 3\n"

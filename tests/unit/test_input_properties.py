@@ -114,11 +114,25 @@ def mutated_specs(draw) -> dict:
     return data
 
 
+# Plain scalars YAML 1.1 reads as something else than text (a date, 90 for 1:30, a bool,
+# null, infinity, octal and hex), some of which it then cannot make (a 13th month, a
+# number past Python's 4300 digits).
+YAML_TOKENS = ["2024-13-01", "2024-02-30", "2024-01-01", "1:30", "0x1F", "0o17", "017", "1e3",
+               "~", "yes", "no", "on", "off", ".inf", "-.nan", "9" * 5000, "!!binary x",
+               "&a 1", "*a", "[", "{", "|", ">-", "'", '"', "@x", "`x", "%x"]  # fmt: skip
+
+
 @st.composite
 def spec_texts(draw) -> bytes:
-    """A mutated spec as YAML, sometimes with a key written twice or bytes altered."""
+    """A mutated spec as YAML, sometimes with a value written raw (a token YAML reads as
+    another type), a key written twice or bytes altered."""
     text = yaml.safe_dump(draw(mutated_specs()), sort_keys=False, allow_unicode=True)
     lines = text.splitlines(keepends=True)
+    valued = [i for i, line in enumerate(lines) if ": " in line]
+    if valued and draw(st.booleans()):  # a value written as a raw YAML token
+        i = draw(st.sampled_from(valued))
+        token = draw(st.one_of(st.sampled_from(YAML_TOKENS), st.text(max_size=12)))
+        lines[i] = lines[i].split(": ", 1)[0] + f": {token}\n"
     if draw(st.booleans()) and lines:  # a line written twice: a duplicate key
         i = draw(st.integers(0, len(lines) - 1))
         lines.insert(i, lines[i])
@@ -138,6 +152,8 @@ def _one_sentence(problem: str) -> bool:
 @example(raw=b"name: a\nname: b\nhosts: []\n")
 @example(raw=b"hosts:\n- {name: s1, address: 3232249858}\n")
 @example(raw=b"\xff\xfe")
+@example(raw=b"name: 2024-13-01\nhosts: []\n")
+@example(raw=b"hosts: [{demo: " + b"9" * 5000 + b"}]\n")
 def test_load_spec_accepts_or_names_each_problem_in_one_sentence(raw):
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(tmp) / "lab.yaml"

@@ -422,3 +422,14 @@ def test_files_the_spec_names_are_checked_by_the_verbs_that_read_them(tmp_path):
     (tmp_path / "keys" / "lab").write_text("key")
     (tmp_path / "ct").write_text("binary")
     assert file_problems(spec) == []
+
+
+def test_a_value_yaml_cannot_make_is_named_with_its_line(tmp_path):
+    path = tmp_path / "lab.yaml"
+    path.write_text("name: 2024-13-01\nhosts: []\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert caught.value.problems == [
+        f"{path}: line 1: '2024-13-01' looks like a YAML timestamp but cannot be one (month "
+        "must be in 1..12); quote it if it is text, or correct it."
+    ]
