@@ -110,7 +110,6 @@ VIRTUALBOX_MAX_MEMORY_MB = 2097152
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-
 class Network(StrictModel):
     subnet: Subnet = ipaddress.IPv4Network("192.168.56.0/24")
     # Set when /etc/vbox/networks.conf allows more than VirtualBox's default range.
@@ -415,6 +414,50 @@ def _pydantic_problem(error: dict, source: str) -> str:
     return f"{source}: {where} = {value!r} is invalid ({error['msg'].lower()}); correct it."
 
 
+def _image_problems(spec: LabSpec, source: str) -> list[str]:
+    """Boxes, images and mirrors that Vagrant or Docker would refuse, or not pin."""
+    errors = []
+    for arch, box in spec.virtualbox.boxes.model_dump().items():
+        if not BOX_RE.match(box["box"]) or not BOX_VERSION_RE.match(box["version"]):
+            errors.append(
+                f"{source}: virtualbox.boxes.{arch} = {box['box']!r} version "
+                f"{box['version']!r} is not a pinned Vagrant box; write the box as OWNER/NAME "
+                "and its version as numbers and dots, e.g. debian/bookworm64 12.20240905.1."
+            )
+    for field, ref in (("images.consul", spec.images.consul),
+                       ("docker.base_image", spec.docker.base_image)):  # fmt: skip
+        if ref is not None and not IMAGE_REF_RE.match(ref):
+            errors.append(
+                f"{source}: {field} = {ref!r} needs a pinned tag in Docker's lowercase form; "
+                "write it as [registry/]repository:tag with a tag other than latest."
+            )
+    for i, mirror in enumerate(spec.images.registry_mirrors):
+        if problem := registry_mirror_problem(mirror):
+            errors.append(f"{source}: images.registry_mirrors[{i}] = {mirror!r} {problem}.")
+    return errors
+
+
+def _login_problems(spec: LabSpec, source: str) -> list[str]:
+    """SSH users and hosts (provider ssh) that SSH could not use."""
+    errors = []
+    users = {"ssh.user": spec.ssh.user} | {
+        f"hosts[{i}].ssh_user": h.ssh_user for i, h in enumerate(spec.hosts) if h.ssh_user
+    }
+    for where, user in users.items():
+        if not SSH_USER_RE.match(user):
+            errors.append(
+                f"{source}: {where} = {user!r} is not a user name SSH can log in as; write it "
+                "without spaces or control characters, e.g. admin."
+            )
+    for i, host in enumerate(spec.hosts):
+        if host.ssh_host and not _reachable_host(host.ssh_host):
+            errors.append(
+                f"{source}: hosts[{i}].ssh_host = {host.ssh_host!r} is neither a DNS name nor "
+                "an IP address; write e.g. web1.example.com or 203.0.113.7."
+            )
+    return errors
+
+
 def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]]:
     errors: list[str] = []
     warnings: list[str] = []
@@ -435,39 +478,7 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
                 "write it as MAJOR.MINOR.PATCH, e.g. 1.11.3."
             )
 
-    for arch, box in spec.virtualbox.boxes.model_dump().items():
-        if not BOX_RE.match(box["box"]) or not BOX_VERSION_RE.match(box["version"]):
-            errors.append(
-                f"{source}: virtualbox.boxes.{arch} = {box['box']!r} version "
-                f"{box['version']!r} is not a pinned Vagrant box; write the box as OWNER/NAME "
-                "and its version as numbers and dots, e.g. debian/bookworm64 12.20240905.1."
-            )
-    users = {"ssh.user": spec.ssh.user} | {
-        f"hosts[{i}].ssh_user": h.ssh_user for i, h in enumerate(spec.hosts) if h.ssh_user
-    }
-    for where, user in users.items():
-        if not SSH_USER_RE.match(user):
-            errors.append(
-                f"{source}: {where} = {user!r} is not a user name SSH can log in as; write it "
-                "without spaces or control characters, e.g. admin."
-            )
-    for i, host in enumerate(spec.hosts):
-        if host.ssh_host and not _reachable_host(host.ssh_host):
-            errors.append(
-                f"{source}: hosts[{i}].ssh_host = {host.ssh_host!r} is neither a DNS name nor "
-                "an IP address; write e.g. web1.example.com or 203.0.113.7."
-            )
-
-    for field, ref in (("images.consul", spec.images.consul),
-                       ("docker.base_image", spec.docker.base_image)):  # fmt: skip
-        if ref is not None and not IMAGE_REF_RE.match(ref):
-            errors.append(
-                f"{source}: {field} = {ref!r} needs a pinned tag in Docker's lowercase form; "
-                "write it as [registry/]repository:tag with a tag other than latest."
-            )
-    for i, mirror in enumerate(spec.images.registry_mirrors):
-        if problem := registry_mirror_problem(mirror):
-            errors.append(f"{source}: images.registry_mirrors[{i}] = {mirror!r} {problem}.")
+    errors += _image_problems(spec, source) + _login_problems(spec, source)
 
     for kind, reserved in RESERVED_SUBNETS.items():
         if subnet.overlaps(reserved):
