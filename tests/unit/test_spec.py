@@ -283,12 +283,16 @@ def test_cli_exits_2_with_the_sentence_and_touches_nothing(write_spec):
 # --- what YAML and pydantic would take silently ----------------------------------------
 
 
-def test_a_key_written_twice_is_refused_with_both_lines(tmp_path):
-    path = tmp_path / "lab.yaml"
-    path.write_text("name: one\nhosts: []\nname: two\n")
+def problems_of_file(path, content: bytes) -> list[str]:
+    path.write_bytes(content)
     with pytest.raises(SpecError) as caught:
         load_spec(path)
-    assert caught.value.problems == [
+    return caught.value.problems
+
+
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path):
+    path = tmp_path / "lab.yaml"
+    assert problems_of_file(path, b"name: one\nhosts: []\nname: two\n") == [
         f"{path}: line 3: the key 'name' is written twice in one mapping (first at line 1); "
         "keep one."
     ]
@@ -314,10 +318,8 @@ def test_a_merge_key_may_repeat_what_it_merges(tmp_path):
 
 def test_a_spec_that_is_not_utf8_names_the_line(tmp_path):
     path = tmp_path / "lab.yaml"
-    path.write_bytes("name: dynlb\nhosts:\n  - name: s\xe9rver1\n".encode("latin-1"))
-    with pytest.raises(SpecError) as caught:
-        load_spec(path)
-    assert caught.value.problems == [
+    raw = "name: dynlb\nhosts:\n  - name: s\xe9rver1\n".encode("latin-1")
+    assert problems_of_file(path, raw) == [
         f"{path}: line 3 is not UTF-8 (byte 0xe9); save the file as UTF-8."
     ]
 
@@ -426,10 +428,7 @@ def test_files_the_spec_names_are_checked_by_the_verbs_that_read_them(tmp_path):
 
 def test_a_value_yaml_cannot_make_is_named_with_its_line(tmp_path):
     path = tmp_path / "lab.yaml"
-    path.write_text("name: 2024-13-01\nhosts: []\n")
-    with pytest.raises(SpecError) as caught:
-        load_spec(path)
-    assert caught.value.problems == [
+    assert problems_of_file(path, b"name: 2024-13-01\nhosts: []\n") == [
         f"{path}: line 1: '2024-13-01' looks like a YAML timestamp but cannot be one (month "
         "must be in 1..12); quote it if it is text, or correct it."
     ]
