@@ -81,6 +81,7 @@ import docker
 import httpx
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from labctl import lb, operate, security
 from labctl.inventory import connection_data
@@ -735,7 +736,7 @@ def main() -> None:
                      f"{spec.name}: requests per instance through the LB")  # fmt: skip
                 console.print(f"plot: {args.plot}")
         except BenchError as exc:
-            console.print(f"[bold red]error:[/] {exc}")
+            console.print(f"[bold red]error:[/] {escape(str(exc))}")
         except KeyboardInterrupt:
             console.print("interrupted")
         finally:
@@ -753,7 +754,7 @@ def tear_down(spec_file: Path) -> None:
     console.print("labctl down")
     down = labctl(spec_file, "down", timeout=DOWN_TIMEOUT)
     if down.returncode != 0:
-        console.print(f"[bold red]labctl down failed:[/] {down.stderr.strip()}")
+        console.print(f"[bold red]labctl down failed:[/] {escape(down.stderr.strip())}")
 
 
 if __name__ == "__main__":

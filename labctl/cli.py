@@ -14,49 +14,91 @@ labctl doctor [--fix]         what this machine has; install what is missing
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 from dataclasses import asdict
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
 import httpx
 import typer
 from docker.errors import DockerException
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from labctl import images, lifecycle, operate, security, standins, system, virtualbox
+from labctl import images, lifecycle, operate, output, security, standins, system, virtualbox
+from labctl import spec as spec_module
 from labctl.converge import ConvergeError, ConvergeResult
 from labctl.delivery import describe_delivery
 from labctl.images import ImageError
 from labctl.inventory import connection_data
 from labctl.machines import UnreachableError
-from labctl.paths import forget_removed_services, read_state, with_state
+from labctl.paths import forget_removed_services, not_up_problem, read_state, with_state
 from labctl.remote import RemoteError
 from labctl.security import AclError
-from labctl.spec import CONSUL_HTTP_PORT, SPEC_ENV, LabSpec, SpecError, load_spec
+from labctl.spec import (
+    CONSUL_HTTP_PORT,
+    SPEC_ENV,
+    LabSpec,
+    SpecError,
+    file_problems,
+    load_spec,
+)
 from labctl.verify import Check, verify_until
 from labctl.watch import watch_lb
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# -h as well as --help, on every verb.
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__,
+                  context_settings=CONTEXT)  # fmt: skip
 bundle_app = typer.Typer(
-    help="Image bundles: every image a lab needs, for hosts without a registry."
-)
+    help="Image bundles: every image a lab needs, for hosts without a registry.",
+    context_settings=CONTEXT, no_args_is_help=True,
+)  # fmt: skip
 app.add_typer(bundle_app, name="bundle")
-# Sentences are never hard-wrapped: a terminal wraps them, and a log keeps them whole.
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = output.err
 
-# Exit statuses: 1 a step failed, 2 bad input (spec, provider, prerequisites).
+# Exit statuses: 1 a step failed, 2 bad input (spec, provider, prerequisites, or a verb
+# that needs the lab up on a lab that is not).
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 Provider = Annotated[
-    str | None,
-    typer.Option(help="virtualbox, docker or ssh; overrides the spec's provider."),
+    spec_module.Provider | None,
+    typer.Option(help="auto, virtualbox, docker or ssh; overrides the spec's provider."),
 ]
+# The longest wait or refresh interval labctl takes: a day (time.sleep refuses what
+# does not fit its clock, and no lab step needs longer).
+MAX_SECONDS = 86400.0
+
+
+def _seconds(lowest: float, lowest_allowed: bool):
+    """A typer callback: a finite number of seconds from `lowest` up to a day."""
+
+    def check(value: float) -> float:
+        low = value >= lowest if lowest_allowed else value > lowest
+        if not (math.isfinite(value) and low and value <= MAX_SECONDS):
+            allowed = f"{lowest:g}" if lowest_allowed else f"more than {lowest:g}"
+            raise typer.BadParameter(
+                f"{value:g} s is not {allowed} to {MAX_SECONDS:g} s; give a number in that range."
+            )
+        return value
+
+    return check
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            version = metadata.version("consul-lb-lab")
+        except metadata.PackageNotFoundError:  # run from a checkout nothing installed
+            version = "(not installed: ./lab installs it)"
+        print(f"labctl {version}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -65,6 +107,11 @@ def main(
         Path | None,
         typer.Option("--spec", "-s", help="Lab spec file (default: $LAB_SPEC or lab.yaml)."),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True,
+                     help="Print labctl's version and exit."),
+    ] = False,
 ) -> None:
     if spec is not None:
         # Children (pyinfra, Vagrant, the Vagrantfile) read the same variable.
@@ -72,19 +119,31 @@ def main(
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(output.labelled("error:", "bold red", message))
     return typer.Exit(code)
 
 
-def _spec() -> LabSpec:
+def _refuse(problems: list[str]) -> typer.Exit:
+    for problem in problems:
+        console.print(output.labelled("error:", "bold red", problem))
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+def _spec(up: bool = False, files: bool = False) -> LabSpec:
+    """The lab spec, its warnings printed. `up`: refuse (from the lab's local state, no
+    host asked) a lab that is not up; `files`: refuse one whose files are not here."""
     try:
         spec, warnings = load_spec()
+        for warning in warnings:
+            console.print(output.labelled("warning:", "yellow", warning))
+        state = read_state(spec)  # a state file that cannot be read is named here
+        problems = file_problems(spec, state.get("provider")) if files else []
+        if up and (problem := not_up_problem(spec)):
+            problems.append(problem)
     except SpecError as exc:
-        for problem in exc.problems:
-            console.print(f"[bold red]error:[/] {problem}")
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    for warning in warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        problems = exc.problems
+    if problems:
+        raise _refuse(problems)
     _as_root_for_the_engine(spec)
     return spec
 
@@ -103,7 +162,8 @@ def _as_root_for_the_engine(spec: LabSpec) -> None:
             "only; run as root, or join the group (usermod -aG docker USER, then log in again).",
             EXIT_BAD_INPUT,
         )
-    console.print("[yellow]note:[/] the Docker engine here serves root only: running as root.")
+    note = "the Docker engine here serves root only: running as root."
+    console.print(output.labelled("note:", "yellow", note))
     system.rerun_as_root(sys.argv[1:])
 
 
@@ -111,18 +171,20 @@ def _run(step: str, action):
     """Run a lifecycle step under a spinner showing its latest output line."""
     started = time.monotonic()
     try:
-        with console.status(f"{step}...") as spinner:
+        with console.status(Text(f"{step}...")) as spinner:
 
             def report(line: str) -> None:
                 if line:
-                    spinner.update(f"{step}: [dim]{line[:110]}[/]")
+                    spinner.update(Text.assemble(f"{step}: ", (line[:110], "dim")))
 
             result = action(report)
     except UnreachableError as exc:
         for problem in exc.problems:
-            console.print(f"[bold red]error:[/] {problem}")
+            console.print(output.labelled("error:", "bold red", problem))
         raise typer.Exit(EXIT_FAILED) from None
-    except (SpecError, system.PrerequisiteError, ImageError) as exc:
+    except SpecError as exc:
+        raise _refuse(exc.problems) from None
+    except (system.PrerequisiteError, ImageError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     except (lifecycle.LifecycleError, ConvergeError, AclError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
@@ -137,7 +199,7 @@ def _run(step: str, action):
             "run it by hand to see why (another Vagrant command may hold the lab's lock).",
             EXIT_FAILED,
         ) from None
-    console.print(f"[green]✓[/] {step} ({time.monotonic() - started:.1f} s)")
+    console.print(output.labelled("✓", "green", f"{step} ({time.monotonic() - started:.1f} s)"))
     return result
 
 
@@ -173,9 +235,9 @@ def _verify(spec: LabSpec, wait: float, as_json: bool = False) -> None:
         for column in ("service", "check", "target", "result", "detail"):
             table.add_column(column)
         for check in checks:
-            result = "[green]ok[/]" if check.ok else "[bold red]FAIL[/]"
+            result = output.styled("ok", "green") if check.ok else output.styled("FAIL", "bold red")
             table.add_row(check.service, check.what, check.target, result, check.detail)
-        Console().print(table)
+        output.out.print(table)
     failed = [c for c in checks if not c.ok]
     if failed:
         raise _fail(
@@ -185,8 +247,8 @@ def _verify(spec: LabSpec, wait: float, as_json: bool = False) -> None:
         )
 
 
-def _standin_caption(spec: LabSpec) -> str | None:
-    return f"[yellow]{standins.NOTE}[/]" if standins.in_use(spec) else None
+def _standin_caption(spec: LabSpec) -> Text | None:
+    return output.styled(standins.NOTE, "yellow") if standins.in_use(spec) else None
 
 
 def _standin_note(spec: LabSpec) -> dict[str, str]:
@@ -194,7 +256,11 @@ def _standin_note(spec: LabSpec) -> dict[str, str]:
     return {"standins": standins.NOTE} if standins.in_use(spec) else {}
 
 
-Wait = Annotated[float, typer.Option(help="Seconds to keep retrying until every check passes.")]
+Wait = Annotated[
+    float,
+    typer.Option(callback=_seconds(0, lowest_allowed=True),
+                 help="Seconds to keep retrying until every check passes."),
+]  # fmt: skip
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
@@ -217,16 +283,22 @@ def up(
     spec = _spec()
     try:
         chosen = lifecycle.resolve_provider(spec, provider)
-    except (system.PrerequisiteError, lifecycle.LifecycleError) as exc:
+        problems = file_problems(spec, chosen)
+        if bundle is not None:
+            images.read_bundle(bundle)  # a bundle that is none is named before any work
+    except (system.PrerequisiteError, lifecycle.LifecycleError, ImageError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
-    console.print(f"lab [bold]{spec.name}[/]: {len(spec.hosts)} hosts on provider {chosen}")
+    if problems:
+        raise _refuse(problems)
+    console.print(Text.assemble("lab ", (spec.name, "bold"),
+                                f": {len(spec.hosts)} hosts on provider {chosen}"))  # fmt: skip
     if offline:
-        console.print(f"[yellow]offline:[/] {standins.NOTE}.")
+        console.print(output.labelled("offline:", "yellow", f"{standins.NOTE}."))
     if spec.security.open:
-        console.print(
-            "[yellow]security: seed[/] — the seed's open lab: no ACLs and no gossip key, so "
+        console.print(output.labelled(
+            "security: seed", "yellow", "— the seed's open lab: no ACLs and no gossip key, so "
             "anyone who reaches port 8500 of a host may register, change or remove services."
-        )
+        ))  # fmt: skip
     result = _run("up", lambda report: lifecycle.up(spec, chosen, report, bundle, offline))
     _print_changes(result, spec)
     _verify(spec, wait)
@@ -235,7 +307,7 @@ def up(
 @app.command()
 def verify(wait: Wait = 0.0, as_json: AsJson = False) -> None:
     """Check the running lab against the spec; non-zero exit on any failure."""
-    _verify(_spec(), wait, as_json)
+    _verify(_spec(up=True), wait, as_json)
 
 
 @app.command()
@@ -247,13 +319,16 @@ def scale(
 
     Removing instances is graceful: they leave Consul and the LB before they stop.
     """
-    spec = _spec()
-    service, _, count = assignment.partition("=")
-    if not count.isdigit():
-        raise _fail(f"{assignment!r} is not SERVICE=N; write e.g. zhibo_service=5.", EXIT_BAD_INPUT)
+    spec = _spec(files=True)
+    try:
+        service, count = operate.scale_request(with_state(spec), assignment)
+    except SpecError as exc:
+        raise _refuse(exc.problems) from None
+    if problem := not_up_problem(spec):
+        raise _refuse([problem])
     result = _run(
         f"scale {service} to {count}",
-        lambda report: operate.scale(spec, service, int(count), report),
+        lambda report: operate.scale(spec, service, count, report),
     )
     _print_changes(result, spec)
 
@@ -268,7 +343,7 @@ def fail(target: Target) -> None:
     A Vagrant host loses its power; an existing machine (provider ssh), which is not
     the lab's to power off, has every lab container on it killed instead.
     """
-    spec = _spec()
+    spec = _target_spec(target)
     console.print(_run(f"fail {target}", lambda r: operate.fail_or_recover(spec, target, True, r)))
 
 
@@ -279,25 +354,45 @@ def recover(target: Target) -> None:
     A Vagrant host is powered on; on an existing machine (provider ssh) the lab's
     containers are started again.
     """
-    spec = _spec()
+    spec = _target_spec(target)
     console.print(
         _run(f"recover {target}", lambda r: operate.fail_or_recover(spec, target, False, r))
     )
 
 
+def _target_spec(target: str) -> LabSpec:
+    """The spec, once `target` is known to be one of the lab's and the lab is up."""
+    spec = _spec()
+    try:
+        operate.check_target(spec, target)
+    except SpecError as exc:
+        raise _refuse(exc.problems) from None
+    if problem := not_up_problem(spec):
+        raise _refuse([problem])
+    return spec
+
+
 @app.command()
 def watch(
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
-    count: Annotated[int, typer.Option(help="Stop after this many refreshes (0: never).")] = 0,
+    interval: Annotated[
+        float,
+        typer.Option(callback=_seconds(0, lowest_allowed=False), help="Seconds between refreshes."),
+    ] = 1.0,
+    count: Annotated[
+        int, typer.Option(min=0, help="Stop after this many refreshes (0: never).")
+    ] = 0,
 ) -> None:
     """Live view: each upstream's members as nginx runs them, their Consul health, reloads."""
-    watch_lb(with_state(_spec()), interval, count)
+    watch_lb(with_state(_spec(up=True)), interval, count)
 
 
 @bundle_app.command("save")
 def bundle_save(file: Path) -> None:
     """Write every image the spec needs, with a manifest of references and IDs, to FILE."""
-    spec = _spec()
+    if file.is_dir() or not file.parent.is_dir():
+        where = "is a folder" if file.is_dir() else f"is in {file.parent}, which is no folder here"
+        raise _fail(f"{file} {where}; name a file in a folder that exists.", EXIT_BAD_INPUT)
+    spec = _spec(files=True)
     manifest = _run(f"bundle save {file}", lambda report: images.save_bundle(spec, file, report))
     for ref, image_id in manifest.items():
         console.print(f"  {ref}  {image_id[:19]}")
@@ -306,7 +401,7 @@ def bundle_save(file: Path) -> None:
 @app.command()
 def apply() -> None:
     """Converge the hosts again; reports what changed (nothing, when nothing did)."""
-    spec = _spec()
+    spec = _spec(up=True, files=True)
     forget_removed_services(spec)  # a service gone from the spec takes its scale with it
     spec = with_state(spec)
     _print_changes(_run("apply", lambda report: lifecycle.apply(spec, report)), spec)
@@ -316,6 +411,11 @@ def apply() -> None:
 def status(as_json: AsJson = False) -> None:
     """A table of the lab's hosts, with the instances of each service they run."""
     spec = with_state(_spec())
+    if problem := not_up_problem(spec):  # the answer, from the local state alone
+        if as_json:
+            _print_json({"lab": spec.name, "up": False, "hosts": []})
+        console.print(problem)
+        return
     rows = _run("status", lambda report: lifecycle.status(spec))
     per_host = {
         h.name: {s.name: spec.service_counts(s.name)[h.name] for s in spec.services}
@@ -323,7 +423,7 @@ def status(as_json: AsJson = False) -> None:
     }
     if as_json:
         hosts = [asdict(row) | {"instances": per_host[row.name]} for row in rows]
-        _print_json({"lab": spec.name, "hosts": hosts, **_standin_note(spec)})
+        _print_json({"lab": spec.name, "up": True, "hosts": hosts, **_standin_note(spec)})
         return
     table = Table(title=f"lab {spec.name}", caption=_standin_caption(spec))
     for column in ("host", "provider", "state", "address", "docker", "instances"):
@@ -331,10 +431,10 @@ def status(as_json: AsJson = False) -> None:
     for row in rows:
         instances = ", ".join(f"{name} ×{n}" for name, n in per_host[row.name].items() if n)
         table.add_row(row.name, row.provider, row.state, row.address, row.docker, instances or "-")
-    Console().print(table)
+    output.out.print(table)
     for row in rows:
         if row.problem:
-            console.print(f"[yellow]unreachable:[/] {row.problem}")
+            console.print(output.labelled("unreachable:", "yellow", row.problem))
     if spec.consul_servers:
         ui = f"http://{spec.consul_servers[0].address}:{CONSUL_HTTP_PORT}/ui"
         login = "log in with the read token: `labctl token read`" if spec.security.acl else (
@@ -353,6 +453,8 @@ def token(
     if not spec.security.acl:
         raise _fail("this lab has no ACLs (security.acl is false), so it has no tokens.",
                     EXIT_BAD_INPUT)  # fmt: skip
+    if problem := not_up_problem(spec):
+        raise _refuse([problem])
     saved = security.saved_tokens(spec)
     if name is None:
         table = Table(title=f"lab {spec.name}: Consul tokens (`labctl token NAME` prints one)")
@@ -362,7 +464,7 @@ def token(
         descriptions[security.MANAGEMENT] = "everything (the bootstrap token)"
         for token_name, saved_token in saved.items():
             table.add_row(token_name, saved_token["accessor"], descriptions.get(token_name, ""))
-        Console().print(table)
+        output.out.print(table)
         return
     if name not in saved:
         known = ", ".join(saved) or "none yet (run `labctl up`)"
@@ -410,8 +512,8 @@ def doctor(fix: Annotated[bool, typer.Option(help="Install what is missing (root
     table.add_row(
         "Docker engine", "answers" if system.engine() else "no answer", "the docker provider"
     )
-    Console().print(table)
+    output.out.print(table)
     if system.have(system.VIRTUALBOX):
         problem = virtualbox.installed_problem()
         if problem:
-            console.print(f"[yellow]virtualbox provider:[/] {problem}")
+            console.print(output.labelled("virtualbox provider:", "yellow", problem))

@@ -7,7 +7,6 @@ Roles are host data flags and groups; no code branches on host names.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from labctl.images import LabImage, lab_images
@@ -86,11 +85,6 @@ def host_data(
     }
 
 
-def spec_relative(spec: LabSpec, path: str) -> Path:
-    """A path written in the spec: `~` expanded, relative ones from the spec's folder."""
-    return spec.source.parent / Path(path).expanduser()
-
-
 def ssh_data_for_spec(spec: LabSpec, host: Host) -> SshData:
     """Connection data for the ssh provider: existing machines, no Vagrant."""
     data: SshData = {
@@ -100,11 +94,11 @@ def ssh_data_for_spec(spec: LabSpec, host: Host) -> SshData:
     }
     key = host.ssh_key or spec.ssh.key
     if key:
-        data["ssh_key"] = str(spec_relative(spec, key))
+        data["ssh_key"] = str(spec.spec_relative(key))
         data["ssh_allow_agent"] = data["ssh_look_for_keys"] = False
     # A first contact is recorded, a changed key refused (labctl.remote does the same).
     data["ssh_strict_host_key_checking"] = "accept-new"
-    data["ssh_known_hosts_file"] = str(spec_relative(spec, spec.ssh.known_hosts))
+    data["ssh_known_hosts_file"] = str(spec.spec_relative(spec.ssh.known_hosts))
     if data["ssh_user"] != "root":
         data["_sudo"] = True
     return data

@@ -16,6 +16,7 @@ from labctl import (
     aptcache,
     connections,
     delivery,
+    hostnet,
     images,
     machines,
     security,
@@ -31,13 +32,14 @@ from labctl.paths import (
     docker_network_name,
     lab_dir,
     log_summary,
+    not_up_problem,
     read_state,
     with_images,
     write_state,
 )
 from labctl.platforms import control_arch
 from labctl.remote import RemoteError, run
-from labctl.spec import LabSpec
+from labctl.spec import LabSpec, SpecError
 
 Report = Callable[[str], None]
 
@@ -79,7 +81,13 @@ def preflight(
 ) -> tuple[LabSpec, dict]:
     """Everything that can fail before a host is touched; returns the spec to converge
     and the state to record (the resolved images)."""
+    if provider in vagrant.VAGRANT_PROVIDERS and (clash := hostnet.route_clash(spec, provider)):
+        raise SpecError([clash])
     system.ensure_provider(provider)
+    if provider == "docker" and (
+        clash := hostnet.docker_network_clash(system.ensure_engine(), spec)
+    ):
+        raise SpecError([clash])
     arches = hosts_arch(spec, provider, report)
     state: dict = {"provider": provider}
     if offline:
@@ -160,9 +168,9 @@ def up(
 
 def apply(spec: LabSpec, report: Report) -> ConvergeResult:
     """Converge again. Images are resolved again first: a changed recipe is rebuilt."""
+    if problem := not_up_problem(spec):
+        raise LifecycleError(problem)
     state = read_state(spec)
-    if not state:
-        raise LifecycleError(f"lab {spec.name} is not up; run `labctl up` first.")
     arches = hosts_arch(spec, state["provider"], report)
     write_state(spec, **delivery.prepare(spec, arches, report=report))
     write_state(spec, apt_proxy=aptcache.ensure(spec, state["provider"], report))

@@ -9,33 +9,78 @@ stops them (role demo_service).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
 import httpx
 
 from labctl import connections, lb, system, vagrant
+from labctl import services as lab_services
 from labctl.converge import ConvergeResult
 from labctl.lifecycle import LifecycleError, apply
-from labctl.paths import LAB_LABEL, host_container_name, read_state, record_counts, with_state
+from labctl.paths import (
+    LAB_LABEL,
+    host_container_name,
+    read_state,
+    record_counts,
+    with_state,
+)
 from labctl.remote import RemoteError, run
-from labctl.spec import LabSpec, SpecError, validate
+from labctl.spec import LabSpec, Service, SpecError, validate
 
 Report = Callable[[str], None]
 LB_FOLLOW_DEADLINE = 60.0
 
 
+# `scale SERVICE=N`: N in ASCII digits (int() would also take '٣' and fail on '²').
+SCALE_RE = re.compile(r"^([^=]+)=([0-9]+)$")
+
+
 def spread(spec: LabSpec, service: str, total: int) -> dict[str, int]:
     """`total` instances of `service` over the hosts the spec runs it on (round-robin, spec
     order); over every Consul agent host when the spec runs it nowhere."""
+    hosts = _spread_over(spec, service)
+    counts = dict.fromkeys((h.name for h in spec.hosts), 0)
+    each, extra = divmod(total, len(hosts)) if hosts else (0, 0)
+    for i, host in enumerate(hosts):
+        counts[host] = each + (i < extra)
+    return counts
+
+
+def _spread_over(spec: LabSpec, service: str) -> list[str]:
     declared = spec.service_counts(service)
-    hosts = [h.name for h in spec.hosts if declared[h.name] > 0] or [
+    return [h.name for h in spec.hosts if declared[h.name] > 0] or [
         h.name for h in spec.hosts if h.consul != "none"
     ]
-    counts = dict.fromkeys((h.name for h in spec.hosts), 0)
-    for i in range(total):
-        counts[hosts[i % len(hosts)]] += 1
-    return counts
+
+
+def _known_service(spec: LabSpec, service: str) -> Service:
+    for known in spec.services:
+        if known.name == service:
+            return known
+    names = ", ".join(s.name for s in spec.services) or "no service (its spec lists none)"
+    raise SpecError([f"unknown service {service!r}; the lab runs {names}."])
+
+
+def scale_request(spec: LabSpec, assignment: str) -> tuple[str, int]:
+    """The service and count of `scale SERVICE=N`, checked against the spec before anything
+    is done: a known service, and a count whose instances fit the hosts' ports (the
+    count is compared as written, so no number is too large to be refused at once)."""
+    match = SCALE_RE.match(assignment)
+    if match is None:
+        raise SpecError([f"{assignment!r} is not SERVICE=N with N a whole number; write e.g. "
+                         "zhibo_service=5."])  # fmt: skip
+    service, count = match.groups()
+    port = _known_service(spec, service).port
+    hosts = len(_spread_over(spec, service))
+    most = max(lab_services.HIGHEST_PORT - port + 1, 0) * hosts
+    if len(count.lstrip("0")) > len(str(most)) or int(count) > most:
+        raise SpecError([
+            f"{service}={count}: at most {most} instances fit on its {hosts} hosts (one port "
+            f"each, from {port} to {lab_services.HIGHEST_PORT}); ask for fewer."
+        ])  # fmt: skip
+    return service, int(count)
 
 
 def wait_for_lb(spec: LabSpec, service: str, expected: set[str], report: Report) -> float:
@@ -64,9 +109,7 @@ def scale(spec: LabSpec, service: str, total: int, report: Report) -> ConvergeRe
     """Record the new counts of `service` and converge. Removal is graceful in the role
     itself (out of Consul, out of the LB, then stopped); this waits until the LB runs
     exactly the new set."""
-    names = [s.name for s in spec.services]
-    if service not in names:
-        raise SpecError([f"unknown service {service!r}; the lab runs {', '.join(names)}."])
+    _known_service(spec, service)
     if total < 0:
         raise SpecError([f"{service}={total}: the count must be 0 or more."])
     counts = spread(spec, service, total)
@@ -144,13 +187,18 @@ def _host_action(spec: LabSpec, target: str, failing: bool, report: Report) -> s
     return f"host {target} is up (its containers restart with it)"
 
 
+def check_target(spec: LabSpec, target: str) -> None:
+    """Raise SpecError unless `target` is an instance or a host of the lab."""
+    if _instance(spec, target) is None and target not in {h.name for h in spec.hosts}:
+        names = [i.id for i in with_state(spec).demo_instances()] + [h.name for h in spec.hosts]
+        raise SpecError([f"unknown target {target!r}; use one of {', '.join(names)}."])
+
+
 def fail_or_recover(spec: LabSpec, target: str, failing: bool, report: Report) -> str:
     """Crash (or restart) one demo instance, or a whole host: Vagrant's machines are
     powered off (or on), existing machines have their lab containers killed (or started)."""
+    check_target(spec, target)
     instance = _instance(spec, target)
-    if instance is None and target not in {h.name for h in spec.hosts}:
-        names = [i.id for i in with_state(spec).demo_instances()] + [h.name for h in spec.hosts]
-        raise LifecycleError(f"unknown target {target!r}; use one of {', '.join(names)}.")
     if instance is None:
         return _host_action(spec, target, failing, report)
     _remote(spec, instance.host, f"docker {'kill' if failing else 'start'} {instance.id}")

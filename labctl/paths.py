@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from labctl.spec import PROJECT_ROOT, LabSpec
+from labctl.spec import PROJECT_ROOT, LabSpec, SpecError
 
 # What labctl keeps between labs on this machine: downloads, image archives, apt's cache.
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labctl"
@@ -66,11 +66,41 @@ def _state_file(spec: LabSpec) -> Path:
     return lab_dir(spec) / STATE_FILE
 
 
+class StateError(SpecError):
+    """The lab's state file is there but cannot be read: never taken for "no state"."""
+
+
 def read_state(spec: LabSpec) -> dict:
+    """The lab's recorded state; {} when it has none (never created, or down)."""
+    file = _state_file(spec)
     try:
-        return json.loads(_state_file(spec).read_text())
-    except (OSError, ValueError):
+        state = json.loads(file.read_text())
+    except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise StateError([f"{file}: cannot read the lab's state ({exc.strerror}); run labctl "
+                          "as the user who brought the lab up."]) from None  # fmt: skip
+    except ValueError as exc:
+        why = f"not JSON: {exc}"
+    else:
+        if isinstance(state, dict):
+            return state
+        why = f"a JSON {type(state).__name__}, not an object"
+    raise StateError([
+        f"{file} is not the state labctl wrote ({why}); restore it, or move it away and run "
+        "`labctl down` to remove what the lab left by its spec."
+    ])  # fmt: skip
+
+
+def not_up_problem(spec: LabSpec) -> str | None:
+    """Why the lab counts as not up, from its state alone (no host is asked): no state,
+    or a state that records no provider, which only `up` writes, before it creates any
+    host. None when `up` has created (or begun to create) its hosts."""
+    file = _state_file(spec)
+    if read_state(spec).get("provider"):
+        return None
+    why = f"{file} records no hosts" if file.exists() else f"there is no {file}"
+    return f"lab {spec.name} is not up ({why}); run `labctl up` first."
 
 
 def write_state(spec: LabSpec, **values: object) -> None:

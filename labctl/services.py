@@ -49,25 +49,66 @@ RESERVED_NAMES = {
     "consul": "Consul's own service, which the LB leaves out",
     "stub_status": "the LB's own location /stub_status",
 }
-# A Go duration, as Consul parses check intervals and timeouts.
-DURATION_RE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
+# Go's time.ParseDuration, which Consul's check definitions go through (agent/structs
+# check_type.go, CheckType.UnmarshalJSON): `[-+]` then one or more `<decimal><unit>`, or
+# a bare "0"; more than int64 nanoseconds is an error ("invalid duration").
+DURATION_UNITS_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6,
+                     "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}  # fmt: skip
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+GO_DURATION_MAX_NS = 2**63 - 1
+# Consul runs an HTTP check at most once a second: a shorter interval is raised to it with
+# only a warning in the agent's log (agent/checks/check.go MinInterval; agent/agent.go
+# addCheck), and an interval of 0 is refused ("Interval must be > 0 for Script, HTTP, ...
+# checks", agent/structs/check_type.go CheckType.Validate).
+CHECK_MIN_INTERVAL_NS = 10**9
+# Consul deregisters a critical service no sooner than a minute: a shorter
+# DeregisterCriticalServiceAfter is raised to it with a warning in the agent's log
+# (check_deregister_interval_min = "1m", agent/config/default.go; agent/agent.go addCheck);
+# 0 turns deregistration off.
+CHECK_MIN_DEREGISTER_NS = 60 * 10**9
+# The check's target is `http://<address>:<port><path>`: an RFC 3986 path (and query),
+# which Go's url.Parse takes as written (no space, no control character, no fragment).
+CHECK_PATH_RE = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@/%?]*$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def go_duration_ns(text: str) -> int | None:
+    """`text` in nanoseconds as Go's time.ParseDuration reads it; None where Go refuses it."""
+    sign, rest = (-1, text[1:]) if text[:1] == "-" else (1, text.removeprefix("+"))
+    if rest == "0":
+        return 0
+    total, pos = 0, 0
+    while pos < len(rest):
+        part = _DURATION_PART.match(rest, pos)
+        if part is None:
+            return None
+        number, unit = part.groups()
+        whole, _, fraction = number.partition(".")
+        scale = DURATION_UNITS_NS[unit]
+        total += int(whole or 0) * scale + int(fraction or 0) * scale // 10 ** len(fraction)
+        pos = part.end()
+    if not rest or total > GO_DURATION_MAX_NS:
+        return None
+    return sign * total
 
 
-class ServiceCheck(_Strict):
+class StrictModel(BaseModel):
+    """A mapping of the spec: unknown keys refused, and no coercion of YAML's types (no
+    `true` read as 1, no "2" read as 2: a value of the wrong type is named instead)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ServiceCheck(StrictModel):
     """The HTTP health check every instance is registered with (the seed's settings)."""
 
     path: str = "/health"
     interval: str = "10s"
     timeout: str = "5s"
-    # Consul removes an instance whose check stays critical this long.
+    # Consul removes an instance whose check stays critical this long (0s: never).
     deregister_critical_after: str = "90m"
 
 
-class Service(_Strict):
+class Service(StrictModel):
     name: str
     tags: list[str] = []
     # Instance k on a host listens on port + k - 1.
@@ -229,16 +270,44 @@ def _count_problems(
 
 def _check_problems(services: Sequence[Service], source: str) -> Iterator[str]:
     for i, service in enumerate(services):
-        check = service.check
+        check, where = service.check, f"{source}: services[{i}].check"
         if not check.path.startswith("/"):
-            yield f"{source}: services[{i}].check.path = {check.path!r} must start with '/'."
+            yield f"{where}.path = {check.path!r} must start with '/'."
+        elif not CHECK_PATH_RE.match(check.path):
+            yield (
+                f"{where}.path = {check.path!r} is not a URL path; write it with letters, "
+                "digits and /-._~!$&'()*+,;=:@%? only (percent-encode anything else)."
+            )
+        durations = {}
         for field in ("interval", "timeout", "deregister_critical_after"):
             value = getattr(check, field)
-            if not DURATION_RE.match(value):
+            durations[field] = go_duration_ns(value)
+            if durations[field] is None:
                 yield (
-                    f"{source}: services[{i}].check.{field} = {value!r} is not a duration; "
-                    "write it as Consul does, e.g. 10s, 1m30s or 90m."
+                    f"{where}.{field} = {value!r} is not a duration; write it as Consul does, "
+                    "e.g. 10s, 1m30s or 90m (a number and a unit: ns, us, ms, s, m or h)."
                 )
+            elif durations[field] < 0:
+                yield f"{where}.{field} = {value!r} is negative; write a positive duration."
+        interval, timeout, deregister = durations.values()
+        if interval is not None and 0 <= interval < CHECK_MIN_INTERVAL_NS:
+            yield (
+                f"{where}.interval = {check.interval!r}: Consul "
+                + ("refuses an HTTP check with no interval" if interval == 0 else
+                   "runs an HTTP check at most once a second and would silently use 1s")
+                + "; write 1s or more."
+            )  # fmt: skip
+        if timeout == 0:
+            yield (
+                f"{where}.timeout = {check.timeout!r}: Consul reads a timeout of 0 as its "
+                "default of 10s; write the timeout you mean, e.g. 5s."
+            )
+        if deregister is not None and 0 < deregister < CHECK_MIN_DEREGISTER_NS:
+            yield (
+                f"{where}.deregister_critical_after = {check.deregister_critical_after!r}: "
+                "Consul deregisters a critical instance no sooner than a minute and would "
+                "silently use 1m; write 1m or more (or 0s to never deregister)."
+            )
 
 
 def _port_problems(

@@ -10,14 +10,23 @@ import difflib
 import ipaddress
 import os
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    field_validator,
+)
 
 from labctl import services as lab_services
-from labctl.services import SEED_SERVICE, DemoInstance, Service
+from labctl.services import SEED_SERVICE, DemoInstance, Service, StrictModel
 
 __all__ = ["DemoInstance", "Service"]
 
@@ -28,11 +37,27 @@ SPEC_ENV = "LAB_SPEC"
 # VirtualBox 6.1.28+ only lets host-only networks use 192.168.56.0/21 unless the
 # user widens the range in /etc/vbox/networks.conf.
 VIRTUALBOX_HOSTONLY_RANGE = ipaddress.ip_network("192.168.56.0/21")
+# Ranges no lab network may touch: the kernel gives them other meanings (RFC 6890).
+RESERVED_SUBNETS = {
+    "\"this network\"": ipaddress.ip_network("0.0.0.0/8"),
+    "loopback": ipaddress.ip_network("127.0.0.0/8"),
+    "link-local": ipaddress.ip_network("169.254.0.0/16"),
+    "multicast": ipaddress.ip_network("224.0.0.0/4"),
+    "reserved": ipaddress.ip_network("240.0.0.0/4"),
+}
 
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
 # [registry[:port]/]repository:tag, any tag but `latest`.
 IMAGE_REF_RE = re.compile(r"^[a-z0-9]+([._:/-][a-z0-9]+)*:(?!latest$)[\w][\w.-]{0,127}$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
+# A Vagrant Cloud box (OWNER/NAME) and a version Vagrant can pin (numbers and dots).
+BOX_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+BOX_VERSION_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)*$")
+# A login name: anything but nothing, whitespace, control characters and `@` or `:`
+# (which ssh and its URLs read as separators).
+SSH_USER_RE = re.compile(r"^[^\s@:\x00-\x1f\x7f]+$")
+# One label of a DNS name (RFC 1123).
+DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 Provider = Literal["auto", "virtualbox", "docker", "ssh"]
 
@@ -48,12 +73,45 @@ class SpecError(Exception):
         self.problems = problems
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _written_as_text(value: object) -> object:
+    """Addresses are written as text: YAML reads 3232249858 as a number, which
+    ipaddress would silently take for 192.168.56.2."""
+    if isinstance(value, str | ipaddress.IPv4Address | ipaddress.IPv4Network):
+        return value
+    raise ValueError("is not an address; write it as text, e.g. 192.168.56.2")
 
 
-class Network(_Strict):
-    subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("192.168.56.0/24")
+def _network(value: object) -> object:
+    """A subnet, written as its network address: one with host bits set names which
+    network was meant."""
+    value = _written_as_text(value)
+    if not isinstance(value, str):
+        return value
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError("is not an IPv4 network; write it as ADDRESS/PREFIX, e.g. "
+                         "192.168.56.0/24") from None  # fmt: skip
+    if network.version != 4:
+        raise ValueError("is an IPv6 network; the lab runs on IPv4: write e.g. 192.168.56.0/24")
+    if ipaddress.ip_interface(value).ip != network.network_address:
+        raise ValueError(f"has host bits set; did you mean {network}?")
+    return network
+
+
+Address = Annotated[ipaddress.IPv4Address, Strict(False), BeforeValidator(_written_as_text)]
+Subnet = Annotated[ipaddress.IPv4Network, Strict(False), BeforeValidator(_network)]
+LocalPath = Annotated[Path, Strict(False)]
+# VirtualBox's limits for one VM (include/VBox/param.h: VMM_MAX_CPU_COUNT,
+# MM_RAM_MAX_IN_MB on a 64-bit host).
+VIRTUALBOX_MAX_CPUS = 64
+VIRTUALBOX_MAX_MEMORY_MB = 2097152
+# A port, as TCP has them.
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Network(StrictModel):
+    subnet: Subnet = ipaddress.IPv4Network("192.168.56.0/24")
     # Set when /etc/vbox/networks.conf allows more than VirtualBox's default range.
     allow_any_subnet: bool = False
 
@@ -64,7 +122,7 @@ class Network(_Strict):
 CONSUL_TEMPLATE_BACKOFF_FIXED = (0, 19, 4)
 
 
-class Versions(_Strict):
+class Versions(StrictModel):
     consul: str = "1.11.3"
     # The seed's 0.19 line, at the release that fixed the backoff overflow; the seed's
     # own 0.19.0 stays selectable (with a warning).
@@ -74,27 +132,27 @@ class Versions(_Strict):
     nginx: str = "1.22.1"
 
 
-class Images(_Strict):
+class Images(StrictModel):
     # Consul image; default hashicorp/consul:<versions.consul>. Point it at a
     # private registry (or, in tests, at the stand-in) here.
     consul: str | None = None
     # A consul-template binary, .zip or .tgz on the control machine; default: the
     # official release archive for versions.consul_template, SHA-256 checked.
-    consul_template_binary: Path | None = None
+    consul_template_binary: LocalPath | None = None
     # Registries tried, in order, before an image's own registry (by the control
     # machine, and by the hosts' engines as daemon.json registry-mirrors).
-    registry_mirrors: list[str] = []
+    registry_mirrors: list[str] = Field(default_factory=list)
     # Where images are resolved: `control` (this machine's engine, one archive per
     # host), `hosts` (each host pulls, builds or loads a bundle), or `auto`.
     delivery: Literal["auto", "control", "hosts"] = "auto"
 
 
-class Box(_Strict):
+class Box(StrictModel):
     box: str
     version: str
 
 
-class VirtualBoxBoxes(_Strict):
+class VirtualBoxBoxes(StrictModel):
     """A pinned box per architecture; labctl picks the control machine's, because
     VirtualBox runs guests of its host's architecture only."""
 
@@ -105,27 +163,27 @@ class VirtualBoxBoxes(_Strict):
     arm64: Box = Box(box="bento/debian-12", version="202510.26.0")
 
 
-class VirtualBox(_Strict):
+class VirtualBox(StrictModel):
     boxes: VirtualBoxBoxes = VirtualBoxBoxes()
-    cpus: Annotated[int, Field(ge=1)] = 1
-    memory: Annotated[int, Field(ge=256)] = 1024
+    cpus: Annotated[int, Field(ge=1, le=VIRTUALBOX_MAX_CPUS)] = 1
+    memory: Annotated[int, Field(ge=256, le=VIRTUALBOX_MAX_MEMORY_MB)] = 1024
 
 
-class DockerProvider(_Strict):
+class DockerProvider(StrictModel):
     # Image the host containers are built FROM; built with debootstrap when no
     # registry can serve it.
     base_image: str = "debian:bookworm"
 
 
-class Ssh(_Strict):
+class Ssh(StrictModel):
     user: str = "root"
-    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    port: Port = 22
     key: str | None = None
     # Where host keys are recorded (first contact) and checked (every contact).
     known_hosts: str = "~/.ssh/known_hosts"
 
 
-class Security(_Strict):
+class Security(StrictModel):
     # Gossip between the agents encrypted and authenticated with one key per lab.
     gossip_encryption: bool = True
     # ACLs that deny by default, with a least-privilege token for each part of the lab.
@@ -137,7 +195,7 @@ class Security(_Strict):
         return not (self.gossip_encryption or self.acl)
 
 
-class Apt(_Strict):
+class Apt(StrictModel):
     # Where the hosts' apt fetches the lab's packages (the Docker engine): `auto`, an
     # apt-cacher-ng labctl runs here for Vagrant's hosts, so each package is downloaded
     # once for every host (none on the ssh road, whose machines may not reach this
@@ -148,13 +206,15 @@ class Apt(_Strict):
     @classmethod
     def _cache(cls, value: str) -> str:
         if value not in ("auto", "none") and not re.match(r"^http://[^/\s]+/?$", value):
-            raise ValueError("write auto, none, or an apt proxy such as http://10.0.0.1:3142")
+            raise ValueError(
+                "is not auto, none or an apt proxy's URL; write e.g. http://10.0.0.1:3142"
+            )
         return value
 
 
-class Host(_Strict):
+class Host(StrictModel):
     name: str
-    address: ipaddress.IPv4Address
+    address: Address
     consul: Literal["server", "client", "none"] = "client"
     bootstrap: bool = False
     lb: bool = False
@@ -164,11 +224,11 @@ class Host(_Strict):
     # spec-wide ssh settings.
     ssh_host: str | None = None
     ssh_user: str | None = None
-    ssh_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    ssh_port: Port | None = None
     ssh_key: str | None = None
 
 
-class LabSpec(_Strict):
+class LabSpec(StrictModel):
     name: str = "dynlb"
     provider: Provider = "auto"
     network: Network = Network()
@@ -196,7 +256,10 @@ class LabSpec(_Strict):
         if value == "seed":
             return {"gossip_encryption": False, "acl": False}
         if isinstance(value, str):
-            raise ValueError("write `security: seed` for the seed's open lab, or a mapping")
+            raise ValueError(
+                "is not a mapping; write `security: seed` for the seed's open lab, or a "
+                "mapping of gossip_encryption and acl"
+            )
         return value
 
     @property
@@ -243,6 +306,10 @@ class LabSpec(_Strict):
         changed._source = self.source
         return changed
 
+    def spec_relative(self, path: str) -> Path:
+        """A path written in the spec: `~` expanded, relative ones from the spec's folder."""
+        return self.source.parent / Path(path).expanduser()
+
     def host(self, name: str) -> Host:
         for host in self.hosts:
             if host.name == name:
@@ -250,10 +317,53 @@ class LabSpec(_Strict):
         raise KeyError(name)
 
 
+def _reachable_host(host: str | None) -> bool:
+    """A DNS name or an IP address."""
+    if not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return all(DNS_LABEL_RE.match(label) for label in host.removesuffix(".").split("."))
+
+
+def registry_mirror_problem(mirror: str) -> str | None:
+    """What dockerd would refuse in a registry mirror, which goes into every host's
+    daemon.json (a host name alone means https://). dockerd 20.10 refuses to start on
+    a mirror that is not an http(s) URL, has a path, query or fragment, or carries a user
+    or password (moby registry/config.go, ValidateMirror); a mirror with no host, or a port
+    that is not one, is refused here too: no pull could reach it."""
+    url = mirror if "://" in mirror else f"https://{mirror}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a URL; write it as https://HOST[:PORT], e.g. https://mirror.example:5000"
+    if parts.scheme not in ("http", "https"):
+        return f"has scheme {parts.scheme}; dockerd takes http:// or https:// mirrors only"
+    if parts.username is not None or parts.password is not None:
+        return "carries a user or password, which dockerd refuses; log in with docker login"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "has a path, query or fragment, which dockerd refuses; keep scheme, host and port"
+    if not _reachable_host(parts.hostname) or port == 0:
+        return "names no host that can be reached; write it as https://HOST[:PORT]"
+    return None
+
+
+# A key shown as it is in a location (`hosts[0].demo`); any other, quoted (repr), so that
+# a key with a newline or a space in it stays one visible word of the sentence.
+PLAIN_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
 def _location(loc: tuple) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        key = str(part) if PLAIN_KEY_RE.match(str(part)) else repr(part)
+        out += f".{key}" if out else key
     return out or "(top level)"
 
 
@@ -271,18 +381,81 @@ def _known_keys(loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+# How to write a value of the type a key wants, for a value of another type (YAML reads
+# `true`, `2` and `"2"` as three types; the spec takes each only where it is meant).
+TYPE_HINTS = {
+    "int_type": "write a whole number without quotes, e.g. 2",
+    "bool_type": "write true or false, without quotes",
+    "string_type": "write it as text (in quotes if YAML reads it as something else)",
+    "list_type": "write a list, e.g. [a, b]",
+    "dict_type": "write a mapping of keys and values",
+    "model_type": "write a mapping of keys and values",
+}
+
+
 def _pydantic_problem(error: dict, source: str) -> str:
     where = _location(error["loc"])
-    if error["type"] == "extra_forbidden":
+    kind = error["type"]
+    if kind == "extra_forbidden":
         key = str(error["loc"][-1])
         known = _known_keys(error["loc"])
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else "known keys: " + ", ".join(known)
         return f"{source}: {where} is not a known key; remove it or fix its spelling ({hint})."
-    if error["type"] == "missing":
+    if kind == "missing":
         return f"{source}: {where} is required; add it."
     value = error.get("input")
+    if kind == "value_error":  # the spec's own validators: the problem and the fix
+        sentence = str(error["ctx"]["error"])
+        return f"{source}: {where} = {value!r} {sentence}{'' if sentence[-1] in '.?' else '.'}"
+    if kind in TYPE_HINTS:
+        wanted = error["msg"].lower().removeprefix("input should be ")
+        return f"{source}: {where} = {value!r} is not {wanted}; {TYPE_HINTS[kind]}."
     return f"{source}: {where} = {value!r} is invalid ({error['msg'].lower()}); correct it."
+
+
+def _image_problems(spec: LabSpec, source: str) -> list[str]:
+    """Boxes, images and mirrors that Vagrant or Docker would refuse, or not pin."""
+    errors = []
+    for arch, box in spec.virtualbox.boxes.model_dump().items():
+        if not BOX_RE.match(box["box"]) or not BOX_VERSION_RE.match(box["version"]):
+            errors.append(
+                f"{source}: virtualbox.boxes.{arch} = {box['box']!r} version "
+                f"{box['version']!r} is not a pinned Vagrant box; write the box as OWNER/NAME "
+                "and its version as numbers and dots, e.g. debian/bookworm64 12.20240905.1."
+            )
+    for field, ref in (("images.consul", spec.images.consul),
+                       ("docker.base_image", spec.docker.base_image)):  # fmt: skip
+        if ref is not None and not IMAGE_REF_RE.match(ref):
+            errors.append(
+                f"{source}: {field} = {ref!r} needs a pinned tag in Docker's lowercase form; "
+                "write it as [registry/]repository:tag with a tag other than latest."
+            )
+    for i, mirror in enumerate(spec.images.registry_mirrors):
+        if problem := registry_mirror_problem(mirror):
+            errors.append(f"{source}: images.registry_mirrors[{i}] = {mirror!r} {problem}.")
+    return errors
+
+
+def _login_problems(spec: LabSpec, source: str) -> list[str]:
+    """SSH users and hosts (provider ssh) that SSH could not use."""
+    errors = []
+    users = {"ssh.user": spec.ssh.user} | {
+        f"hosts[{i}].ssh_user": h.ssh_user for i, h in enumerate(spec.hosts) if h.ssh_user
+    }
+    for where, user in users.items():
+        if not SSH_USER_RE.match(user):
+            errors.append(
+                f"{source}: {where} = {user!r} is not a user name SSH can log in as; write it "
+                "without spaces or control characters, e.g. admin."
+            )
+    for i, host in enumerate(spec.hosts):
+        if host.ssh_host and not _reachable_host(host.ssh_host):
+            errors.append(
+                f"{source}: hosts[{i}].ssh_host = {host.ssh_host!r} is neither a DNS name nor "
+                "an IP address; write e.g. web1.example.com or 203.0.113.7."
+            )
+    return errors
 
 
 def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]]:
@@ -305,11 +478,15 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
                 "write it as MAJOR.MINOR.PATCH, e.g. 1.11.3."
             )
 
-    if spec.images.consul is not None and not IMAGE_REF_RE.match(spec.images.consul):
-        errors.append(
-            f"{source}: images.consul = {spec.images.consul!r} needs a pinned tag; "
-            "write it as [registry/]repository:tag with a tag other than latest."
-        )
+    errors += _image_problems(spec, source) + _login_problems(spec, source)
+
+    for kind, reserved in RESERVED_SUBNETS.items():
+        if subnet.overlaps(reserved):
+            errors.append(
+                f"{source}: network.subnet {subnet} overlaps {reserved}, the {kind} range, "
+                "which the kernel does not route as a private network; use a private range, "
+                "e.g. 192.168.56.0/24."
+            )
 
     if (
         spec.provider in ("auto", "virtualbox")
@@ -415,6 +592,30 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
     return errors, warnings
 
 
+def file_problems(spec: LabSpec, provider: str | None = None) -> list[str]:
+    """The files on this machine the spec names that are not there: checked by the verbs
+    that read them, before they do anything (loading a spec needs none of them)."""
+    problems = []
+    binary = spec.images.consul_template_binary
+    if binary is not None and not binary.is_file():
+        problems.append(
+            f"images.consul_template_binary {binary} is not a file here; point it at a "
+            "consul-template binary, .zip or .tgz, or remove it to use the release archive."
+        )
+    if (provider or spec.provider) == "ssh":
+        keys = {"ssh.key": spec.ssh.key} | {
+            f"hosts[{i}].ssh_key": host.ssh_key for i, host in enumerate(spec.hosts)
+        }
+        for where, key in keys.items():
+            if key is not None and not spec.spec_relative(key).is_file():
+                problems.append(
+                    f"{where} {spec.spec_relative(key)} is not a file here; point it at the "
+                    "private key that logs into the machines (relative paths start at the "
+                    "spec's folder)."
+                )
+    return problems
+
+
 def validate(spec: LabSpec, source: str = "lab spec") -> list[str]:
     """The problems of an already parsed spec, e.g. one with the counts `scale` recorded."""
     return _semantic_problems(spec, source)[0]
@@ -441,21 +642,84 @@ def spec_path(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get(SPEC_ENV) or DEFAULT_SPEC)
 
 
+class _DuplicateKey(yaml.MarkedYAMLError):
+    """A key written twice in one mapping."""
+
+
+class _Unreadable(yaml.MarkedYAMLError):
+    """A plain value YAML reads as a type it then cannot make: `2024-13-01` (a date with
+    no 13th month), a number of more than 4300 digits (Python's limit)."""
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (where PyYAML
+    keeps the last one without a word, so the first would be silently ignored), and
+    naming a value it cannot make where PyYAML raises a bare ValueError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> object:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            value = str(node.value)
+            shown = repr(value if len(value) <= 40 else f"{value[:40]}...")
+            raise _Unreadable(
+                problem=f"{shown} looks like a YAML {node.tag.rsplit(':', 1)[-1]} but cannot be "
+                f"one ({str(exc).split(';')[0]}); quote it if it is text, or correct it",
+                problem_mark=node.start_mark,
+            ) from None
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: PyYAML's own error names it
+                continue
+            if first is not key_node:
+                raise _DuplicateKey(
+                    problem=f"the key {key!r} is written twice in one mapping (first at line "
+                    f"{first.start_mark.line + 1}); keep one",
+                    problem_mark=key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _text(file: Path, raw: bytes) -> str:
+    """The spec's text; UTF-8 (YAML's own encoding), else one sentence naming where not."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise SpecError(
+            [f"{file}: line {line} is not UTF-8 (byte 0x{raw[exc.start]:02x}); save the file "
+             "as UTF-8."]
+        ) from None  # fmt: skip
+
+
 def load_spec(path: str | os.PathLike | None = None) -> tuple[LabSpec, list[str]]:
     """Read and validate a spec file."""
     file = spec_path(path)
     try:
-        text = file.read_text()
+        raw = file.read_bytes()
     except OSError as exc:
         raise SpecError(
             [f"{file}: cannot read the lab spec ({exc.strerror}); pass --spec FILE."]
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(_text(file, raw), Loader=_SpecLoader)
+    except (_DuplicateKey, _Unreadable) as exc:
+        raise SpecError(
+            [f"{file}: line {exc.problem_mark.line + 1}: {exc.problem}."]
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
         raise SpecError([f"{file}: not valid YAML{line}; fix the syntax there."]) from None
+    except RecursionError:
+        raise SpecError([f"{file}: nested too deeply to read; write it flatter."]) from None
     spec, warnings = parse_spec(data, source=file.name)
     spec._source = file.resolve()
     return spec, warnings

@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 
 import httpx
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
-from labctl import lb, standins
+from labctl import lb, output, standins
 from labctl.spec import LabSpec
 from labctl.verify import instance_status, service_health
 
@@ -41,7 +41,7 @@ def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:
         title = f"LB {address}: {state.reloads} reloads, {state.rejected} rejected renders"
     except httpx.HTTPError as exc:
         upstreams, title = {}, f"LB {address}: not answering ({type(exc).__name__})"
-    table = Table(title=f"{title}  [dim]{time.strftime('%H:%M:%S')}[/]")
+    table = Table(title=Text.assemble(f"{title}  ", (time.strftime("%H:%M:%S"), "dim")))
     consul = "consul (stand-in)" if standins.in_use(spec) else "consul"
     for column in ("service", "instance", "address", consul, "in nginx upstream"):
         table.add_column(column)
@@ -57,25 +57,28 @@ def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:
         for where in sorted(set(health) | routed):
             instance, status = health.get(where, ("?", "not registered"))
             colour = "green" if status == "passing" else "red"
-            in_upstream = "[green]yes[/]" if where in routed else "no"
-            table.add_row(name, instance, where, f"[{colour}]{status}[/]", in_upstream)
+            in_upstream = output.styled("yes", "green") if where in routed else "no"
+            table.add_row(name, instance, where, output.styled(status, colour), in_upstream)
         table.add_section()
-    captions = [f"[yellow]{standins.NOTE}[/]"] if standins.in_use(spec) else []
+    captions = [output.styled(standins.NOTE, "yellow")] if standins.in_use(spec) else []
     if empty:
-        captions.append(
+        captions.append(Text(
             f"no healthy instance of {', '.join(empty)}: no location, or nginx answers 502 "
             "from the fallback server"
-        )
-    table.caption = "\n".join(captions) or None
+        ))  # fmt: skip
+    table.caption = Text("\n").join(captions) if captions else None
     return table
 
 
 def watch_lb(spec: LabSpec, interval: float, count: int) -> None:
     address = lb.lb_address(spec)
     if address is None:
-        Console(stderr=True).print("this lab has no LB host (no host has lb: true)")
+        output.err.print("this lab has no LB host (no host has lb: true)")
         return
-    with httpx.Client(timeout=3) as client, Live(snapshot(client, spec, address)) as live:
+    with (
+        httpx.Client(timeout=3) as client,
+        Live(snapshot(client, spec, address), console=output.out) as live,
+    ):
         shown = 1
         while count == 0 or shown < count:
             time.sleep(interval)

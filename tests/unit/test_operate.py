@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from labctl import paths
-from labctl.operate import scale, spread
+from labctl.operate import scale, scale_request, spread
 from labctl.services import SEED_SERVICE as SEED
 from labctl.spec import SpecError, load_spec, parse_spec
 from tests.conftest import PROJECT_ROOT
@@ -109,3 +109,34 @@ def test_failing_an_existing_machine_kills_its_lab_containers(monkeypatch, tmp_p
     recovered = operate.fail_or_recover(spec, "m1", False, lambda line: None)
     assert ran[-1][0] == "docker ps -aq --filter label=io.labctl.lab=labssh | xargs -r docker start"
     assert recovered == "host m1: 2 lab containers started"
+
+
+@pytest.mark.parametrize("count", ["99999999999999999999", "9" * 5000, "230000"])
+def test_a_count_past_the_ports_is_refused_at_once_whatever_its_size(count):
+    """Checked against the ports before any work that grows with it (a loop over a count
+    of 10**20 ran for as long as one let it)."""
+    with pytest.raises(SpecError) as caught:
+        scale_request(spec_from("lab.yaml"), f"{SEED}={count}")
+    assert caught.value.problems == [
+        f"{SEED}={count}: at most 172368 instances fit on its 3 hosts (one port each, from "
+        "8080 to 65535); ask for fewer."
+    ]
+
+
+@pytest.mark.parametrize("text", ["zhibo_service", "=3", "zhibo_service=-1", "zhibo_service=²",
+                                  "zhibo_service=٣", "zhibo_service=2.5", "zhibo_service= 3"])
+def test_what_is_not_service_equals_a_whole_number(text):
+    with pytest.raises(SpecError) as caught:
+        scale_request(spec_from("lab.yaml"), text)
+    assert caught.value.problems == [
+        f"{text!r} is not SERVICE=N with N a whole number; write e.g. zhibo_service=5."
+    ]
+
+
+def test_a_count_that_fits_is_taken_as_a_number():
+    assert scale_request(spec_from("lab.yaml"), f"{SEED}=007") == (SEED, 7)
+
+
+def test_a_huge_spread_is_arithmetic_not_a_loop():
+    assert spread(spec_from("lab.yaml"), SEED, 10**18) == dict.fromkeys(
+        ("server1", "server2", "server3"), 10**18 // 3) | {"server1": 10**18 // 3 + 1}  # fmt: skip

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from labctl import paths
 from labctl.cli import app
 from labctl.paths import forget_removed_services, record_counts, with_state, write_state
+from labctl.services import go_duration_ns
 from labctl.spec import SpecError, load_spec, parse_spec
 from tests.conftest import PROJECT_ROOT, seed_hosts
 
@@ -205,7 +206,7 @@ def test_check_settings_consul_would_refuse():
     assert caught.value.problems == [
         "lab.yaml: services[1].check.path = 'health' must start with '/'.",
         "lab.yaml: services[1].check.interval = '10' is not a duration; write it as Consul "
-        "does, e.g. 10s, 1m30s or 90m.",
+        "does, e.g. 10s, 1m30s or 90m (a number and a unit: ns, us, ms, s, m or h).",
     ]
 
 
@@ -267,3 +268,45 @@ def test_a_service_removed_from_the_spec_takes_its_counts_with_it(two, tmp_path,
     )
     forget_removed_services(spec)
     assert paths.read_state(spec)["service_counts"] == {}
+
+
+@pytest.mark.parametrize(("text", "ns"), [
+    ("10s", 10**10), ("1m30s", 90 * 10**9), ("90m", 5400 * 10**9), ("1.5h", 5400 * 10**9),
+    (".5s", 5 * 10**8), ("5.s", 5 * 10**9), ("300ms", 3 * 10**8), ("2us", 2000),
+    ("2µs", 2000), ("2μs", 2000), ("0", 0), ("-5s", -5 * 10**9), ("+5s", 5 * 10**9),
+    ("2562047h", 2562047 * 3600 * 10**9),
+    ("10", None), ("", None), ("s", None), ("1d", None), ("10S", None), ("1 s", None),
+    ("2562048h", None), ("9999999999h", None), (".s", None), ("-", None),
+])  # fmt: skip
+def test_durations_as_go_reads_them(text, ns):
+    """Go's time.ParseDuration, which Consul uses: `0` alone needs no unit, a fraction may
+    have no leading or trailing digits, and past int64 nanoseconds is an error."""
+    assert go_duration_ns(text) == ns
+
+
+@pytest.mark.parametrize(("check", "says"), [
+    ({"interval": "0s"}, "interval = '0s': Consul refuses an HTTP check with no interval; "
+                         "write 1s or more."),
+    ({"interval": "500ms"}, "interval = '500ms': Consul runs an HTTP check at most once a "
+                            "second and would silently use 1s; write 1s or more."),
+    ({"timeout": "0s"}, "timeout = '0s': Consul reads a timeout of 0 as its default of 10s; "
+                        "write the timeout you mean, e.g. 5s."),
+    ({"deregister_critical_after": "30s"}, "deregister_critical_after = '30s': Consul "
+     "deregisters a critical instance no sooner than a minute and would silently use 1m; write "
+     "1m or more (or 0s to never deregister)."),
+    ({"interval": "-5s"}, "interval = '-5s' is negative; write a positive duration."),
+    ({"interval": "9999999999h"}, "interval = '9999999999h' is not a duration; write it as "
+     "Consul does, e.g. 10s, 1m30s or 90m (a number and a unit: ns, us, ms, s, m or h)."),
+    ({"path": "/he alth"}, "path = '/he alth' is not a URL path; write it with letters, digits "
+     "and /-._~!$&'()*+,;=:@%? only (percent-encode anything else)."),
+])  # fmt: skip
+def test_check_settings_consul_refuses_or_silently_changes(check, says):
+    problem = only_problem(lab({"name": "zhibo_service"}, SECOND | {"check": check}))
+    assert problem == f"lab.yaml: services[1].check.{says}"
+
+
+@pytest.mark.parametrize("check", [{"interval": "1s"}, {"deregister_critical_after": "0s"},
+                                   {"deregister_critical_after": "1m"},
+                                   {"path": "/health?probe=lb&x=%20"}])  # fmt: skip
+def test_check_settings_consul_takes_as_written(check):
+    parse_spec(lab({"name": "zhibo_service"}, SECOND | {"check": check}))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from labctl.cli import app
 from labctl.paths import lab_dir
-from labctl.spec import LabSpec, SpecError, load_spec, parse_spec
+from labctl.spec import LabSpec, SpecError, file_problems, load_spec, parse_spec
 from tests.conftest import PROJECT_ROOT, seed_hosts
 
 
@@ -197,7 +198,10 @@ def test_malformed_version(version):
 def test_wrong_type_names_the_field():
     data = seed()
     data["hosts"][0]["demo"] = "two"
-    assert "hosts[0].demo = 'two' is invalid" in only_problem(data)
+    assert only_problem(data) == (
+        "lab.yaml: hosts[0].demo = 'two' is not a valid integer; write a whole number without "
+        "quotes, e.g. 2."
+    )
 
 
 def test_unknown_provider():
@@ -274,3 +278,157 @@ def test_cli_exits_2_with_the_sentence_and_touches_nothing(write_spec):
     assert result.exit_code == 2, result.output
     assert "hosts[0].demo = -1 is below zero" in result.output
     assert not lab_dir(LabSpec.model_validate({"name": "badspec", "hosts": []})).exists()
+
+
+# --- what YAML and pydantic would take silently ----------------------------------------
+
+
+def problems_of_file(path, content: bytes) -> list[str]:
+    path.write_bytes(content)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    return caught.value.problems
+
+
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path):
+    path = tmp_path / "lab.yaml"
+    assert problems_of_file(path, b"name: one\nhosts: []\nname: two\n") == [
+        f"{path}: line 3: the key 'name' is written twice in one mapping (first at line 1); "
+        "keep one."
+    ]
+
+
+def test_a_merge_key_may_repeat_what_it_merges(tmp_path):
+    """YAML's `<<` merge is not a second writing of the keys it brings: a host that takes
+    another's settings and writes its own name over them is no duplicate."""
+    path = tmp_path / "lab.yaml"
+    path.write_text(
+        "hosts:\n"
+        "  - &first {name: server1, address: 192.168.56.2, consul: server, bootstrap: true}\n"
+        "  - <<: *first\n"
+        "    name: server2\n"
+        "    address: 192.168.56.3\n"
+        "    bootstrap: false\n"
+        "    lb: true\n"
+    )
+    spec, _ = load_spec(path)
+    assert [(h.name, h.consul, h.bootstrap) for h in spec.hosts] == [
+        ("server1", "server", True), ("server2", "server", False)]  # fmt: skip
+
+
+def test_a_spec_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "lab.yaml"
+    raw = "name: dynlb\nhosts:\n  - name: s\xe9rver1\n".encode("latin-1")
+    assert problems_of_file(path, raw) == [
+        f"{path}: line 3 is not UTF-8 (byte 0xe9); save the file as UTF-8."
+    ]
+
+
+@pytest.mark.parametrize(("where", "value", "wanted"), [
+    (("hosts", 0, "demo"), True, "a valid integer; write a whole number without quotes"),
+    (("hosts", 0, "demo"), "2", "a valid integer; write a whole number without quotes"),
+    (("hosts", 0, "demo"), 1.0, "a valid integer; write a whole number without quotes"),
+    (("hosts", 0, "lb"), 1, "a valid boolean; write true or false, without quotes"),
+    (("hosts", 0, "bootstrap"), "yes", "a valid boolean; write true or false, without quotes"),
+    (("virtualbox", "memory"), "2048", "a valid integer; write a whole number without quotes"),
+    (("ssh", "port"), "22", "a valid integer; write a whole number without quotes"),
+    (("network", "allow_any_subnet"), "yes", "a valid boolean; write true or false"),
+])  # fmt: skip
+def test_a_value_of_another_type_is_not_coerced(where, value, wanted):
+    data = seed(virtualbox={}, ssh={}, network={"subnet": "192.168.56.0/24"})
+    node = data
+    for part in where[:-1]:
+        node = node[part]
+    node[where[-1]] = value
+    problem = only_problem(data)
+    assert problem.startswith(f"lab.yaml: {where[0]}") and f"= {value!r} is not {wanted}" in (
+        problem
+    )
+
+
+def test_an_address_written_as_a_number_is_refused():
+    data = seed()
+    data["hosts"][1]["address"] = 3232249859  # 192.168.56.3, as YAML reads an unquoted int
+    assert only_problem(data) == (
+        "lab.yaml: hosts[1].address = 3232249859 is not an address; write it as text, e.g. "
+        "192.168.56.2."
+    )
+
+
+def test_a_subnet_with_host_bits_says_which_network_was_meant():
+    assert only_problem(seed(network={"subnet": "192.168.56.7/24"})) == (
+        "lab.yaml: network.subnet = '192.168.56.7/24' has host bits set; did you mean "
+        "192.168.56.0/24?"
+    )
+
+
+@pytest.mark.parametrize(("subnet", "kind"), [("127.0.0.0/24", "loopback"),
+                                              ("224.1.1.0/24", "multicast"),
+                                              ("169.254.3.0/24", "link-local")])  # fmt: skip
+def test_a_subnet_the_kernel_gives_another_meaning_is_refused(subnet, kind):
+    first = subnet.rsplit(".", 1)[0]
+    data = seed(provider="docker", network={"subnet": subnet})
+    for i, host in enumerate(data["hosts"]):
+        host["address"] = f"{first}.{i + 2}"
+    problem = only_problem(data)
+    assert problem.startswith(f"lab.yaml: network.subnet {subnet} overlaps ")
+    assert f"the {kind} range" in problem
+
+
+@pytest.mark.parametrize(("mirror", "why"), [
+    ("not a url", "names no host that can be reached"),
+    ("ftp://mirror.example", "has scheme ftp; dockerd takes http:// or https:// mirrors only"),
+    ("https://mirror.example/v2/x", "has a path, query or fragment, which dockerd refuses"),
+    ("https://u:secret@mirror.example", "carries a user or password, which dockerd refuses"),
+    ("https://", "names no host that can be reached"),
+    ("mirror.example:99999", "is not a URL"),
+])  # fmt: skip
+def test_a_registry_mirror_dockerd_would_refuse(mirror, why):
+    problem = only_problem(seed(images={"registry_mirrors": [mirror]}))
+    assert problem.startswith(f"lab.yaml: images.registry_mirrors[0] = {mirror!r} {why}")
+
+
+@pytest.mark.parametrize("mirror", ["mirror.example:5000", "https://mirror.example/",
+                                    "http://10.0.0.1:5000", "https://[fd00::1]:5000"])
+def test_a_registry_mirror_dockerd_takes(mirror):
+    parse_spec(seed(images={"registry_mirrors": [mirror]}))
+
+
+def test_a_base_image_docker_cannot_name_is_refused():
+    problem = only_problem(seed(docker={"base_image": "Debian:Bookworm"}))
+    assert problem.startswith("lab.yaml: docker.base_image = 'Debian:Bookworm' needs a pinned tag")
+
+
+@pytest.mark.parametrize(("field", "value", "limit"), [("cpus", 65, 64),
+                                                      ("memory", 2097153, 2097152)])  # fmt: skip
+def test_virtualbox_limits(field, value, limit):
+    problem = only_problem(seed(virtualbox={field: value}))
+    assert f"virtualbox.{field} = {value} is invalid (input should be less than or equal to " \
+           f"{limit})" in problem  # fmt: skip
+
+
+def test_files_the_spec_names_are_checked_by_the_verbs_that_read_them(tmp_path):
+    """A spec loads without them (the Vagrantfile, `down`); `up` and `apply` name them."""
+    data = seed(provider="ssh", ssh={"key": "keys/lab"},
+                images={"consul_template_binary": str(tmp_path / "ct")})  # fmt: skip
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(data))
+    spec, _ = load_spec(path)
+    assert file_problems(spec) == [
+        f"images.consul_template_binary {tmp_path / 'ct'} is not a file here; point it at a "
+        "consul-template binary, .zip or .tgz, or remove it to use the release archive.",
+        f"ssh.key {tmp_path / 'keys/lab'} is not a file here; point it at the private key that "
+        "logs into the machines (relative paths start at the spec's folder).",
+    ]
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "lab").write_text("key")
+    (tmp_path / "ct").write_text("binary")
+    assert file_problems(spec) == []
+
+
+def test_a_value_yaml_cannot_make_is_named_with_its_line(tmp_path):
+    path = tmp_path / "lab.yaml"
+    assert problems_of_file(path, b"name: 2024-13-01\nhosts: []\n") == [
+        f"{path}: line 1: '2024-13-01' looks like a YAML timestamp but cannot be one (month "
+        "must be in 1..12); quote it if it is text, or correct it."
+    ]
