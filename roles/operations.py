@@ -90,8 +90,18 @@ def lab_wait(*args: str, consul_header: str | None = None) -> str:
 
 
 def agent_fact(fact: type, http_addr: str, header: str | None):
-    """A fact about the local agent, read with the token in `header` when there is one."""
-    return host.get_fact(fact, http_addr=http_addr, **({"header": header} if header else {}))
+    """A fact about the local agent, read with the token in `header` when there is one.
+    An agent that answers, but not with the fact (a str: a 403, a 500, no answer in time),
+    stops the run here: taken for "no services", it would have the instances removed
+    from the spec stopped without being deregistered first."""
+    answer = host.get_fact(fact, http_addr=http_addr, **({"header": header} if header else {}))
+    if isinstance(answer, str):
+        raise OperationError(
+            f"the Consul agent on {host.name} ({http_addr}) {answer}, so the lab cannot tell "
+            f"which instances it holds there; read `docker logs consul` on {host.name} (a "
+            "403 is a token the agent does not accept), then run `labctl apply`."
+        )
+    return answer
 
 
 def recorded(refs: list[str]) -> str:

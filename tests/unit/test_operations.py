@@ -11,7 +11,8 @@ tests/unit/operations/<operation>/<case>.json, holding
                 (a tmp dir), which args and commands refer to as {local}/<name>;
     "commands": the commands the operation must yield, in order, as text
                 (uploads read "upload <src> <dest>", a file-like src "io:<content>");
-    or "noop": true, with an optional "noop_description".
+    or "noop": true, with an optional "noop_description";
+    or "error": text the OperationError that stops the operation must hold.
 
 The operations run through pyinfra 3's `._inner` (the raw generator) against a
 fake host that answers facts from the case and records no-ops.
@@ -119,14 +120,20 @@ def run_operation(name: str, args: dict, host: FakeHost, local_dir: Path) -> lis
 @pytest.mark.parametrize("case_file", CASES, ids=[f"{p.parent.name}/{p.stem}" for p in CASES])
 def test_operation_case(case_file, fake_host, tmp_path):
     case = json.loads(case_file.read_text())
-    assert ("commands" in case) != bool(case.get("noop")), "a case has commands or noop: true"
+    outcomes = ("commands" in case, bool(case.get("noop")), "error" in case)
+    assert sum(outcomes) == 1, "a case has commands, noop: true or an error"
     for name, content in case.get("local_files", {}).items():
         (tmp_path / name).write_text(content)
     host = fake_host(case.get("facts", {}))
+    args = with_local(case["args"], tmp_path)
 
-    commands = run_operation(
-        case_file.parent.name, with_local(case["args"], tmp_path), host, tmp_path
-    )
+    if "error" in case:
+        with pytest.raises(OperationError) as stopped:
+            run_operation(case_file.parent.name, args, host, tmp_path)
+        assert case["error"] in str(stopped.value)
+        assert host.noops == []
+        return
+    commands = run_operation(case_file.parent.name, args, host, tmp_path)
 
     if case.get("noop"):
         assert commands == []
