@@ -350,14 +350,16 @@ def consul_services_absent(
 def load_balancer_healthy(container_name: str):
     """Repair an LB that runs but does not do its job (see templates/lb/lb-health): nginx
     on a configuration other than consul-template's latest render is given that render
-    again (lb-reload); a dead or deaf nginx or consul-template gets a restart, which
-    starts nginx on the last good configuration and renders afresh."""
+    again (lb-reload); a dead or deaf nginx or consul-template, or an nginx that did not
+    take a reload (its signal went nowhere), gets a restart, which starts nginx on the
+    last good configuration and renders afresh."""
     health = host.get_fact(LoadBalancerHealth, container=container_name)
     if health is None:
         host.noop(f"LB {container_name} is not running; the container operation starts it")
         return
     name = shlex.quote(container_name)
-    if not (health["nginx"] and health["listening"] and health["consul_template"]):
+    alive = health["nginx"] and health["listening"] and health["consul_template"]
+    if not alive or health.get("reload_failed"):
         yield f"docker restart {name}"
     elif health["config"] == "stale":
         yield f"docker exec {name} lb-reload"
