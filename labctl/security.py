@@ -44,6 +44,7 @@ RETRY_INTERVAL = 1.0
 # Consul 1.11's whole answer (403) to a read of a policy or token that does not exist
 # (agent/acl_endpoint.go returns acl.ErrNotFound); a read with an unknown request token
 # says it too, which is why the management token is checked first (_check_management).
+# Later releases answer 404 there instead ("... does not exist").
 ACL_NOT_FOUND = "ACL not found"
 NO_LEADER = "No cluster leader"
 
@@ -290,7 +291,8 @@ def _read(consul: _Consul, path: str, what: str, report: Report) -> dict | None:
     policy or token (403 "ACL not found", the whole answer); a transient answer is asked
     again (_Consul.asking_again), anything else stops in one sentence."""
     response = consul.asking_again("GET", path, f"a read of {what}", report)
-    if response.status_code == 403 and response.text.strip() == ACL_NOT_FOUND:
+    missing = response.status_code == 403 and response.text.strip() == ACL_NOT_FOUND
+    if missing or response.status_code == 404:
         return None
     if response.status_code != 200:
         raise AclError(
@@ -331,7 +333,9 @@ def _check_management(consul: _Consul, spec: LabSpec, report: Report) -> None:
     """The saved management token is one Consul knows (GET /v1/acl/token/self), so that
     "ACL not found" from a later read means the policy or token read is missing."""
     response = consul.asking_again("GET", "/v1/acl/token/self", "the management token", report)
-    if response.status_code == 403 and ACL_NOT_FOUND in response.text:
+    if response.status_code == 404 or (
+        response.status_code == 403 and ACL_NOT_FOUND in response.text
+    ):
         raise AclError(
             f"the lab's Consul does not know the management token saved in "
             f"{secrets_dir(spec) / TOKENS} (its ACLs were reset, or its servers lost their "
