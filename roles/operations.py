@@ -98,8 +98,9 @@ def agent_fact(fact: type, http_addr: str, header: str | None):
     if isinstance(answer, str):
         raise OperationError(
             f"the Consul agent on {host.name} ({http_addr}) {answer}, so the lab cannot tell "
-            f"which instances it holds there; read `docker logs consul` on {host.name} (a "
-            "403 is a token the agent does not accept), then run `labctl apply`."
+            f"which instances it holds there; see `docker logs consul` on {host.name}, then "
+            "run `labctl apply` (after a 403, `labctl up`: it makes any token Consul lost "
+            "again)."
         )
     return answer
 
@@ -177,6 +178,20 @@ def images_obtained(images: dict[str, dict], base_image: str, bundle: str | None
         yield shlex.join(command)
 
 
+def container_digest(
+    image_id: str, args: list[str], command=(), labels: dict | None = None, depends_on: str = ""
+) -> str:
+    """The spec label of a container made by `container` with these arguments."""
+    return spec_hash(image_id, args, list(command), dict(labels or {}), depends_on)
+
+
+def replaces_running(container_name: str, digest: str) -> bool:
+    """Whether `container` will replace the running container `container_name` (its spec
+    label differs from `digest`): the only case its `replaced_ready` runs."""
+    state = host.get_fact(DockerContainerState, container=container_name)
+    return state is not None and state["running"] and state["spec"] != digest
+
+
 @operation()
 def container(
     container_name: str,
@@ -196,7 +211,7 @@ def container(
     replaced, so a rolling change, `_serial=True`, moves on to the next host only then).
     """
     labels = dict(labels or {})
-    digest = spec_hash(image_id, args, list(command), labels, depends_on)
+    digest = container_digest(image_id, args, command, labels, depends_on)
     name = container_name
     state = host.get_fact(DockerContainerState, container=name)
     if state is not None and state["spec"] == digest:

@@ -271,3 +271,24 @@ def test_an_archive_streams_into_the_load_command(tmp_path):
     failing = ["sh", "-c", "cat >/dev/null; echo 'Error processing tar file'; exit 1"]
     assert ops._load_over_openssh(None, host, str(archive), failing) is False
     assert host.logged == ["Error processing tar file"]
+
+
+def test_container_digest_is_the_label_container_writes(fake_host, tmp_path):
+    digest = ops.container_digest(**{k: v for k, v in CONTAINER_ARGS.items() if k not in (
+        "container_name", "image")})  # fmt: skip
+    assert spec_label(CONTAINER_ARGS, fake_host, tmp_path) == digest
+
+
+@pytest.mark.parametrize(
+    ("state", "replaces"),
+    [
+        ({"spec": "other", "running": True}, True),
+        ({"spec": "current", "running": True}, False),
+        ({"spec": "other", "running": False}, False),  # nothing serves: no wait after it
+        (None, False),
+    ],
+    ids=["running-other-spec", "running-same-spec", "stopped-other-spec", "absent"],
+)
+def test_replaces_running_is_when_container_would_run_replaced_ready(state, replaces, fake_host):
+    fake_host({"DockerContainerState": {"container=consul": state}})
+    assert ops.replaces_running("consul", "current") is replaces
