@@ -72,6 +72,20 @@ def operation_failures(lines: list[str]) -> list[str]:
     return failures
 
 
+# How pyinfra ends a run an operation stopped (an OperationError: a role's own sentence,
+# which names the host and the way out), e.g. "--> Operation error in roles/operations.py
+# line 99: the Consul agent on node2 ... answered 403 ...".
+OPERATION_ERROR_RE = re.compile(r"^--> Operation error(?: in \S+ line \d+)?: (?P<message>.+)$")
+
+
+def operation_error(lines: list[str]) -> str | None:
+    """The sentence of the OperationError that stopped the run, if one did."""
+    for line in reversed(lines):
+        if match := OPERATION_ERROR_RE.match(line.strip()):
+            return match["message"].strip()
+    return None
+
+
 @dataclass
 class ConvergeResult:
     # (operation name, hosts it changed), in run order.
@@ -145,6 +159,8 @@ def converge(
             f"pyinfra could not reach {'; '.join(unreachable)}; nothing was changed there: "
             "`labctl status` shows which hosts answer; fix the connection and retry."
         )
+    if stopped := operation_error(lines):
+        raise ConvergeError(f"converge stopped: {stopped} (log: {log_path})")
     failed = operation_failures(lines)
     if errors or failed_hosts:
         what = "; ".join(f"{name} failed on {', '.join(hosts)}" for name, hosts in errors)

@@ -174,15 +174,17 @@ def apply(spec: LabSpec, report: Report) -> ConvergeResult:
     arches = hosts_arch(spec, state["provider"], report)
     write_state(spec, **delivery.prepare(spec, arches, report=report))
     write_state(spec, apt_proxy=aptcache.ensure(spec, state["provider"], report))
-    # Tokens for hosts and services the spec gained (none otherwise: no Consul call, so
-    # an apply works while the cluster has no leader); their agents get them after the
-    # converge. Services the spec lost stay in the tokens until the converge is done.
+    # Tokens for hosts and services the spec gained (none otherwise: the servers are not
+    # asked, so an apply works while the cluster has no leader). Services the spec lost
+    # stay in the tokens until the converge is done.
     leaving = security.leaving_services(spec)
-    made = security.ensure_acls(spec, report, check_servers=False, leaving=leaving)
+    security.ensure_acls(spec, report, check_servers=False, leaving=leaving)
     result = converge_lab(spec, report)
     narrow_tokens(spec, report, leaving)
-    if made:
-        hand_out_agent_tokens(spec, report)
+    # Every agent its token, every time: one that missed it (not answering during `up`)
+    # or lost it (its data volume gone) cannot be told from the outside, and handing it
+    # out again changes nothing where it is (consul-k8s's server-acl-init does the same).
+    hand_out_agent_tokens(spec, report)
     return result
 
 
@@ -194,10 +196,16 @@ def narrow_tokens(spec: LabSpec, report: Report, leaving: list[str]) -> None:
 
 
 def hand_out_agent_tokens(spec: LabSpec, report: Report) -> None:
-    """Each agent its own token; one that does not answer is named, not fatal."""
+    """Each agent its own token; an agent that did not take it stops the run, named with
+    its cause, so that `apply` is run again (and hands it out again)."""
     missed = security.set_agent_tokens(spec, report)
     if missed:
-        report(f"agent token not set on {', '.join(missed)} (not answering)")
+        causes = "; ".join(f"{name}: {cause}" for name, cause in missed.items())
+        raise LifecycleError(
+            f"the Consul agent token did not reach {' and '.join(missed)} ({causes}); "
+            "without it an agent cannot keep its node's entry in Consul up to date: run "
+            "`labctl apply` once the agent answers, it hands the token out again."
+        )
 
 
 def converge_lab(spec: LabSpec, report: Report, extra_args: tuple[str, ...] = ()) -> ConvergeResult:

@@ -37,12 +37,30 @@ GOSSIP_KEY = "gossip.key"
 TOKENS = "tokens.json"
 MANAGEMENT = "management"
 LEADER_TIMEOUT = 120.0
+# How long an answer that may pass (a 5xx: no leader yet, a leader still initializing its
+# ACLs) is asked again, once a second, before it stops the run.
+TRANSIENT_TIMEOUT = 60.0
+RETRY_INTERVAL = 1.0
+# Consul 1.11's whole answer (403) to a read of a policy or token that does not exist
+# (agent/acl_endpoint.go returns acl.ErrNotFound); a read with an unknown request token
+# says it too, which is why the management token is checked first (_check_management).
+# Later releases answer 404 there instead ("... does not exist").
+ACL_NOT_FOUND = "ACL not found"
+NO_LEADER = "No cluster leader"
 
 Report = Callable[[str], None]
 
 
 class AclError(Exception):
     """The lab's ACLs cannot be set up or used; the message says why and the way out."""
+
+
+class AgentUnreachable(AclError):
+    """No agent answered at all (`cause`: the connection error's name)."""
+
+    def __init__(self, message: str, cause: str):
+        super().__init__(message)
+        self.cause = cause
 
 
 def secrets_dir(spec: LabSpec) -> Path:
@@ -214,11 +232,28 @@ class _Consul:
                 return self.client.request(method, url, headers=headers, **kwargs)
             except httpx.HTTPError as exc:
                 error = exc
-        raise AclError(
-            f"no Consul agent answered at {', '.join(targets)} ({type(error).__name__}) while "
-            "setting up the lab's ACLs; check `labctl status` and `labctl verify`, then "
-            "`labctl apply`."
+        cause = type(error).__name__
+        raise AgentUnreachable(
+            f"no Consul agent answered at {', '.join(targets)} ({cause}) while setting up "
+            "the lab's ACLs; check `labctl status` and `labctl verify`, then `labctl apply`.",
+            cause,
         )
+
+    def asking_again(self, method: str, path: str, what: str, report: Report, **kwargs):
+        """A request whose answer is asked again while it may pass: any 5xx to a read (no
+        leader yet, a follower that lost its leader), and to a write only "No cluster
+        leader" (the write reached no leader, so it is safe to send again), until
+        TRANSIENT_TIMEOUT. Returns the last answer, whatever it is."""
+        deadline = time.monotonic() + TRANSIENT_TIMEOUT
+        while True:
+            response = self.request(method, path, **kwargs)
+            transient = response.status_code >= 500 and (
+                method == "GET" or NO_LEADER in response.text
+            )
+            if not transient or time.monotonic() >= deadline:
+                return response
+            report(f"Consul answered {_answer(response)} to {what}; asking again")
+            time.sleep(RETRY_INTERVAL)
 
     def wait_for_leader(self, report: Report) -> None:
         deadline = time.monotonic() + LEADER_TIMEOUT
@@ -237,53 +272,107 @@ class _Consul:
         )
 
 
+def _answer(response: httpx.Response) -> str:
+    """An answer as the sentences quote it: status and the start of the text."""
+    return f"{response.status_code} {response.text.strip()[:120]}".strip()
+
+
 def _checked(response: httpx.Response, what: str) -> dict:
     if response.status_code != 200:
         raise AclError(
-            f"Consul refused to {what} ({response.status_code} {response.text.strip()[:120]}); "
-            "read the servers' logs (`docker logs consul` on a server), then `labctl apply`."
+            f"Consul refused to {what} ({_answer(response)}); read the servers' logs "
+            "(`docker logs consul` on a server), then `labctl apply`."
         )
     return response.json() if response.content else {}
 
 
-def _bootstrap(consul: _Consul, spec: LabSpec) -> dict[str, str]:
-    response = consul.request("PUT", "/v1/acl/bootstrap")
-    if response.status_code == 403 and "no longer allowed" in response.text:
+def _read(consul: _Consul, path: str, what: str, report: Report) -> dict | None:
+    """GET `path` from the servers: its JSON, or None when Consul says there is no such
+    policy or token (403 "ACL not found", the whole answer); a transient answer is asked
+    again (_Consul.asking_again), anything else stops in one sentence."""
+    response = consul.asking_again("GET", path, f"a read of {what}", report)
+    missing = response.status_code == 403 and response.text.strip() == ACL_NOT_FOUND
+    if missing or response.status_code == 404:
+        return None
+    if response.status_code != 200:
         raise AclError(
-            f"the lab's Consul ACLs were bootstrapped already, but its management token is "
-            f"not in {secrets_dir(spec) / TOKENS}; without it labctl cannot manage the lab's "
-            "tokens: run `labctl down` and `labctl up` to start afresh (or reset the ACLs as "
-            "Consul's documentation describes and run `labctl apply`)."
+            f"Consul answered {_answer(response)} to a read of {what}, which labctl cannot "
+            "take for present or missing; read the servers' logs (`docker logs consul` on a "
+            "server), then `labctl apply`."
         )
-    created = _checked(response, "bootstrap the ACLs")
-    return {"accessor": created["AccessorID"], "secret": created["SecretID"]}
+    return response.json()
 
 
-def _policy(consul: _Consul, wanted: TokenSpec) -> bool:
+def _bootstrap(consul: _Consul, spec: LabSpec, report: Report) -> dict[str, str]:
+    """PUT /v1/acl/bootstrap, asked again while Consul answers 5xx: a new leader names
+    itself at once but creates the global-management policy only while it establishes
+    its leadership (leader.go initializeACLs), and a bootstrap in that gap answers 500
+    "failed inserting bootstrap token: No such policy with ID: ...0001". consul-k8s's
+    server-acl-init does the same (subcommand/server-acl-init/servers.go bootstrapACLs:
+    untilSucceeds asks again, once a second, on any error but a 403). The request may
+    take as long as Consul does: a bootstrap answered after the client gave up is done
+    all the same, and its token lost (consul-k8s gives that call 5 minutes for it)."""
+    deadline = time.monotonic() + LEADER_TIMEOUT
+    while True:
+        response = consul.request("PUT", "/v1/acl/bootstrap", timeout=LEADER_TIMEOUT)
+        if response.status_code == 403 and "no longer allowed" in response.text:
+            raise AclError(
+                f"the lab's Consul ACLs were bootstrapped already, but its management token "
+                f"is not in {secrets_dir(spec) / TOKENS}; without it labctl cannot manage the "
+                "lab's tokens: run `labctl down` and `labctl up` to start afresh (or reset the "
+                "ACLs as Consul's documentation describes and run `labctl apply`)."
+            )
+        if response.status_code < 500 or time.monotonic() >= deadline:
+            created = _checked(response, "bootstrap the ACLs")
+            return {"accessor": created["AccessorID"], "secret": created["SecretID"]}
+        report(f"Consul is not ready for the ACL bootstrap yet ({_answer(response)}); asking again")
+        time.sleep(RETRY_INTERVAL)
+
+
+def _check_management(consul: _Consul, spec: LabSpec, report: Report) -> None:
+    """The saved management token is one Consul knows (GET /v1/acl/token/self), so that
+    "ACL not found" from a later read means the policy or token read is missing."""
+    response = consul.asking_again("GET", "/v1/acl/token/self", "the management token", report)
+    if response.status_code == 404 or (
+        response.status_code == 403 and ACL_NOT_FOUND in response.text
+    ):
+        raise AclError(
+            f"the lab's Consul does not know the management token saved in "
+            f"{secrets_dir(spec) / TOKENS} (its ACLs were reset, or its servers lost their "
+            "data), so labctl cannot manage the lab's tokens: run `labctl down` and "
+            "`labctl up` to start afresh."
+        )
+    _checked(response, "read the management token")
+
+
+def _policy(consul: _Consul, wanted: TokenSpec, report: Report) -> bool:
     """Make the token's policy (lab-<name>) hold exactly its rules; True if it changed."""
     name = f"lab-{wanted.name}"
     body = {"Name": name, "Description": wanted.description, "Rules": wanted.rules}
-    response = consul.request("GET", f"/v1/acl/policy/name/{name}")
-    if response.status_code == 200:
-        current = response.json()
+    current = _read(consul, f"/v1/acl/policy/name/{name}", f"policy {name}", report)
+    if current is not None:
         if current.get("Rules") == wanted.rules:
             return False
-        _checked(consul.request("PUT", f"/v1/acl/policy/{current['ID']}", json=body),
-                 f"update policy {name}")  # fmt: skip
+        what = f"update policy {name}"
+        _checked(consul.asking_again("PUT", f"/v1/acl/policy/{current['ID']}", what, report,
+                                     json=body), what)  # fmt: skip
         return True
-    _checked(consul.request("PUT", "/v1/acl/policy", json=body), f"create policy {name}")
+    what = f"create policy {name}"
+    _checked(consul.asking_again("PUT", "/v1/acl/policy", what, report, json=body), what)
     return True
 
 
-def _token(consul: _Consul, wanted: TokenSpec, saved: dict[str, str] | None) -> dict | None:
+def _token(
+    consul: _Consul, wanted: TokenSpec, saved: dict[str, str] | None, report: Report
+) -> dict | None:
     """The saved token if Consul still has it, else a new one (returned)."""
     if saved:
-        response = consul.request("GET", f"/v1/acl/token/{saved['accessor']}")
-        if response.status_code == 200:
+        path = f"/v1/acl/token/{saved['accessor']}"
+        if _read(consul, path, f"token {wanted.name}", report) is not None:
             return None
     body = {"Description": wanted.description, "Policies": [{"Name": f"lab-{wanted.name}"}]}
-    created = _checked(consul.request("PUT", "/v1/acl/token", json=body),
-                       f"create token {wanted.name}")  # fmt: skip
+    what = f"create token {wanted.name}"
+    created = _checked(consul.asking_again("PUT", "/v1/acl/token", what, report, json=body), what)
     return {"accessor": created["AccessorID"], "secret": created["SecretID"]}
 
 
@@ -312,14 +401,16 @@ def ensure_acls(
     try:
         consul.wait_for_leader(report)
         if MANAGEMENT not in tokens:
-            tokens[MANAGEMENT] = _bootstrap(consul, spec)
+            tokens[MANAGEMENT] = _bootstrap(consul, spec, report)
             consul.management = tokens[MANAGEMENT]["secret"]
             _save_tokens(spec, tokens)  # at once: the bootstrap cannot be done twice
             made.append("ACL bootstrap")
+        else:
+            _check_management(consul, spec, report)
         for spec_token in wanted:
-            if _policy(consul, spec_token):
+            if _policy(consul, spec_token, report):
                 made.append(f"policy lab-{spec_token.name}")
-            new = _token(consul, spec_token, tokens.get(spec_token.name))
+            new = _token(consul, spec_token, tokens.get(spec_token.name), report)
             if new:
                 made.append(f"token {spec_token.name}")
             # The rules saved with the token tell the next apply whether to ask Consul.
@@ -334,25 +425,29 @@ def ensure_acls(
     return made
 
 
-def set_agent_tokens(spec: LabSpec, report: Report) -> list[str]:
-    """Give every running agent its agent token (PUT /v1/agent/token/agent; Consul keeps
-    it in its data directory); return the agents that did not answer."""
+def set_agent_tokens(spec: LabSpec, report: Report) -> dict[str, str]:
+    """Give every agent its agent token (PUT /v1/agent/token/agent, a call to the agent
+    itself, which needs no leader; Consul keeps it in its data directory and changes
+    nothing when the agent has it already). Return the agents that did not take it, each
+    with why."""
     if not spec.security.acl:
-        return []
+        return {}
     tokens = saved_tokens(spec)
     consul = _Consul(spec, tokens[MANAGEMENT]["secret"])
-    missed = []
+    missed: dict[str, str] = {}
     try:
         for host in (h for h in spec.hosts if h.consul != "none"):
             body = {"Token": tokens[f"agent-{host.name}"]["secret"]}
             try:
                 response = consul.request("PUT", "/v1/agent/token/agent", str(host.address),
                                           json=body)  # fmt: skip
-            except AclError:
-                missed.append(host.name)
+            except AgentUnreachable as exc:
+                missed[host.name] = f"not answering: {exc.cause}"
                 continue
-            _checked(response, f"set the agent token of {host.name}")
-        report("agent tokens set")
+            if response.status_code != 200:
+                missed[host.name] = f"answered {_answer(response)}"
+        if not missed:
+            report("every agent has its agent token")
     finally:
         consul.close()
     return missed

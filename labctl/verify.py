@@ -5,12 +5,14 @@ every service of the spec, every declared instance registered and passing, each
 instance answering its own `<h1>` line on its address, requests through the LB's
 `/<service>` reaching every passing instance and no other; no instance the lab
 registered that the spec no longer has; and the LB's configuration passing
-`nginx -t`. Queries go from the control machine to the hosts' private addresses
-(httpx); `nginx -t` runs over SSH.
+`nginx -t`, with a failing row when nginx did not take the latest render (its
+reload failed: lb-health says why). Queries go from the control machine to the
+hosts' private addresses (httpx); `nginx -t` and lb-health run over SSH.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -197,17 +199,27 @@ def removed_service_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
 
 
 def nginx_checks(spec: LabSpec, connections: dict[str, SshData] | None) -> list[Check]:
-    """The configuration the LB runs passes `nginx -t` (over SSH)."""
+    """The configuration the LB runs passes `nginx -t`, and nginx took the latest
+    render (templates/lb/lb-health's reload_failed; a row only when it did not)."""
     lb_host = next((h.name for h in spec.hosts if h.lb), None)
     if lb_host is None or not connections or lb_host not in connections:
         return []
-    command = f"docker exec {LB_DEFAULTS['lb_container_name']} nginx -t"
+    container = LB_DEFAULTS["lb_container_name"]
     try:
-        code, output = run(connections[lb_host], command, sudo=True)
+        code, output = run(connections[lb_host], f"docker exec {container} nginx -t", sudo=True)
+        _, health = run(connections[lb_host], f"docker exec {container} lb-health", sudo=True)
     except RemoteError as exc:
         return [Check("nginx -t", lb_host, False, str(exc))]
     last = output.strip().splitlines()[-1:] or [""]
-    return [Check("nginx -t", lb_host, code == 0, last[0])]
+    checks = [Check("nginx -t", lb_host, code == 0, last[0])]
+    try:
+        reload_failed = json.loads(health).get("reload_failed")
+    except (ValueError, AttributeError):
+        reload_failed = None  # no LB container answering: the LB checks above say so
+    if reload_failed:
+        detail = f"nginx did not take the latest render ({reload_failed}); `labctl apply`"
+        checks.append(Check("nginx reload", lb_host, False, detail))
+    return checks
 
 
 def verify(spec: LabSpec, connections: dict[str, SshData] | None = None) -> list[Check]:

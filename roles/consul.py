@@ -28,7 +28,9 @@ from roles.operations import (
     ROLE_LABEL,
     agent_fact,
     container,
+    container_digest,
     lab_wait,
+    replaces_running,
     spec_hash,
     validated_config,
 )
@@ -156,16 +158,14 @@ def consul_agent() -> None:
     )
     # A replaced agent is waited for before the next host's: its API, for a server
     # the leader and every server in the raft peer set (quorum is never lost), and
-    # the instances that passed before passing again (never all out of the LB).
+    # the instances that passed before passing again (never all out of the LB). Those
+    # are read only when the agent is to be replaced: an agent that refuses the host's
+    # token (one Consul lost) stops a replacement, not the `up` that makes it again.
     servers = data.consul_bootstrap_expect if data.consul_server else 0
     header = token_header(data)
-    passing = agent_fact(ConsulPassingServices, data.consul_http_addr, header)
-    agent = container(
-        name=f"Run the Consul {data.consul_role} agent",
-        container_name=data.consul_container_name,
-        image=image,
-        image_id=image_id,
-        args=[
+    spec = {
+        "image_id": image_id,
+        "args": [
             "--net=host",
             "--restart=unless-stopped",
             "--mount=type=volume,"
@@ -173,13 +173,21 @@ def consul_agent() -> None:
             f"volume-label={LAB_LABEL}={data.lab_name}",
             f"-v={config_dir}:/consul/config",
         ],
-        command=["agent"],
-        labels={LAB_LABEL: data.lab_name, ROLE_LABEL: "consul"},
-        depends_on=spec_hash({name: f["content"] for name, f in config_files.items()}),
+        "command": ["agent"],
+        "labels": {LAB_LABEL: data.lab_name, ROLE_LABEL: "consul"},
+        "depends_on": spec_hash({name: f["content"] for name, f in config_files.items()}),
+    }
+    replacing = replaces_running(data.consul_container_name, container_digest(**spec))
+    passing = agent_fact(ConsulPassingServices, data.consul_http_addr, header) if replacing else []
+    agent = container(
+        name=f"Run the Consul {data.consul_role} agent",
+        container_name=data.consul_container_name,
+        image=image,
         replaced_ready=lab_wait(
             "agent", data.consul_http_addr, str(servers), *passing, consul_header=header
         ),
         _serial=True,
+        **spec,
     )
     server.shell(
         name="Wait for the agent's HTTP API",

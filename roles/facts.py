@@ -2,7 +2,9 @@
 
 Each is a tiny class in pyinfra's style: `command()` runs on the host, `process()`
 turns its output into data. They never fail on a host that lacks what they ask
-about (no container, no agent yet): they answer "absent".
+about (no container, no agent yet): they answer "absent". A Consul agent that
+answers, but not with what was asked (a 403, a 500, no answer in time), is not
+absent: its facts say why, as a str, and the operation reading them stops.
 """
 
 from __future__ import annotations
@@ -92,47 +94,82 @@ class DockerLabelled(FactBase):
         return sorted(line.strip() for line in output if line.strip())
 
 
+# curl's exit status when nothing listens on the agent's port: no agent (yet).
+CURL_COULD_NOT_CONNECT = 7
+CURL_TIMED_OUT = 28
+AGENT_TIMEOUT_S = 10
+
+
 def consul_get(http_addr: str, path: str, header: str | None = None) -> str:
-    """curl of the local agent's API; `header` names a file holding the token header
-    (root-only, written by role consul), so the token is never on a command line."""
+    """curl of the local agent's API that always exits 0 and prints the body, then a last
+    line "<HTTP status> <curl's exit status>" (see agent_answer); `header` names a file
+    holding the token header (root-only, written by role consul), so the token is never
+    on a command line."""
     token = f" -H @{shlex.quote(header)}" if header else ""
-    return f"curl -fsS --max-time 10{token} {shlex.quote(http_addr)}{path}"
+    return (
+        f"curl -sS --max-time {AGENT_TIMEOUT_S}{token} -w '\\n%{{http_code}} ' "
+        f"{shlex.quote(http_addr)}{path}; echo $?"
+    )
+
+
+def agent_answer(output: list[str], path: str) -> object | str | None:
+    """What consul_get printed: the JSON of a 200; None when nothing listens (the agent
+    is not there yet: a first converge); else a str saying why there is no answer."""
+    status, _, curl_exit = (output[-1] if output else "").strip().partition(" ")
+    body = "\n".join(output[:-1]).strip()
+    if curl_exit == str(CURL_COULD_NOT_CONNECT):
+        return None
+    if curl_exit == str(CURL_TIMED_OUT):
+        return f"did not answer GET {path} within {AGENT_TIMEOUT_S} s"
+    if curl_exit != "0":
+        return f"broke off GET {path} (curl exit status {curl_exit or 'unknown'})"
+    if status != "200":
+        return f"answered {status} ({body[:120] or 'no text'}) to GET {path}"
+    try:
+        return json.loads(body)
+    except ValueError:
+        return f"answered GET {path} with something that is not JSON ({body[:60]!r})"
 
 
 class ConsulAgentServices(FactBase):
     """The local Consul agent's services (GET /v1/agent/services), by ID, as far as the
-    token in `header` may see them; {} when the agent does not answer (not started yet)."""
+    token in `header` may see them; {} when no agent listens (not started yet); a str
+    saying why when the agent answers otherwise (see agent_answer)."""
 
     requires_command = "curl"
 
     def command(self, http_addr: str, header: str | None = None) -> str:
-        return f"{consul_get(http_addr, '/v1/agent/services', header)} || echo '{{}}'"
+        return consul_get(http_addr, "/v1/agent/services", header)
 
     @staticmethod
     def default() -> dict:
         return {}
 
-    def process(self, output: list[str]) -> dict:
-        return json.loads("\n".join(output) or "{}")
+    def process(self, output: list[str]) -> dict | str:
+        answer = agent_answer(output, "/v1/agent/services")
+        return {} if answer is None else answer
 
 
 class ConsulPassingServices(FactBase):
     """IDs of the local agent's service instances whose every check passes (GET
-    /v1/agent/checks, as far as the token in `header` may see); [] when the agent does
-    not answer."""
+    /v1/agent/checks, as far as the token in `header` may see); [] when no agent
+    listens; a str saying why when the agent answers otherwise (see agent_answer)."""
 
     requires_command = "curl"
 
     def command(self, http_addr: str, header: str | None = None) -> str:
-        return f"{consul_get(http_addr, '/v1/agent/checks', header)} || echo '{{}}'"
+        return consul_get(http_addr, "/v1/agent/checks", header)
 
     @staticmethod
     def default() -> list[str]:
         return []
 
-    def process(self, output: list[str]) -> list[str]:
+    def process(self, output: list[str]) -> list[str] | str:
+        answer = agent_answer(output, "/v1/agent/checks")
+        if isinstance(answer, str):
+            return answer
         status: dict[str, bool] = {}
-        for check in json.loads("\n".join(output) or "{}").values():
+        for check in (answer or {}).values():
             if check.get("ServiceID"):
                 sid = check["ServiceID"]
                 status[sid] = status.get(sid, True) and check.get("Status") == "passing"

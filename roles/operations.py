@@ -90,8 +90,19 @@ def lab_wait(*args: str, consul_header: str | None = None) -> str:
 
 
 def agent_fact(fact: type, http_addr: str, header: str | None):
-    """A fact about the local agent, read with the token in `header` when there is one."""
-    return host.get_fact(fact, http_addr=http_addr, **({"header": header} if header else {}))
+    """A fact about the local agent, read with the token in `header` when there is one.
+    An agent that answers, but not with the fact (a str: a 403, a 500, no answer in time),
+    stops the run here: taken for "no services", it would have the instances removed
+    from the spec stopped without being deregistered first."""
+    answer = host.get_fact(fact, http_addr=http_addr, **({"header": header} if header else {}))
+    if isinstance(answer, str):
+        raise OperationError(
+            f"the Consul agent on {host.name} ({http_addr}) {answer}, so the lab cannot tell "
+            f"which instances it holds there; see `docker logs consul` on {host.name}, then "
+            "run `labctl apply` (after a 403, `labctl up`: it makes any token Consul lost "
+            "again)."
+        )
+    return answer
 
 
 def recorded(refs: list[str]) -> str:
@@ -167,6 +178,20 @@ def images_obtained(images: dict[str, dict], base_image: str, bundle: str | None
         yield shlex.join(command)
 
 
+def container_digest(
+    image_id: str, args: list[str], command=(), labels: dict | None = None, depends_on: str = ""
+) -> str:
+    """The spec label of a container made by `container` with these arguments."""
+    return spec_hash(image_id, args, list(command), dict(labels or {}), depends_on)
+
+
+def replaces_running(container_name: str, digest: str) -> bool:
+    """Whether `container` will replace the running container `container_name` (its spec
+    label differs from `digest`): the only case its `replaced_ready` runs."""
+    state = host.get_fact(DockerContainerState, container=container_name)
+    return state is not None and state["running"] and state["spec"] != digest
+
+
 @operation()
 def container(
     container_name: str,
@@ -186,7 +211,7 @@ def container(
     replaced, so a rolling change, `_serial=True`, moves on to the next host only then).
     """
     labels = dict(labels or {})
-    digest = spec_hash(image_id, args, list(command), labels, depends_on)
+    digest = container_digest(image_id, args, command, labels, depends_on)
     name = container_name
     state = host.get_fact(DockerContainerState, container=name)
     if state is not None and state["spec"] == digest:
@@ -340,14 +365,16 @@ def consul_services_absent(
 def load_balancer_healthy(container_name: str):
     """Repair an LB that runs but does not do its job (see templates/lb/lb-health): nginx
     on a configuration other than consul-template's latest render is given that render
-    again (lb-reload); a dead or deaf nginx or consul-template gets a restart, which
-    starts nginx on the last good configuration and renders afresh."""
+    again (lb-reload); a dead or deaf nginx or consul-template, or an nginx that did not
+    take a reload (its signal went nowhere), gets a restart, which starts nginx on the
+    last good configuration and renders afresh."""
     health = host.get_fact(LoadBalancerHealth, container=container_name)
     if health is None:
         host.noop(f"LB {container_name} is not running; the container operation starts it")
         return
     name = shlex.quote(container_name)
-    if not (health["nginx"] and health["listening"] and health["consul_template"]):
+    alive = health["nginx"] and health["listening"] and health["consul_template"]
+    if not alive or health.get("reload_failed"):
         yield f"docker restart {name}"
     elif health["config"] == "stale":
         yield f"docker exec {name} lb-reload"

@@ -28,9 +28,10 @@ health=$state/health.json            # its second: served at /_lab/health.json
 placeholder=/etc/nginx/lab/placeholder.conf
 
 mkdir -p "$state" /run/lb
-for counter in reloads rejected; do
+for counter in reloads rejected reload_failures; do
     [ -s "$state/$counter" ] || echo 0 > "$state/$counter"
 done
+rm -f "$state/reload-failed"   # a reload the previous nginx did not take: this one starts afresh
 # /_lab/ answers the lab's networks besides loopback.
 for cidr in ${LB_ALLOW_CIDRS}; do echo "allow $cidr;"; done > /etc/nginx/lab/allow.conf
 

@@ -127,7 +127,7 @@ def test_restarted_with_its_agent_down_the_lb_serves_its_last_good_configuration
         assert_serves_from_its_first_second(loop, started_at, "docker restart lb, agent down")
         health = json.loads(on_host(connections, "node3", "docker exec lb lb-health"))
         assert health == {"nginx": True, "listening": True, "consul_template": True,
-                          "config": "waiting"}  # fmt: skip
+                          "config": "waiting", "reload_failed": None}  # fmt: skip
         reloads = lb_state().reloads
     finally:
         on_host(connections, "node3", "docker start consul")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from labctl.converge import connect_failures, operation_failures, parse_results
+from labctl.converge import connect_failures, operation_error, operation_failures, parse_results
 from roles.docker import DEFAULTS, daemon_config
 
 
@@ -101,3 +101,17 @@ def test_a_failed_operation_is_named_with_its_hosts_last_output_line():
         "Deploy demo service | Run zhibo-2 on node2: "
         "Error: executed 1 commands",
     ]
+
+
+def test_an_operation_error_is_the_roles_own_sentence():
+    """An operation that stops the run (OperationError) says why and what to do, naming
+    the host; pyinfra prints it last, behind the file and line that raised it."""
+    lines = """--> Starting operation: Deploy demo service | Deregister what the spec dropped
+<Greenlet at 0x7f: _run_host_op_with_context(...)> failed with OperationError
+--> Disconnecting from hosts...
+--> Operation error in /lab/roles/operations.py line 99: the Consul agent on node2 answered 403 (ACL not found) to GET /v1/agent/services; then run `labctl apply`.""".splitlines()  # noqa: E501
+    assert operation_error(lines) == (
+        "the Consul agent on node2 answered 403 (ACL not found) to GET /v1/agent/services; "
+        "then run `labctl apply`."
+    )
+    assert operation_error(["--> pyinfra error: No hosts remaining!"]) is None

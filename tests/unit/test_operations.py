@@ -11,7 +11,8 @@ tests/unit/operations/<operation>/<case>.json, holding
                 (a tmp dir), which args and commands refer to as {local}/<name>;
     "commands": the commands the operation must yield, in order, as text
                 (uploads read "upload <src> <dest>", a file-like src "io:<content>");
-    or "noop": true, with an optional "noop_description".
+    or "noop": true, with an optional "noop_description";
+    or "error": text the OperationError that stops the operation must hold.
 
 The operations run through pyinfra 3's `._inner` (the raw generator) against a
 fake host that answers facts from the case and records no-ops.
@@ -119,14 +120,20 @@ def run_operation(name: str, args: dict, host: FakeHost, local_dir: Path) -> lis
 @pytest.mark.parametrize("case_file", CASES, ids=[f"{p.parent.name}/{p.stem}" for p in CASES])
 def test_operation_case(case_file, fake_host, tmp_path):
     case = json.loads(case_file.read_text())
-    assert ("commands" in case) != bool(case.get("noop")), "a case has commands or noop: true"
+    outcomes = ("commands" in case, bool(case.get("noop")), "error" in case)
+    assert sum(outcomes) == 1, "a case has commands, noop: true or an error"
     for name, content in case.get("local_files", {}).items():
         (tmp_path / name).write_text(content)
     host = fake_host(case.get("facts", {}))
+    args = with_local(case["args"], tmp_path)
 
-    commands = run_operation(
-        case_file.parent.name, with_local(case["args"], tmp_path), host, tmp_path
-    )
+    if "error" in case:
+        with pytest.raises(OperationError) as stopped:
+            run_operation(case_file.parent.name, args, host, tmp_path)
+        assert case["error"] in str(stopped.value)
+        assert host.noops == []
+        return
+    commands = run_operation(case_file.parent.name, args, host, tmp_path)
 
     if case.get("noop"):
         assert commands == []
@@ -264,3 +271,24 @@ def test_an_archive_streams_into_the_load_command(tmp_path):
     failing = ["sh", "-c", "cat >/dev/null; echo 'Error processing tar file'; exit 1"]
     assert ops._load_over_openssh(None, host, str(archive), failing) is False
     assert host.logged == ["Error processing tar file"]
+
+
+def test_container_digest_is_the_label_container_writes(fake_host, tmp_path):
+    digest = ops.container_digest(**{k: v for k, v in CONTAINER_ARGS.items() if k not in (
+        "container_name", "image")})  # fmt: skip
+    assert spec_label(CONTAINER_ARGS, fake_host, tmp_path) == digest
+
+
+@pytest.mark.parametrize(
+    ("state", "replaces"),
+    [
+        ({"spec": "other", "running": True}, True),
+        ({"spec": "current", "running": True}, False),
+        ({"spec": "other", "running": False}, False),  # nothing serves: no wait after it
+        (None, False),
+    ],
+    ids=["running-other-spec", "running-same-spec", "stopped-other-spec", "absent"],
+)
+def test_replaces_running_is_when_container_would_run_replaced_ready(state, replaces, fake_host):
+    fake_host({"DockerContainerState": {"container=consul": state}})
+    assert ops.replaces_running("consul", "current") is replaces

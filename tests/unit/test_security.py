@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from labctl import security
+from labctl import lifecycle, security
+from labctl.converge import ConvergeResult
 from labctl.spec import CONSUL_HTTP_PORT, parse_spec
 from tests.support.consul_standin import FAST_RAFT, AgentProc, call, free_port, wait_for
 
 ADDRESS = "127.0.0.61"
 BASE = f"http://{ADDRESS}:{CONSUL_HTTP_PORT}"
 ACL = {"enabled": True, "default_policy": "deny", "enable_token_persistence": True}
+GLOBAL_MANAGEMENT = "00000000-0000-0000-0000-000000000001"
 
 
 def lab_spec(**overrides):
@@ -43,12 +47,19 @@ def secrets_home(tmp_path, monkeypatch) -> Path:
     return tmp_path / "labsecurity" / "secrets"
 
 
+# The new leader's gap before its ACLs exist (the stand-in's README), made long enough
+# that labctl, which polls for a leader once a second, always bootstraps inside it.
+ACL_INIT_GAP_S = 4
+
+
 @pytest.fixture(scope="module")
 def consul(tmp_path_factory) -> Iterator[AgentProc]:
     agent = AgentProc(tmp_path_factory.mktemp("security"), "node1", ADDRESS, CONSUL_HTTP_PORT,
                       free_port([ADDRESS]), dict(FAST_RAFT, acl=ACL))  # fmt: skip
     try:
-        agent.start("-server", "-bootstrap-expect=1")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CONSUL_STANDIN_ACL_INIT_GAP", str(ACL_INIT_GAP_S))
+            agent.start("-server", "-bootstrap-expect=1")
         yield agent
     finally:
         agent.kill()
@@ -73,12 +84,13 @@ def made(consul, tmp_path_factory) -> dict:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(security, "lab_dir", lambda spec: home / spec.name)
         spec = lab_spec()
-        made = security.ensure_acls(spec, lambda line: None)
+        reported: list[str] = []
+        made = security.ensure_acls(spec, reported.append)
         missed = security.set_agent_tokens(spec, lambda line: None)
         again = security.ensure_acls(spec, lambda line: None)
         tokens = security.saved_tokens(spec)
     return {"made": made, "again": again, "missed": missed, "tokens": tokens,
-            "dir": home / "labsecurity" / "secrets"}  # fmt: skip
+            "reported": reported, "dir": home / "labsecurity" / "secrets"}  # fmt: skip
 
 
 def test_the_gossip_key_is_32_random_bytes_kept_0600_and_made_once(secrets_home):
@@ -97,10 +109,21 @@ def test_the_bootstrap_happens_once_and_every_token_is_made_once(made):
     names = {"management", "agent-node1", "registration-node1", "consul-template", "read"}
     assert set(made["tokens"]) == names
     assert made["again"] == []  # a second run makes nothing
-    assert made["missed"] == []
+    assert made["missed"] == {}
     for name in ("", security.TOKENS):
         mode = stat.S_IMODE((made["dir"] / name).stat().st_mode)
         assert mode == (0o600 if name else 0o700), name
+
+
+def test_a_bootstrap_inside_the_new_leaders_gap_is_asked_again(made):
+    """Consul names a new leader before that leader has created the global-management
+    policy (leader.go initializeACLs), and a bootstrap in between answers 500; labctl
+    polls for a leader once a second, so with the gap made longer than that its first
+    bootstrap is always inside it, is answered 500, and is asked again until it works."""
+    gap = "500 failed inserting bootstrap token: No such policy with ID: " + GLOBAL_MANAGEMENT
+    retries = [line for line in made["reported"] if "not ready for the ACL bootstrap" in line]
+    assert retries and all(gap in line for line in retries), made["reported"]
+    assert made["made"][0] == "ACL bootstrap"
 
 
 def test_a_second_bootstrap_is_refused_by_consul(made):
@@ -214,3 +237,202 @@ def test_a_service_leaving_the_spec_keeps_its_write_until_its_instances_are_gone
     assert security.leaving_services(one) == []
     assert as_token(secret, "PUT", "/v1/agent/service/register",
                     registration("danmu_service", "danmu-2"))[0] == 403  # fmt: skip
+
+
+# --- answers that are not what they seem: a stand-in behind a transport that injects them
+
+
+class FaultyConsul:
+    """labctl's requests go to the stand-in, except that `faults[(method, path)]` lists
+    answers (status, text) given instead of the stand-in's, one per matching request."""
+
+    def __init__(self) -> None:
+        self.faults: dict[tuple[str, str], list[tuple[int, str]]] = {}
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        answers = self.faults.get((request.method, request.url.path))
+        if answers:
+            status, text = answers.pop(0)
+            return httpx.Response(status, text=text)
+        with REAL_CLIENT(timeout=30, trust_env=False) as client:
+            answer = client.request(request.method, request.url, headers=request.headers,
+                                    content=request.read())  # fmt: skip
+        return httpx.Response(answer.status_code, content=answer.content)
+
+
+REAL_CLIENT = httpx.Client
+
+
+@pytest.fixture
+def faulty(made, monkeypatch) -> FaultyConsul:
+    """labctl.security against the module's stand-in, with `made`'s saved tokens."""
+    monkeypatch.setattr(security, "lab_dir", lambda spec: made["dir"].parent.parent / spec.name)
+    consul = FaultyConsul()
+    transport = httpx.MockTransport(consul.handle)
+    monkeypatch.setattr(httpx, "Client", lambda **kw: REAL_CLIENT(transport=transport, **kw))
+    return consul
+
+
+def lab_tokens() -> list[dict]:
+    """Every token Consul holds, read with the saved management token."""
+    management = security.saved_tokens(lab_spec())["management"]["secret"]
+    status, tokens = as_token(management, "GET", "/v1/acl/tokens")
+    assert status == 200, tokens
+    return tokens
+
+
+def test_a_transient_500_on_a_token_read_is_asked_again_not_taken_for_a_lost_token(faulty):
+    """A 500 ("No cluster leader": the servers between two leaders) says nothing about
+    the token: labctl asks again and keeps it, where reading it as "missing" made a
+    second token for the same part."""
+    before = security.saved_tokens(lab_spec())["read"]["accessor"]
+    path = f"/v1/acl/token/{before}"
+    faulty.faults[("GET", path)] = [(500, "rpc error making call: No cluster leader")] * 2
+    reported: list[str] = []
+    assert security.ensure_acls(lab_spec(), reported.append) == []
+    assert faulty.faults[("GET", path)] == []  # both were given, and asked past
+    assert sum("No cluster leader" in line and "asking again" in line for line in reported) == 2
+    assert security.saved_tokens(lab_spec())["read"]["accessor"] == before
+    described = [t for t in lab_tokens() if t["Description"].startswith("a person")]
+    assert [t["AccessorID"] for t in described] == [before]
+
+
+def test_a_500_that_does_not_pass_stops_with_one_sentence(faulty, monkeypatch):
+    monkeypatch.setattr(security, "TRANSIENT_TIMEOUT", 1.0)
+    monkeypatch.setattr(security, "RETRY_INTERVAL", 0.1)
+    accessor = security.saved_tokens(lab_spec())["read"]["accessor"]
+    faulty.faults[("GET", f"/v1/acl/token/{accessor}")] = [(500, "No cluster leader")] * 100
+    before = lab_tokens()
+    with pytest.raises(security.AclError) as error:
+        security.ensure_acls(lab_spec(), lambda line: None)
+    message = str(error.value)
+    assert message.startswith("Consul answered 500 No cluster leader to a read of token read")
+    assert message.count(". ") == 0 and message.endswith("then `labctl apply`.")
+    assert lab_tokens() == before  # nothing made
+
+
+def test_a_403_that_is_not_acl_not_found_is_one_sentence_and_nothing_is_made(faulty):
+    """403 "Permission denied" is a refusal, not a missing policy: creating the policy
+    would fail (or, for a token, make a duplicate); the run stops and names the answer."""
+    faulty.faults[("GET", "/v1/acl/policy/name/lab-read")] = [(403, "Permission denied")]
+    before = lab_tokens()
+    with pytest.raises(security.AclError) as error:
+        security.ensure_acls(lab_spec(), lambda line: None)
+    message = str(error.value)
+    assert "answered 403 Permission denied to a read of policy lab-read" in message
+    assert message.count(". ") == 0 and message.endswith(".")
+    assert lab_tokens() == before
+
+
+def test_a_token_consul_no_longer_has_is_made_again(faulty):
+    """Consul 1.11 answers 403 "ACL not found" (the whole answer) for a token it does
+    not have: that one, and only that one, is made again."""
+    spec = lab_spec()
+    management = security.saved_tokens(spec)["management"]["secret"]
+    lost = security.saved_tokens(spec)["consul-template"]["accessor"]
+    assert as_token(management, "DELETE", f"/v1/acl/token/{lost}")[0] == 200
+    assert as_token(management, "GET", f"/v1/acl/token/{lost}") == (403, "ACL not found")
+    assert security.ensure_acls(spec, lambda line: None) == ["token consul-template"]
+    assert security.saved_tokens(spec)["consul-template"]["accessor"] != lost
+
+
+def test_a_management_token_consul_does_not_know_is_one_sentence(made, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    shutil.copytree(made["dir"].parent, home / "labsecurity")
+    monkeypatch.setattr(security, "lab_dir", lambda spec: home / spec.name)
+    tokens = security.saved_tokens(lab_spec())
+    tokens["management"]["secret"] = "9d3f7c1e-1111-4222-8333-444455556666"
+    (home / "labsecurity" / "secrets" / security.TOKENS).write_text(json.dumps(tokens))
+    with pytest.raises(security.AclError) as error:
+        security.ensure_acls(lab_spec(), lambda line: None)
+    message = str(error.value)
+    assert "does not know the management token saved in" in message
+    assert message.endswith("run `labctl down` and `labctl up` to start afresh.")
+    assert message.count(". ") == 0
+
+
+# --- agent tokens: every apply hands them out, so an agent that lost its token has it back
+
+CLIENT_ADDRESS = "127.0.0.62"
+DEAD_ADDRESS = "127.0.0.63"  # no agent there
+
+
+def two_hosts(*more: dict):
+    return lab_spec(hosts=[
+        {"name": "node1", "address": ADDRESS, "consul": "server", "lb": True},
+        {"name": "node2", "address": CLIENT_ADDRESS, "consul": "client"},
+        *more,
+    ])  # fmt: skip
+
+
+@pytest.fixture
+def apply_without_hosts(made, monkeypatch):
+    """lifecycle.apply with what concerns the hosts (images, apt cache, the converge)
+    stubbed out: the agents are stand-in processes on loopback, started by the test."""
+    monkeypatch.setattr(security, "lab_dir", lambda spec: made["dir"].parent.parent / spec.name)
+    monkeypatch.setattr(lifecycle, "read_state", lambda spec: {"provider": "ssh"})
+    monkeypatch.setattr(lifecycle, "write_state", lambda spec, **values: None)
+    monkeypatch.setattr(lifecycle, "hosts_arch", lambda spec, provider, report: {})
+    monkeypatch.setattr(lifecycle.delivery, "prepare", lambda *args, **kwargs: {})
+    monkeypatch.setattr(lifecycle.aptcache, "ensure", lambda *args: None)
+    monkeypatch.setattr(lifecycle, "converge_lab", lambda spec, report, *args: ConvergeResult())
+    return lambda spec: lifecycle.apply(spec, lambda line: None)
+
+
+def client_agent(workdir: Path) -> AgentProc:
+    """node2's agent (not started): a client with the lab's ACL settings."""
+    serf = free_port([CLIENT_ADDRESS])
+    return AgentProc(workdir, "node2", CLIENT_ADDRESS, CONSUL_HTTP_PORT, serf,
+                     dict(FAST_RAFT, acl=ACL))  # fmt: skip
+
+
+def agent_token_held(agent: AgentProc) -> str | None:
+    """The agent token the agent keeps in its data directory (enable_token_persistence)."""
+    try:
+        return json.loads((agent.data_dir / "acl-tokens.json").read_text()).get("agent")
+    except FileNotFoundError:
+        return None
+
+
+def test_apply_gives_an_agent_that_lost_its_data_its_token_again(consul, apply_without_hosts,
+                                                                 tmp_path):  # fmt: skip
+    """An agent whose data volume was wiped starts without its token, and nothing on the
+    outside says so; apply hands every agent its token on every run, so the next apply
+    repairs it (it used to only when it had made new tokens)."""
+    spec = two_hosts()
+    client = client_agent(tmp_path)
+    try:
+        client.start(f"-retry-join={consul.serf_addr}")
+        apply_without_hosts(spec)  # makes node2's tokens, then hands them out
+        secret = security.saved_tokens(spec)["agent-node2"]["secret"]
+        assert agent_token_held(client) == secret
+
+        client.kill()  # the data volume wiped: a fresh agent, without its token
+        shutil.rmtree(client.data_dir)
+        client.start(f"-retry-join={consul.serf_addr}")
+        wait_for(lambda: "Node info update blocked by ACLs" in client.log().rsplit(
+            "Consul agent running", 1)[-1], 60, "node2 refused its node info")  # fmt: skip
+        assert agent_token_held(client) is None
+
+        apply_without_hosts(spec)  # makes nothing: the saved tokens are current
+        assert agent_token_held(client) == secret
+    finally:
+        client.kill()
+
+
+def test_an_agent_that_does_not_take_its_token_stops_apply_with_one_sentence(
+    consul, apply_without_hosts, tmp_path
+):
+    spec = two_hosts({"name": "node3", "address": DEAD_ADDRESS, "consul": "client"})
+    client = client_agent(tmp_path)
+    try:
+        client.start(f"-retry-join={consul.serf_addr}")
+        with pytest.raises(lifecycle.LifecycleError) as error:
+            apply_without_hosts(spec)
+    finally:
+        client.kill()
+    message = str(error.value)
+    assert message.startswith("the Consul agent token did not reach node3 (node3: not answering: ")
+    assert "run `labctl apply` once the agent answers" in message
+    assert message.count(". ") == 0 and message.endswith(".")
+    assert agent_token_held(client) == security.saved_tokens(spec)["agent-node2"]["secret"]

@@ -4,7 +4,8 @@
 // It reads two files the LB publishes under /_lab/ (templates/lb):
 //   lb.json      written by lb-publish from the configuration nginx runs (an accepted
 //                render only): {"upstreams": {service: ["address:port", ...]}, "reloads",
-//                "rejected", "latest_render_refused", "published"}
+//                "rejected", "reload_failures", "latest_render_refused",
+//                "latest_reload_failed", "published"}
 //   health.json  consul-template's render of health.ctmpl: {"services": [{"name", "tags",
 //                "lb", "instances": [{"id", "node", "address", "port", "status"}]}]}
 "use strict";
@@ -116,7 +117,9 @@ async function refresh() {
     ...services.map((s) => renderService(s, lb.upstreams[s.name] || [], health !== null)),
   );
   renderServiceChoice(services.map((s) => s.name));
-  const refused = lb.latest_render_refused ? " · the latest render was refused by nginx -t" : "";
+  const refused =
+    (lb.latest_render_refused ? " · the latest render was refused by nginx -t" : "") +
+    (lb.latest_reload_failed ? " · nginx did not take the latest render (its reload failed)" : "");
   const counters = $("counters");
   counters.dataset.reloads = lb.reloads;
   counters.dataset.rejected = lb.rejected;

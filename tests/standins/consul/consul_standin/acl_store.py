@@ -16,6 +16,7 @@ import base64
 import datetime as _dt
 import hashlib
 import json
+import os
 import re
 import uuid
 from collections.abc import Callable
@@ -41,6 +42,9 @@ _POLICY_NAME = re.compile(r"^[A-Za-z0-9\-_]{1,128}$")
 _IDENTITY_NAME = re.compile(r"^[a-z0-9]([a-z0-9\-_]*[a-z0-9])?$")
 REDACTED = "<hidden>"
 BOOTSTRAP_NOT_ALLOWED = "ACL bootstrap no longer allowed"
+# How long a new leader of a fresh cluster takes to create the global-management policy
+# (see ACLServer.initialize); CONSUL_STANDIN_ACL_INIT_GAP changes it (seconds).
+ACL_INIT_GAP_S = float(os.environ.get("CONSUL_STANDIN_ACL_INIT_GAP", "2"))
 
 
 def _now() -> str:
@@ -111,6 +115,14 @@ class ACLServer:
             return
         acl = self.store.acl
         if GLOBAL_MANAGEMENT_ID not in acl["policies"]:
+            # The gap a fresh cluster opens after its first election: the leader is named
+            # at once, but the policy exists only once this write is committed, and a
+            # bootstrap before that fails (see bootstrap). Consul's gap is a barrier and
+            # this Raft write, milliseconds to seconds with the disk and the load; the
+            # stand-in holds the write ACL_INIT_GAP_S, so every client that bootstraps as
+            # soon as a leader is named meets it here, not one run in twenty there.
+            if self.server.stop_event.wait(ACL_INIT_GAP_S) or not self.server.raft.is_leader():
+                return
             self.server.raft.apply(
                 lambda s: self._put_policy(
                     s,
@@ -262,6 +274,12 @@ class ACLServer:
         def write(s: StateStore) -> None:  # the one-time check belongs to the write itself
             if s.acl["bootstrap_index"]:
                 raise RPCError(f"{BOOTSTRAP_NOT_ALLOWED} (reset index: {s.acl['bootstrap_index']})")
+            # state/acl.go ACLBootstrap -> aclTokenSetTxn -> resolveTokenPolicyLinks: the
+            # token links the global-management policy, which the leader makes only in
+            # initializeACLs (see initialize): a bootstrap before that fails.
+            if GLOBAL_MANAGEMENT_ID not in s.acl["policies"]:
+                missing = f"No such policy with ID: {GLOBAL_MANAGEMENT_ID}"
+                raise RPCError(f"failed inserting bootstrap token: {missing}")
             self._put_token(s, token, bootstrap=True)
 
         self.server.raft.apply(write)
@@ -317,15 +335,19 @@ class ACLServer:
             return {"Result": dict(self.store.acl["policies"][pid])}
 
     def policy_read(self, args: dict) -> dict:
+        """A missing policy is no error here but a None Result, as in acl_endpoint.go
+        PolicyRead (reply.Policy = policy); the HTTP endpoint turns it into 403 "ACL not
+        found" itself, so no server relaying the RPC puts "rpc error making call:" in front."""
         self._require(args, write=False)
         with self.store.lock:
             if args.get("PolicyID"):
                 policy = self.store.acl["policies"].get(args["PolicyID"])
             else:
                 policy = self._policy_by_name(args.get("PolicyName", ""))
-            if policy is None:
-                raise RPCError(ACL_NOT_FOUND)
-            return {"Result": dict(policy), **self._meta(self.store.max_index("acl-policies"))}
+            return {
+                "Result": dict(policy) if policy is not None else None,
+                **self._meta(self.store.max_index("acl-policies")),
+            }
 
     def policy_list(self, args: dict) -> dict:
         self._require(args, write=False)
@@ -442,13 +464,15 @@ class ACLServer:
         redact = False
         if args.get("TokenIDType") == "secret":  # /v1/acl/token/self: the secret is enough
             token = self._by_secret(args.get("TokenID") or "anonymous")
+            if token is None:
+                raise RPCError(ACL_NOT_FOUND)
         else:
             authz = self._require(args, write=False)
             redact = not authz.acl_write()
             with self.store.lock:
                 token = self.store.acl["tokens"].get(args.get("TokenID", ""))
-        if token is None:
-            raise RPCError(ACL_NOT_FOUND)
+            if token is None:  # as policy_read: the HTTP endpoint says "ACL not found"
+                return {"Result": None, **self._meta(self.store.max_index("acl-tokens"))}
         with self.store.lock:
             return {
                 "Result": self.token_out(token, redact),

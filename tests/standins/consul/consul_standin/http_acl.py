@@ -1,7 +1,10 @@
 """The /v1/acl endpoints and /v1/agent/token/<kind> (agent/acl_endpoint.go, 1.11).
 
 With ACLs disabled every one answers 401 "ACL support disabled". A missing
-policy or token is 403 "ACL not found" (1.11 returns acl.ErrNotFound there);
+policy or token is 403 "ACL not found", exactly: the RPC finds nothing without
+an error and the endpoint itself returns acl.ErrNotFound (ACLPolicyRead, ACLTokenGet:
+`if out.Policy == nil { return nil, acl.ErrNotFound }`), which http.go answers
+403 with its text (seen on 1.8 and 1.9: hashicorp/consul#8428, #9933);
 a second bootstrap is 403 "Permission denied: ACL bootstrap no longer allowed
 (reset index: N)"; other refusals from the servers are 500 with their text.
 """
@@ -12,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .http_server import Request, Response, empty_ok, json_response
 from .tokens import TOKEN_KINDS
-from .util import PERMISSION_DENIED, ApiError, RPCError, rpc_error_status
+from .util import ACL_NOT_FOUND, PERMISSION_DENIED, ApiError, RPCError, rpc_error_status
 
 if TYPE_CHECKING:
     from .http_api import HttpApi
@@ -47,7 +50,7 @@ class ACLEndpoints:
 
     def _read(self, req: Request, method: str, args: dict) -> Response:
         self._enabled()
-        return self.api.read(req, method, args)
+        return self.api.read(req, method, args, _found)
 
     # -- bootstrap --------------------------------------------------------------------
     def bootstrap(self, req: Request) -> Response:
@@ -123,7 +126,7 @@ class ACLEndpoints:
     def token(self, req: Request, accessor: str) -> Response:
         self._enabled()
         if req.method in ("GET", "HEAD"):
-            return self.api.read(req, "ACL.TokenRead", {"TokenID": accessor})
+            return self.api.read(req, "ACL.TokenRead", {"TokenID": accessor}, _found)
         if req.method == "DELETE":
             self._rpc("ACL.TokenDelete", {"Token": self.api.token(req), "TokenID": accessor})
             return json_response(True, req)
@@ -148,6 +151,13 @@ class ACLEndpoints:
             self.agent.syncer.sync_full.set()  # the node and services are re-synced with it
         self.agent.log.info("agent", "Updated agent's ACL token", token=kind)
         return empty_ok()
+
+
+def _found(result: Any) -> Any:
+    """A read's result, or 403 "ACL not found" when the servers found nothing."""
+    if result is None:
+        raise ApiError(403, ACL_NOT_FOUND)
+    return result
 
 
 def routes(api: HttpApi) -> list[tuple[str, str, Any]]:

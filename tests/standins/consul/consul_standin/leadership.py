@@ -430,6 +430,11 @@ class Raft:
             self._wait_commit(index)
         return result
 
+    def barrier(self) -> None:
+        """raft.Barrier: return once everything this leader holds (its no-op entry
+        included) is committed; RPCError when leadership is lost meanwhile."""
+        self._wait_commit(self.store.raft_index)
+
     def _wait_commit(self, index: int) -> None:
         with self.lock:
             while True:

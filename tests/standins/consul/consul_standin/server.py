@@ -203,8 +203,15 @@ class ConsulServer:
                 self.log.error("agent.leader", "failed to reconcile", error=repr(e))
 
     def _establish_leadership(self) -> None:
+        """leader.go leaderLoop: a Raft barrier, then establishLeadership (initializeACLs
+        first), then the reconcile. /v1/status/leader names this server from the
+        election on, before any of it (see acl_store.ACLServer.initialize)."""
         if not self.raft.is_leader():
             return
+        try:
+            self.raft.barrier()
+        except RPCError:
+            return  # leadership lost: the next leader does it
         self.acl.initialize()
         self._reconcile()
         self.ready = True
