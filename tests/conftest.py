@@ -12,7 +12,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # The e2e modules with labs of their own; every other e2e module runs on the suite's
 # shared lab (the `lab` fixture of tests/e2e/conftest.py). Checked at collection.
-OWN_LAB_MODULES = {"tests/e2e/test_95_ssh_road.py", "tests/e2e/test_96_offline.py"}
+OWN_LAB_MODULES = {
+    "tests/e2e/test_00_ownership.py",
+    "tests/e2e/test_95_ssh_road.py",
+    "tests/e2e/test_96_offline.py",
+}
 
 
 def on_shared_lab(nodeid: str) -> bool:

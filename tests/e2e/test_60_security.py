@@ -16,6 +16,7 @@ from labctl.lifecycle import log_file
 from labctl.paths import LAB_LABEL, docker_network_name
 from tests.e2e.conftest import E2E_SUBNET, labctl, wait_for
 from tests.e2e.probes import SERVICE, consul, consul_as, on_host
+from tests.support.suite_labs import SUITE_LABEL, owner
 
 ROGUE_ADDRESS = f"{E2E_SUBNET}.60"  # on the lab's own network, outside the spec's hosts
 INSTANCES = {"zhibo-1", "zhibo-2", "zhibo-3"}
@@ -59,7 +60,8 @@ def test_an_agent_with_another_gossip_key_does_not_join(lab):
         spec.consul_image,
         ["agent", "-node=rogue", f"-bind={ROGUE_ADDRESS}", f"-encrypt={other_key}",
          f"-retry-join={spec.hosts[0].address}"],
-        name=f"{spec.name}-rogue-agent", labels={LAB_LABEL: spec.name}, network=network.name,
+        name=f"{spec.name}-rogue-agent", network=network.name,
+        labels={LAB_LABEL: spec.name, SUITE_LABEL: owner(spec.name)},
     )  # fmt: skip
     try:
         # On the lab's own network, at an address of ours (the network hands out others).

@@ -1,0 +1,307 @@
+"""What the test suite owns on this machine, and the check that it meets nothing else.
+
+A person's lab is their data. The suite's labs have names and subnets of their own: one
+block of eight /24 subnets, by default 192.168.240.0/21 (LAB_E2E_SUBNET names its first
+three octets), outside VirtualBox's host-only range 192.168.56.0/21, where a lab made
+with the default settings sits (the default lab `dynlb` on 192.168.56.0/24, and every
+example spec), and names that start with `e2e` (LAB_E2E_NAME), never a spec's of this
+repository (tests/unit/test_suite_labs.py keeps both true).
+
+The suite marks what it makes:
+- each of its labs' local state, `.lab/<name>/`, gets MARK before the lab is made; `down`
+  removes it with the rest;
+- the host containers Vagrant made for a marked lab are the ones Vagrant recorded in it
+  (`.lab/<name>/vagrant/machines/<machine>/docker/id`);
+- whatever the suite makes itself on the engine (the ssh road's machines and their network,
+  a rogue agent) carries SUITE_LABEL=<lab>.<checkout id>.
+
+Before a lab of the suite is made, and before the leftovers of an interrupted earlier
+run are removed, `refuse_clashes` looks for anything on the lab's way that the suite did
+not make: a `.lab/<name>` without the mark, Docker containers or volumes labelled with
+the lab's name, a Docker network on its subnet, an interface or route on its subnet. It
+names them all in one sentence and stops that lab's tests; nothing is touched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from labctl.paths import LAB_LABEL, docker_network_name, lab_dir, vagrant_dotfile_path
+from labctl.spec import DEFAULT_SPEC, LabSpec
+from labctl.virtualbox import checkout_id
+
+# Docker's label on what the suite makes itself, valued `<lab>.<checkout id>`.
+SUITE_LABEL = "io.labctl.test-suite"
+# In a lab's local state: the suite made this lab (and may remove it).
+MARK = "made-by-the-test-suite"
+# How many /24 subnets the suite's block has (a /21).
+BLOCK = 8
+
+
+@dataclass(frozen=True)
+class SuiteLab:
+    """A lab the suite makes: its name and its subnet's first three octets."""
+
+    name: str
+    prefix: str
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(f"{self.prefix}.0/24")
+
+    def address(self, last: int) -> str:
+        return f"{self.prefix}.{last}"
+
+
+@dataclass(frozen=True)
+class SuiteLabs:
+    """Every lab of one suite run: the shared lab and the roads with labs of their own."""
+
+    shared: SuiteLab
+    ssh: SuiteLab
+    offline: SuiteLab
+    noimage: SuiteLab
+
+    def __iter__(self):
+        return iter((self.shared, self.ssh, self.offline, self.noimage))
+
+
+def suite_labs(base_name: str, first_prefix: str, offset: int = 0) -> SuiteLabs:
+    """The suite's labs from its base name and the first /24 of its block (`offset`:
+    where in the block they start)."""
+    a, b, c = first_prefix.split(".")
+
+    def lab(suffix: str, n: int) -> SuiteLab:
+        return SuiteLab(base_name + suffix, f"{a}.{b}.{int(c) + offset + n}")
+
+    return SuiteLabs(lab("", 0), lab("-ssh", 1), lab("-offline", 2), lab("-noimage", 3))
+
+
+def _check_settings(base_name: str, first_prefix: str) -> None:
+    octets = first_prefix.split(".")
+    if len(octets) != 3 or not all(o.isdigit() and int(o) <= 255 for o in octets):
+        raise pytest.UsageError(
+            f"LAB_E2E_SUBNET={first_prefix!r} is not three octets; write the first three "
+            "octets of the suite's first /24, e.g. 192.168.240."
+        )
+    if int(octets[2]) + BLOCK - 1 > 255:
+        raise pytest.UsageError(
+            f"LAB_E2E_SUBNET={first_prefix!r}: the suite takes {BLOCK} subnets from there, "
+            f"which runs past {'.'.join(octets[:2])}.255; start lower."
+        )
+    if not base_name or len(base_name) > 20:
+        raise pytest.UsageError(
+            f"LAB_E2E_NAME={base_name!r} must be 1-20 characters: the suite adds suffixes "
+            "such as -noimage to it, and a lab name has at most 32."
+        )
+
+
+BASE_NAME = os.environ.get("LAB_E2E_NAME", "e2e")
+FIRST_PREFIX = os.environ.get("LAB_E2E_SUBNET", "192.168.240")
+_check_settings(BASE_NAME, FIRST_PREFIX)
+# The labs of the suite's tests; the second half of the block is the ownership test's
+# (tests/e2e/test_00_users_lab.py), which runs beside them.
+LABS = suite_labs(BASE_NAME, FIRST_PREFIX)
+PROBE_LABS = suite_labs(f"{BASE_NAME}-own", FIRST_PREFIX, offset=4)
+
+
+def block() -> ipaddress.IPv4Network:
+    """Every subnet the suite may use."""
+    return ipaddress.IPv4Network(f"{FIRST_PREFIX}.0/{24 - (BLOCK - 1).bit_length()}", strict=False)
+
+
+def owner(name: str) -> str:
+    """SUITE_LABEL's value on what the suite makes for lab `name` from this checkout."""
+    return f"{name}.{checkout_id()}"
+
+
+def seed_spec_data(lab: SuiteLab) -> dict:
+    """The default lab (lab.yaml, the seed's) as it is, moved to the suite's lab: its own
+    name and subnet, each host at the same last octet. Nothing else changes; the subnet
+    lies outside VirtualBox's range, so `allow_any_subnet` says so."""
+    data = yaml.safe_load(DEFAULT_SPEC.read_text())
+    data["name"] = lab.name
+    data["network"] = data.get("network", {}) | {
+        "subnet": str(lab.subnet),
+        "allow_any_subnet": True,
+    }
+    for host in data["hosts"]:
+        host["address"] = lab.address(int(host["address"].rsplit(".", 1)[1]))
+    return data
+
+
+def without_place(spec: LabSpec) -> dict:
+    """The spec but for where its lab is: its name, its subnet (and whether that may lie
+    outside VirtualBox's range) and its hosts' addresses."""
+    data = spec.model_dump(mode="json")
+    del data["name"], data["network"]["subnet"], data["network"]["allow_any_subnet"]
+    for host in data["hosts"]:
+        del host["address"]
+    return data
+
+
+# --- the mark ---------------------------------------------------------------------------
+
+
+def is_marked(spec: LabSpec) -> bool:
+    return (lab_dir(spec) / MARK).is_file()
+
+
+def mark(spec: LabSpec) -> None:
+    """Mark the lab's local state as the suite's (made before `up`, gone with `down`)."""
+    lab_dir(spec).mkdir(parents=True, exist_ok=True)
+    (lab_dir(spec) / MARK).write_text(
+        "This lab was made by the test suite (tests/support/suite_labs.py), which may remove it.\n"
+    )
+
+
+def vagrant_machine_ids(spec: LabSpec) -> set[str]:
+    """The containers Vagrant made for this lab, as it recorded them in the lab's state."""
+    machines = vagrant_dotfile_path(spec) / "machines"
+    return {path.read_text().strip() for path in machines.glob("*/docker/id")}
+
+
+# --- the check --------------------------------------------------------------------------
+
+
+def host_addresses() -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """Every IPv4 address of this machine, with its interface (`ip -j addr`)."""
+    return [
+        (link["ifname"], ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}"))
+        for link in _ip("addr")
+        for a in link.get("addr_info", [])
+        if a.get("family", "inet") == "inet"
+    ]
+
+
+def host_routes() -> list[tuple[ipaddress.IPv4Network, str]]:
+    """This machine's IPv4 routes other than the default one, each with its device (or its
+    type, for a route without one: blackhole, unreachable, ...)."""
+    return [
+        (ipaddress.IPv4Network(r["dst"], strict=False), r.get("dev") or r.get("type", "?"))
+        for r in _ip("route")
+        if r.get("dst") not in (None, "default")
+    ]
+
+
+def _ip(what: str) -> list[dict]:
+    try:
+        result = subprocess.run(
+            ["ip", "-j", "-4", what, "show"], capture_output=True, text=True, timeout=30
+        )
+    except FileNotFoundError:
+        pytest.fail(
+            "the suite checks this machine's interfaces and routes with `ip`, which is "
+            "missing; install iproute2.",
+            pytrace=False,
+        )
+    if result.returncode != 0:
+        pytest.fail(f"`ip -j -4 {what} show` failed: {result.stderr.strip()}", pytrace=False)
+    return json.loads(result.stdout or "[]")
+
+
+def docker_subnets(network) -> list[ipaddress.IPv4Network]:
+    configs = (network.attrs.get("IPAM") or {}).get("Config") or []
+    nets = [ipaddress.ip_network(c["Subnet"], strict=False) for c in configs if c.get("Subnet")]
+    return [n for n in nets if n.version == 4]
+
+
+def _bridge(network) -> str:
+    options = network.attrs.get("Options") or {}
+    return options.get("com.docker.network.bridge.name") or f"br-{network.id[:12]}"
+
+
+def _names(things: Iterable) -> str:
+    return ", ".join(sorted(t.name for t in things))
+
+
+def clashes(spec: LabSpec, client, kin: Iterable[str] = ()) -> list[str]:
+    """What stands on this lab's way and is not the suite's, one phrase each (`kin`: other
+    labs of the suite whose things this one meets, e.g. the machines it runs on)."""
+    found: list[str] = []
+    marked = is_marked(spec)
+    if lab_dir(spec).exists() and not marked:
+        found.append(f"{lab_dir(spec)} (a lab's local state without the suite's mark)")
+
+    ours = {owner(name) for name in (spec.name, *kin)}
+    label = {"label": f"{LAB_LABEL}={spec.name}"}
+    vagrant_made = vagrant_machine_ids(spec) if marked else set()
+    containers = client.containers.list(all=True, filters=label)
+    ours_ids = {
+        c.id for c in containers if c.id in vagrant_made or c.labels.get(SUITE_LABEL) in ours
+    }
+    if others := [c for c in containers if c.id not in ours_ids]:
+        found.append(f"Docker containers {_names(others)} labelled {LAB_LABEL}={spec.name}")
+    volumes = client.volumes.list(filters=label)
+    others = [
+        v
+        for v in volumes
+        if not marked and (v.attrs.get("Labels") or {}).get(SUITE_LABEL) not in ours
+    ]
+    if others:
+        found.append(f"Docker volumes {_names(others)} labelled {LAB_LABEL}={spec.name}")
+
+    subnet = spec.network.subnet
+    bridges: set[str] = set()  # every Docker network's own, named as the network
+    for network in client.networks.list():
+        bridges.add(_bridge(network))
+        on_subnet = [n for n in docker_subnets(network) if n.overlaps(subnet)]
+        if not on_subnet:
+            continue
+        # Stopped ones too: they take their network back when they start.
+        members = client.containers.list(all=True, filters={"network": network.id})
+        vagrant_network = network.name == docker_network_name(spec) and marked
+        suite_made = (network.attrs.get("Labels") or {}).get(SUITE_LABEL) in ours
+        if (vagrant_network or suite_made) and {c.id for c in members} <= ours_ids:
+            continue
+        with_them = f", with containers {_names(members)}" if members else ""
+        subnets = ", ".join(map(str, on_subnet))
+        found.append(f"Docker network {network.name} ({subnets}{with_them})")
+
+    named: set[str] = set()
+    for ifname, address in host_addresses():
+        if ifname not in bridges and address.network.overlaps(subnet):
+            found.append(f"interface {ifname} ({address})")
+            named.add(ifname)
+    for destination, dev in host_routes():
+        if dev not in bridges | named and destination.overlaps(subnet):
+            found.append(f"a route to {destination} ({dev})")
+    return found
+
+
+def ssh_place(name: str, lab: SuiteLab) -> LabSpec:
+    """What the clash check needs of an ssh lab on the road's machines: name and subnet."""
+    return LabSpec.model_validate(
+        {"name": name, "provider": "ssh", "network": {"subnet": str(lab.subnet)}, "hosts": []}
+    )
+
+
+def claim_ssh_road(lab: SuiteLab, client) -> None:
+    """Before the ssh road's machines are made: nothing on their subnet, nor under the
+    names of the road's two labs (`<lab>`, and `<lab>-b`, refused on the same machines),
+    that the suite did not make."""
+    for name in (lab.name, f"{lab.name}-b"):
+        refuse_clashes(ssh_place(name, lab), client, kin=(lab.name,))
+
+
+def clash_sentence(spec: LabSpec, found: list[str]) -> str:
+    return (
+        f"the test suite's lab {spec.name} on {spec.network.subnet} would meet what the "
+        f"suite did not make: {'; '.join(found)}; nothing was touched: remove those "
+        "yourself (a lab: `labctl --spec ITS_SPEC down`), or give the suite other names and "
+        "subnets with LAB_E2E_NAME and LAB_E2E_SUBNET (docs/testing.md)."
+    )
+
+
+def refuse_clashes(spec: LabSpec, client, kin: Iterable[str] = ()) -> None:
+    """Stop this lab's tests, naming every clash in one sentence, before anything changes."""
+    if found := clashes(spec, client, kin):
+        pytest.fail(clash_sentence(spec, found), pytrace=False)
