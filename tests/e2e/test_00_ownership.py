@@ -118,7 +118,9 @@ def someones_lab(spec: LabSpec, client: docker.DockerClient) -> Iterator[None]:
             (state / "secrets" / secret).write_text(os.urandom(16).hex())
             (state / "secrets" / secret).chmod(0o600)
         pool = IPAMPool(subnet=str(spec.network.subnet), gateway=str(spec.gateway))
-        network = client.networks.create(docker_network_name(spec), ipam=IPAMConfig([pool]))
+        network = client.networks.create(
+            docker_network_name(spec), ipam=IPAMConfig(pool_configs=[pool])
+        )
         volume = client.volumes.create(host_volume_name(spec, host), labels=labels)
         container = client.containers.run(
             IMAGE, ["sleep", "infinity"], name=host_container_name(spec, host), labels=labels,

@@ -1,11 +1,12 @@
 """What the test suite owns on this machine, and the check that it meets nothing else.
 
-A person's lab is their data. The suite's labs have names and subnets of their own: one
-block of eight /24 subnets, by default 192.168.240.0/21 (LAB_E2E_SUBNET names its first
-three octets), outside VirtualBox's host-only range 192.168.56.0/21, where a lab made
-with the default settings sits (the default lab `dynlb` on 192.168.56.0/24, and every
-example spec), and names that start with `e2e` (LAB_E2E_NAME), never a spec's of this
-repository (tests/unit/test_suite_labs.py keeps both true).
+A person's lab is their data. The suite's labs have names and subnets of their own: eight
+consecutive /24 subnets, by default 192.168.240.0/24 to 192.168.247.0/24 (LAB_E2E_SUBNET
+names the first one's three octets), outside VirtualBox's host-only range 192.168.56.0/21
+where a lab made with the default settings sits; and names that start with `e2e`
+(LAB_E2E_NAME). Settings that would give the suite a name or subnet of a spec of this
+repository (the default lab `dynlb` on 192.168.56.0/24, the examples) are refused at
+collection (check_settings).
 
 The suite marks what it makes:
 - each of its labs' local state, `.lab/<name>/`, gets MARK before the lab is made; `down`
@@ -35,7 +36,7 @@ import pytest
 import yaml
 
 from labctl.paths import LAB_LABEL, docker_network_name, lab_dir, vagrant_dotfile_path
-from labctl.spec import DEFAULT_SPEC, LabSpec
+from labctl.spec import DEFAULT_SPEC, NAME_RE, PROJECT_ROOT, LabSpec, load_spec
 from labctl.virtualbox import checkout_id
 
 # Docker's label on what the suite makes itself, valued `<lab>.<checkout id>`.
@@ -73,6 +74,19 @@ class SuiteLabs:
     def __iter__(self):
         return iter((self.shared, self.ssh, self.offline, self.noimage))
 
+    def names(self) -> set[str]:
+        """Every lab name these take, the ssh road's second lab (`<ssh>-b`) included."""
+        return {lab.name for lab in self} | {f"{self.ssh.name}-b"}
+
+
+def both_halves(base_name: str, first_prefix: str) -> tuple[SuiteLabs, SuiteLabs]:
+    """The labs of the suite's tests, on the first half of its block, and the ownership
+    test's (tests/e2e/test_00_ownership.py), which runs beside them, on the second."""
+    return (
+        suite_labs(base_name, first_prefix),
+        suite_labs(f"{base_name}-own", first_prefix, offset=BLOCK // 2),
+    )
+
 
 def suite_labs(base_name: str, first_prefix: str, offset: int = 0) -> SuiteLabs:
     """The suite's labs from its base name and the first /24 of its block (`offset`:
@@ -85,7 +99,22 @@ def suite_labs(base_name: str, first_prefix: str, offset: int = 0) -> SuiteLabs:
     return SuiteLabs(lab("", 0), lab("-ssh", 1), lab("-offline", 2), lab("-noimage", 3))
 
 
-def _check_settings(base_name: str, first_prefix: str) -> None:
+def repository_labs() -> dict[str, LabSpec]:
+    """Every lab spec of this repository, a person's first labs: lab.yaml (the default lab)
+    and examples/*.yaml, by file."""
+    files = [DEFAULT_SPEC, *sorted((PROJECT_ROOT / "examples").glob("*.yaml"))]
+    return {str(f.relative_to(PROJECT_ROOT)): load_spec(f)[0] for f in files}
+
+
+def block_of(first_prefix: str) -> list[ipaddress.IPv4Network]:
+    """The suite's subnets: BLOCK /24s from the one whose first three octets are given."""
+    a, b, c = first_prefix.split(".")
+    return [ipaddress.IPv4Network(f"{a}.{b}.{int(c) + n}.0/24") for n in range(BLOCK)]
+
+
+def check_settings(base_name: str, first_prefix: str) -> None:
+    """LAB_E2E_NAME and LAB_E2E_SUBNET as the suite can use them: never a name or subnet of
+    a spec of this repository (the default lab's above all)."""
     octets = first_prefix.split(".")
     if len(octets) != 3 or not all(o.isdigit() and int(o) <= 255 for o in octets):
         raise pytest.UsageError(
@@ -94,28 +123,34 @@ def _check_settings(base_name: str, first_prefix: str) -> None:
         )
     if int(octets[2]) + BLOCK - 1 > 255:
         raise pytest.UsageError(
-            f"LAB_E2E_SUBNET={first_prefix!r}: the suite takes {BLOCK} subnets from there, "
-            f"which runs past {'.'.join(octets[:2])}.255; start lower."
+            f"LAB_E2E_SUBNET={first_prefix!r}: the suite takes {BLOCK} /24 subnets from there, "
+            f"which runs past {'.'.join(octets[:2])}.255.0; start lower."
         )
-    if not base_name or len(base_name) > 20:
+    if not NAME_RE.match(f"{base_name}-own-noimage"):
         raise pytest.UsageError(
-            f"LAB_E2E_NAME={base_name!r} must be 1-20 characters: the suite adds suffixes "
-            "such as -noimage to it, and a lab name has at most 32."
+            f"LAB_E2E_NAME={base_name!r} must be 2-20 lowercase letters, digits or '-', "
+            "starting with a letter: the suite adds suffixes such as -own-noimage to it, "
+            "and a lab name has at most 32."
         )
+    names = {name for labs in both_halves(base_name, first_prefix) for name in labs.names()}
+    for file, spec in repository_labs().items():
+        if any(spec.network.subnet.overlaps(subnet) for subnet in block_of(first_prefix)):
+            raise pytest.UsageError(
+                f"LAB_E2E_SUBNET={first_prefix!r}: the suite's subnets, {first_prefix}.0/24 and "
+                f"the {BLOCK - 1} after it, would overlap {spec.network.subnet} of {file}, where "
+                "a person's lab may be; pick others."
+            )
+        if spec.name in names:
+            raise pytest.UsageError(
+                f"LAB_E2E_NAME={base_name!r}: the suite's lab {spec.name} would have the name of "
+                f"{file}'s lab, which may be a person's; pick another."
+            )
 
 
 BASE_NAME = os.environ.get("LAB_E2E_NAME", "e2e")
 FIRST_PREFIX = os.environ.get("LAB_E2E_SUBNET", "192.168.240")
-_check_settings(BASE_NAME, FIRST_PREFIX)
-# The labs of the suite's tests; the second half of the block is the ownership test's
-# (tests/e2e/test_00_users_lab.py), which runs beside them.
-LABS = suite_labs(BASE_NAME, FIRST_PREFIX)
-PROBE_LABS = suite_labs(f"{BASE_NAME}-own", FIRST_PREFIX, offset=4)
-
-
-def block() -> ipaddress.IPv4Network:
-    """Every subnet the suite may use."""
-    return ipaddress.IPv4Network(f"{FIRST_PREFIX}.0/{24 - (BLOCK - 1).bit_length()}", strict=False)
+check_settings(BASE_NAME, FIRST_PREFIX)
+LABS, PROBE_LABS = both_halves(BASE_NAME, FIRST_PREFIX)
 
 
 def owner(name: str) -> str:
