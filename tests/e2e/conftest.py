@@ -30,16 +30,36 @@ import pytest
 import yaml
 
 from labctl import standins
-from labctl.images import STANDINS, ensure_base_image, standin_consul_ref
+from labctl.images import (
+    IMAGE_NAMESPACE_ENV,
+    STANDINS,
+    ensure_base_image,
+    image_namespace,
+    standin_consul_ref,
+)
 from labctl.inventory import connection_data
 from labctl.spec import DockerProvider, LabSpec, Versions, load_spec
 from tests.conftest import PROJECT_ROOT
-from tests.support.suite_labs import LABS, SuiteLab, mark, refuse_clashes
+from tests.support.suite_labs import BASE_NAME, LABS, SuiteLab, mark, refuse_clashes
 
 IMAGES = os.environ.get("LAB_E2E_IMAGES", "standin")
 E2E_SUBNET = LABS.shared.prefix
 KEEP = os.environ.get("LAB_E2E_KEEP") == "1"
 BUILD_LOCK = PROJECT_ROOT / ".lab" / "standin-build.lock"
+
+
+def pytest_configure(config):
+    """The images the suite's labs build and load go to a namespace of the suite's own
+    (its base name, `e2e/...`; LAB_IMAGE_NAMESPACE says otherwise), apart from those of a
+    person's labs (`lab/...`), so that removing its images touches none of theirs."""
+    os.environ.setdefault(IMAGE_NAMESPACE_ENV, BASE_NAME)
+
+
+def suites_image(ref: str, tags_before: set[str]) -> bool:
+    """An image the suite may remove: in its namespace, or brought by it (not on the
+    engine before its shared lab came up: e.g. the real Consul image it pulled)."""
+    namespace = image_namespace()
+    return ref.startswith((f"{namespace}/", f"{namespace}-standin/")) or ref not in tags_before
 
 
 def standin_images(consul_template: str = Versions().consul_template) -> dict[str, str]:
@@ -156,7 +176,13 @@ def finish_lab(spec_file: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def lab(e2e_spec):
+def tags_before() -> set[str]:
+    """Every image tag on the engine before the suite's shared lab comes up."""
+    return {tag for image in docker.from_env().images.list() for tag in image.tags}
+
+
+@pytest.fixture(scope="session")
+def lab(tags_before, e2e_spec):
     """The lab, up. Torn down at the end of the session whatever happened."""
     start_lab(e2e_spec, leftovers=not KEEP)
     result = labctl(e2e_spec, "up")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import docker
 
-from labctl.images import BUNDLE_MANIFEST
+from labctl.images import BUNDLE_MANIFEST, image_namespace
 from labctl.paths import LAB_LABEL, docker_network_name, lab_dir
-from tests.e2e.conftest import labctl
+from tests.e2e.conftest import labctl, suites_image
 
 
-def test_bundle_save_down_then_up_from_the_bundle(lab, e2e_spec, tmp_path):
+def test_bundle_save_down_then_up_from_the_bundle(lab, e2e_spec, tags_before, tmp_path):
     bundle = tmp_path / "lab-images.tar"
     saved = labctl(e2e_spec, "bundle", "save", str(bundle), timeout=600)
     assert saved.returncode == 0, saved.stderr
@@ -23,14 +23,17 @@ def test_bundle_save_down_then_up_from_the_bundle(lab, e2e_spec, tmp_path):
     refs = sorted(manifest)
     # Consul, the demo service and the LB (nginx + consul-template).
     spec, _, _ = lab
-    assert sorted(manifest) == sorted(
-        [spec.consul_image, *(r for r in refs if r.startswith("lab/"))]
-    )
-    assert [r.split(":")[0] for r in refs if r.startswith("lab/")] == ["lab/demo-service", "lab/lb"]
+    own = f"{image_namespace()}/"
+    assert sorted(manifest) == sorted([spec.consul_image, *(r for r in refs if r.startswith(own))])
+    names = [r.split(":")[0] for r in refs if r.startswith(own)]
+    assert names == [f"{own}demo-service", f"{own}lb"]
 
     assert labctl(e2e_spec, "down", timeout=300).returncode == 0
     client = docker.from_env()
-    for ref in refs:
+    # Only the suite's own images go (a real Consul image someone pulled before stays).
+    removed = [ref for ref in refs if suites_image(ref, tags_before)]
+    assert set(refs) - set(removed) <= {spec.consul_image}
+    for ref in removed:
         client.images.remove(ref, force=True)
 
     up = labctl(e2e_spec, "up", "--bundle", str(bundle), timeout=1500)

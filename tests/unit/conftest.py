@@ -1,6 +1,7 @@
 """The unit suite never reads or writes a real lab's local state (`.lab/` of this checkout:
 a person's hosts, Consul tokens and gossip key) nor labctl's cache (~/.cache/labctl): for
-every unit test both are folders of its own, empty at its start."""
+every unit test both are folders of its own, empty at its start. It sees labctl's default
+image namespace, whatever the environment says."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 import labctl
 from labctl import paths
+from labctl.images import IMAGE_NAMESPACE_ENV
 
 # Every labctl module (but the entry point, which runs the CLI), so that the cache paths
 # they derive at import are all known here.
@@ -37,6 +39,9 @@ def cache_paths() -> list[tuple[object, str, Path]]:
 
 @pytest.fixture(autouse=True)
 def no_real_lab_state_or_cache(tmp_path_factory, monkeypatch):
+    # labctl's own image namespace, not the e2e suite's (tests/e2e/conftest.py) nor a
+    # developer's.
+    monkeypatch.delenv(IMAGE_NAMESPACE_ENV, raising=False)
     checkout = tmp_path_factory.mktemp("checkout")
     monkeypatch.setattr(paths, "PROJECT_ROOT", checkout)
     cache = tmp_path_factory.mktemp("cache") / "labctl"
