@@ -1,5 +1,8 @@
-"""End-to-end fixtures: a real lab on the docker provider, with a name and subnet
-of its own so leftovers of an earlier run cannot collide, removed even on failure.
+"""End-to-end fixtures: a real lab on the docker provider, with a name and subnet of the
+suite's own (tests/support/suite_labs.py), removed even on failure. Before any lab of the
+suite is made, `start_lab` checks that nothing on its way is someone else's (naming it in
+one sentence if so), removes the suite's own leftovers of an interrupted earlier run, and
+marks the lab's local state as the suite's.
 
 Images come from one setting, LAB_E2E_IMAGES:
   standin (default)  Consul and consul-template are the stand-ins in tests/standins,
@@ -10,8 +13,8 @@ Images come from one setting, LAB_E2E_IMAGES:
 The tests are the same either way.
 
 LAB_E2E_NAME and LAB_E2E_SUBNET (the first three octets of the first of its eight /24
-subnets) move every lab of the suite (default: e2e, e2e-ssh, ... on 192.168.240.0/21; see
-docs/testing.md). LAB_E2E_KEEP=1 leaves the shared lab up at the end and reuses it at the
+subnets) move every lab of the suite (default: e2e, e2e-ssh, ... on 192.168.240.0/24 to
+192.168.247.0/24; see docs/testing.md). LAB_E2E_KEEP=1 leaves the shared lab up at the end and reuses it at the
 next start (`up` again instead of `down` first).
 """
 
