@@ -14,8 +14,8 @@ The tests are the same either way.
 
 LAB_E2E_NAME and LAB_E2E_SUBNET (the first three octets of the first of its eight /24
 subnets) move every lab of the suite (default: e2e, e2e-ssh, ... on 192.168.240.0/24 to
-192.168.247.0/24; see docs/testing.md). LAB_E2E_KEEP=1 leaves the shared lab up at the end and reuses it at the
-next start (`up` again instead of `down` first).
+192.168.247.0/24; see docs/testing.md). LAB_E2E_KEEP=1 leaves the shared lab up at the
+end and reuses it at the next start (`up` again instead of `down` first).
 """
 
 from __future__ import annotations
