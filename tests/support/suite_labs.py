@@ -267,13 +267,14 @@ def clashes(spec: LabSpec, client, kin: Iterable[str] = ()) -> list[str]:
         found.append(f"{lab_dir(spec)} (a lab's local state without the suite's mark)")
 
     ours = {owner(name) for name in (spec.name, *kin)}
-    label = {"label": f"{LAB_LABEL}={spec.name}"}
     vagrant_made = vagrant_machine_ids(spec) if marked else set()
+
+    def suites(container) -> bool:
+        return container.id in vagrant_made or container.labels.get(SUITE_LABEL) in ours
+
+    label = {"label": f"{LAB_LABEL}={spec.name}"}
     containers = client.containers.list(all=True, filters=label)
-    ours_ids = {
-        c.id for c in containers if c.id in vagrant_made or c.labels.get(SUITE_LABEL) in ours
-    }
-    if others := [c for c in containers if c.id not in ours_ids]:
+    if others := [c for c in containers if not suites(c)]:
         found.append(f"Docker containers {_names(others)} labelled {LAB_LABEL}={spec.name}")
     volumes = client.volumes.list(filters=label)
     others = [
@@ -295,7 +296,7 @@ def clashes(spec: LabSpec, client, kin: Iterable[str] = ()) -> list[str]:
         members = client.containers.list(all=True, filters={"network": network.id})
         vagrant_network = network.name == docker_network_name(spec) and marked
         suite_made = (network.attrs.get("Labels") or {}).get(SUITE_LABEL) in ours
-        if (vagrant_network or suite_made) and {c.id for c in members} <= ours_ids:
+        if (vagrant_network or suite_made) and all(suites(c) for c in members):
             continue
         with_them = f", with containers {_names(members)}" if members else ""
         subnets = ", ".join(map(str, on_subnet))

@@ -240,10 +240,26 @@ def test_a_container_of_another_checkouts_lab_of_that_name_is_not_the_suites(hos
     ]
 
 
+def test_the_ssh_roads_machines_on_their_network_are_the_suites(host):
+    """They carry the suite's label only (never the lab's, which `down` sweeps)."""
+    road = network("e2e-ssh-net", "192.168.241.0/24", labels={SUITE_LABEL: owner("e2e-ssh")})
+    machines = [Thing(f"e2e-ssh-m{n}", f"m{n}", {SUITE_LABEL: owner("e2e-ssh")}, network=road.id)
+                for n in (1, 2, 3)]  # fmt: skip
+    first = suite_labs.ssh_place("e2e-ssh", SuiteLab("e2e-ssh", "192.168.241"))
+    assert clashes(first, Engine(machines, networks=[road])) == []
+    # A machine of someone else's on that network is not.
+    stranger = Thing("db", "s1", network=road.id)
+    assert clashes(first, Engine([*machines, stranger], networks=[road])) == [
+        "Docker network e2e-ssh-net (192.168.241.0/24, with containers db, e2e-ssh-m1, "
+        "e2e-ssh-m2, e2e-ssh-m3)"
+    ]
+
+
 def test_the_ssh_roads_second_lab_meets_the_first_ones_machines_as_kin(host):
     road = network("e2e-ssh-net", "192.168.241.0/24", labels={SUITE_LABEL: owner("e2e-ssh")})
+    machine = Thing("e2e-ssh-m1", "m1", {SUITE_LABEL: owner("e2e-ssh")}, network=road.id)
     second = suite_labs.ssh_place("e2e-ssh-b", SuiteLab("e2e-ssh", "192.168.241"))
-    assert clashes(second, Engine(networks=[road]), kin=("e2e-ssh",)) == []
-    assert clashes(second, Engine(networks=[road])) == [
-        "Docker network e2e-ssh-net (192.168.241.0/24)"
+    assert clashes(second, Engine([machine], networks=[road]), kin=("e2e-ssh",)) == []
+    assert clashes(second, Engine([machine], networks=[road])) == [
+        "Docker network e2e-ssh-net (192.168.241.0/24, with containers e2e-ssh-m1)"
     ]
