@@ -43,7 +43,7 @@ from labctl.virtualbox import checkout_id
 SUITE_LABEL = "io.labctl.test-suite"
 # In a lab's local state: the suite made this lab (and may remove it).
 MARK = "made-by-the-test-suite"
-# How many /24 subnets the suite's block has (a /21).
+# How many consecutive /24 subnets the suite takes.
 BLOCK = 8
 
 
@@ -126,7 +126,7 @@ def check_settings(base_name: str, first_prefix: str) -> None:
             f"LAB_E2E_SUBNET={first_prefix!r}: the suite takes {BLOCK} /24 subnets from there, "
             f"which runs past {'.'.join(octets[:2])}.255.0; start lower."
         )
-    if not NAME_RE.match(f"{base_name}-own-noimage"):
+    if not (NAME_RE.match(base_name) and NAME_RE.match(f"{base_name}-own-noimage")):
         raise pytest.UsageError(
             f"LAB_E2E_NAME={base_name!r} must be 2-20 lowercase letters, digits or '-', "
             "starting with a letter: the suite adds suffixes such as -own-noimage to it, "

@@ -81,6 +81,9 @@ def test_they_are_never_the_default_labs_nor_an_examples_and_outside_virtualboxs
         ("a-name-that-is-too-long", "192.168.240", "LAB_E2E_NAME='a-name-that-is-too-long' "
          "must be 2-20 lowercase letters, digits or '-', starting with a letter: the suite "
          "adds suffixes such as -own-noimage to it, and a lab name has at most 32."),
+        ("a", "192.168.240", "LAB_E2E_NAME='a' must be 2-20 lowercase letters, digits or "
+         "'-', starting with a letter: the suite adds suffixes such as -own-noimage to it, "
+         "and a lab name has at most 32."),
     ],
 )  # fmt: skip
 def test_settings_that_would_meet_a_persons_lab_are_refused_in_one_sentence(name, prefix, sentence):
