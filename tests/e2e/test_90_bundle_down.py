@@ -11,11 +11,18 @@ import docker
 
 from labctl.images import BUNDLE_MANIFEST, image_namespace
 from labctl.paths import LAB_LABEL, docker_network_name, lab_dir
-from tests.e2e.conftest import labctl, suites_image
+from tests.e2e.conftest import labctl, start_lab, suites_image
 
 
 def test_bundle_save_down_then_up_from_the_bundle(lab, e2e_spec, tags_before, tmp_path):
     bundle = tmp_path / "lab-images.tar"
+    try:
+        bundle_save_down_then_up(lab, e2e_spec, tags_before, bundle)
+    finally:
+        bundle.unlink(missing_ok=True)  # about 330 MB, which pytest would keep for 3 runs
+
+
+def bundle_save_down_then_up(lab, e2e_spec, tags_before, bundle: Path) -> None:
     saved = labctl(e2e_spec, "bundle", "save", str(bundle), timeout=600)
     assert saved.returncode == 0, saved.stderr
     with tarfile.open(bundle) as archive:
@@ -36,6 +43,7 @@ def test_bundle_save_down_then_up_from_the_bundle(lab, e2e_spec, tags_before, tm
     for ref in removed:
         client.images.remove(ref, force=True)
 
+    start_lab(e2e_spec, leftovers=False)  # `down` took the mark with the lab
     up = labctl(e2e_spec, "up", "--bundle", str(bundle), timeout=1500)
     assert up.returncode == 0, up.stdout + up.stderr
     # The images are the bundle's own (a rebuild of the demo recipe would get a new ID).
