@@ -19,7 +19,7 @@ def test_bundle_save_down_then_up_from_the_bundle(lab, e2e_spec, tags_before, tm
     try:
         bundle_save_down_then_up(lab, e2e_spec, tags_before, bundle)
     finally:
-        bundle.unlink(missing_ok=True)  # about 330 MB, which pytest would keep for 3 runs
+        bundle.unlink(missing_ok=True)  # about 350 MB, which pytest would keep for 3 runs
 
 
 def bundle_save_down_then_up(lab, e2e_spec, tags_before, bundle: Path) -> None:

@@ -81,7 +81,7 @@ class Registry:
             docker("rmi", target)
 
     def stop(self) -> None:
-        """Stop the registry and remove the images it stored (about 100 MB for the lab's;
+        """Stop the registry and remove the images it stored (about 110 MB for the lab's;
         its log stays)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
