@@ -12,7 +12,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # The e2e modules with labs of their own; every other e2e module runs on the suite's
 # shared lab (the `lab` fixture of tests/e2e/conftest.py). Checked at collection.
-OWN_LAB_MODULES = {"tests/e2e/test_95_ssh_road.py", "tests/e2e/test_96_offline.py"}
+OWN_LAB_MODULES = {
+    "tests/e2e/test_00_ownership.py",
+    "tests/e2e/test_95_ssh_road.py",
+    "tests/e2e/test_96_offline.py",
+}
 
 
 def on_shared_lab(nodeid: str) -> bool:
@@ -36,15 +40,13 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test under tests/e2e carries the `e2e` marker (`-m "not e2e"` leaves them
-    out). An e2e module is scheduled with the shared lab exactly when a test in it uses
-    it (`lab` is tests/e2e/conftest.py's fixture; elsewhere the name is free)."""
+    """An e2e module is scheduled with the shared lab exactly when a test in it uses it
+    (`lab` is tests/e2e/conftest.py's fixture; elsewhere the name is free)."""
     modules: dict[str, bool] = {}
     for item in items:
         module = item.nodeid.split("::", 1)[0]
         if not module.startswith("tests/e2e/"):
             continue
-        item.add_marker(pytest.mark.e2e)
         modules[module] = modules.get(module, False) or "lab" in item.fixturenames
     for module, uses_lab in modules.items():
         if on_shared_lab(module) != uses_lab:

@@ -1,5 +1,8 @@
-"""End-to-end fixtures: a real lab on the docker provider, with a name and subnet
-of its own so leftovers of an earlier run cannot collide, removed even on failure.
+"""End-to-end fixtures: a real lab on the docker provider, with a name and subnet of the
+suite's own (tests/support/suite_labs.py), removed even on failure. Before any lab of the
+suite is made, `start_lab` checks that nothing on its way is someone else's (naming it in
+one sentence if so), removes the suite's own leftovers of an interrupted earlier run, and
+marks the lab's local state as the suite's.
 
 Images come from one setting, LAB_E2E_IMAGES:
   standin (default)  Consul and consul-template are the stand-ins in tests/standins,
@@ -9,10 +12,10 @@ Images come from one setting, LAB_E2E_IMAGES:
                      consul-template release, for machines that reach them.
 The tests are the same either way.
 
-LAB_E2E_NAME and LAB_E2E_SUBNET (its first three octets) move the lab, for a developer
-who runs the suite on a lab of their own beside the shared one (default labtest on
-192.168.63.0/24). LAB_E2E_KEEP=1 leaves the lab up at the end and reuses it at the next
-start (`up` again instead of `down` first).
+LAB_E2E_NAME and LAB_E2E_SUBNET (the first three octets of the first of its eight /24
+subnets) move every lab of the suite (default: e2e, e2e-ssh, ... on 192.168.240.0/24 to
+192.168.247.0/24; see docs/testing.md). LAB_E2E_KEEP=1 leaves the shared lab up at the
+end and reuses it at the next start (`up` again instead of `down` first).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -29,17 +33,36 @@ import pytest
 import yaml
 
 from labctl import standins
-from labctl.images import STANDINS, ensure_base_image, standin_consul_ref
+from labctl.images import (
+    IMAGE_NAMESPACE_ENV,
+    STANDINS,
+    ensure_base_image,
+    image_namespace,
+    standin_consul_ref,
+)
 from labctl.inventory import connection_data
-from labctl.spec import DockerProvider, Versions, load_spec
+from labctl.spec import DockerProvider, LabSpec, Versions, load_spec
 from tests.conftest import PROJECT_ROOT
+from tests.support.suite_labs import BASE_NAME, LABS, SuiteLab, mark, refuse_clashes
 
 IMAGES = os.environ.get("LAB_E2E_IMAGES", "standin")
-E2E_LAB = os.environ.get("LAB_E2E_NAME", "labtest")
-# Inside VirtualBox's 192.168.56.0/21, unlike the default lab's .56.
-E2E_SUBNET = os.environ.get("LAB_E2E_SUBNET", "192.168.63")
+E2E_SUBNET = LABS.shared.prefix
 KEEP = os.environ.get("LAB_E2E_KEEP") == "1"
 BUILD_LOCK = PROJECT_ROOT / ".lab" / "standin-build.lock"
+
+
+def pytest_configure(config):
+    """The images the suite's labs build and load go to a namespace of the suite's own
+    (its base name, `e2e/...`; LAB_IMAGE_NAMESPACE says otherwise), apart from those of a
+    person's labs (`lab/...`), so that removing its images touches none of theirs."""
+    os.environ.setdefault(IMAGE_NAMESPACE_ENV, BASE_NAME)
+
+
+def suites_image(ref: str, tags_before: set[str]) -> bool:
+    """An image the suite may remove: in its namespace, or brought by it (not on the
+    engine before its shared lab came up: e.g. the real Consul image it pulled)."""
+    namespace = image_namespace()
+    return ref.startswith((f"{namespace}/", f"{namespace}-standin/")) or ref not in tags_before
 
 
 def standin_images(consul_template: str = Versions().consul_template) -> dict[str, str]:
@@ -53,32 +76,50 @@ def standin_images(consul_template: str = Versions().consul_template) -> dict[st
     # What `labctl up --offline` names (labctl.standins), built here so that `up`
     # times leave the stand-ins' build out.
     ref = standin_consul_ref(Versions().consul)
-    client = docker.from_env()
-    # One builder at a time (the suite's two workers, a bench beside it): the second
-    # finds the base image (a debootstrap on a fresh machine) and the builds cached.
-    BUILD_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with BUILD_LOCK.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        ensure_base_image(client, DockerProvider().base_image)
+    with one_builder():
+        client = base_image()
         client.images.build(path=str(STANDINS / "consul"), tag=ref, rm=True)
         binary = standins.consul_template_binary(consul_template)
     return {"consul": ref, "consul_template_binary": str(binary)}
 
 
-def e2e_spec_data(images: dict[str, str]) -> dict:
+@contextmanager
+def one_builder():
+    """One builder at a time (the suite's two workers, a bench beside it): the second
+    finds the base image (a debootstrap on a fresh machine) and the builds cached."""
+    BUILD_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with BUILD_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def base_image() -> docker.DockerClient:
+    """The hosts' base image (debian:bookworm) on this engine, as `up` makes it; the
+    engine's client. Call it inside `one_builder()`."""
+    client = docker.from_env()
+    ensure_base_image(client, DockerProvider().base_image)
+    return client
+
+
+def e2e_spec_data(images: dict[str, str], lab: SuiteLab = LABS.shared) -> dict:
     return {
-        "name": E2E_LAB,
+        "name": lab.name,
         "provider": "docker",
         "images": images,
-        "network": {"subnet": f"{E2E_SUBNET}.0/24"},
+        "network": {"subnet": str(lab.subnet)},
         "hosts": [
-            {"name": "node1", "address": f"{E2E_SUBNET}.2", "consul": "server",
+            {"name": "node1", "address": lab.address(2), "consul": "server",
              "bootstrap": True, "demo": 1},
-            {"name": "node2", "address": f"{E2E_SUBNET}.3", "consul": "server", "demo": 1},
-            {"name": "node3", "address": f"{E2E_SUBNET}.4", "consul": "client", "lb": True,
+            {"name": "node2", "address": lab.address(3), "consul": "server", "demo": 1},
+            {"name": "node3", "address": lab.address(4), "consul": "client", "lb": True,
              "demo": 1},
         ],
     }  # fmt: skip
+
+
+def noimage_spec_data(lab: SuiteLab = LABS.noimage) -> dict:
+    """The suite's lab with a Consul image no registry serves."""
+    return e2e_spec_data({"consul": "registry.invalid/hashicorp/consul:9.9.9"}, lab)
 
 
 def labctl(
@@ -117,11 +158,36 @@ def e2e_spec(tmp_path_factory, e2e_images) -> Path:
     return write_spec(tmp_path_factory.mktemp("e2e") / "lab.yaml", e2e_spec_data(e2e_images))
 
 
+def start_lab(spec_file: Path, kin: tuple[str, ...] = (), leftovers: bool = True) -> LabSpec:
+    """Before a lab of the suite is made: stop, naming it in one sentence, if anything on
+    its way is not the suite's (`kin`: suite labs whose things it meets); remove the lab's
+    leftovers of an interrupted earlier run (`leftovers`), which are the suite's own, as
+    just checked; mark its local state as the suite's. Nothing else is touched."""
+    spec, _ = load_spec(spec_file)
+    refuse_clashes(spec, docker.from_env(), kin)
+    if leftovers:
+        down = labctl(spec_file, "down", timeout=600)
+        assert down.returncode == 0, f"the leftovers of {spec.name}: {down.stderr}"
+    mark(spec)
+    return spec
+
+
+def finish_lab(spec_file: Path) -> None:
+    """`down`, which removes the lab with its mark; a failure is reported."""
+    down = labctl(spec_file, "down", timeout=600)
+    assert down.returncode == 0, down.stderr
+
+
 @pytest.fixture(scope="session")
-def lab(e2e_spec):
+def tags_before() -> set[str]:
+    """Every image tag on the engine before the suite's shared lab comes up."""
+    return {tag for image in docker.from_env().images.list() for tag in image.tags}
+
+
+@pytest.fixture(scope="session")
+def lab(tags_before, e2e_spec):
     """The lab, up. Torn down at the end of the session whatever happened."""
-    if not KEEP:
-        labctl(e2e_spec, "down")  # leftovers of an interrupted earlier run
+    start_lab(e2e_spec, leftovers=not KEEP)
     result = labctl(e2e_spec, "up")
     try:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -129,7 +195,7 @@ def lab(e2e_spec):
         yield spec, connection_data(spec), result
     finally:
         if not KEEP:
-            labctl(e2e_spec, "down")
+            finish_lab(e2e_spec)
 
 
 def refresh_connections(spec, connections: dict) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 
 import httpx
@@ -12,7 +11,16 @@ from labctl import lifecycle
 from labctl.services import SEED_SERVICE as SERVICE
 from labctl.spec import load_spec
 from labctl.verify import verify
-from tests.e2e.conftest import E2E_SUBNET, e2e_spec_data, labctl, wait_for, write_spec
+from tests.e2e.conftest import (
+    E2E_SUBNET,
+    e2e_spec_data,
+    finish_lab,
+    labctl,
+    noimage_spec_data,
+    start_lab,
+    wait_for,
+    write_spec,
+)
 from tests.e2e.probes import consul, on_host
 
 # Check interval + timeout (the seed's 10 s and 5 s) + a margin for the poll itself.
@@ -119,25 +127,19 @@ def test_apply_after_all_that_changes_nothing(lab, e2e_spec):
     assert "no changes" in result.stderr, result.stderr
 
 
-def test_an_image_that_cannot_be_had_stops_up_before_any_host_changes(e2e_images, tmp_path):
+def test_an_image_that_cannot_be_had_stops_up_before_any_host_changes(tmp_path):
     import docker
 
-    data = copy.deepcopy(e2e_spec_data(e2e_images))
-    data["name"] = "labnoimage"
-    data["network"]["subnet"] = "192.168.60.0/24"
-    for i, host in enumerate(data["hosts"]):
-        host["address"] = f"192.168.60.{i + 2}"
-    data["images"] = {"consul": "registry.invalid/hashicorp/consul:9.9.9"}
-    spec_file = write_spec(tmp_path / "noimage.yaml", data)
+    spec_file = write_spec(tmp_path / "noimage.yaml", noimage_spec_data())
+    spec = start_lab(spec_file)
     try:
         result = labctl(spec_file, "up", timeout=600)
         assert result.returncode == 2, result.stdout + result.stderr
         message = " ".join(result.stderr.split())
         assert "image registry.invalid/hashicorp/consul:9.9.9 cannot be had" in message
         assert "docker load" in message and "--bundle" in message and "registry" in message
-        label = {"label": "io.labctl.lab=labnoimage"}
+        label = {"label": f"io.labctl.lab={spec.name}"}
         assert docker.from_env().containers.list(all=True, filters=label) == []
-        spec, _ = load_spec(spec_file)
         assert not (lifecycle.lab_dir(spec) / "state.json").exists()
     finally:
-        labctl(spec_file, "down", timeout=300)
+        finish_lab(spec_file)

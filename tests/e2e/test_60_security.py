@@ -20,6 +20,7 @@ from labctl.lifecycle import converge_lab, log_file
 from labctl.paths import LAB_LABEL, docker_network_name, with_state
 from tests.e2e.conftest import E2E_SUBNET, labctl, wait_for
 from tests.e2e.probes import SERVICE, consul, consul_as, on_host
+from tests.support.suite_labs import SUITE_LABEL, owner
 
 # On the lab's own network, outside the spec's hosts.
 ROGUE_ADDRESS, PLAIN_ROGUE_ADDRESS = f"{E2E_SUBNET}.60", f"{E2E_SUBNET}.61"
@@ -75,7 +76,8 @@ def test_an_agent_with_another_gossip_key_or_none_does_not_join(lab):
                 spec.consul_image,
                 ["agent", f"-node={node}", f"-bind={address}", *key_args,
                  f"-retry-join={spec.hosts[0].address}"],
-                name=f"{spec.name}-{node}", labels={LAB_LABEL: spec.name}, network=network.name,
+                name=f"{spec.name}-{node}", network=network.name,
+                labels={LAB_LABEL: spec.name, SUITE_LABEL: owner(spec.name)},
             )  # fmt: skip
             containers.append(rogue)
             # On the lab's own network, at an address of ours (the network hands out others).

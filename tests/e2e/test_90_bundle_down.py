@@ -9,13 +9,20 @@ from pathlib import Path
 
 import docker
 
-from labctl.images import BUNDLE_MANIFEST
+from labctl.images import BUNDLE_MANIFEST, image_namespace
 from labctl.paths import LAB_LABEL, docker_network_name, lab_dir
-from tests.e2e.conftest import labctl
+from tests.e2e.conftest import labctl, start_lab, suites_image
 
 
-def test_bundle_save_down_then_up_from_the_bundle(lab, e2e_spec, tmp_path):
+def test_bundle_save_down_then_up_from_the_bundle(lab, e2e_spec, tags_before, tmp_path):
     bundle = tmp_path / "lab-images.tar"
+    try:
+        bundle_save_down_then_up(lab, e2e_spec, tags_before, bundle)
+    finally:
+        bundle.unlink(missing_ok=True)  # about 350 MB, which pytest would keep for 3 runs
+
+
+def bundle_save_down_then_up(lab, e2e_spec, tags_before, bundle: Path) -> None:
     saved = labctl(e2e_spec, "bundle", "save", str(bundle), timeout=600)
     assert saved.returncode == 0, saved.stderr
     with tarfile.open(bundle) as archive:
@@ -23,16 +30,20 @@ def test_bundle_save_down_then_up_from_the_bundle(lab, e2e_spec, tmp_path):
     refs = sorted(manifest)
     # Consul, the demo service and the LB (nginx + consul-template).
     spec, _, _ = lab
-    assert sorted(manifest) == sorted(
-        [spec.consul_image, *(r for r in refs if r.startswith("lab/"))]
-    )
-    assert [r.split(":")[0] for r in refs if r.startswith("lab/")] == ["lab/demo-service", "lab/lb"]
+    own = f"{image_namespace()}/"
+    assert sorted(manifest) == sorted([spec.consul_image, *(r for r in refs if r.startswith(own))])
+    names = [r.split(":")[0] for r in refs if r.startswith(own)]
+    assert names == [f"{own}demo-service", f"{own}lb"]
 
     assert labctl(e2e_spec, "down", timeout=300).returncode == 0
     client = docker.from_env()
-    for ref in refs:
+    # Only the suite's own images go (a real Consul image someone pulled before stays).
+    removed = [ref for ref in refs if suites_image(ref, tags_before)]
+    assert set(refs) - set(removed) <= {spec.consul_image}
+    for ref in removed:
         client.images.remove(ref, force=True)
 
+    start_lab(e2e_spec, leftovers=False)  # `down` took the mark with the lab
     up = labctl(e2e_spec, "up", "--bundle", str(bundle), timeout=1500)
     assert up.returncode == 0, up.stdout + up.stderr
     # The images are the bundle's own (a rebuild of the demo recipe would get a new ID).

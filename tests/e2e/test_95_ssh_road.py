@@ -10,7 +10,9 @@ every machine. Then the same machines with no engine reachable from labctl
 (DOCKER_HOST on a dead socket): the hosts pull from a registry this module runs and
 build the lab's recipes themselves; `down --purge-engine` takes the engine too.
 
-Host keys go to a temporary known_hosts file (`ssh.known_hosts`), never ~/.ssh.
+Host keys go to a temporary known_hosts file (`ssh.known_hosts`), never ~/.ssh. The lab,
+its machines and their network have a name and subnet of the suite's own
+(tests/support/suite_labs.py), checked for clashes before anything is made.
 
 This lab is the seed's open one (`security: seed`): the suite's main lab covers the secured
 default; this one shows that the seed's setting still gives exactly the seed's lab.
@@ -18,9 +20,11 @@ default; this one shows that the seed's setting still gives exactly the seed's l
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
+import docker as docker_engine
 import httpx
 import pytest
 
@@ -29,13 +33,15 @@ from labctl.inventory import connection_data
 from labctl.paths import LAB_LABEL, lab_dir
 from labctl.remote import run
 from labctl.spec import Versions, load_spec
-from tests.e2e.conftest import labctl, wait_for, write_spec
+from tests.e2e.conftest import finish_lab, labctl, start_lab, wait_for, write_spec
 from tests.support.foreign_image import load_foreign_image
 from tests.support.machines import MachinePool, docker
 from tests.support.registry import Registry
+from tests.support.suite_labs import LABS, claim_ssh_road, mark, ssh_place
 
-LAB = "labssh"
-PREFIX = "192.168.70"
+LAB = LABS.ssh.name
+OTHER = f"{LAB}-b"  # another lab, refused on the same machines
+PREFIX = LABS.ssh.prefix
 LB = f"{PREFIX}.4"
 SERVICE = "zhibo_service"
 REAL_KNOWN_HOSTS = Path.home() / ".ssh" / "known_hosts"
@@ -45,6 +51,7 @@ FOLLOW_DEADLINE = 10 + 5 + 10 + 20
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
+    claim_ssh_road(LABS.ssh, docker_engine.from_env())
     machines = MachinePool(LAB, PREFIX, 3, tmp_path_factory.mktemp("ssh-keys"))
     machines.create()
     try:
@@ -90,14 +97,14 @@ def real_known_hosts_before() -> bytes | None:
 @pytest.fixture(scope="module")
 def ssh_lab(pool, ssh_spec, real_known_hosts_before):
     """The lab up on the machines; `down` at the end whatever happened."""
-    labctl(ssh_spec, "down")  # leftovers of an interrupted earlier run
+    start_lab(ssh_spec, kin=(LAB,))
     result = labctl(ssh_spec, "up")
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         spec, _ = load_spec(ssh_spec)
         yield spec, result
     finally:
-        labctl(ssh_spec, "down")
+        finish_lab(ssh_spec)
 
 
 def listing(pool: MachinePool, machine) -> dict:
@@ -286,14 +293,17 @@ def test_another_lab_on_the_same_machines_is_refused_and_takes_nothing(
     ssh_lab, pool, known_hosts, e2e_images, tmp_path
 ):
     before = {m.name: listing(pool, m) for m in pool.machines}
-    other = write_spec(
-        tmp_path / "other.yaml", spec_data(pool, e2e_images, known_hosts, "labssh-b")
-    )
-    for verb in ("up", "down"):
-        result = labctl(other, verb, timeout=300)
-        assert result.returncode == 1, (verb, result.stderr)
-        assert f"m1 ({PREFIX}.2:22): it holds lab {LAB}, not labssh-b;" in result.stderr
-    assert {m.name: listing(pool, m) for m in pool.machines} == before
+    other = write_spec(tmp_path / "other.yaml", spec_data(pool, e2e_images, known_hosts, OTHER))
+    other_spec = ssh_place(OTHER, LABS.ssh)
+    mark(other_spec)
+    try:
+        for verb in ("up", "down"):
+            result = labctl(other, verb, timeout=300)
+            assert result.returncode == 1, (verb, result.stderr)
+            assert f"m1 ({PREFIX}.2:22): it holds lab {LAB}, not {OTHER};" in result.stderr
+        assert {m.name: listing(pool, m) for m in pool.machines} == before
+    finally:
+        shutil.rmtree(lab_dir(other_spec))  # its local state, the suite's (marked) own
 
 
 # --- down ----------------------------------------------------------------------------
@@ -365,6 +375,7 @@ def test_up_with_no_engine_here_has_the_hosts_pull_and_build(
     spec = write_spec(
         tmp_path_factory.mktemp("hosts") / "lab.yaml", spec_data(pool, images, known_hosts)
     )
+    start_lab(spec, kin=(LAB,), leftovers=False)  # taken down by the test before
     up = labctl(spec, "up", env=dead)
     try:
         assert up.returncode == 0, up.stdout + up.stderr

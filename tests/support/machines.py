@@ -8,9 +8,9 @@ it installs its own key for root, and creates `admin` with another key and
 passwordless sudo (the usual cloud image user). From then on the lab reaches the
 machines over SSH only, exactly as it reaches machines in a datacenter.
 
-Everything carries the label MACHINE_LABEL=<pool name> (never the lab's own label,
-which `labctl down` sweeps on the control machine), so `remove()` finds it all, also
-after an interrupted run.
+Everything carries the suite's label, SUITE_LABEL=<pool name>.<checkout id> (never the
+lab's own label, which `labctl down` sweeps on the control machine), so `remove()` finds
+it all, also after an interrupted run, and nothing else (tests/support/suite_labs.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 from labctl.images import recipe_tag
 from labctl.vagrant import DOCKER_HOST_FLAGS
 from tests.conftest import PROJECT_ROOT
+from tests.support.suite_labs import SUITE_LABEL, owner
 
-MACHINE_LABEL = "io.labctl.e2e-machines"
 HOST_RECIPE = PROJECT_ROOT / "templates" / "host"
 BASE_IMAGE = "debian:bookworm"
 SSH_READY_TIMEOUT = 90.0
@@ -99,7 +99,7 @@ class MachinePool:
         """Start every machine and give it its users and keys; wait for sshd."""
         self.remove()
         image = self.image()
-        label = f"{MACHINE_LABEL}={self.pool}"
+        label = f"{SUITE_LABEL}={owner(self.pool)}"
         docker(
             "network", "create", f"--subnet={self.prefix}.0/24", f"--gateway={self.gateway}",
             f"--label={label}", self.network,
@@ -110,7 +110,7 @@ class MachinePool:
             self.wait_for_ssh(machine)
 
     def start(self, machine: Machine, image: str) -> None:
-        label = f"{MACHINE_LABEL}={self.pool}"
+        label = f"{SUITE_LABEL}={owner(self.pool)}"
         docker(
             "run", "-d", f"--name={machine.container}", f"--hostname={machine.name}",
             f"--network={self.network}", f"--ip={machine.address}", f"--label={label}",
@@ -162,7 +162,7 @@ class MachinePool:
 
     def remove(self) -> None:
         """Every container, volume and network of the pool (also of an interrupted run)."""
-        label = f"label={MACHINE_LABEL}={self.pool}"
+        label = f"label={SUITE_LABEL}={owner(self.pool)}"
         containers = docker("ps", "-aq", "--filter", label).split()
         if containers:
             docker("rm", "-f", "-v", *containers)

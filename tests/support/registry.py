@@ -9,6 +9,7 @@ engines (Docker allows plain HTTP for mirrors).
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import time
@@ -80,6 +81,8 @@ class Registry:
             docker("rmi", target)
 
     def stop(self) -> None:
+        """Stop the registry and remove the images it stored (about 110 MB for the lab's;
+        its log stays)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -87,3 +90,4 @@ class Registry:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        shutil.rmtree(self.workdir / "data", ignore_errors=True)

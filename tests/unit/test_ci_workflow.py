@@ -73,4 +73,31 @@ def test_every_push_runs_the_readmes_test_command_with_the_real_images():
     assert len(lab) == 1
     assert lab[0]["env"]["LAB_E2E_IMAGES"] == "real"
     # sudo drops the environment unless told to keep a variable.
-    assert re.fullmatch(r"sudo --preserve-env=LAB_E2E_IMAGES \./lab test( -v)?", lab[0]["run"])
+    preserved = re.fullmatch(r"sudo --preserve-env=([A-Z0-9_,]+) \./lab test( -v)?", lab[0]["run"])
+    assert preserved and "LAB_E2E_IMAGES" in preserved[1].split(",")
+
+
+# What Ubuntu 24.04 itself offers as Chromium and its driver: the snap, or the apt
+# packages' wrappers that start it (chromium-browser, chromium-chromedriver).
+SNAP = {"/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/chromedriver"}
+
+
+def test_the_ubuntu_job_runs_a_chrome_and_driver_that_are_not_the_snap():
+    e2e = workflow()["jobs"]["e2e"]
+    browser, driver = e2e["env"]["LAB_CHROMIUM"], e2e["env"]["LAB_CHROMEDRIVER"]
+    for path in (browser, driver):
+        assert path.startswith("/") and not path.startswith("/snap/") and path not in SNAP
+    # The runner image's Google Chrome and the ChromeDriver made for it (its CHROME_BIN and
+    # CHROMEWEBDRIVER), checked against those variables before the suite runs.
+    assert (browser, driver) == (
+        "/usr/bin/google-chrome",
+        "/usr/local/share/chromedriver-linux64/chromedriver",
+    )
+    checks = [s["run"] for s in runs(e2e) if "CHROMEWEBDRIVER" in s["run"]]
+    assert len(checks) == 1 and '-ef "${CHROME_BIN:-}"' in checks[0]
+    # Through sudo to ./lab, which then installs no browser of its own.
+    [lab] = [s for s in runs(e2e) if "./lab test" in s["run"]]
+    preserved = re.search(r"--preserve-env=(\S+)", lab["run"])[1].split(",")
+    assert {"LAB_CHROMIUM", "LAB_CHROMEDRIVER"} <= set(preserved)
+    steps = e2e["steps"]
+    assert steps.index(next(s for s in steps if s.get("run") in checks)) < steps.index(lab)
