@@ -1,0 +1,186 @@
+"""Helpers for the registrator stand-in's tests: build it, run it against a Consul stand-in
+agent on loopback and the machine's real Docker engine, and start the containers it
+watches.
+
+Every container a test starts carries the label `io.labctl.test=registrator-standin` and
+a run label of its own; it is on the host network (never on a network of its own) and its
+process is `sleeper` (tests/standins/registrator/testdata/sleeper), loaded as a one-layer
+image without any registry. The health checks the agent runs go to a `HealthServer` on
+127.0.0.1. LAB_REGISTRATOR_BINARY runs the same tests against another build (for a
+side-by-side with the real registrator built outside the repository).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import tarfile
+import time
+import uuid
+from pathlib import Path
+
+from tests.support.consul_fakes import GO, go_env
+
+STANDIN_DIR = Path(__file__).resolve().parents[1] / "standins" / "registrator"
+TEST_LABEL = "io.labctl.test"
+TEST_LABEL_VALUE = "registrator-standin"
+RUN_LABEL = "io.labctl.test-run"
+DOCKER_SOCKET = "/var/run/docker.sock"
+# The name registrator puts first in every service ID: this machine's (it runs here,
+# not in a container).
+HOSTNAME = socket.gethostname()
+
+
+def build_registrator(out_dir: Path) -> Path:
+    """The stand-in's binary (or LAB_REGISTRATOR_BINARY's, for a side-by-side)."""
+    other = os.environ.get("LAB_REGISTRATOR_BINARY")
+    if other:
+        return Path(other)
+    binary = out_dir / "registrator"
+    _go_build(out_dir, binary, ".")
+    return binary
+
+
+def _go_build(tmp_dir: Path, binary: Path, package: str) -> None:
+    proc = subprocess.run(
+        [GO, "build", "-trimpath", "-o", str(binary), package],
+        cwd=STANDIN_DIR,
+        env=go_env(tmp_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"go build {package} failed:\n{proc.stdout}\n{proc.stderr}"
+
+
+def _tar(members: dict[str, tuple[bytes, int]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, (data, mode) in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def load_sleeper_image(tmp_dir: Path) -> str:
+    """Build `sleeper` and load it as a one-layer image; returns its reference (tagged by
+    the binary's hash, so concurrent runs share it)."""
+    binary = tmp_dir / "sleeper"
+    _go_build(tmp_dir, binary, "./testdata/sleeper")
+    data = binary.read_bytes()
+    ref = f"registrator-standin-test/sleeper:{hashlib.sha256(data).hexdigest()[:12]}"
+    layer = _tar({"sleeper": (data, 0o755)})
+    config = json.dumps(
+        {
+            "architecture": docker("version", "-f", "{{.Server.Arch}}"),
+            "os": "linux",
+            "config": {"Cmd": ["/sleeper"], "Labels": {TEST_LABEL: TEST_LABEL_VALUE}},
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": [f"sha256:{hashlib.sha256(layer).hexdigest()}"],
+            },
+        }
+    ).encode()
+    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [ref], "Layers": ["layer.tar"]}])
+    archive = _tar(
+        {
+            "layer.tar": (layer, 0o644),
+            config_name: (config, 0o644),
+            "manifest.json": (manifest.encode(), 0o644),
+        }
+    )
+    subprocess.run(["docker", "load", "-q"], input=archive, check=True, capture_output=True)
+    return ref
+
+
+def docker(*args: str) -> str:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"docker {' '.join(args)}: {proc.stderr.strip()}"
+    return proc.stdout.strip()
+
+
+class Containers:
+    """The containers of one test: started on the host network with SERVICE_* metadata
+    (labels and/or environment), all removed by `remove_all`."""
+
+    def __init__(self, image: str) -> None:
+        self.image = image
+        self.run_id = uuid.uuid4().hex[:10]
+
+    def name(self, suffix: str) -> str:
+        return f"regtest-{self.run_id}-{suffix}"
+
+    def run(
+        self,
+        suffix: str,
+        port: int | None,
+        labels: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+        command: tuple[str, ...] = (),
+    ) -> str:
+        """Start a container (detached) and return its name."""
+        name = self.name(suffix)
+        args = ["run", "-d", "--name", name, "--net=host", "--stop-timeout=2"]
+        args += ["--label", f"{TEST_LABEL}={TEST_LABEL_VALUE}"]
+        args += ["--label", f"{RUN_LABEL}={self.run_id}"]
+        if port is not None:
+            args += ["--expose", str(port)]
+        for key, value in (labels or {}).items():
+            args += ["--label", f"{key}={value}"]
+        for key, value in (env or {}).items():
+            args += ["-e", f"{key}={value}"]
+        docker(*args, self.image, *command)
+        return name
+
+    def remove_all(self) -> None:
+        ids = docker("ps", "-aq", "--filter", f"label={RUN_LABEL}={self.run_id}").split()
+        if ids:
+            docker("rm", "-f", *ids)
+
+
+class Registrator:
+    """One registrator process on this machine, watching the real Docker engine."""
+
+    def __init__(self, binary: Path, log_path: Path) -> None:
+        self.binary = binary
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> Registrator:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
+        environment["DOCKER_HOST"] = f"unix://{DOCKER_SOCKET}"
+        environment.update(env or {})
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        self.proc = subprocess.Popen(
+            [str(self.binary), *args], stdout=log, stderr=subprocess.STDOUT, env=environment
+        )
+        log.close()
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"registrator exited ({self.proc.returncode}):\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {text!r} in registrator's log within {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
