@@ -184,3 +184,107 @@ class Registrator:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+class FakeDocker:
+    """A Docker Engine API on a unix socket, for what the real engine cannot be made to
+    do in a test: end the event stream, or send many events at once. Containers are
+    all on the host network, exposing one port, with SERVICE_NAME set; `/events` sends
+    `events` (JSON objects), keeps the stream open `hold_s` seconds, then ends it."""
+
+    def __init__(
+        self,
+        socket_path: Path,
+        containers: dict[str, int],
+        events: list[dict],
+        hold_s: float = 0.0,
+    ) -> None:
+        import http.server
+        import socketserver
+        import threading
+
+        owner = self
+        self.socket_path = socket_path
+        self.containers = containers
+        self.events = events
+        self.hold_s = hold_s
+        self.event_requests: list[str] = []
+        self.requests: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def address_string(self) -> str:
+                return "fake-docker"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _json(self, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                owner.requests.append(self.path)
+                path = self.path.split("?")[0]
+                if path == "/containers/json":
+                    self._json([])
+                elif path == "/events":
+                    owner.event_requests.append(self.path)
+                    # Chunked, as the engine streams it (a stream with no length
+                    # that ends with the connection is refused by older clients).
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for e in owner.events:
+                        line = json.dumps(e).encode() + b"\n"
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                    self.wfile.flush()
+                    time.sleep(owner.hold_s)
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.close_connection = True
+                elif path.startswith("/containers/") and path.endswith("/json"):
+                    cid = path.split("/")[2]
+                    if cid not in owner.containers:
+                        self.send_response(404)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    port = owner.containers[cid]
+                    self._json(
+                        {
+                            "Id": cid,
+                            "Name": f"/c{cid[-12:]}",
+                            "Config": {
+                                "Image": "fake",
+                                "Env": [],
+                                "Labels": {"SERVICE_NAME": "burst"},
+                                "ExposedPorts": {f"{port}/tcp": {}},
+                            },
+                            "HostConfig": {"NetworkMode": "host"},
+                            "NetworkSettings": {"IPAddress": "", "Ports": {}, "Networks": {}},
+                            "State": {"Running": True, "ExitCode": 0},
+                        }
+                    )
+                else:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a client that went away mid-answer
+
+        self.server = Server(str(socket_path), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -32,6 +32,7 @@ from tests.support.registrator_standin import (
     HOSTNAME,
     STANDIN_DIR,
     Containers,
+    FakeDocker,
     Registrator,
     build_registrator,
     docker,
@@ -392,3 +393,27 @@ def test_command_line_errors(binary, tmp_path) -> None:
     assert adapter.returncode == 1
     assert adapter.stderr.count("Connecting to backend") == 2
     assert "unrecognized adapter: etcdx://127.0.0.1:1" in adapter.stderr
+
+
+def test_end_of_the_docker_event_stream_ends_registrator(binary, tmp_path) -> None:
+    """registrator.go: when the engine ends the event stream (it stopped or restarted),
+    the client closes the channel and registrator exits 1 ("Docker event loop
+    closed") instead of reconnecting; it needs a restart policy to come back."""
+    leader = HealthServer(body=b'"127.0.0.1:8300"')
+    socket_path = tmp_path / "docker.sock"
+    fake = FakeDocker(socket_path, {}, [{"status": "create", "id": "0" * 64, "time": 1}])
+    try:
+        proc = subprocess.run(
+            [str(binary), f"consul://127.0.0.1:{leader.port}"],
+            env={"DOCKER_HOST": f"unix://{socket_path}"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        fake.close()
+        leader.stop()
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.rstrip().endswith("Docker event loop closed")
+    assert fake.event_requests == ["/events"]

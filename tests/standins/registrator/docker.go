@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -146,20 +145,19 @@ type event struct {
 
 // listen follows the event stream and returns the channel registrator reads.
 //
-// Faithful to registrator's Docker client (go-dockerclient v1.13.1, event.go):
-//   - the channel is unbuffered and every event is offered from its own goroutine
-//     with a non-blocking send: an event that arrives while registrator is not
-//     waiting on the channel is dropped, and two close events may arrive in either
-//     order;
-//   - a connection that cannot be made is tried 5 more times (10 ms, doubling),
-//     then the channel is closed; so is it when the stream ends (the engine
-//     stopped or restarted): registrator then exits ("Docker event loop closed");
-//   - a message that does not decode reconnects with ?since= the last event's time.
+// Faithful to registrator's Docker client (go-dockerclient v1.13.1, event.go): the
+// stream is decoded into a queue of 100; one goroutine takes each event off the
+// queue and, from a goroutine of its own, notes its time and offers it to the
+// listener with a non-blocking send on an unbuffered channel. So an event that finds
+// registrator busy is dropped, and two close events may arrive in either order.
+// A connection that cannot be made is tried 5 more times (10 ms, doubling), then
+// the channel is closed; so is it when the stream ends (the engine stopped or
+// restarted): registrator then exits ("Docker event loop closed"). A message that
+// does not decode makes it reconnect with ?since= the last event's time.
 func (c *dockerClient) listen() <-chan *event {
-	listener := make(chan *event)
-	w := &eventWatcher{client: c, listener: listener}
+	w := &eventWatcher{client: c, listener: make(chan *event)}
 	go w.run()
-	return listener
+	return w.listener
 }
 
 type eventWatcher struct {
@@ -170,17 +168,60 @@ type eventWatcher struct {
 	closed   bool
 }
 
+// endOfStream is queued when the stream ends.
+var endOfStream = &event{Status: "EOF"}
+
 func (w *eventWatcher) run() {
 	for {
+		queue := make(chan *event, 100)
 		stream, err := w.connect()
 		if err != nil {
 			w.close()
 			return
 		}
-		if ended := w.follow(stream); ended {
+		go w.decode(stream, queue)
+		if ended := w.dispatch(queue); ended {
 			w.close()
 			return
 		}
+		// A decoding error: reconnect.
+	}
+}
+
+// dispatch is the client's monitor loop, at its pace: each turn arms a 100 ms
+// timer and waits for the next event or the timer.
+func (w *eventWatcher) dispatch(queue <-chan *event) (ended bool) {
+	for w.isOpen() {
+		timeout := time.After(100 * time.Millisecond)
+		select {
+		case ev, ok := <-queue:
+			if !ok {
+				return false
+			}
+			if ev == endOfStream {
+				return true
+			}
+			go func(ev *event) {
+				w.noteTime(ev)
+				w.offer(ev)
+			}(ev)
+		case <-timeout:
+		}
+	}
+	return true
+}
+
+func (w *eventWatcher) isOpen() bool {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return !w.closed
+}
+
+func (w *eventWatcher) noteTime(ev *event) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ev.Time > w.lastSeen {
+		w.lastSeen = ev.Time
 	}
 }
 
@@ -199,11 +240,11 @@ func (w *eventWatcher) openStream() (io.ReadCloser, error) {
 		return nil, err
 	}
 	path := "/events"
-	w.mu.Lock()
+	w.mu.RLock()
 	if w.lastSeen != 0 {
 		path += "?since=" + strconv.FormatInt(w.lastSeen, 10)
 	}
-	w.mu.Unlock()
+	w.mu.RUnlock()
 	req, _ := http.NewRequest(http.MethodGet, "http://docker"+path, nil)
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil },
@@ -216,16 +257,20 @@ func (w *eventWatcher) openStream() (io.ReadCloser, error) {
 	return resp.Body, nil
 }
 
-// follow decodes the stream until it ends (true) or a message fails to decode
-// (false: reconnect).
-func (w *eventWatcher) follow(stream io.ReadCloser) bool {
+// decode queues the stream's events; at its end it queues endOfStream, after a
+// message that does not decode it closes the queue.
+func (w *eventWatcher) decode(stream io.ReadCloser, queue chan<- *event) {
 	defer stream.Close()
 	decoder := json.NewDecoder(stream)
 	for {
 		ev := &event{}
 		if err := decoder.Decode(ev); err != nil {
-			return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-				strings.Contains(err.Error(), "use of closed")
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				queue <- endOfStream
+			} else {
+				close(queue)
+			}
+			return
 		}
 		if ev.Time == 0 {
 			continue
@@ -236,17 +281,12 @@ func (w *eventWatcher) follow(stream io.ReadCloser) bool {
 		if ev.ID == "" {
 			ev.ID = ev.Actor.ID
 		}
-		go w.offer(ev)
+		queue <- ev
 	}
 }
 
+// offer hands one event to registrator if it is waiting for one, else drops it.
 func (w *eventWatcher) offer(ev *event) {
-	w.mu.Lock()
-	if ev.Time > w.lastSeen {
-		w.lastSeen = ev.Time
-	}
-	w.mu.Unlock()
-	// Offers run side by side under the read lock, as in the real client.
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.closed {
