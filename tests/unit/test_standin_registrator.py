@@ -10,6 +10,7 @@ side-by-side with the real registrator reported in the README).
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -174,6 +175,24 @@ def test_started_container_is_registered_with_id_name_tags_and_check(lab, contai
     assert check["Definition"]["DeregisterCriticalServiceAfter"] == "1m30s"
     wait_for(lambda: lab.checks()[f"service:{sid}"]["Status"] == "passing", 10, "passing")
     assert f"added: {docker('inspect', '-f', '{{.Id}}', name)[:12]} {sid}" in reg.log()
+
+
+def test_address_without_ip_and_with_internal(lab, containers) -> None:
+    """bridge.go resolvePortHostIP: without -ip a --net=host container's address is what
+    the machine's hostname resolves to (here a loopback address, from /etc/hosts);
+    with -internal it is the container's own address, which host networking leaves
+    empty (Consul then shows the node's). No check: nothing is sent to them."""
+    port = lab.health.port
+    name = containers.run("web", port, labels={"SERVICE_NAME": "web"})
+    sid = service_id(name, port)
+    first = lab.registrator(lab.uri)
+    wait_for(lambda: lab.services(containers.run_id), 10, "the registration")
+    resolved = socket.gethostbyname(HOSTNAME)
+    assert (lab.services(containers.run_id)[sid]["Address"], resolved) == (resolved, resolved)
+    first.stop()
+    lab.registrator("-internal", lab.uri)
+    wait_for(lambda: lab.services(containers.run_id)[sid]["Address"] == "", 10, "empty address")
+    assert lab.services(containers.run_id)[sid]["Port"] == port
 
 
 def test_label_wins_over_environment_and_a_port_key_over_both(lab, containers) -> None:
