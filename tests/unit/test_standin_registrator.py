@@ -220,6 +220,17 @@ def test_label_wins_over_environment_and_a_port_key_over_both(lab, containers) -
     assert services[service_id(by_port, other)]["Tags"] == ["from-env"]
 
 
+def test_metadata_consul_refuses_fails_the_whole_registration(lab, containers) -> None:
+    """consul.go Register: every SERVICE_* key goes to Meta; Consul refuses a key with a
+    character outside [A-Za-z0-9_-], and the service is not registered at all."""
+    port = lab.health.port
+    containers.run("web", port, labels={"SERVICE_NAME": "web", "SERVICE_TEAM.NAME": "ops"})
+    reg = lab.registrator("-ip", "127.0.0.1", lab.uri)
+    reg.wait_for_log("register failed:", 10)
+    assert "Unexpected response code: 400 (Invalid Service Meta" in reg.log()
+    assert lab.services(containers.run_id) == {}
+
+
 def test_ignore_and_explicit(lab, containers) -> None:
     """SERVICE_IGNORE skips a container; with -explicit a container without SERVICE_NAME is
     not registered (without it, its image's name would be the service's name)."""
