@@ -69,12 +69,13 @@ def _tar(members: dict[str, tuple[bytes, int]]) -> bytes:
 
 
 def load_sleeper_image(tmp_dir: Path) -> str:
-    """Build `sleeper` and load it as a one-layer image; returns its reference (tagged by
-    the binary's hash, so concurrent runs share it)."""
+    """Build `sleeper` and load it as a one-layer image; returns its reference. The tag
+    names this process too, so a test worker removing its tag never takes the image
+    from under another."""
     binary = tmp_dir / "sleeper"
     _go_build(tmp_dir, binary, "./testdata/sleeper")
     data = binary.read_bytes()
-    ref = f"registrator-standin-test/sleeper:{hashlib.sha256(data).hexdigest()[:12]}"
+    ref = f"registrator-standin-test/sleeper:{hashlib.sha256(data).hexdigest()[:12]}-{os.getpid()}"
     layer = _tar({"sleeper": (data, 0o755)})
     config = json.dumps(
         {

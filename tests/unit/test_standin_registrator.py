@@ -52,8 +52,7 @@ def binary(tmp_path_factory) -> Path:
 def image(tmp_path_factory) -> Iterator[str]:
     ref = load_sleeper_image(tmp_path_factory.mktemp("sleeper"))
     yield ref
-    # Another worker may still use the image: only an unused one goes.
-    subprocess.run(["docker", "rmi", ref], capture_output=True, check=False)
+    docker("rmi", ref)
 
 
 @pytest.fixture
