@@ -13,17 +13,16 @@ side-by-side with the real registrator built outside the repository).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import socket
 import subprocess
-import tarfile
 import time
 import uuid
 from pathlib import Path
 
-from tests.support.consul_fakes import GO, go_env
+from tests.support.consul_fakes import go
+from tests.support.foreign_image import load_one_layer_image
 
 STANDIN_DIR = Path(__file__).resolve().parents[1] / "standins" / "registrator"
 TEST_LABEL = "io.labctl.test"
@@ -46,26 +45,8 @@ def build_registrator(out_dir: Path) -> Path:
 
 
 def _go_build(tmp_dir: Path, binary: Path, package: str) -> None:
-    proc = subprocess.run(
-        [GO, "build", "-trimpath", "-o", str(binary), package],
-        cwd=STANDIN_DIR,
-        env=go_env(tmp_dir),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = go(tmp_dir, STANDIN_DIR, "build", "-trimpath", "-o", str(binary), package)
     assert proc.returncode == 0, f"go build {package} failed:\n{proc.stdout}\n{proc.stderr}"
-
-
-def _tar(members: dict[str, tuple[bytes, int]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, (data, mode) in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = mode
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def load_sleeper_image(tmp_dir: Path) -> str:
@@ -76,28 +57,14 @@ def load_sleeper_image(tmp_dir: Path) -> str:
     _go_build(tmp_dir, binary, "./testdata/sleeper")
     data = binary.read_bytes()
     ref = f"registrator-standin-test/sleeper:{hashlib.sha256(data).hexdigest()[:12]}-{os.getpid()}"
-    layer = _tar({"sleeper": (data, 0o755)})
-    config = json.dumps(
-        {
-            "architecture": docker("version", "-f", "{{.Server.Arch}}"),
-            "os": "linux",
-            "config": {"Cmd": ["/sleeper"], "Labels": {TEST_LABEL: TEST_LABEL_VALUE}},
-            "rootfs": {
-                "type": "layers",
-                "diff_ids": [f"sha256:{hashlib.sha256(layer).hexdigest()}"],
-            },
-        }
-    ).encode()
-    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
-    manifest = json.dumps([{"Config": config_name, "RepoTags": [ref], "Layers": ["layer.tar"]}])
-    archive = _tar(
-        {
-            "layer.tar": (layer, 0o644),
-            config_name: (config, 0o644),
-            "manifest.json": (manifest.encode(), 0o644),
-        }
+    load_one_layer_image(
+        ref,
+        docker("version", "-f", "{{.Server.Arch}}"),
+        {"sleeper": data},
+        ["/sleeper"],
+        labels={TEST_LABEL: TEST_LABEL_VALUE},
+        modes={"sleeper": 0o755},
     )
-    subprocess.run(["docker", "load", "-q"], input=archive, check=True, capture_output=True)
     return ref
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.consul_fakes import GO, go_env
+from tests.support.consul_fakes import go
 from tests.support.consul_standin import (
     FAST_RAFT,
     AgentProc,
@@ -128,14 +128,7 @@ def service_id(container: str, port: int) -> str:
 
 
 def test_go_test_suite(tmp_path) -> None:
-    proc = subprocess.run(
-        [GO, "test", "-count=1", "./..."],
-        cwd=STANDIN_DIR,
-        env=go_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = go(tmp_path, STANDIN_DIR, "test", "-count=1", "./...")
     assert proc.returncode == 0, f"go test failed:\n{proc.stdout}\n{proc.stderr}"
 
 
