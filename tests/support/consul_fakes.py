@@ -40,18 +40,19 @@ def go_env(tmp_dir: Path) -> dict[str, str]:
     return env
 
 
+def go(tmp_dir: Path, cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the go tool in `cwd` (offline, see go_env); its output is captured."""
+    return subprocess.run(
+        [GO, *args], cwd=cwd, env=go_env(tmp_dir), capture_output=True, text=True, timeout=timeout
+    )
+
+
 def build_consul_template(out_dir: Path, version: str = DEFAULT_VERSION) -> Path:
     """Build the stand-in into `out_dir` as consul-template `version` (0.19.0 or 0.19.5);
     return the binary, `out_dir/consul-template`."""
     binary = out_dir / "consul-template"
-    proc = subprocess.run(
-        [GO, "build", "-trimpath", f"-ldflags=-X main.version={version}", "-o", str(binary), "."],
-        cwd=STANDIN_DIR,
-        env=go_env(out_dir),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    flags = f"-ldflags=-X main.version={version}"
+    proc = go(out_dir, STANDIN_DIR, "build", "-trimpath", flags, "-o", str(binary), ".")
     assert proc.returncode == 0, f"go build failed:\n{proc.stdout}\n{proc.stderr}"
     # The binary refuses to run as a release it does not implement: say so here, once.
     check = subprocess.run([str(binary), "-v"], capture_output=True, text=True, timeout=30)

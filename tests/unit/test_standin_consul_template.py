@@ -15,11 +15,10 @@ import threading
 import pytest
 
 from tests.support.consul_fakes import (
-    GO,
     STANDIN_DIR,
     build_consul_template,
     fake_consul,
-    go_env,
+    go,
     serve_fake_consul,
 )
 
@@ -38,14 +37,7 @@ def normalize(text):
 
 
 def test_go_test_suite(tmp_path):
-    proc = subprocess.run(
-        [GO, "test", "-count=1", "./..."],
-        cwd=STANDIN_DIR,
-        env=go_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = go(tmp_path, STANDIN_DIR, "test", "-count=1", "./...", timeout=600)
     assert proc.returncode == 0, f"go test failed:\n{proc.stdout}\n{proc.stderr}"
 
 

@@ -1,0 +1,3 @@
+module registrator-standin
+
+go 1.19
