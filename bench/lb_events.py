@@ -84,7 +84,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from labctl import lb, operate, security
-from labctl.inventory import connection_data
+from labctl.connections import connection_data
 from labctl.paths import host_container_name
 from labctl.remote import run
 from labctl.spec import LabSpec, load_spec

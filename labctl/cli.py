@@ -32,10 +32,10 @@ from rich.text import Text
 
 from labctl import images, lifecycle, operate, output, security, standins, system, virtualbox
 from labctl import spec as spec_module
+from labctl.connections import connection_data
 from labctl.converge import ConvergeError, ConvergeResult
 from labctl.delivery import describe_delivery
 from labctl.images import ImageError
-from labctl.inventory import connection_data
 from labctl.machines import UnreachableError
 from labctl.paths import forget_removed_services, not_up_problem, read_state, with_state
 from labctl.remote import RemoteError

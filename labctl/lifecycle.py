@@ -25,8 +25,8 @@ from labctl import (
     teardown,
     vagrant,
 )
+from labctl.connections import connection_data
 from labctl.converge import ConnectFailure, ConvergeError, ConvergeResult, converge
-from labctl.inventory import SshData, connection_data
 from labctl.paths import (
     LAB_LABEL,
     docker_network_name,
@@ -38,7 +38,7 @@ from labctl.paths import (
     write_state,
 )
 from labctl.platforms import control_arch
-from labctl.remote import RemoteError, run
+from labctl.remote import RemoteError, SshData, run
 from labctl.spec import LabSpec, SpecError
 
 Report = Callable[[str], None]

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from labctl.inventory import SshData
 from labctl.platforms import docker_arch
-from labctl.remote import RemoteError, address, run
+from labctl.remote import RemoteError, SshData, address, run
 from roles.machine import LAB_MARK
 
 PROBE_TIMEOUT = 15.0

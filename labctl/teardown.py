@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labctl import machines
+from labctl.connections import connection_data
 from labctl.converge import converge
-from labctl.inventory import connection_data
 from labctl.spec import LabSpec
 
 Report = Callable[[str], None]

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 import httpx
 
 from labctl import lb, security
-from labctl.inventory import SshData
-from labctl.remote import RemoteError, run
+from labctl.remote import RemoteError, SshData, run
 from labctl.spec import CONSUL_HTTP_PORT, LabSpec
 from roles.demo_service import ROLE as DEMO_ROLE
 from roles.lb import DEFAULTS as LB_DEFAULTS

@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from labctl import standins
+from labctl.connections import connection_data
 from labctl.images import (
     IMAGE_NAMESPACE_ENV,
     STANDINS,
@@ -40,7 +41,6 @@ from labctl.images import (
     image_namespace,
     standin_consul_ref,
 )
-from labctl.inventory import connection_data
 from labctl.spec import DockerProvider, LabSpec, Versions, load_spec
 from tests.conftest import PROJECT_ROOT
 from tests.support.suite_labs import BASE_NAME, LABS, SuiteLab, mark, refuse_clashes

@@ -28,8 +28,8 @@ import docker as docker_engine
 import httpx
 import pytest
 
+from labctl.connections import connection_data
 from labctl.images import image_namespace
-from labctl.inventory import connection_data
 from labctl.paths import LAB_LABEL, lab_dir
 from labctl.remote import run
 from labctl.spec import Versions, load_spec

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from labctl import aptcache
-from labctl.inventory import host_data
+from labctl.host_data import host_data
 from labctl.spec import parse_spec
 from roles.docker import apt_env
 from tests.unit.test_spec import only_problem, seed

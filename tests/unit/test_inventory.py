@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from labctl.inventory import connection_data, groups, ssh_data_from_vagrant
+from labctl.connections import connection_data, ssh_data_from_vagrant
+from labctl.host_data import groups
 from labctl.spec import load_spec, parse_spec
 from tests.conftest import PROJECT_ROOT
 

@@ -11,7 +11,7 @@ import paramiko
 import pytest
 
 from labctl import machines
-from labctl.inventory import ssh_data_from_vagrant
+from labctl.connections import ssh_data_from_vagrant
 from labctl.machines import UnreachableError, hosts_arch, reach
 from labctl.remote import RemoteError, _AcceptNew, describe, known_hosts_entry, openssh_command
 

@@ -1,7 +1,7 @@
 """What the consul and demo_service roles derive from host data.
 
 The data is what pyinfra hands a role: the role's DEFAULTS overlaid with the host
-data labctl's inventory produces for a spec (labctl.inventory.groups).
+data labctl's inventory produces for a spec (labctl.host_data.groups).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from labctl.inventory import groups
+from labctl.host_data import groups
 from labctl.spec import load_spec
 from roles import consul, demo_service
 from roles.consul import agent_config

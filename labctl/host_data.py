@@ -10,12 +10,10 @@ from dataclasses import asdict
 from typing import Any
 
 from labctl.images import LabImage, lab_images
-from labctl.paths import read_state
+from labctl.remote import SshData
 from labctl.security import LabSecrets
 from labctl.spec import Host, LabSpec
 
-# pyinfra connection keys, as its SSH connector names them.
-SshData = dict[str, Any]
 InventoryHost = tuple[str, dict[str, Any]]
 
 
@@ -85,38 +83,6 @@ def host_data(
     }
 
 
-def ssh_data_for_spec(spec: LabSpec, host: Host) -> SshData:
-    """Connection data for the ssh provider: existing machines, no Vagrant."""
-    data: SshData = {
-        "ssh_hostname": host.ssh_host or str(host.address),
-        "ssh_user": host.ssh_user or spec.ssh.user,
-        "ssh_port": host.ssh_port or spec.ssh.port,
-    }
-    key = host.ssh_key or spec.ssh.key
-    if key:
-        data["ssh_key"] = str(spec.spec_relative(key))
-        data["ssh_allow_agent"] = data["ssh_look_for_keys"] = False
-    # A first contact is recorded, a changed key refused (labctl.remote does the same).
-    data["ssh_strict_host_key_checking"] = "accept-new"
-    data["ssh_known_hosts_file"] = str(spec.spec_relative(spec.ssh.known_hosts))
-    if data["ssh_user"] != "root":
-        data["_sudo"] = True
-    return data
-
-
-def ssh_data_from_vagrant(conf: dict[str, str]) -> SshData:
-    """Connection data from one host's `vagrant ssh-config`."""
-    return {
-        "ssh_hostname": conf["HostName"],
-        "ssh_port": int(conf["Port"]),
-        "ssh_user": conf["User"],
-        "ssh_key": conf["IdentityFile"],
-        "ssh_strict_host_key_checking": "no",
-        "ssh_known_hosts_file": "/dev/null",
-        "_sudo": conf["User"] != "root",
-    }
-
-
 def groups(
     spec: LabSpec, connection: dict[str, SshData], state: dict | None = None
 ) -> dict[str, list[InventoryHost]]:
@@ -144,14 +110,3 @@ def groups(
         "lb": members(lambda h: h.lb),
         "demo": members(lambda h: h.name in instance_hosts),
     }
-
-
-def connection_data(spec: LabSpec, provider: str | None = None) -> dict[str, SshData]:
-    """How to reach each running host for the provider the lab was brought up with:
-    the spec's machines (ssh), else what Vagrant said, cached (labctl.connections)."""
-    provider = provider or read_state(spec).get("provider") or spec.provider
-    if provider == "ssh":
-        return {host.name: ssh_data_for_spec(spec, host) for host in spec.hosts}
-    from labctl import connections  # only Vagrant providers need Vagrant
-
-    return connections.connections(spec, provider)
