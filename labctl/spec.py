@@ -17,18 +17,17 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     Field,
     PrivateAttr,
-    Strict,
     ValidationError,
     field_validator,
 )
 
 from labctl import services as lab_services
-from labctl.services import SEED_SERVICE, DemoInstance, Service, StrictModel
+from labctl.services import SEED_SERVICE, DemoInstance, Service
+from labctl.spec_types import Address, Host, LocalPath, Port, StrictModel, Subnet
 
-__all__ = ["DemoInstance", "Service"]
+__all__ = ["Address", "DemoInstance", "Host", "Port", "Service"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = PROJECT_ROOT / "lab.yaml"
@@ -73,41 +72,10 @@ class SpecError(Exception):
         self.problems = problems
 
 
-def _written_as_text(value: object) -> object:
-    """Addresses are written as text: YAML reads 3232249858 as a number, which
-    ipaddress would silently take for 192.168.56.2."""
-    if isinstance(value, str | ipaddress.IPv4Address | ipaddress.IPv4Network):
-        return value
-    raise ValueError("is not an address; write it as text, e.g. 192.168.56.2")
-
-
-def _network(value: object) -> object:
-    """A subnet, written as its network address: one with host bits set names which
-    network was meant."""
-    value = _written_as_text(value)
-    if not isinstance(value, str):
-        return value
-    try:
-        network = ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ValueError("is not an IPv4 network; write it as ADDRESS/PREFIX, e.g. "
-                         "192.168.56.0/24") from None  # fmt: skip
-    if network.version != 4:
-        raise ValueError("is an IPv6 network; the lab runs on IPv4: write e.g. 192.168.56.0/24")
-    if ipaddress.ip_interface(value).ip != network.network_address:
-        raise ValueError(f"has host bits set; did you mean {network}?")
-    return network
-
-
-Address = Annotated[ipaddress.IPv4Address, Strict(False), BeforeValidator(_written_as_text)]
-Subnet = Annotated[ipaddress.IPv4Network, Strict(False), BeforeValidator(_network)]
-LocalPath = Annotated[Path, Strict(False)]
 # VirtualBox's limits for one VM (include/VBox/param.h: VMM_MAX_CPU_COUNT,
 # MM_RAM_MAX_IN_MB on a 64-bit host).
 VIRTUALBOX_MAX_CPUS = 64
 VIRTUALBOX_MAX_MEMORY_MB = 2097152
-# A port, as TCP has them.
-Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class Network(StrictModel):
@@ -212,22 +180,6 @@ class Apt(StrictModel):
         return value
 
 
-class Host(StrictModel):
-    name: str
-    address: Address
-    consul: Literal["server", "client", "none"] = "client"
-    bootstrap: bool = False
-    lb: bool = False
-    # Instances of the first service (services[0]) on this host.
-    demo: int = 0
-    # Per-host overrides for the ssh provider; default to the address and the
-    # spec-wide ssh settings.
-    ssh_host: str | None = None
-    ssh_user: str | None = None
-    ssh_port: Port | None = None
-    ssh_key: str | None = None
-
-
 class LabSpec(StrictModel):
     name: str = "dynlb"
     provider: Provider = "auto"
@@ -296,7 +248,12 @@ class LabSpec(StrictModel):
         index = [s.name for s in self.services].index(name)
         service = self.services[index]
         if index == 0 and service.instances is None:
-            hosts = [h.model_copy(update={"demo": counts.get(h.name, h.demo)}) for h in self.hosts]
+            hosts = [
+                host.model_copy(update={"first_service_count": counts[host.name]})
+                if host.name in counts
+                else host
+                for host in self.hosts
+            ]
             changed = self.model_copy(update={"hosts": hosts})
         else:
             merged = {**(service.instances or {}), **counts}
@@ -378,7 +335,7 @@ def _known_keys(loc: tuple) -> list[str]:
         if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
             inner = annotation
         model = inner
-    return list(model.model_fields)
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 # How to write a value of the type a key wants, for a value of another type (YAML reads
@@ -538,9 +495,9 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
                     "VirtualBox host adapter or the Docker network gateway takes; start at "
                     f"{spec.gateway + 1}."
                 )
-        if host.demo < 0:
+        if host.first_service_count < 0:
             errors.append(
-                f"{where}.demo = {host.demo} is below zero; "
+                f"{where}.demo = {host.first_service_count} is below zero; "
                 "use 0 for no demo instance on this host."
             )
         if host.bootstrap and host.consul != "server":
@@ -548,10 +505,10 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
                 f"{where}.bootstrap is true but consul is {host.consul!r}; only a server can "
                 "bootstrap the cluster: set consul: server or drop bootstrap."
             )
-        if host.demo > 0 and host.consul == "none":
+        if host.first_service_count > 0 and host.consul == "none":
             errors.append(
-                f"{where}.demo is {host.demo} but consul is 'none'; instances register with "
-                "their own host's Consul agent, so set consul: client or demo: 0."
+                f"{where}.demo is {host.first_service_count} but consul is 'none'; instances "
+                "register with their own host's Consul agent, so set consul: client or demo: 0."
             )
         if host.lb and host.consul == "none":
             errors.append(

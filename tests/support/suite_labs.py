@@ -176,7 +176,7 @@ def seed_spec_data(lab: SuiteLab) -> dict:
 def without_place(spec: LabSpec) -> dict:
     """The spec but for where its lab is: its name, its subnet (and whether that may lie
     outside VirtualBox's range) and its hosts' addresses."""
-    data = spec.model_dump(mode="json")
+    data = spec.model_dump(mode="json", by_alias=True)
     del data["name"], data["network"]["subnet"], data["network"]["allow_any_subnet"]
     for host in data["hosts"]:
         del host["address"]

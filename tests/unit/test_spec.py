@@ -41,7 +41,7 @@ def test_default_spec_is_the_seed():
     ]
     assert [h.name for h in spec.hosts if h.bootstrap] == ["server1"]
     assert [h.name for h in spec.hosts if h.lb] == ["server3"]
-    assert [h.demo for h in spec.hosts] == [1, 1, 1]
+    assert [h.first_service_count for h in spec.hosts] == [1, 1, 1]
     assert spec.versions.consul == "1.11.3"
     # Two servers: an even count, which the seed has, is a warning, not an error.
     assert len(warnings) == 1 and "even number" in warnings[0]
