@@ -211,7 +211,7 @@ def second_spec_file(spec_file: Path) -> Path:
 def instances(spec: LabSpec, total: int) -> dict[str, str]:
     """Instance ID -> address:port with `total` instances, spread as `labctl scale` does."""
     scaled = spec.with_counts(SERVICE, operate.spread(spec, SERVICE, total))
-    return {i.id: f"{i.address}:{i.port}" for i in scaled.demo_instances() if i.service == SERVICE}
+    return {i.id: f"{i.address}:{i.port}" for i in scaled.instances() if i.service == SERVICE}
 
 
 # --- load and watcher ----------------------------------------------------------------------

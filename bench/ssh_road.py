@@ -35,7 +35,7 @@ import yaml
 from rich.table import Table
 from verbs import changes, labctl, spec_data
 
-from labctl.images import lab_images
+from labctl.images.spec_images import lab_images
 from labctl.spec import parse_spec
 from tests.support.machines import MachinePool
 from tests.support.registry import Registry

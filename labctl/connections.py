@@ -33,7 +33,8 @@ from typing import Any, TypeVar
 from labctl import vagrant
 from labctl.paths import read_state, vagrant_dotfile_path, write_state
 from labctl.remote import RemoteError, SshData
-from labctl.spec import Host, LabSpec
+from labctl.spec import LabSpec
+from labctl.spec_types import Host
 
 T = TypeVar("T")
 # One observed machine: Vagrant's id of it, its state in Vagrant's words, and where

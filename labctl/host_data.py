@@ -1,79 +1,125 @@
-"""pyinfra inventory derived from the lab spec (and, for Vagrant providers, from
-`vagrant ssh-config` read through python-vagrant, cached: labctl.connections).
-
-Roles are host data flags and groups; no code branches on host names.
+"""The host data labctl hands the roles, built from the lab spec and the lab's state: for
+each host its LabHost (roles/contract.py) and the role tunables the spec sets, and the
+pyinfra groups, by role. Roles are data and groups; no code branches on host names.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import shutil
 from typing import Any
 
-from labctl.images import LabImage, lab_images
-from labctl.remote import SshData
+from labctl.images.spec_images import LabImage, lab_images
+from labctl.remote import SshData, openssh_command
 from labctl.security import LabSecrets
-from labctl.spec import Host, LabSpec
+from labctl.spec import LabSpec
+from labctl.spec_types import Host
+from roles.contract import (
+    LAB_HOST,
+    ConsulAgent,
+    HealthCheck,
+    HostImages,
+    Image,
+    ImagePlan,
+    LabHost,
+    LoadBalancer,
+    ObtainedImage,
+    Registration,
+)
 
 InventoryHost = tuple[str, dict[str, Any]]
+# Seconds the OpenSSH command streaming a host's image archive waits for its connection.
+ARCHIVE_CONNECT_TIMEOUT = 60
 
 
-def host_data(
+def consul_agent(spec: LabSpec, host: Host, secrets: LabSecrets) -> ConsulAgent | None:
+    """The host's agent: every server expects all servers (Consul's advice), and the join
+    list puts the bootstrap server first, like the seed's -join."""
+    if host.consul == "none":
+        return None
+    servers = spec.consul_servers
+    bootstrap = next((h for h in servers if h.bootstrap), servers[0])
+    join = [bootstrap] + [h for h in servers if h is not bootstrap]
+    return ConsulAgent(
+        server=host.consul == "server",
+        servers=len(servers),
+        join=tuple(str(h.address) for h in join),
+        acl=spec.security.acl,
+        gossip_key=secrets.gossip_key,
+        registration_token=secrets.secret(f"registration-{host.name}"),
+    )
+
+
+def load_balancer(spec: LabSpec, host: Host, secrets: LabSecrets) -> LoadBalancer | None:
+    """An LB host's settings: /_lab/ answers the lab's network and every host (on the ssh
+    road hosts may sit outside network.subnet)."""
+    if not host.lb:
+        return None
+    cidrs = [str(spec.network.subnet)] + [f"{h.address}/32" for h in spec.hosts]
+    return LoadBalancer(allow_cidrs=tuple(cidrs), consul_token=secrets.secret("consul-template"))
+
+
+def registrations(spec: LabSpec) -> dict[str, Registration]:
+    """Each service's registration settings (the spec's `services`), by name."""
+    return {
+        s.name: Registration(tags=tuple(s.tags), check=HealthCheck(**s.check.model_dump()))
+        for s in spec.services
+    }
+
+
+def _image_plan(plan: dict | None) -> ImagePlan | None:
+    if plan is None:
+        return None
+    obtained = {ref: ObtainedImage(**image) for ref, image in plan["images"].items()}
+    return ImagePlan(images=obtained, base_image=plan["base_image"], bundle=plan["bundle"])
+
+
+def host_images(
+    host: Host, images: list[LabImage], state: dict, connection: SshData | None
+) -> HostImages:
+    """The images the host runs, as labctl resolved them (`state`), and how it gets them."""
+    archive = state.get("image_archives", {}).get(host.name)
+    load_command = None
+    if archive and connection and shutil.which("ssh"):
+        # OpenSSH streams it several times faster than pyinfra's SFTP, one process per host.
+        load_command = tuple(openssh_command(connection, "docker load", ARCHIVE_CONNECT_TIMEOUT))
+    return HostImages(
+        images={key: Image(**image) for key, image in state.get("images", {}).items()},
+        needed=tuple(i.key for i in images if host.name in i.hosts),
+        delivery=state.get("delivery", "control"),
+        archive=archive,
+        archive_load_command=load_command,
+        plan=_image_plan(state.get("image_plans", {}).get(host.name)),
+    )
+
+
+def lab_host(
     spec: LabSpec,
     host: Host,
     state: dict | None = None,
+    connection: SshData | None = None,
     images: list[LabImage] | None = None,
-    lab_secrets: LabSecrets | None = None,
-) -> dict[str, Any]:
-    """The data every role reads for one host: flags, cluster-wide facts and, once
-    labctl has resolved them (`state`), the images it runs and its secrets."""
+    secrets: LabSecrets | None = None,
+) -> LabHost:
+    """What the roles read for one host: its part in the lab and, once labctl has resolved
+    them (`state`), the images it runs and its secrets."""
     state = state or {}
-    images = lab_images(spec) if images is None else images
-    lab_secrets = lab_secrets or LabSecrets.of(spec)
-    servers = spec.consul_servers
-    bootstrap = next((h for h in servers if h.bootstrap), servers[0])
-    lb_host = next((h for h in spec.hosts if h.lb), None)
+    secrets = secrets or LabSecrets.of(spec)
+    return LabHost(
+        lab_name=spec.name,
+        name=host.name,
+        address=str(host.address),
+        consul=consul_agent(spec, host, secrets),
+        lb=load_balancer(spec, host, secrets),
+        lb_addresses=tuple(str(h.address) for h in spec.lb_hosts),
+        instances=tuple(i for i in spec.instances() if i.host == host.name),
+        services=registrations(spec),
+        images=host_images(host, lab_images(spec) if images is None else images, state, connection),
+    )
+
+
+def role_settings(spec: LabSpec, state: dict) -> dict[str, Any]:
+    """The role tunables the spec and the lab's state set (role docker's)."""
     return {
-        "lab_name": spec.name,
-        "lab_host": host.name,
-        "lab_address": str(host.address),
-        "lab_subnet": str(spec.network.subnet),
-        "lab_peers": [str(h.address) for h in spec.hosts if h is not host],
-        # Where the roles' rolling waits read the LB's running upstreams (None: no LB).
-        "lab_lb_address": str(lb_host.address) if lb_host else None,
-        # Which roles deploy.py runs: all, or `agents` (up to Consul; labctl passes
-        # --data lab_stage=agents before it makes the ACL tokens).
-        "lab_stage": "all",
-        "consul_role": host.consul,
-        "consul_server": host.consul == "server",
-        "consul_bootstrap": host.bootstrap,
-        "consul_version": spec.versions.consul,
-        # Every server is started with the same bootstrap_expect (Consul's advice);
-        # the join list puts the bootstrap server first, like the seed's -join.
-        "consul_bootstrap_expect": len(servers),
-        "consul_join": [str(bootstrap.address)]
-        + [str(h.address) for h in servers if h is not bootstrap],
-        # Secure by default (labctl.security); None where the spec turns it off or
-        # labctl has not made the secret yet (the first stage of an `up` with ACLs).
-        "consul_acl": spec.security.acl,
-        "consul_encrypt": lab_secrets.gossip_key,
-        "consul_token": lab_secrets.secret(f"registration-{host.name}"),
-        "lb_consul_token": lab_secrets.secret("consul-template") if host.lb else None,
-        "lb": host.lb,
-        # Who may read the LB's /_lab/ state besides loopback: the lab's network and
-        # every host (on the ssh road hosts may sit outside network.subnet).
-        "lb_allow_cidrs": [str(spec.network.subnet)] + [f"{h.address}/32" for h in spec.hosts],
-        "demo_instances": [asdict(i) for i in spec.demo_instances() if i.host == host.name],
-        # Each service's registration settings (the spec's `services`), by name.
-        "demo_services": {
-            s.name: {"tags": list(s.tags), "check": s.check.model_dump()} for s in spec.services
-        },
-        "consul_template_version": spec.versions.consul_template,
-        "nginx_version": spec.versions.nginx,
-        "lab_host_images": [i.key for i in images if host.name in i.hosts],
-        "lab_images": state.get("images", {}),
-        "lab_image_delivery": state.get("delivery", "control"),
-        "lab_image_archive": state.get("image_archives", {}).get(host.name),
-        "lab_image_plan": state.get("image_plans", {}).get(host.name),
         # The apt proxy the hosts fetch the engine's packages through (labctl.aptcache).
         "docker_apt_proxy": state.get("apt_proxy"),
         # Hosts that pull do so through their engine's mirrors (daemon.json).
@@ -87,18 +133,18 @@ def groups(
     spec: LabSpec, connection: dict[str, SshData], state: dict | None = None
 ) -> dict[str, list[InventoryHost]]:
     """pyinfra groups: every host once in `lab`, then one group per role."""
+    state = state or {}
     # Image tags hash the recipes (and the consul-template binary), secrets are files:
     # once, not per host.
     images = lab_images(spec)
-    lab_secrets = LabSecrets.of(spec)
-    instance_hosts = set(spec.instance_hosts())
-    entries = {
-        host.name: (
-            host.name,
-            {**connection.get(host.name, {}), **host_data(spec, host, state, images, lab_secrets)},
-        )
-        for host in spec.hosts
-    }
+    secrets = LabSecrets.of(spec)
+    settings = role_settings(spec, state)
+    instance_hosts = {i.host for i in spec.instances()}
+    entries = {}
+    for host in spec.hosts:
+        ssh = connection.get(host.name, {})
+        data = lab_host(spec, host, state, ssh, images, secrets)
+        entries[host.name] = (host.name, {**ssh, **settings, LAB_HOST: data})
 
     def members(predicate) -> list[InventoryHost]:
         return [entries[h.name] for h in spec.hosts if predicate(h)]

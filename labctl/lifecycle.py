@@ -12,23 +12,13 @@ from pathlib import Path
 
 from docker.errors import DockerException, NotFound
 
-from labctl import (
-    aptcache,
-    connections,
-    delivery,
-    hostnet,
-    images,
-    machines,
-    security,
-    standins,
-    system,
-    teardown,
-    vagrant,
-)
+from labctl import aptcache, connections, hostnet, machines, security, system, teardown, vagrant
 from labctl.connections import connection_data
 from labctl.converge import ConnectFailure, ConvergeError, ConvergeResult, converge
+from labctl.images import delivery, standins
+from labctl.images.debian_base import ensure_base_image
+from labctl.images.engine import engine_arch
 from labctl.paths import (
-    LAB_LABEL,
     docker_network_name,
     lab_dir,
     log_summary,
@@ -40,6 +30,7 @@ from labctl.paths import (
 from labctl.platforms import control_arch
 from labctl.remote import RemoteError, SshData, run
 from labctl.spec import LabSpec, SpecError
+from roles.contract import AGENTS_ONLY, LAB_LABEL, STAGE
 
 Report = Callable[[str], None]
 
@@ -72,7 +63,7 @@ def hosts_arch(spec: LabSpec, provider: str, report: Report) -> dict[str, str]:
         report(f"reaching {len(spec.hosts)} machines over SSH")
         return machines.hosts_arch(connection_data(spec, "ssh"), spec.name)
     docker_road = provider == "docker"
-    arch = images.engine_arch(system.ensure_engine()) if docker_road else control_arch()
+    arch = engine_arch(system.ensure_engine()) if docker_road else control_arch()
     return dict.fromkeys((h.name for h in spec.hosts), arch)
 
 
@@ -96,7 +87,7 @@ def preflight(
         report(standins.NOTE)
         spec = with_images(spec, state["offline"])
     if provider == "docker":
-        how = images.ensure_base_image(system.ensure_engine(), spec.docker.base_image)
+        how = ensure_base_image(system.ensure_engine(), spec.docker.base_image)
         report(f"base image {spec.docker.base_image}: {how}")
     return spec, state | delivery.prepare(spec, arches, bundle, report)
 
@@ -157,7 +148,7 @@ def up(
     if not spec.security.acl:
         return converge_lab(spec, report)
     # The roles after Consul need tokens, and tokens need a leader: the agents first.
-    agents = converge_lab(spec, report, ("--data", "lab_stage=agents"))
+    agents = converge_lab(spec, report, ("--data", f"{STAGE}={AGENTS_ONLY}"))
     leaving = security.leaving_services(spec)
     security.ensure_acls(spec, report, check_servers=True, leaving=leaving)
     hand_out_agent_tokens(spec, report)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from labctl.platforms import docker_arch
 from labctl.remote import RemoteError, SshData, address, run
-from roles.machine import LAB_MARK
+from roles.contract import LAB_MARK
 
 PROBE_TIMEOUT = 15.0
 PROBE = (

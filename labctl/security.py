@@ -31,7 +31,8 @@ from pathlib import Path
 import httpx
 
 from labctl.paths import lab_dir
-from labctl.spec import CONSUL_HTTP_PORT, LabSpec
+from labctl.spec import LabSpec
+from roles.contract import CONSUL_HTTP_PORT
 
 GOSSIP_KEY = "gossip.key"
 TOKENS = "tokens.json"

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 from pydantic import Field, model_validator
 
 from labctl.spec_types import HIGHEST_PORT, Host, StrictModel
+from roles.contract import CONSUL_HTTP_PORT, ServiceInstance
 
 # The seed's service. A service of this name keeps the seed's tags, and its instances
 # keep the seed's IDs (zhibo-n, zhibo-n-k) and titles (直播服务API{n}): the seed and the
@@ -29,8 +29,8 @@ SEED_TITLE = "直播服务API"
 DEFAULT_BASE_PORT = 8080
 
 # Consul's own ports on every agent host (server RPC, serf LAN and WAN, HTTP, DNS).
-CONSUL_PORTS = {8300: "server RPC", 8301: "serf LAN", 8302: "serf WAN", 8500: "HTTP",
-                8600: "DNS"}  # fmt: skip
+CONSUL_PORTS = {8300: "server RPC", 8301: "serf LAN", 8302: "serf WAN",
+                CONSUL_HTTP_PORT: "HTTP", 8600: "DNS"}  # fmt: skip
 # Instances run as an unprivileged user on the host's network (--net=host), where ports
 # below 1024 need root; the LB's own 80 is among them.
 LOWEST_PORT = 1024
@@ -126,19 +126,6 @@ class Service(StrictModel):
         return SEED_TITLE if self.name == SEED_SERVICE else f"{self.name} "
 
 
-@dataclass(frozen=True)
-class DemoInstance:
-    """One demo instance: the seed's 直播服务API{n} on host n (1-based), or another
-    service's."""
-
-    service: str
-    host: str
-    address: str
-    id: str
-    title: str
-    port: int
-
-
 def counts(services: Sequence[Service], hosts: Sequence[Host], index: int) -> dict[str, int]:
     """Host name -> instances of services[index]: its `instances`, or for the first
     service without them, the hosts' `demo` counts."""
@@ -150,7 +137,7 @@ def counts(services: Sequence[Service], hosts: Sequence[Host], index: int) -> di
     return {}
 
 
-def instances(services: Sequence[Service], hosts: Sequence[Host]) -> list[DemoInstance]:
+def instances(services: Sequence[Service], hosts: Sequence[Host]) -> list[ServiceInstance]:
     """Every instance the services declare, service by service in spec order. IDs and
     ports depend only on the host's position and the instance's index on it, so changing
     one host's count leaves every other instance as it is."""
@@ -161,7 +148,7 @@ def instances(services: Sequence[Service], hosts: Sequence[Host]) -> list[DemoIn
             for k in range(1, per_host.get(host.name, 0) + 1):
                 suffix = "" if k == 1 else f"-{k}"
                 found.append(
-                    DemoInstance(
+                    ServiceInstance(
                         service=service.name,
                         host=host.name,
                         address=str(host.address),

@@ -24,10 +24,9 @@ from pydantic import (
 )
 
 from labctl import services as lab_services
-from labctl.services import SEED_SERVICE, DemoInstance, Service
-from labctl.spec_types import Address, Host, LocalPath, Port, StrictModel, Subnet
-
-__all__ = ["Address", "DemoInstance", "Host", "Port", "Service"]
+from labctl.services import SEED_SERVICE, Service
+from labctl.spec_types import Host, LocalPath, Port, StrictModel, Subnet
+from roles.contract import ServiceInstance
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = PROJECT_ROOT / "lab.yaml"
@@ -59,9 +58,6 @@ SSH_USER_RE = re.compile(r"^[^\s@:\x00-\x1f\x7f]+$")
 DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 Provider = Literal["auto", "virtualbox", "docker", "ssh"]
-
-# Every agent's HTTP API (the seed's -client=0.0.0.0), which labctl reads and writes.
-CONSUL_HTTP_PORT = 8500
 
 
 class SpecError(Exception):
@@ -159,7 +155,7 @@ class Security(StrictModel):
 
     @property
     def open(self) -> bool:
-        """The seed's lab: neither (anyone who reaches :8500 may change the catalog)."""
+        """The seed's lab: neither (anyone who reaches an agent's API may change the catalog)."""
         return not (self.gossip_encryption or self.acl)
 
 
@@ -219,6 +215,11 @@ class LabSpec(StrictModel):
         return [h for h in self.hosts if h.consul == "server"]
 
     @property
+    def lb_hosts(self) -> list[Host]:
+        """The hosts that run the LB (`lb: true`)."""
+        return [h for h in self.hosts if h.lb]
+
+    @property
     def consul_image(self) -> str:
         return self.images.consul or f"hashicorp/consul:{self.versions.consul}"
 
@@ -226,7 +227,7 @@ class LabSpec(StrictModel):
     def gateway(self) -> ipaddress.IPv4Address:
         return next(self.network.subnet.hosts())
 
-    def demo_instances(self) -> list[DemoInstance]:
+    def instances(self) -> list[ServiceInstance]:
         """Every instance the spec declares, of every service (labctl/services.py)."""
         return lab_services.instances(self.services, self.hosts)
 
@@ -238,7 +239,7 @@ class LabSpec(StrictModel):
 
     def instance_hosts(self) -> list[str]:
         """The hosts that run any instance."""
-        running = {i.host for i in self.demo_instances()}
+        running = {i.host for i in self.instances()}
         return [h.name for h in self.hosts if h.name in running]
 
     def with_counts(self, name: str, counts: dict[str, int]) -> LabSpec:

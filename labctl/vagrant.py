@@ -16,12 +16,12 @@ import vagrant
 
 from labctl import virtualbox
 from labctl.paths import (
-    LAB_LABEL,
     host_container_name,
     host_volume_name,
     vagrant_dotfile_path,
 )
 from labctl.spec import PROJECT_ROOT, LabSpec, SpecError, load_spec
+from roles.contract import LAB_LABEL
 
 VAGRANT_PROVIDERS = ("virtualbox", "docker")
 

@@ -21,9 +21,8 @@ import httpx
 
 from labctl import lb, security
 from labctl.remote import RemoteError, SshData, run
-from labctl.spec import CONSUL_HTTP_PORT, LabSpec
-from roles.demo_service import ROLE as DEMO_ROLE
-from roles.lb import DEFAULTS as LB_DEFAULTS
+from labctl.spec import LabSpec
+from roles.contract import CONSUL_HTTP_PORT, DEMO_SERVICE_ROLE, LB_CONTAINER, MANAGED_BY_META
 
 # Consul's serf member status codes.
 MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
@@ -118,7 +117,7 @@ def instance_checks(
     passes, and answers its own line; no other instance of it is registered."""
     checks = []
     registered = {entry["Service"]["ID"]: entry for entry in entries}
-    declared = [i for i in spec.demo_instances() if i.service == name]
+    declared = [i for i in spec.instances() if i.service == name]
     for instance in declared:
         entry = registered.get(instance.id)
         if entry is None:
@@ -189,7 +188,7 @@ def removed_service_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
         ids = [
             e["Service"]["ID"]
             for e in entries
-            if e["Service"].get("Meta", {}).get("lab_managed") == DEMO_ROLE
+            if e["Service"].get("Meta", {}).get(MANAGED_BY_META) == DEMO_SERVICE_ROLE
         ]
         if ids:
             detail = f"not in the spec, still registered: {', '.join(sorted(ids))}"
@@ -203,7 +202,7 @@ def nginx_checks(spec: LabSpec, connections: dict[str, SshData] | None) -> list[
     lb_host = next((h.name for h in spec.hosts if h.lb), None)
     if lb_host is None or not connections or lb_host not in connections:
         return []
-    container = LB_DEFAULTS["lb_container_name"]
+    container = LB_CONTAINER
     try:
         code, output = run(connections[lb_host], f"docker exec {container} nginx -t", sudo=True)
         _, health = run(connections[lb_host], f"docker exec {container} lb-health", sudo=True)

@@ -15,7 +15,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from labctl import lb, output, standins
+from labctl import lb, output
+from labctl.images import standins
 from labctl.spec import LabSpec
 from labctl.verify import instance_status, service_health
 

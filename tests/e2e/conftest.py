@@ -32,15 +32,11 @@ import docker
 import pytest
 import yaml
 
-from labctl import standins
 from labctl.connections import connection_data
-from labctl.images import (
-    IMAGE_NAMESPACE_ENV,
-    STANDINS,
-    ensure_base_image,
-    image_namespace,
-    standin_consul_ref,
-)
+from labctl.images import standins
+from labctl.images.debian_base import ensure_base_image
+from labctl.images.standins import STANDINS, standin_consul_ref
+from labctl.images.tags import IMAGE_NAMESPACE_ENV, image_namespace
 from labctl.spec import DockerProvider, LabSpec, Versions, load_spec
 from tests.conftest import PROJECT_ROOT
 from tests.support.suite_labs import BASE_NAME, LABS, SuiteLab, mark, refuse_clashes
@@ -79,7 +75,7 @@ def standin_images(consul_template: str = Versions().consul_template) -> dict[st
     with one_builder():
         client = base_image()
         client.images.build(path=str(STANDINS / "consul"), tag=ref, rm=True)
-        binary = standins.consul_template_binary(consul_template)
+        binary = standins.consul_template_standin(consul_template)
     return {"consul": ref, "consul_template_binary": str(binary)}
 
 

@@ -33,13 +33,13 @@ import pytest
 from docker.types import IPAMConfig, IPAMPool
 
 from labctl.paths import (
-    LAB_LABEL,
     docker_network_name,
     host_container_name,
     host_volume_name,
     lab_dir,
 )
 from labctl.spec import DEFAULT_SPEC, DockerProvider, LabSpec, load_spec
+from roles.contract import LAB_LABEL
 from tests.e2e.conftest import (
     base_image,
     e2e_spec_data,

@@ -29,10 +29,11 @@ import httpx
 import pytest
 
 from labctl.connections import connection_data
-from labctl.images import image_namespace
-from labctl.paths import LAB_LABEL, lab_dir
+from labctl.images.tags import image_namespace
+from labctl.paths import lab_dir
 from labctl.remote import run
 from labctl.spec import Versions, load_spec
+from roles.contract import LAB_LABEL
 from tests.e2e.conftest import finish_lab, labctl, start_lab, wait_for, write_spec
 from tests.support.foreign_image import load_foreign_image
 from tests.support.machines import MachinePool, docker

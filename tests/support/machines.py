@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl.images import recipe_tag
+from labctl.images.tags import recipe_tag
 from labctl.vagrant import DOCKER_HOST_FLAGS
 from tests.conftest import PROJECT_ROOT
 from tests.support.suite_labs import SUITE_LABEL, owner

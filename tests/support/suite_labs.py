@@ -35,9 +35,10 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from labctl.paths import LAB_LABEL, docker_network_name, lab_dir, vagrant_dotfile_path
+from labctl.paths import docker_network_name, lab_dir, vagrant_dotfile_path
 from labctl.spec import DEFAULT_SPEC, NAME_RE, PROJECT_ROOT, LabSpec, load_spec
 from labctl.virtualbox import checkout_id
+from roles.contract import LAB_LABEL
 
 # Docker's label on what the suite makes itself, valued `<lab>.<checkout id>`.
 SUITE_LABEL = "io.labctl.test-suite"
