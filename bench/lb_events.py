@@ -262,7 +262,7 @@ class Watcher:
     consul_headers: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
-        lab_url(LB_ADDRESS, "/_lab/")  # lb.read_state builds its own URLs: check the address
+        lab_url(LB_ADDRESS, "/_lab/")  # lb.read_lb_record builds its own URLs: check the address
         for poll in (self._poll_lb, self._poll_consul):
             threading.Thread(target=self._loop, args=(poll,), daemon=True).start()
 
@@ -281,7 +281,7 @@ class Watcher:
                 self.stop.wait(max(0.0, POLL_INTERVAL - (time.monotonic() - started)))
 
     def _poll_lb(self, http: httpx.Client) -> None:
-        state = lb.read_state(http, LB_ADDRESS)
+        state = lb.read_lb_record(http, LB_ADDRESS)
         now = time.monotonic()
         upstream = frozenset(state.upstreams.get(SERVICE, []))
         if not self.upstreams or self.upstreams[-1][1] != upstream:

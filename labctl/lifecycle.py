@@ -82,7 +82,7 @@ def preflight(
     arches = hosts_arch(spec, provider, report)
     state: dict = {"provider": provider}
     if offline:
-        lb_arch = next((arches[h.name] for h in spec.hosts if h.lb), control_arch())
+        lb_arch = next((arches[h.name] for h in spec.lb_hosts), control_arch())
         state["offline"] = standins.offline_images(spec, lb_arch)
         report(standins.NOTE)
         spec = with_images(spec, state["offline"])

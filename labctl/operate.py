@@ -93,7 +93,7 @@ def wait_for_lb(spec: LabSpec, service: str, expected: set[str], report: Report)
     with httpx.Client(timeout=5) as client:
         while time.monotonic() - started < LB_FOLLOW_DEADLINE:
             try:
-                servers = set(lb.read_state(client, address).upstreams.get(service, []))
+                servers = set(lb.read_lb_record(client, address).upstreams.get(service, []))
             except httpx.HTTPError:
                 servers = set()
             if servers == expected:

@@ -188,7 +188,7 @@ def token_specs(spec: LabSpec, leaving: list[str] | None = None) -> list[TokenSp
         )
         for host in agents
     ]
-    if any(h.lb for h in spec.hosts):
+    if spec.lb_hosts:
         tokens.append(
             TokenSpec(
                 "consul-template",

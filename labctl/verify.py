@@ -197,15 +197,21 @@ def removed_service_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
 
 
 def nginx_checks(spec: LabSpec, connections: dict[str, SshData] | None) -> list[Check]:
-    """The configuration the LB runs passes `nginx -t`, and nginx took the latest
-    render (templates/lb/lb-health's reload_failed; a row only when it did not)."""
-    lb_host = next((h.name for h in spec.hosts if h.lb), None)
-    if lb_host is None or not connections or lb_host not in connections:
-        return []
+    """On every LB host: the configuration the LB runs passes `nginx -t`, and nginx took
+    the latest render (templates/lb/lb-health's reload_failed; a row only when it did not)."""
+    return [
+        check
+        for host in spec.lb_hosts
+        if connections and host.name in connections
+        for check in _nginx_checks_on(host.name, connections[host.name])
+    ]
+
+
+def _nginx_checks_on(lb_host: str, connection: SshData) -> list[Check]:
     container = LB_CONTAINER
     try:
-        code, output = run(connections[lb_host], f"docker exec {container} nginx -t", sudo=True)
-        _, health = run(connections[lb_host], f"docker exec {container} lb-health", sudo=True)
+        code, output = run(connection, f"docker exec {container} nginx -t", sudo=True)
+        _, health = run(connection, f"docker exec {container} lb-health", sudo=True)
     except RemoteError as exc:
         return [Check("nginx -t", lb_host, False, str(exc))]
     last = output.strip().splitlines()[-1:] or [""]

@@ -1,6 +1,6 @@
 """`labctl watch`: the LB's upstreams as nginx runs them, next to Consul's view.
 
-Each refresh reads the LB's installed configuration and counters (/_lab/) and
+Each refresh reads the LB's published record (/_lab/lb.json: upstreams, counters) and
 Consul's health of every instance of every service, and shows one row per
 instance: its service, whether nginx routes to it, its check status, and the
 LB's reload count.
@@ -37,7 +37,7 @@ def _consul_health(client: httpx.Client, spec: LabSpec, service: str) -> dict[st
 
 def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:
     try:
-        state = lb.read_state(client, address)
+        state = lb.read_lb_record(client, address)
         upstreams = state.upstreams
         title = f"LB {address}: {state.reloads} reloads, {state.rejected} rejected renders"
     except httpx.HTTPError as exc:
