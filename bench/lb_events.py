@@ -83,7 +83,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from labctl import lb, operate, security
+from labctl import lb_client, operate, security
 from labctl.connections import connection_data
 from labctl.paths import host_container_name
 from labctl.remote import run
@@ -262,7 +262,7 @@ class Watcher:
     consul_headers: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
-        lab_url(LB_ADDRESS, "/_lab/")  # lb.read_lb_record builds its own URLs: check the address
+        lab_url(LB_ADDRESS, "/_lab/")  # read_lb_record builds its own URLs: check the address
         for poll in (self._poll_lb, self._poll_consul):
             threading.Thread(target=self._loop, args=(poll,), daemon=True).start()
 
@@ -281,7 +281,7 @@ class Watcher:
                 self.stop.wait(max(0.0, POLL_INTERVAL - (time.monotonic() - started)))
 
     def _poll_lb(self, http: httpx.Client) -> None:
-        state = lb.read_lb_record(http, LB_ADDRESS)
+        state = lb_client.read_lb_record(http, LB_ADDRESS)
         now = time.monotonic()
         upstream = frozenset(state.upstreams.get(SERVICE, []))
         if not self.upstreams or self.upstreams[-1][1] != upstream:
@@ -534,27 +534,31 @@ def events(spec: LabSpec, triggers: Triggers) -> list[Event]:
     three, five = instances(spec, 3), instances(spec, 5)
     lost = {i: a for i, a in three.items() if a.startswith(f"{PREFIX}.3:")}
     t = triggers
+
+    def crash(name: str, instance: str) -> Event:
+        """`labctl fail` of one instance: the others keep answering."""
+        fail = t.labctl("fail", instance)
+        return Event(name, f"labctl fail {instance}", fail, _without(three, instance), (instance,))
+
+    def recover(name: str, instance: str) -> Event:
+        return Event(name, f"labctl recover {instance}", t.labctl("recover", instance), three)
+
     return [
         Event("scale_up", "labctl scale zhibo_service=5", t.labctl("scale", f"{SERVICE}=5"), five),
         Event("scale_down", "labctl scale zhibo_service=3", t.labctl("scale", f"{SERVICE}=3"),
               three),
-        Event("instance_crash", "labctl fail zhibo-2", t.labctl("fail", "zhibo-2"),
-              _without(three, "zhibo-2"), ("zhibo-2",)),
-        Event("instance_recover", "labctl recover zhibo-2", t.labctl("recover", "zhibo-2"), three),
+        crash("instance_crash", "zhibo-2"),
+        recover("instance_recover", "zhibo-2"),
         Event("lb_restart", "docker restart lb", t.on_lb_host("docker restart lb"), three),
         Event("lb_host_reboot", f"docker restart {SPEC['name']}-node3", t.reboot_lb_host, three),
         Event("consul_outage", f"docker stop consul on node3 for {t.outage_seconds:.0f} s",
               t.consul_outage, three),
-        Event("crash_after_outage", "labctl fail zhibo-1", t.labctl("fail", "zhibo-1"),
-              _without(three, "zhibo-1"), ("zhibo-1",)),
-        Event("recover_after_outage", "labctl recover zhibo-1", t.labctl("recover", "zhibo-1"),
-              three),
+        crash("crash_after_outage", "zhibo-1"),
+        recover("recover_after_outage", "zhibo-1"),
         Event("quorum_loss", f"docker stop consul on node1, node2 for {t.outage_seconds:.0f} s",
               t.quorum_loss, three),
-        Event("crash_after_quorum", "labctl fail zhibo-3", t.labctl("fail", "zhibo-3"),
-              _without(three, "zhibo-3"), ("zhibo-3",)),
-        Event("recover_after_quorum", "labctl recover zhibo-3", t.labctl("recover", "zhibo-3"),
-              three),
+        crash("crash_after_quorum", "zhibo-3"),
+        recover("recover_after_quorum", "zhibo-3"),
         Event("rolling_apply", "pyinfra inventory.py deploy.py " + " ".join(ROLLED),
               t.pyinfra(*ROLLED), three),
         Event("rolling_back", "pyinfra inventory.py deploy.py", t.pyinfra(), three),

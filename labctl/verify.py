@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from labctl import lb, security
+from labctl import lb_client, security
 from labctl.remote import RemoteError, SshData, run
 from labctl.spec import LabSpec
 from roles.contract import CONSUL_HTTP_PORT, DEMO_SERVICE_ROLE, LB_CONTAINER, MANAGED_BY_META
@@ -148,12 +148,12 @@ def lb_checks(
 ) -> list[Check]:
     """Requests through the LB's /<service> reach every passing instance and no other: an
     instance that is registered but not passing must get no traffic (it is rightly out)."""
-    address = lb.lb_address(spec)
+    address = lb_client.lb_address(spec)
     if address is None or not (entries or any(spec.service_counts(service).values())):
         return []  # no instance declared or registered: no upstream, no location
     checks = []
     status = {entry["Service"]["ID"]: instance_status(entry) for entry in entries}
-    seen = lb.sample(client, address, service, LB_SAMPLE)
+    seen = lb_client.sample(client, address, service, LB_SAMPLE)
     for instance, state in sorted(status.items()):
         count = seen.pop(instance, 0)
         if state == "passing":

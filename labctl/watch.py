@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from labctl import lb, output
+from labctl import lb_client, output
 from labctl.images import standins
 from labctl.spec import LabSpec
 from labctl.verify import instance_status, service_health
@@ -37,7 +37,7 @@ def _consul_health(client: httpx.Client, spec: LabSpec, service: str) -> dict[st
 
 def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:
     try:
-        state = lb.read_lb_record(client, address)
+        state = lb_client.read_lb_record(client, address)
         upstreams = state.upstreams
         title = f"LB {address}: {state.reloads} reloads, {state.rejected} rejected renders"
     except httpx.HTTPError as exc:
@@ -72,7 +72,7 @@ def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:
 
 
 def watch_lb(spec: LabSpec, interval: float, count: int) -> None:
-    address = lb.lb_address(spec)
+    address = lb_client.lb_address(spec)
     if address is None:
         output.err.print("this lab has no LB host (no host has lb: true)")
         return

@@ -1,18 +1,16 @@
 """lab-wait's LB conditions (templates/lab-wait) read the LB's published record,
-/_lab/lb.json, here served on loopback by a stand-in HTTP server."""
+/_lab/lb.json, here served on loopback as in the LB page's tests."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from roles.contract import LB_RECORD_PATH, TEMPLATES
+from roles.contract import TEMPLATES
+from tests.unit.test_lb_page import LabState, loopback_lb
 
 LAB_WAIT = TEMPLATES / "lab-wait"
 RECORD = {
@@ -24,28 +22,9 @@ RECORD = {
 
 @pytest.fixture
 def lb() -> Iterator[str]:
-    """The address of an LB that publishes RECORD."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            found = self.path == LB_RECORD_PATH
-            body = json.dumps(RECORD).encode() if found else b"not found"
-            self.send_response(200 if found else 404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """The address of an LB that publishes RECORD (the page's loopback LB)."""
+    with loopback_lb(LabState(RECORD, {})) as url:
+        yield url.removeprefix("http://").rstrip("/")
 
 
 def lab_wait(*args: str) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """The LB's one record of what nginx runs: lb-publish reads the upstreams of the
 configuration nginx runs into lb.json (templates/lb/lb-publish), and labctl reads lb.json
-(labctl.lb.read_lb_record), as lab-wait and the LB's page do."""
+(labctl.lb_client.read_lb_record), as lab-wait and the LB's page do."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from labctl.lb import LbRecord, read_lb_record
+from labctl.lb_client import LbRecord, read_lb_record
 from roles.contract import LB_FALLBACK_SERVER, LB_RECORD_PATH, TEMPLATES
 from tests.support.lb_record import publish
 
