@@ -88,6 +88,7 @@ from labctl.connections import connection_data
 from labctl.paths import host_container_name
 from labctl.remote import run
 from labctl.spec import LabSpec, load_spec
+from roles.contract import CONSUL_HTTP_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # testbed/ is not an installed package: take it from the checkout
@@ -294,9 +295,10 @@ class Watcher:
         """Service checks by instance ID, plus `node:<name>` for each node's serfHealth
         that is critical (a lost host: its own agent can no longer update its checks)."""
         params = {"stale": ""}  # any server answers, also while there is no leader
-        service = http.get(lab_url(CONSUL_ADDRESS, f":8500/v1/health/checks/{SERVICE}"),
+        api = f":{CONSUL_HTTP_PORT}/v1/health"
+        service = http.get(lab_url(CONSUL_ADDRESS, f"{api}/checks/{SERVICE}"),
                            params=params, headers=self.consul_headers)  # fmt: skip
-        critical = http.get(lab_url(CONSUL_ADDRESS, ":8500/v1/health/state/critical"),
+        critical = http.get(lab_url(CONSUL_ADDRESS, f"{api}/state/critical"),
                             params=params, headers=self.consul_headers)  # fmt: skip
         service.raise_for_status()
         critical.raise_for_status()
