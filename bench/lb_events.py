@@ -628,29 +628,7 @@ def measure_lab(
     watcher.start()
     with Load(args.workers, args.time_limit) as load:
         try:
-            before = instances(spec, 3)
-            settled = settle(watcher, frozenset(before.values()),
-                             min(deadline, time.monotonic() + 60))  # fmt: skip
-            if not settled:
-                raise BenchError(
-                    f"the LB does not route to the three initial instances "
-                    f"{sorted(before.values())}; with --skip-up, bring the lab back first "
-                    "(labctl scale/recover)."
-                )
-            for event in all_events:
-                limit = min(args.phase_limit + args.outage * (event.name in OUTAGES),
-                            deadline - time.monotonic())  # fmt: skip
-                if limit < 10:
-                    skipped[event.name] = "time limit"
-                    continue
-                console.print(f"[bold]{event.name}[/]: {event.what}")
-                skipped[event.name] = "interrupted"  # until it ran
-                phase = run_event(event, before, watcher, limit)
-                phases[event.name] = phase
-                if phase.error or not phase.settled:
-                    aborted = f"{event.name}: {phase.error or 'did not settle'}"
-                    break
-                before = event.expected
+            aborted = run_events(spec, watcher, all_events, args, deadline, phases, skipped)
         except BenchError as exc:
             aborted = str(exc)
         except KeyboardInterrupt:
@@ -667,15 +645,11 @@ def measure_lab(
         else {"skipped": skipped.get(e.name, "not reached")}
         for e in all_events
     }  # fmt: skip
+    load_figures = {kind: request_counts(log) for kind, log in clients.items()}
     figures: dict = {
         "events": results,
-        "load": {
-            kind: {"requests": sum(o != "retry" for _, o in log),
-                   "failures": sum(not is_answer(o) and o != "retry" for _, o in log),
-                   "retries": sum(o == "retry" for _, o in log)}
-            for kind, log in clients.items()
-        } | {"workers_per_kind": args.workers, "seconds": round(measured, 1),
-             "watcher_errors": dict(watcher.errors)},
+        "load": load_figures | {"workers_per_kind": args.workers, "seconds": round(measured, 1),
+                                "watcher_errors": dict(watcher.errors)},
     }  # fmt: skip
     if aborted:
         figures["aborted"] = aborted
@@ -683,6 +657,52 @@ def measure_lab(
     marks = [Mark(p.event.name, p.started, p.command_done, p.ended) for p in phases.values()]
     return figures, Timeline(sorted([*(e for log in clients.values() for e in log), *probed]),
                              marks)  # fmt: skip
+
+
+def run_events(
+    spec: LabSpec,
+    watcher: Watcher,
+    all_events: list[Event],
+    args: argparse.Namespace,
+    deadline: float,
+    phases: dict[str, Phase],
+    skipped: dict[str, str],
+) -> str | None:
+    """Once the LB routes to the three initial instances, run each event in turn while
+    time is left, into `phases` (or `skipped`, with why); what cut the run short, if
+    anything did."""
+    before = instances(spec, 3)
+    settled = settle(watcher, frozenset(before.values()),
+                     min(deadline, time.monotonic() + 60))  # fmt: skip
+    if not settled:
+        raise BenchError(
+            f"the LB does not route to the three initial instances "
+            f"{sorted(before.values())}; with --skip-up, bring the lab back first "
+            "(labctl scale/recover)."
+        )
+    for event in all_events:
+        limit = min(args.phase_limit + args.outage * (event.name in OUTAGES),
+                    deadline - time.monotonic())  # fmt: skip
+        if limit < 10:
+            skipped[event.name] = "time limit"
+            continue
+        console.print(f"[bold]{event.name}[/]: {event.what}")
+        skipped[event.name] = "interrupted"  # until it ran
+        phase = run_event(event, before, watcher, limit)
+        phases[event.name] = phase
+        if phase.error or not phase.settled:
+            return f"{event.name}: {phase.error or 'did not settle'}"
+        before = event.expected
+    return None
+
+
+def request_counts(log: list) -> dict[str, int]:
+    """Requests (retries aside), failures and RFC 9112 retries in one kind's client log."""
+    return {
+        "requests": sum(o != "retry" for _, o in log),
+        "failures": sum(not is_answer(o) and o != "retry" for _, o in log),
+        "retries": sum(o == "retry" for _, o in log),
+    }
 
 
 def emit(figures: dict) -> None:
