@@ -41,7 +41,14 @@ def parse_upstreams(config: str) -> dict[str, list[str]]:
 
 def read_state(client: httpx.Client, address: str) -> LbState:
     def get(name: str) -> str:
-        response = client.get(f"http://{address}/_lab/{name}")
+        url = f"http://{address}/_lab/{name}"
+        try:
+            response = client.get(url)
+        except httpx.RemoteProtocolError:
+            # A reload makes nginx close its idle keep-alive connections; a GET sent on one
+            # just then gets no answer at all, and is sent again on a new connection, as
+            # RFC 9112 (9.3.1.1) allows for a request that got nothing back.
+            response = client.get(url)
         response.raise_for_status()
         return response.text
 
