@@ -123,7 +123,8 @@ def test_restarted_with_its_agent_down_the_lb_serves_its_last_good_configuration
             started_at, _ = started(connections, "node3", "lb")
             wait_for(answered_by_an_instance, FOLLOW_DEADLINE, "the LB answering, its agent down")
             assert upstream() == before
-            assert set(lb_sample(30)) == ALL
+            answered = lb_sample(30)
+            assert set(answered) == ALL, f"sample {dict(answered)}, LB upstream {before}"
         assert_serves_from_its_first_second(loop, started_at, "docker restart lb, agent down")
         health = json.loads(on_host(connections, "node3", "docker exec lb lb-health"))
         assert health == {"nginx": True, "listening": True, "consul_template": True,
@@ -160,7 +161,8 @@ def test_nginx_or_consul_template_dying_restarts_the_lb(lab, dying):
         wait_for(healthy, FOLLOW_DEADLINE,
                  "nginx and consul-template running, on the latest render")  # fmt: skip
     assert_serves_from_its_first_second(loop, started_at, f"{dying} killed")
-    assert set(lb_sample(30)) == ALL
+    answered = lb_sample(30)
+    assert set(answered) == ALL, f"sample {dict(answered)}, LB upstream {upstream()}"
 
 
 def test_verify_with_one_instance_killed_lists_exactly_that_instance(lab, e2e_spec):

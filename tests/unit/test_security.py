@@ -371,6 +371,7 @@ def apply_without_hosts(made, monkeypatch):
     stubbed out: the agents are stand-in processes on loopback, started by the test."""
     monkeypatch.setattr(security, "lab_dir", lambda spec: made["dir"].parent.parent / spec.name)
     monkeypatch.setattr(lifecycle, "read_state", lambda spec: {"provider": "ssh"})
+    monkeypatch.setattr(lifecycle, "not_up_problem", lambda spec: None)
     monkeypatch.setattr(lifecycle, "write_state", lambda spec, **values: None)
     monkeypatch.setattr(lifecycle, "hosts_arch", lambda spec, provider, report: {})
     monkeypatch.setattr(lifecycle.delivery, "prepare", lambda *args, **kwargs: {})

@@ -88,6 +88,12 @@ class Lab:
     def start_agent(self) -> None:
         self.agent.start("-server", "-bootstrap-expect=1")
         wait_for(lambda: json_if_ok(self.agent.base + "/v1/status/leader"), 20, "a leader")
+        if self.token:
+            # A new leader makes the ACL system's policies and tokens only after it is named
+            # (the gap the Consul stand-in opens, as Consul does): until then the initial
+            # management token is "ACL not found".
+            wait_for(lambda: json_if_ok(self.agent.base + "/v1/acl/token/self", self.token),
+                     20, "the initial management token")  # fmt: skip
 
     def registrator(self, *args: str, env: dict[str, str] | None = None) -> Registrator:
         log = self.work / f"registrator-{len(self.registrators)}.log"
