@@ -44,6 +44,7 @@ DEFAULTS = {
     "consul_client_addr": "0.0.0.0",
     # Serve the web UI on :8500/ui (the seed's -ui).
     "consul_ui": True,
+    # The agent's -log-level.
     "consul_log_level": "INFO",
     # Seconds between attempts to join the servers while they are not up yet.
     "consul_retry_interval": "5s",
@@ -51,6 +52,7 @@ DEFAULTS = {
     "consul_config_dir": "/etc/lab/consul",
     # Named volume for the agent's -data-dir (services registered via the API persist there).
     "consul_data_volume": "consul-data",
+    # The agent's container on every host.
     "consul_container_name": "consul",
     # Where roles on this host reach the local agent's HTTP API.
     "consul_http_addr": "http://127.0.0.1:8500",

@@ -28,6 +28,7 @@ from roles.operations import (
 DEFAULTS = {
     # The instances (`demo_instances`) and each service's tags and check settings
     # (`demo_services`) come from the spec's `services` (labctl/inventory.py).
+
     # Extra environment of every instance (e.g. {"TZ": "Asia/Shanghai"}); a change
     # replaces the instances one at a time, with no failed request.
     "demo_environment": {},

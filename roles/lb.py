@@ -21,10 +21,14 @@ from roles.images import image_ref
 from roles.operations import LAB_LABEL, ROLE_LABEL, container, load_balancer_healthy, spec_hash
 
 DEFAULTS = {
+    # The container running nginx and consul-template on the LB host.
     "lb_container_name": "lb",
     # consul-template's quiescence (min:max): changes arriving within `min` of each
-    # other make one render, at most `max` after the first; no reload storms.
+    # other make one render, at most `max` after the first: no reload storm from a
+    # flapping check.
     "lb_wait": "2s:10s",
+    # consul-template's -log-level; not debug or trace with ACLs on: 0.19 prints its
+    # Consul token at those levels.
     "lb_log_level": "info",
     # The local agent consul-template reads (host:port, as its -consul-addr).
     "lb_consul_addr": CONSUL_DEFAULTS["consul_http_addr"].removeprefix("http://"),

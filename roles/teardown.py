@@ -44,6 +44,8 @@ LAB_PROGRAMS = ("/usr/local/bin/lab-wait",)
 DEFAULTS = {
     # Also remove the Docker engine (its packages and data): `labctl down --purge-engine`.
     "lab_purge_engine": False,
+    # The docker role's, read back: the packages a purge removes, the daemon.json keys
+    # that role owns.
     "docker_packages": DOCKER_DEFAULTS["docker_packages"],
     "docker_daemon_options": DOCKER_DEFAULTS["docker_daemon_options"],
 }
