@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -98,8 +99,16 @@ class ServiceCheck(StrictModel):
     deregister_critical_after: str = "90m"
 
 
+# Who registers a service's instances with their host's Consul agent: `lab`, the lab's
+# own role (the seed's PHP script's way, the default), or `registrator`, which every
+# host with an agent then runs (docs/registrator.md): it registers any container that
+# carries the service's metadata, a hand-started one too.
+Registration = Literal["lab", "registrator"]
+
+
 class Service(StrictModel):
     name: str
+    registration: Registration = "lab"
     tags: list[str] = Field(default_factory=list)
     # Instance k on a host listens on port + k - 1.
     port: int = DEFAULT_BASE_PORT
@@ -166,6 +175,7 @@ def instances(services: Sequence[Service], hosts: Sequence[Host]) -> list[Servic
 def problems(services: Sequence[Service], hosts: Sequence[Host], source: str) -> list[str]:
     """One sentence per way the services would fail on these hosts."""
     found = list(_naming_problems(services, source))
+    found += _registrator_problems(services, source)
     found += _count_problems(services, hosts, source)
     found += _check_problems(services, source)
     if not found:  # port ranges need valid counts
@@ -200,6 +210,21 @@ def _naming_problems(services: Sequence[Service], source: str) -> Iterator[str]:
                     f"{source}: services[{i}] ({a.name}) and services[{j}] ({b.name}) would "
                     f"give their instances the same IDs ({a.id_prefix}-… and {b.id_prefix}-…); "
                     "rename one."
+                )
+
+
+def _registrator_problems(services: Sequence[Service], source: str) -> Iterator[str]:
+    """Registrator reads a service's tags from one label, split on commas
+    (SERVICE_TAGS): a tag with a comma in it would arrive as two."""
+    for i, service in enumerate(services):
+        if service.registration != "registrator":
+            continue
+        for tag in service.tags:
+            if "," in tag:
+                yield (
+                    f"{source}: services[{i}].tags has {tag!r}, but registrator reads a "
+                    "service's tags as one comma-separated label and would split it; drop "
+                    "the comma or set registration: lab."
                 )
 
 
