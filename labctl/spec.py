@@ -94,6 +94,10 @@ class Versions(StrictModel):
     # Debian bookworm's nginx: the seed's nginx:1.21.6 image needs Docker Hub,
     # Debian's archive is reachable wherever apt is.
     nginx: str = "1.22.1"
+    # fayrus/registrator, the maintained fork of gliderlabs/registrator (tagged v<this>;
+    # why that one: docs/registrator.md). Runs only where a service says
+    # `registration: registrator`.
+    registrator: str = "9.2.0"
 
 
 class Images(StrictModel):
@@ -103,6 +107,8 @@ class Images(StrictModel):
     # A consul-template binary, .zip or .tgz on the control machine; default: the
     # official release archive for versions.consul_template, SHA-256 checked.
     consul_template_binary: LocalPath | None = None
+    # Registrator image; default fayrus/registrator:v<versions.registrator>.
+    registrator: str | None = None
     # Registries tried, in order, before an image's own registry (by the control
     # machine, and by the hosts' engines as daemon.json registry-mirrors).
     registry_mirrors: list[str] = Field(default_factory=list)
@@ -222,6 +228,22 @@ class LabSpec(StrictModel):
     @property
     def consul_image(self) -> str:
         return self.images.consul or f"hashicorp/consul:{self.versions.consul}"
+
+    @property
+    def registrator_image(self) -> str:
+        return self.images.registrator or f"fayrus/registrator:v{self.versions.registrator}"
+
+    def registrator_services(self) -> list[str]:
+        """The services registrator registers (`registration: registrator`)."""
+        return [s.name for s in self.services if s.registration == "registrator"]
+
+    @property
+    def registrator_hosts(self) -> list[Host]:
+        """Where registrator runs: beside every Consul agent, once any service is
+        registrator's (a container with its labels may be started on any of them)."""
+        if not self.registrator_services():
+            return []
+        return [h for h in self.hosts if h.consul != "none"]
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:
@@ -383,6 +405,7 @@ def _image_problems(spec: LabSpec, source: str) -> list[str]:
                 "and its version as numbers and dots, e.g. debian/bookworm64 12.20240905.1."
             )
     for field, ref in (("images.consul", spec.images.consul),
+                       ("images.registrator", spec.images.registrator),
                        ("docker.base_image", spec.docker.base_image)):  # fmt: skip
         if ref is not None and not IMAGE_REF_RE.match(ref):
             errors.append(

@@ -3,8 +3,8 @@ the bench: what `labctl up --offline` names, built ahead so that `up` times leav
 stand-ins' build out.
 
 LAB_E2E_IMAGES chooses: `standin` (default) builds them and names them in the spec's
-`images` (images.consul, images.consul_template_binary, the keys a user would set);
-`real` names nothing, so the spec's own images (hashicorp/consul, the official
+`images` (images.consul, images.consul_template_binary, images.registrator, the keys a
+user would set); `real` names nothing, so the spec's own images (hashicorp/consul, the official
 consul-template release) are used, on machines that reach them.
 """
 
@@ -19,7 +19,7 @@ import docker
 
 from labctl.images import standins
 from labctl.images.debian_base import ensure_base_image
-from labctl.images.standins import STANDINS, standin_consul_ref
+from labctl.images.standins import STANDINS, standin_consul_ref, standin_registrator_ref
 from labctl.spec import PROJECT_ROOT, DockerProvider, Versions
 
 IMAGES = os.environ.get("LAB_E2E_IMAGES", "standin")
@@ -35,11 +35,13 @@ def standin_images(consul_template: str = Versions().consul_template) -> dict[st
     if IMAGES != "standin":
         raise ValueError(f"LAB_E2E_IMAGES={IMAGES!r}: use standin or real")
     ref = standin_consul_ref(Versions().consul)
+    registrator = standin_registrator_ref(Versions().registrator)
     with one_builder():
         client = base_image()
         client.images.build(path=str(STANDINS / "consul"), tag=ref, rm=True)
+        client.images.build(path=str(STANDINS / "registrator"), tag=registrator, rm=True)
         binary = standins.consul_template_standin(consul_template)
-    return {"consul": ref, "consul_template_binary": str(binary)}
+    return {"consul": ref, "consul_template_binary": str(binary), "registrator": registrator}
 
 
 @contextmanager

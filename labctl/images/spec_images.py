@@ -1,6 +1,6 @@
-"""The images a spec needs, where, and their references: Consul's (pinned, or the
-stand-in built from its sources), and the lab's own recipes in templates/ (the demo
-service, the LB), tagged by what they are built from."""
+"""The images a spec needs, where, and their references: Consul's and registrator's
+(pinned, or the stand-ins built from their sources), and the lab's own recipes in
+templates/ (the demo service, the LB), tagged by what they are built from."""
 
 from __future__ import annotations
 
@@ -53,6 +53,14 @@ def lab_images(spec: LabSpec) -> list[LabImage]:
             tuple(h.name for h in spec.hosts if h.consul != "none"),
             # The offline road's stand-in is built from its sources, like a recipe.
             recipe=STANDINS / "consul" if is_standin(spec.consul_image) else None,
+        ),
+        LabImage(
+            "registrator",
+            spec.registrator_image,
+            tuple(h.name for h in spec.registrator_hosts),
+            recipe=STANDINS / "registrator"
+            if is_standin(spec.registrator_image, "registrator")
+            else None,
         ),
         LabImage(
             "demo_service",

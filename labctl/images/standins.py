@@ -1,12 +1,13 @@
-"""The lab's stand-ins for Consul and consul-template, for `labctl up --offline`.
+"""The lab's stand-ins for Consul, consul-template and registrator, for `labctl up
+--offline`.
 
-tests/standins holds two small programs with the command line and HTTP surface the
-lab uses: a Consul stand-in (Python) and a consul-template stand-in (Go). They are NOT
-HashiCorp software; they exist so the lab can be tried where neither Docker Hub nor a
-mirror answers. Nothing falls back to them: only `--offline` (recorded in the lab's
-state) and the test suite name them, through `images.consul` and
-`images.consul_template_binary`, and then every output showing Consul or
-consul-template says they are stand-ins (NOTE).
+tests/standins holds three small programs with the command line and HTTP surface the
+lab uses: a Consul stand-in (Python), a consul-template stand-in and a registrator
+stand-in (Go). They are NOT HashiCorp's or registrator's software; they exist so the lab
+can be tried where neither Docker Hub nor a mirror answers. Nothing falls back to them:
+only `--offline` (recorded in the lab's state) and the test suite name them, through
+`images.consul`, `images.consul_template_binary` and `images.registrator`, and then
+every output showing Consul or consul-template says they are stand-ins (NOTE).
 """
 
 from __future__ import annotations
@@ -41,8 +42,16 @@ def standin_consul_ref(version: str) -> str:
     return f"{image_namespace()}-standin/consul:{version}-{recipe_tag(recipe)}"
 
 
-def is_standin(ref: str) -> bool:
-    return ref.rpartition(":")[0].endswith("-standin/consul")
+def standin_registrator_ref(version: str) -> str:
+    """The registrator stand-in's image, named like the Consul one (the real image's tag
+    is v<version>)."""
+    recipe = STANDINS / "registrator"
+    return f"{image_namespace()}-standin/registrator:v{version}-{recipe_tag(recipe)}"
+
+
+def is_standin(ref: str, program: str = "consul") -> bool:
+    """Whether `ref` names the stand-in image of `program` (consul or registrator)."""
+    return ref.rpartition(":")[0].endswith(f"-standin/{program}")
 
 
 def in_use(spec: LabSpec) -> bool:
@@ -105,6 +114,7 @@ def offline_images(spec: LabSpec, lb_arch: str) -> dict[str, str]:
     from its sources like a recipe; the consul-template one is built here)."""
     return {
         "consul": standin_consul_ref(spec.versions.consul),
+        "registrator": standin_registrator_ref(spec.versions.registrator),
         "consul_template_binary": str(
             consul_template_standin(spec.versions.consul_template, lb_arch)
         ),

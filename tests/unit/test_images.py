@@ -74,6 +74,38 @@ def test_images_consul_overrides_the_consul_reference():
     assert lab_images(spec)[0].ref == "registry.local:5000/consul:1.11.3"
 
 
+def with_registrator_service(**top):
+    """The seed's lab with a second service that registrator registers."""
+    api = {"name": "api", "registration": "registrator", "port": 9080,
+           "instances": {"server1": 1}}  # fmt: skip
+    return seed_spec(services=[{"name": "zhibo_service"}, api], **top)
+
+
+def test_registrator_runs_beside_every_agent_once_a_service_is_registrators():
+    assert "registrator" not in where(spec_from("lab.yaml"))
+    assert where(with_registrator_service())["registrator"] == ("server1", "server2", "server3")
+
+
+def test_the_registrator_image_is_the_pinned_fork_or_the_spec_s_own():
+    refs = {i.key: i.ref for i in lab_images(with_registrator_service())}
+    assert refs["registrator"] == "fayrus/registrator:v9.2.0"
+    mirrored = "registry.local:5000/r:v9.2.0"
+    spec = with_registrator_service(images={"registrator": mirrored})
+    assert {i.key: i.ref for i in lab_images(spec)}["registrator"] == mirrored
+
+
+def test_the_registrator_stand_in_is_named_and_built_like_the_consul_one(monkeypatch):
+    monkeypatch.setenv(IMAGE_NAMESPACE_ENV, "ns")
+    ref = standins.standin_registrator_ref("9.2.0")
+    assert ref.startswith("ns-standin/registrator:v9.2.0-")
+    assert standins.is_standin(ref, "registrator") and not standins.is_standin(ref)
+    image = next(
+        i for i in lab_images(with_registrator_service(images={"registrator": ref}))
+        if i.key == "registrator"
+    )
+    assert image.recipe == standins.STANDINS / "registrator"
+
+
 @pytest.fixture
 def recipes(tmp_path, monkeypatch):
     """A tmp copy of the recipes, used by lab_images."""
