@@ -14,6 +14,7 @@ from roles.docker import install_docker
 from roles.host_images import deliver_images
 from roles.lb import load_balancer
 from roles.machine import mark_machine
+from roles.registrator import registrator
 from roles.teardown import remove_lab
 
 lab = host.data.lab_host
@@ -32,6 +33,8 @@ else:
     # the roles below need the tokens labctl makes once the servers have a leader.
     if host.data.get(STAGE) != AGENTS_ONLY:
         if lab.consul:
+            # Before the instances it registers; where it is not wanted, it is removed.
+            registrator()
             # On every agent host, also with no instances: it removes the ones the spec dropped.
             demo_service()
         if lab.lb:

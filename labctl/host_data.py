@@ -24,6 +24,7 @@ from roles.contract import (
     LoadBalancer,
     ObtainedImage,
     Registration,
+    Registrator,
 )
 
 InventoryHost = tuple[str, dict[str, Any]]
@@ -61,9 +62,18 @@ def load_balancer(spec: LabSpec, host: Host, secrets: LabSecrets) -> LoadBalance
 def registrations(spec: LabSpec) -> dict[str, Registration]:
     """Each service's registration settings (the spec's `services`), by name."""
     return {
-        s.name: Registration(tags=tuple(s.tags), check=HealthCheck(**s.check.model_dump()))
+        s.name: Registration(
+            tags=tuple(s.tags), check=HealthCheck(**s.check.model_dump()), mode=s.registration
+        )
         for s in spec.services
     }
+
+
+def registrator(spec: LabSpec, host: Host, secrets: LabSecrets) -> Registrator | None:
+    """Registrator on this host, where the spec runs it (LabSpec.registrator_hosts)."""
+    if host.name not in {h.name for h in spec.registrator_hosts}:
+        return None
+    return Registrator(token=secrets.secret(f"registrator-{host.name}"))
 
 
 def _image_plan(plan: dict | None) -> ImagePlan | None:
@@ -114,6 +124,7 @@ def lab_host(
         instances=tuple(i for i in spec.instances() if i.host == host.name),
         services=registrations(spec),
         images=host_images(host, lab_images(spec) if images is None else images, state, connection),
+        registrator=registrator(spec, host, secrets),
     )
 
 

@@ -8,6 +8,8 @@ with a least-privilege token for each part of the lab:
                        anti-entropy (set through each agent's token API)
   registration-<host>  service write on the demo services: role demo_service and the
                        roles' waits on that host
+  registrator-<host>   service write on the registrator-mode services only: registrator
+                       on that host (only when a service is registrator's)
   consul-template      service_prefix and node_prefix read: the LB's consul-template
   read                 service, node and agent read, operator read: a person (the UI),
                        `labctl verify` and `labctl watch`
@@ -187,6 +189,16 @@ def token_specs(spec: LabSpec, leaving: list[str] | None = None) -> list[TokenSp
             tuple(services),
         )
         for host in agents
+    ]
+    registrator_services = spec.registrator_services()
+    tokens += [
+        TokenSpec(
+            f"registrator-{host.name}",
+            f"registrator on host {host.name}: the registrator-mode services only",
+            _rules(*(("service", name, "write") for name in registrator_services)),
+            tuple(registrator_services),
+        )
+        for host in spec.registrator_hosts
     ]
     if spec.lb_hosts:
         tokens.append(

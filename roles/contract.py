@@ -28,11 +28,14 @@ SPEC_LABEL = "io.labctl.spec"
 CONSUL_ROLE = "consul"
 DEMO_SERVICE_ROLE = "demo_service"
 LB_ROLE = "lb"
+REGISTRATOR_ROLE = "registrator"
 
 # --- Containers ----------------------------------------------------------------------
 
 CONSUL_CONTAINER = "consul"
 LB_CONTAINER = "lb"
+# Beside the agent on every agent host, once any service is registrator's.
+REGISTRATOR_CONTAINER = "registrator"
 # What every lab container runs with: the host's network, as in the seed (Consul, the
 # instances and the LB listen on the host's address), and a restart after any exit or
 # reboot, unless someone stopped it on purpose.
@@ -58,6 +61,8 @@ CONSUL_CONFIG_DIR = f"{LAB_CONFIG_ROOT}/consul"
 SECRETS_DIR = f"{LAB_CONFIG_ROOT}/secrets"
 TOKEN_HEADER = f"{SECRETS_DIR}/consul.header"
 CONSUL_TEMPLATE_TOKEN = f"{SECRETS_DIR}/consul-template.token"
+# Registrator's token, mounted read-only into its container (CONSUL_HTTP_TOKEN_FILE).
+REGISTRATOR_TOKEN = f"{SECRETS_DIR}/registrator.token"
 # What the lab keeps on a host besides containers, volumes and configuration.
 HOST_STATE_DIR = "/var/lib/lab"
 # One line: the name of the lab this machine holds (roles/machine.py writes it first;
@@ -133,12 +138,35 @@ class HealthCheck:
     deregister_critical_after: str
 
 
+# Who registers a service's instances (the spec's services[].registration): the lab's
+# role demo_service, or registrator from the labels the instances carry.
+LAB_REGISTRATION = "lab"
+REGISTRATOR_REGISTRATION = "registrator"
+RegistrationMode = Literal["lab", "registrator"]
+
+
 @dataclass(frozen=True)
 class Registration:
     """How every instance of one service is registered with its host's agent."""
 
     tags: tuple[str, ...]
     check: HealthCheck
+    mode: RegistrationMode = LAB_REGISTRATION
+
+
+def registrator_service_id(hostname: str, container: str, port: int) -> str:
+    """The ID registrator gives a container's service: its own hostname (the host's,
+    under --net=host), the container's name and the exposed port."""
+    return f"{hostname}:{container}:{port}"
+
+
+@dataclass(frozen=True)
+class Registrator:
+    """The host runs registrator (some service of the spec is registrator's)."""
+
+    # Its token: service write on the registrator-mode services only (None: no ACLs,
+    # or not made yet).
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -236,6 +264,8 @@ class LabHost:
     # Every service's registration, by name.
     services: dict[str, Registration]
     images: HostImages
+    # None: registrator does not run here.
+    registrator: Registrator | None = None
 
     def to_json(self) -> dict:
         """Itself as JSON, for `pyinfra inventory.py debug-inventory --json`: every

@@ -1,6 +1,7 @@
 """Role `demo_service`: the instances of the lab's services (the seed's live-stream API
 and any other service of the spec), each registered with its own host's Consul agent
-with an HTTP health check.
+with an HTTP health check: by this role (`registration: lab`), or by registrator from
+the labels the instance carries (`registration: registrator`, roles/registrator.py).
 
 The seed's PHP script registers all three instances on the client agent. Here
 each instance is registered with the agent on its own host: an agent owns the
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.server import Hostname
 
 from roles.consul import token_header
 from roles.contract import (
@@ -21,13 +23,21 @@ from roles.contract import (
     LAB_LABEL,
     LOCAL_CONSUL,
     MANAGED_BY_META,
+    REGISTRATOR_REGISTRATION,
     ROLE_LABEL,
     LabHost,
     Registration,
     ServiceInstance,
+    registrator_service_id,
 )
 from roles.host_images import image_ref
-from roles.operations import consul_services_absent, containers_pruned, service_instance
+from roles.operations import (
+    consul_services_absent,
+    containers_pruned,
+    registrator_instance,
+    registrator_instances_drained,
+    service_instance,
+)
 
 DEFAULTS = {
     # The instances and each service's tags and check settings come from the spec's
@@ -61,6 +71,22 @@ def registration(lab: LabHost, instance: ServiceInstance) -> dict:
     }
 
 
+def registrator_labels(service: Registration, instance: ServiceInstance) -> dict[str, str]:
+    """The metadata registrator registers an instance from (docs/registrator.md): the
+    service's name, tags and HTTP check, as labels."""
+    check = service.check
+    return {
+        "SERVICE_NAME": instance.service,
+        # Registrator registers the tags in reverse order: given reversed, they arrive
+        # in the spec's.
+        "SERVICE_TAGS": ",".join(reversed(service.tags)),
+        "SERVICE_CHECK_HTTP": check.path,
+        "SERVICE_CHECK_INTERVAL": check.interval,
+        "SERVICE_CHECK_TIMEOUT": check.timeout,
+        "SERVICE_CHECK_DEREGISTER_AFTER": check.deregister_critical_after,
+    }
+
+
 def instance_args(instance: ServiceInstance, environment: dict[str, str]) -> list[str]:
     """The instance container's arguments: who it is, where it listens, and the extra
     environment of every instance."""
@@ -89,6 +115,16 @@ def demo_service() -> None:
         lb_addresses=list(lab.lb_addresses),
         consul_header=token_header(lab),
     )
+    # Registrator's: in maintenance and out of the LBs; their removal deregisters them.
+    registrator_instances_drained(
+        name="Drain removed instances registrator registered",
+        http_addr=LOCAL_CONSUL,
+        hostname=host.get_fact(Hostname),
+        label=f"{ROLE_LABEL}={DEMO_SERVICE_ROLE}",
+        keep=wanted,
+        lb_addresses=list(lab.lb_addresses),
+        consul_header=token_header(lab),
+    )
     containers_pruned(
         name="Remove containers of removed instances",
         label=f"{ROLE_LABEL}={DEMO_SERVICE_ROLE}",
@@ -98,14 +134,18 @@ def demo_service() -> None:
         return
 
     image, image_id = image_ref(DEMO_SERVICE_ROLE)
+    labels = {LAB_LABEL: lab.lab_name, ROLE_LABEL: DEMO_SERVICE_ROLE}
     for instance in lab.instances:
+        if lab.services[instance.service].mode == REGISTRATOR_REGISTRATION:
+            _instance_for_registrator(lab, instance, image, image_id, labels)
+            continue
         service_instance(
             name=f"Run and register {instance.id} on :{instance.port}",
             container_name=instance.id,
             image=image,
             image_id=image_id,
             args=instance_args(instance, data.demo_environment),
-            labels={LAB_LABEL: lab.lab_name, ROLE_LABEL: DEMO_SERVICE_ROLE},
+            labels=labels,
             http_addr=LOCAL_CONSUL,
             definition=registration(lab, instance),
             lb_addresses=list(lab.lb_addresses),
@@ -113,3 +153,25 @@ def demo_service() -> None:
             # A changed instance is replaced one at a time across the lab.
             _serial=True,
         )
+
+
+def _instance_for_registrator(
+    lab: LabHost, instance: ServiceInstance, image: str, image_id: str, labels: dict[str, str]
+) -> None:
+    """A registrator-mode instance: a plain container with registrator's labels and its
+    one port exposed (registrator sees a host-network container's port only so)."""
+    args = [*instance_args(instance, host.data.demo_environment), f"--expose={instance.port}"]
+    registrator_instance(
+        name=f"Run {instance.id} on :{instance.port} for registrator",
+        container_name=instance.id,
+        image=image,
+        image_id=image_id,
+        args=args,
+        labels=labels | registrator_labels(lab.services[instance.service], instance),
+        http_addr=LOCAL_CONSUL,
+        service_id=registrator_service_id(host.get_fact(Hostname), instance.id, instance.port),
+        where=f"{instance.address}:{instance.port}",
+        lb_addresses=list(lab.lb_addresses),
+        consul_header=token_header(lab),
+        _serial=True,
+    )

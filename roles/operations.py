@@ -293,6 +293,84 @@ def service_instance(
         yield from _lb_waits("lb-serves", lb_addresses, where)
 
 
+def _maintenance_command(http_addr: str, service_id: str, header: str | None) -> str:
+    """Put a service instance in maintenance: its check critical, so the LB drops it,
+    whoever registered it (registrator's instances: the lab never deregisters them)."""
+    url = f"{http_addr}/v1/agent/service/maintenance/{service_id}?enable=true"
+    return f"curl -fsS -X PUT{curl_token_option(header)} {shlex.quote(url)}"
+
+
+@operation()
+def registrator_instance(
+    container_name: str,
+    image: str,
+    image_id: str,
+    args: list[str],
+    labels: dict[str, str],
+    http_addr: str,
+    service_id: str,
+    where: str,
+    lb_addresses: Sequence[str] = (),
+    consul_header: str | None = None,
+):
+    """One instance that registrator registers (as `service_id`, at `where`, address:port):
+    its container only; the lab never calls the registration API for it.
+
+    A live instance whose container changed is replaced without a failed request: put in
+    maintenance, out of every LB's upstreams, removed, deregistered by registrator (its
+    `die`, or its next resync's cleanup), started again, registered by registrator,
+    passing, back in the upstreams. Call it with `_serial=True`."""
+    digest = spec_hash(image_id, args, [], labels)
+    state = host.get_fact(DockerContainerState, container=container_name)
+    current = state is not None and state["spec"] == digest
+    if current and state["running"]:
+        host.noop(f"instance {container_name} is up to date")
+        return
+    labels = labels | {SPEC_LABEL: digest}
+    if not (state is not None and state["running"]):
+        yield from _recreated_or_started(container_name, state, current, image, args, [], labels)
+        return
+    if service_id in agent_fact(ConsulAgentServices, http_addr, consul_header):
+        yield _maintenance_command(http_addr, service_id, consul_header)
+    yield from _lb_waits("lb-drops", lb_addresses, where)
+    yield f"docker rm -f {shlex.quote(container_name)}"
+    # Registrator's deregistration of the old container takes the maintenance mode with
+    # it; the new container's registration, under the same ID, is registrator's own.
+    yield lab_wait("deregistered", http_addr, service_id, consul_header=consul_header)
+    yield _run_command(container_name, image, args, [], labels)
+    yield lab_wait("passing", http_addr, service_id, consul_header=consul_header)
+    yield from _lb_waits("lb-serves", lb_addresses, where)
+
+
+@operation()
+def registrator_instances_drained(
+    http_addr: str,
+    hostname: str,
+    label: str,
+    keep: list[str],
+    lb_addresses: Sequence[str] = (),
+    consul_header: str | None = None,
+):
+    """The containers carrying `label` that are not in `keep` and that registrator
+    registered on this host (`<hostname>:<container>:<port>`) put in maintenance, then
+    waited out of every LB's upstreams, so that removing them costs no request; the
+    removal's `die` has registrator deregister them."""
+    stale = set(host.get_fact(DockerLabelled, kind="container", label=label)) - set(keep)
+    services = agent_fact(ConsulAgentServices, http_addr, consul_header) if stale else {}
+    draining = sorted(
+        sid for sid in services if sid.count(":") == 2 and sid.split(":")[0] == hostname
+        and sid.split(":")[1] in stale
+    )  # fmt: skip
+    if not draining:
+        host.noop("no stale instance of registrator's to drain")
+        return
+    for sid in draining:
+        yield _maintenance_command(http_addr, sid, consul_header)
+    for sid in draining if lb_addresses else ():
+        where = f"{services[sid]['Address']}:{services[sid]['Port']}"
+        yield from _lb_waits("lb-drops", lb_addresses, where)
+
+
 @operation()
 def containers_pruned(label: str, keep: list[str]):
     """Remove the containers carrying `label` (key=value) whose names are not in `keep`."""

@@ -14,9 +14,11 @@ import pytest
 from labctl.host_data import groups
 from labctl.spec import load_spec
 from roles import consul
+from roles import registrator as registrator_role
 from roles.consul import agent_config
 from roles.contract import DEMO_SERVICE_ROLE, LAB_HOST, LabHost
-from roles.demo_service import registration
+from roles.demo_service import registration, registrator_labels
+from roles.registrator import registrator_command
 from tests.conftest import PROJECT_ROOT
 
 
@@ -199,3 +201,45 @@ def test_a_second_service_registers_under_its_own_name_tags_port_and_check():
     }
     # The seed's service is as it was, beside it.
     assert bodies["zhibo-1"]["Name"] == "zhibo_service" and bodies["zhibo-1"]["Port"] == 8080
+
+
+# --- registrator mode (examples/registrator.yaml) -------------------------------------
+
+REGISTRATOR_SPEC = "examples/registrator.yaml"
+
+
+def test_registrator_runs_beside_every_agent_and_only_where_a_service_is_registrators():
+    assert all(lab_host(h, REGISTRATOR_SPEC).registrator for h in ("server1", "server2", "server3"))
+    assert lab_host("server1").registrator is None  # the seed's lab: no registrator
+    modes = {n: r.mode for n, r in lab_host("server1", REGISTRATOR_SPEC).services.items()}
+    assert modes == {"zhibo_service": "lab", "danmu_service": "registrator"}
+
+
+def test_registrator_mode_instances_carry_registrators_labels_for_the_service_s_check():
+    lab = lab_host("server1", REGISTRATOR_SPEC)
+    instance = next(i for i in lab.instances if i.service == "danmu_service")
+    assert registrator_labels(lab.services["danmu_service"], instance) == {
+        "SERVICE_NAME": "danmu_service",
+        "SERVICE_TAGS": "v1",
+        "SERVICE_CHECK_HTTP": "/health",
+        "SERVICE_CHECK_INTERVAL": "5s",
+        "SERVICE_CHECK_TIMEOUT": "2s",
+        "SERVICE_CHECK_DEREGISTER_AFTER": "1m",
+    }
+
+
+def test_registrator_gets_its_tags_reversed_so_it_registers_them_in_the_spec_s_order():
+    lab = lab_host("server1", REGISTRATOR_SPEC)
+    instance = next(i for i in lab.instances if i.service == "danmu_service")
+    service = replace(lab.services["danmu_service"], tags=("a", "b", "c"))
+    assert registrator_labels(service, instance)["SERVICE_TAGS"] == "c,b,a"
+
+
+def test_the_registrator_command_is_the_docs_advice_with_no_token_on_it():
+    lab = lab_host("server2", REGISTRATOR_SPEC)
+    command = registrator_command(lab, 10)
+    assert command == [
+        "-explicit", "-ip", "192.168.59.3", "-resync", "10", "-cleanup",
+        "-retry-attempts", "-1", "consul://127.0.0.1:8500",
+    ]  # fmt: skip
+    assert registrator_role.DOCKER_SOCKET_MOUNT.endswith(":ro")

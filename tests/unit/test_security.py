@@ -31,11 +31,20 @@ ACL = {"enabled": True, "default_policy": "deny", "enable_token_persistence": Tr
 GLOBAL_MANAGEMENT = "00000000-0000-0000-0000-000000000001"
 
 
+# The seed's service, registered by the lab; a second one registrator registers.
+LAB_SERVICES = [
+    {"name": "zhibo_service"},
+    {"name": "api", "registration": "registrator", "port": 9080, "instances": {"node1": 1}},
+]
+
+
 def lab_spec(**overrides):
     data = {
         "name": "labsecurity",
         "provider": "ssh",
-        "hosts": [{"name": "node1", "address": ADDRESS, "consul": "server", "lb": True}],
+        "hosts": [{"name": "node1", "address": ADDRESS, "consul": "server", "lb": True,
+                   "demo": 1}],
+        "services": LAB_SERVICES,
         **overrides,
     }
     return parse_spec(data)[0]
@@ -107,7 +116,8 @@ def test_the_gossip_key_is_32_random_bytes_kept_0600_and_made_once(secrets_home)
 
 def test_the_bootstrap_happens_once_and_every_token_is_made_once(made):
     assert made["made"][0] == "ACL bootstrap"
-    names = {"management", "agent-node1", "registration-node1", "consul-template", "read"}
+    names = {"management", "agent-node1", "registration-node1", "registrator-node1",
+             "consul-template", "read"}  # fmt: skip
     assert set(made["tokens"]) == names
     assert made["again"] == []  # a second run makes nothing
     assert made["missed"] == {}
@@ -148,6 +158,15 @@ def test_each_token_may_do_what_its_part_needs_and_nothing_more(made):
                     registration("zhibo_service", "zhibo-1"))[0] == 200  # fmt: skip
     assert as_token(tokens["registration-node1"], "PUT", register,
                     registration("other", "other-1"))[0] == 403  # fmt: skip
+    # Registrator's: the registrator-mode service (its -cleanup lists what it may read),
+    # not the lab's own registrations.
+    registrator = tokens["registrator-node1"]
+    assert as_token(registrator, "PUT", register, registration("api", "h:api-1:9080"))[0] == 200
+    assert as_token(registrator, "PUT", register,
+                    registration("zhibo_service", "h:zhibo-9:8080"))[0] == 403  # fmt: skip
+    status, listed = as_token(registrator, "GET", "/v1/agent/services")
+    assert status == 200 and set(listed) == {"h:api-1:9080"}
+    assert as_token(registrator, "PUT", "/v1/agent/service/deregister/h:api-1:9080")[0] == 200
     # consul-template's and the person's tokens read, but cannot register.
     for reader in ("consul-template", "read"):
         assert as_token(tokens[reader], "PUT", register,
@@ -197,7 +216,13 @@ def test_rules_are_the_least_each_part_needs():
     assert rules["agent-node1"] == (
         'node "node1" { policy = "write" }\nservice_prefix "" { policy = "read" }\n'
     )
-    assert rules["registration-node1"] == 'service "zhibo_service" { policy = "write" }\n'
+    assert rules["registration-node1"] == (
+        'service "zhibo_service" { policy = "write" }\nservice "api" { policy = "write" }\n'
+    )
+    assert rules["registrator-node1"] == 'service "api" { policy = "write" }\n'
+    assert "registrator-node1" not in {
+        t.name for t in security.token_specs(lab_spec(services=[{"name": "zhibo_service"}]))
+    }
     assert rules["consul-template"] == (
         'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
     )
@@ -211,7 +236,7 @@ def test_a_service_leaving_the_spec_keeps_its_write_until_its_instances_are_gone
     may lose a service only after its instances are deregistered: labctl apply widens
     with `leaving`, converges, then narrows."""
     monkeypatch.setattr(security, "lab_dir", lambda spec: made["dir"].parent.parent / spec.name)
-    both = lab_spec(services=[{"name": "zhibo_service"}, {"name": "danmu_service", "port": 9080}])
+    both = lab_spec(services=[*LAB_SERVICES, {"name": "danmu_service", "port": 10080}])
     security.ensure_acls(both, lambda line: None)
     secret = security.saved_tokens(both)["registration-node1"]["secret"]
     read = security.saved_tokens(both)["read"]["secret"]
