@@ -54,6 +54,7 @@ DEFAULTS = {
     "consul_client_addr": "0.0.0.0",
     # Serve the web UI on :8500/ui (the seed's -ui).
     "consul_ui": True,
+    # The agent's -log-level.
     "consul_log_level": "INFO",
     # Seconds between attempts to join the servers while they are not up yet.
     "consul_retry_interval": "5s",
