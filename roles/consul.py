@@ -192,7 +192,7 @@ def replaced_ready(lab: LabHost, spec: dict) -> str:
 def consul_agent() -> None:
     data = host.data
     lab: LabHost = data.lab_host
-    image, image_id = image_ref("consul")
+    image, image_id = image_ref(CONSUL_ROLE)
     _install_tools(data)
     if lab.consul.acl:
         _write_token_header(lab.consul)

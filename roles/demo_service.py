@@ -42,6 +42,7 @@ from roles.operations import (
 DEFAULTS = {
     # The instances and each service's tags and check settings come from the spec's
     # `services` (the host's LabHost, labctl/host_data.py).
+
     # Extra environment of every instance (e.g. {"TZ": "Asia/Shanghai"}); a change
     # replaces the instances one at a time, with no failed request.
     "demo_environment": {},

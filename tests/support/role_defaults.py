@@ -66,28 +66,21 @@ def comment_above(lines: list[str], line: int) -> str:
     return " ".join(block)
 
 
-def key_name(path: Path, key: ast.expr | None, names: dict) -> str:
-    """A DEFAULTS key as written: a plain string, or a name the role imports (a fact of
-    roles/contract.py, such as the teardown's PURGE_ENGINE) whose value is a string."""
-    if isinstance(key, ast.Constant) and isinstance(key.value, str):
-        return key.value
-    if isinstance(key, ast.Name) and isinstance(names.get(key.id), str):
-        return names[key.id]
-    raise ValueError(f"{path.name}: a DEFAULTS key that is not a string or a string's name")
-
-
-def rows(path: Path, values: dict, names: dict | None = None) -> list[Row]:
+def rows(path: Path, values: dict) -> list[Row]:
     """The table rows of one role file: its DEFAULTS keys, in their order, with their
-    comments; `values` is the role's DEFAULTS as imported, `names` the module's globals
-    (for keys written as a name)."""
+    comments; `values` is the role's DEFAULTS as imported."""
     source = path.read_text()
     node = defaults_node(ast.parse(source))
     if node is None:
         return []
     lines = source.splitlines()
     table: list[Row] = []
-    for key in node.keys:
-        name = key_name(path, key, names or {})
+    if len(node.keys) != len(values):
+        raise ValueError(f"{path.name}: DEFAULTS as written and as imported differ")
+    # A key may be a name (a fact of roles/contract.py): its text is the imported one.
+    for key, name in zip(node.keys, values, strict=True):
+        if key is None or (isinstance(key, ast.Constant) and key.value != name):
+            raise ValueError(f"{path.name}: DEFAULTS as written and as imported differ")
         meaning = comment_above(lines, key.lineno)
         if meaning or not table:
             if not meaning:
@@ -121,7 +114,7 @@ def role_files() -> list[Path]:
 
 def table_for(path: Path) -> str:
     module = importlib.import_module(f"roles.{path.stem}")
-    return markdown(rows(path, module.DEFAULTS, vars(module)))
+    return markdown(rows(path, module.DEFAULTS))
 
 
 def relative(path: Path) -> str:

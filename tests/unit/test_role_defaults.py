@@ -22,7 +22,7 @@ def test_every_key_of_every_role_is_in_a_row_with_its_default():
     the generator made: what a reader sees)."""
     for path in role_defaults.role_files():
         module = importlib.import_module(f"roles.{path.stem}")
-        table = rows(path, module.DEFAULTS, vars(module))
+        table = rows(path, module.DEFAULTS)
         keys = [k for row in table for k in row.keys]
         assert keys == list(module.DEFAULTS), path.name
         assert all(row.meaning for row in table), path.name
