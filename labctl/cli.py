@@ -50,7 +50,7 @@ from labctl.spec import (
     file_problems,
     load_spec,
 )
-from labctl.verify import Check, verify_until
+from labctl.verify import BY_REGISTRATOR, Check, registrator_instances, verify_until
 from labctl.watch import watch_lb
 from roles.contract import CONSUL_HTTP_PORT
 
@@ -231,7 +231,9 @@ def _verify(spec: LabSpec, wait: float, as_json: bool = False) -> None:
         ),
     )
     if as_json:
+        registrations = {s.name: s.registration for s in spec.services}
         _print_json({"lab": spec.name, "ok": all(c.ok for c in checks),
+                     "registration": registrations,
                      "checks": [asdict(c) for c in checks], **_standin_note(spec)})  # fmt: skip
     else:
         table = Table(title=f"lab {spec.name}: verify", caption=_standin_caption(spec))
@@ -411,6 +413,17 @@ def apply() -> None:
     _print_changes(_run("apply", lambda report: lifecycle.apply(spec, report)), spec)
 
 
+def _registrator_instances(spec: LabSpec) -> tuple[list[dict], str]:
+    """The instances registrator registered that the spec does not declare, and why
+    Consul could not say ("" when it did, or when no service is registrator's)."""
+    if not spec.registrator_services():
+        return [], ""
+    try:
+        return registrator_instances(spec), ""
+    except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+        return [], f"Consul did not say which instances registrator registered ({exc})"
+
+
 @app.command()
 def status(as_json: AsJson = False) -> None:
     """A table of the lab's hosts, with the instances of each service they run."""
@@ -425,9 +438,14 @@ def status(as_json: AsJson = False) -> None:
         h.name: {s.name: spec.service_counts(s.name)[h.name] for s in spec.services}
         for h in spec.hosts
     }
+    hand_started, unasked = _registrator_instances(spec)
     if as_json:
         hosts = [asdict(row) | {"instances": per_host[row.name]} for row in rows]
-        _print_json({"lab": spec.name, "up": True, "hosts": hosts, **_standin_note(spec)})
+        extra = {"by_registrator": hand_started} if spec.registrator_services() else {}
+        _print_json({"lab": spec.name, "up": True, "hosts": hosts, **extra,
+                     **_standin_note(spec)})  # fmt: skip
+        if unasked:
+            console.print(output.labelled("unreachable:", "yellow", unasked))
         return
     table = Table(title=f"lab {spec.name}", caption=_standin_caption(spec))
     for column in ("host", "provider", "state", "address", "docker", "instances"):
@@ -439,6 +457,13 @@ def status(as_json: AsJson = False) -> None:
     for row in rows:
         if row.problem:
             console.print(output.labelled("unreachable:", "yellow", row.problem))
+    for found in hand_started:
+        console.print(
+            f"{found['service']} {found['id']} at {found['address']} ({found['status']}): "
+            f"{BY_REGISTRATOR}"
+        )
+    if unasked:
+        console.print(output.labelled("unreachable:", "yellow", unasked))
     if spec.consul_servers:
         ui = f"http://{spec.consul_servers[0].address}:{CONSUL_HTTP_PORT}/ui"
         login = "log in with the read token: `labctl token read`" if spec.security.acl else (

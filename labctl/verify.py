@@ -13,6 +13,7 @@ hosts' private addresses (httpx); `nginx -t` and lb-health run over SSH.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,18 @@ import httpx
 from labctl import lb_client, security
 from labctl.remote import RemoteError, SshData, run
 from labctl.spec import LabSpec
-from roles.contract import CONSUL_HTTP_PORT, DEMO_SERVICE_ROLE, LB_CONTAINER, MANAGED_BY_META
+from roles.contract import (
+    CONSUL_HTTP_PORT,
+    DEMO_SERVICE_ROLE,
+    LB_CONTAINER,
+    MANAGED_BY_META,
+    REGISTRATOR_REGISTRATION,
+)
+
+# The service IDs registrator gives (`<hostname>:<container>:<port>`), as its -cleanup
+# reads them (bridge.go's pattern): the container's name is what the lab knows it by.
+REGISTRATOR_ID_RE = re.compile(r"^(.+?):([a-zA-Z0-9][a-zA-Z0-9_.-]+):[0-9]+(?::udp)?$")
+BY_REGISTRATOR = "not in the spec, registered by registrator"
 
 # Consul's serf member status codes.
 MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
@@ -110,13 +122,61 @@ def consul_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
     return checks
 
 
+def registration_mode(spec: LabSpec, service: str) -> str:
+    """Who registers `service`'s instances: the spec's registration, or for a service
+    the spec does not have, nobody it names ("")."""
+    return next((s.registration for s in spec.services if s.name == service), "")
+
+
+def instance_name(entry: dict, mode: str) -> str:
+    """What the lab calls a registered instance: its ID, or for registrator's, the
+    container's name (the instance ID, the DEMO_ID it answers with)."""
+    sid = entry["Service"]["ID"]
+    match = REGISTRATOR_ID_RE.match(sid) if mode == REGISTRATOR_REGISTRATION else None
+    return match.group(2) if match else sid
+
+
+def by_registrator(spec: LabSpec, name: str, entries: list[dict]) -> list[dict]:
+    """The instances of the service `name` that registrator registered and the spec does
+    not declare (started by hand): a person's, not the lab's to judge or remove."""
+    if registration_mode(spec, name) != REGISTRATOR_REGISTRATION:
+        return []
+    declared = {i.id for i in spec.instances() if i.service == name}
+    return [
+        entry
+        for entry in entries
+        if REGISTRATOR_ID_RE.match(entry["Service"]["ID"])
+        and instance_name(entry, REGISTRATOR_REGISTRATION) not in declared
+    ]
+
+
+def registrator_instances(spec: LabSpec) -> list[dict]:
+    """Every instance of the spec's registrator-mode services that registrator registered
+    and the spec does not declare: {"service", "id", "address", "status"}. Asks Consul
+    only when the spec has such a service; an agent that cannot say raises."""
+    found = []
+    with httpx.Client(timeout=5.0) as client:
+        for name in spec.registrator_services():
+            for entry in by_registrator(spec, name, service_health(client, spec, name)):
+                registered = entry["Service"]
+                found.append({
+                    "service": name,
+                    "id": registered["ID"],
+                    "address": f"{registered['Address']}:{registered['Port']}",
+                    "status": instance_status(entry),
+                })  # fmt: skip
+    return found
+
+
 def instance_checks(
     client: httpx.Client, spec: LabSpec, name: str, entries: list[dict]
 ) -> list[Check]:
     """Each instance of the service `name` the spec declares is registered where it runs,
-    passes, and answers its own line; no other instance of it is registered."""
+    passes, and answers its own line; no other instance of it is registered, but those
+    registrator registered from a container someone started, which are listed."""
     checks = []
-    registered = {entry["Service"]["ID"]: entry for entry in entries}
+    mode = registration_mode(spec, name)
+    registered = {instance_name(entry, mode): entry for entry in entries}
     declared = [i for i in spec.instances() if i.service == name]
     for instance in declared:
         entry = registered.get(instance.id)
@@ -136,7 +196,15 @@ def instance_checks(
         else:
             checks.append(Check("answers", instance.id, body.strip() == expected, body.strip(),
                                 name))  # fmt: skip
-    extra = sorted(set(registered) - {i.id for i in declared})
+    hand_started = {e["Service"]["ID"] for e in by_registrator(spec, name, entries)}
+    if hand_started:
+        detail = f"{BY_REGISTRATOR}: {', '.join(sorted(hand_started))}"
+        checks.append(Check("registered", "by registrator", True, detail, name))
+    extra = sorted(
+        key
+        for key, entry in registered.items()
+        if key not in {i.id for i in declared} and entry["Service"]["ID"] not in hand_started
+    )
     if extra:
         detail = f"not in the spec: {', '.join(extra)}"
         checks.append(Check("registered", "extra", False, detail, name))
@@ -152,7 +220,8 @@ def lb_checks(
     if address is None or not (entries or any(spec.service_counts(service).values())):
         return []  # no instance declared or registered: no upstream, no location
     checks = []
-    status = {entry["Service"]["ID"]: instance_status(entry) for entry in entries}
+    mode = registration_mode(spec, service)
+    status = {instance_name(entry, mode): instance_status(entry) for entry in entries}
     seen = lb_client.sample(client, address, service, LB_SAMPLE)
     for instance, state in sorted(status.items()):
         count = seen.pop(instance, 0)

@@ -18,7 +18,8 @@ from rich.text import Text
 from labctl import lb_client, output
 from labctl.images import standins
 from labctl.spec import LabSpec
-from labctl.verify import instance_status, service_health
+from labctl.verify import REGISTRATOR_ID_RE, instance_status, registration_mode, service_health
+from roles.contract import REGISTRATOR_REGISTRATION
 
 
 def _consul_health(client: httpx.Client, spec: LabSpec, service: str) -> dict[str, tuple]:
@@ -35,6 +36,14 @@ def _consul_health(client: httpx.Client, spec: LabSpec, service: str) -> dict[st
     return health
 
 
+def _registered_by(mode: str, instance: str, instance_ids: set[str]) -> str:
+    """The service's registration mode; for registrator's, whether the spec has it."""
+    if mode != REGISTRATOR_REGISTRATION:
+        return mode or "not in the spec"
+    match = REGISTRATOR_ID_RE.match(instance)
+    return mode if match and match.group(2) in instance_ids else f"{mode}, not in the spec"
+
+
 def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:
     try:
         state = lb_client.read_lb_record(client, address)
@@ -44,22 +53,26 @@ def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:
         upstreams, title = {}, f"LB {address}: not answering ({type(exc).__name__})"
     table = Table(title=Text.assemble(f"{title}  ", (time.strftime("%H:%M:%S"), "dim")))
     consul = "consul (stand-in)" if standins.in_use(spec) else "consul"
-    for column in ("service", "instance", "address", consul, "in nginx upstream"):
+    for column in ("service", "registered by", "instance", "address", consul,
+                   "in nginx upstream"):  # fmt: skip
         table.add_column(column)
     # The spec's services, then any other the LB routes (registered by hand).
     declared = [s.name for s in spec.services]
     names = declared + sorted(set(upstreams) - set(declared))
+    instance_ids = {i.id for i in spec.instances()}
     empty = []
     for name in names:
         health = _consul_health(client, spec, name)
         routed = set(upstreams.get(name, []))
+        mode = registration_mode(spec, name)
         if not routed:
             empty.append(name)
         for where in sorted(set(health) | routed):
             instance, status = health.get(where, ("?", "not registered"))
+            by = _registered_by(mode, instance, instance_ids)
             colour = "green" if status == "passing" else "red"
             in_upstream = output.styled("yes", "green") if where in routed else "no"
-            table.add_row(name, instance, where, output.styled(status, colour), in_upstream)
+            table.add_row(name, by, instance, where, output.styled(status, colour), in_upstream)
         table.add_section()
     captions = [output.styled(standins.NOTE, "yellow")] if standins.in_use(spec) else []
     if empty:
