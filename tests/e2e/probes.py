@@ -21,8 +21,8 @@ SERVICE = "zhibo_service"
 FOLLOW_DEADLINE = 10 + 5 + 10 + 15
 
 
-def request_loop(**kwargs) -> RequestLoop:
-    return RequestLoop(f"http://{LB}/{SERVICE}", **kwargs)
+def request_loop(service: str = SERVICE, **kwargs) -> RequestLoop:
+    return RequestLoop(f"http://{LB}/{service}", **kwargs)
 
 
 class Traffic:
@@ -32,10 +32,10 @@ class Traffic:
     RFC 9112 retries by what can cause one: nginx closing idle connections at a reload,
     once per reload."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, service: str = SERVICE) -> None:
         self.what = what
-        self.fresh = request_loop()
-        self.kept = request_loop(keepalive=True)
+        self.fresh = request_loop(service)
+        self.kept = request_loop(service, keepalive=True)
         self.loops = (self.fresh, self.kept)
 
     def __enter__(self) -> Traffic:
