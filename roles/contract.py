@@ -90,6 +90,12 @@ LB_FALLBACK_SERVER = "127.0.0.1:65535"
 # {"upstreams": {service: ["address:port", ...]}, "reloads", "rejected", ...}, from the
 # configuration nginx runs. labctl, lab-wait and the LB's page all read it.
 LB_RECORD_PATH = "/_lab/lb.json"
+# What the spec says of its services that Consul does not (who registers each one:
+# {service: "lab" | "registrator"}), for the LB's page: written by role lb on the host,
+# mounted read-only under the LB's /_lab/.
+LB_SPEC_DIR = f"{LAB_CONFIG_ROOT}/lb"
+LB_REGISTRATION_FILE = "registration.json"
+LB_REGISTRATION_PATH = f"/_lab/spec/{LB_REGISTRATION_FILE}"
 
 # --- Files on the control machine ----------------------------------------------------
 

@@ -10,6 +10,7 @@ latest render and repairs it when not.
 
 from __future__ import annotations
 
+import json
 from io import StringIO
 
 from pyinfra import host
@@ -21,7 +22,9 @@ from roles.contract import (
     LAB_CONTAINER_ARGS,
     LAB_LABEL,
     LB_CONTAINER,
+    LB_REGISTRATION_FILE,
     LB_ROLE,
+    LB_SPEC_DIR,
     LOCAL_CONSUL,
     ROLE_LABEL,
     LabHost,
@@ -68,12 +71,27 @@ def _token_mount(data, lab: LabHost) -> list[str]:
     return [f"-v={CONSUL_TEMPLATE_TOKEN}:{TOKEN_IN_CONTAINER}:ro"]
 
 
+def _publish_registration(lab: LabHost) -> list[str]:
+    """Who registers each service, for the LB's page (Consul does not say): a file in a
+    directory mounted read-only where nginx serves /_lab/spec/. A change needs no restart."""
+    modes = {name: registration.mode for name, registration in lab.services.items()}
+    files.directory(name="Make the LB's spec directory", path=LB_SPEC_DIR, mode="755")
+    files.put(
+        name="Write who registers each service, for the LB's page",
+        src=StringIO(json.dumps(modes, sort_keys=True) + "\n"),
+        dest=f"{LB_SPEC_DIR}/{LB_REGISTRATION_FILE}",
+        mode="644",
+    )
+    return [f"-v={LB_SPEC_DIR}:/var/lib/lb/spec:ro"]
+
+
 @deploy("Deploy load balancer", data_defaults=DEFAULTS)
 def load_balancer() -> None:
     data = host.data
     lab: LabHost = data.lab_host
     image, image_id = image_ref(LB_ROLE)
     secret_args = _token_mount(data, lab)
+    spec_args = _publish_registration(lab)
     state_volume = f"src={data.lb_state_volume},dst=/var/lib/lb"
     lb = container(
         name="Run nginx + consul-template",
@@ -90,6 +108,7 @@ def load_balancer() -> None:
             # /_lab/ (reload counters, the configuration nginx runs) answers the lab only.
             f"-e=LB_ALLOW_CIDRS={' '.join(lab.lb.allow_cidrs)}",
             *secret_args,
+            *spec_args,
         ],
         labels={LAB_LABEL: lab.lab_name, ROLE_LABEL: LB_ROLE},
         # A new token restarts consul-template with it (start.sh reads it at start).

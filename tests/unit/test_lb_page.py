@@ -110,7 +110,8 @@ class LabState:
     """What the loopback LB serves under /_lab/, and the instances answering /<service>."""
 
     def __init__(self, lb: dict, health: dict) -> None:
-        self.files = {"lb.json": lb, "health.json": health}
+        self.files = {"lb.json": lb, "health.json": health,
+                      "spec/registration.json": {"zhibo_service": "lab", "web": "registrator"}}
         self.answering = {
             "zhibo_service": cycle([("zhibo-1", "直播服务API1 #IP:192.168.56.2"),
                                     ("zhibo-2", "直播服务API2 #IP:192.168.56.3")]),
@@ -191,6 +192,17 @@ def test_the_page_lists_every_proxied_service_with_its_instances(page, tmp_path)
     }
     assert shown["web"] == {"web-1": ("critical", "no")}
     assert counters(page) == (3, 1)
+
+
+def test_the_page_shows_who_registers_each_service(page, tmp_path):
+    shown = "return [...document.querySelectorAll('.service')].map(c => [c.dataset.service, " \
+        "c.dataset.registration, c.querySelector('.service-summary').textContent])"
+    cards = poll(page, lambda: page.execute_script(shown), PAGE_FOLLOWS, "services on the page",
+                 tmp_path)  # fmt: skip
+    assert {name: mode for name, mode, _ in cards} == {
+        "zhibo_service": "lab", "web": "registrator",
+    }  # fmt: skip
+    assert all(summary.endswith(f"registered by {mode}") for _, mode, summary in cards)
 
 
 def test_the_page_follows_a_change_of_the_upstream(page, lab_state, tmp_path):

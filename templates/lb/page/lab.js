@@ -8,6 +8,8 @@
 //                "latest_reload_failed", "published"}
 //   health.json  consul-template's render of health.ctmpl: {"services": [{"name", "tags",
 //                "lb", "instances": [{"id", "node", "address", "port", "status"}]}]}
+// and what the spec says of each service (role lb): spec/registration.json, {service:
+// "lab" | "registrator"}, who registers its instances.
 "use strict";
 
 const REFRESH_MS = 1000;
@@ -43,9 +45,11 @@ function cell(row, text, className) {
   return td;
 }
 
-function renderService(service, routed, healthKnown) {
+function renderService(service, routed, healthKnown, registration) {
   const card = $("service-card").content.firstElementChild.cloneNode(true);
   card.dataset.service = service.name;
+  // Not in the spec (a service registered by hand): nobody the lab names registers it.
+  card.dataset.registration = registration || "not in the spec";
   const link = card.querySelector(".service-link");
   link.href = `/${service.name}`;
   link.textContent = `/${service.name}`;
@@ -59,7 +63,8 @@ function renderService(service, routed, healthKnown) {
   }
   const tags = (service.tags || []).join(", ");
   card.querySelector(".service-summary").textContent =
-    `${members.size} of ${rows.size} in nginx's upstream` + (tags ? ` · tags ${tags}` : "");
+    `${members.size} of ${rows.size} in nginx's upstream` + (tags ? ` · tags ${tags}` : "") +
+    ` · registered by ${card.dataset.registration}`;
   const body = card.querySelector("tbody");
   for (const [where, instance] of [...rows].sort((a, b) => a[1].id.localeCompare(b[1].id))) {
     const row = body.insertRow();
@@ -109,12 +114,15 @@ async function refresh() {
   }
   // health.json appears with consul-template's first render after the LB starts.
   const health = await readJson("/_lab/health.json").catch(() => null);
+  const registration = await readJson("/_lab/spec/registration.json").catch(() => ({}));
   showProblem(
     health ? "" : "No Consul health yet: consul-template has not rendered since the LB started.",
   );
   const services = servicesOf(lb, health);
   $("services").replaceChildren(
-    ...services.map((s) => renderService(s, lb.upstreams[s.name] || [], health !== null)),
+    ...services.map((s) =>
+      renderService(s, lb.upstreams[s.name] || [], health !== null, registration[s.name]),
+    ),
   );
   renderServiceChoice(services.map((s) => s.name));
   const refused =
