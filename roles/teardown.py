@@ -5,7 +5,9 @@ machine is not ours to do; Ansible roles' `state: absent` is the model. Each ste
 reads facts and removes only what is there, so it is safe after a failed `up` and
 when run twice:
 
-- the lab's containers, volumes and networks (all carry the lab's label);
+- the lab's containers, volumes and networks (all carry the lab's label), and the
+  containers registrator registered for a `registration: registrator` service of the spec
+  (they carry its SERVICE_NAME label: someone started them there for the lab);
 - the images the lab loaded, pulled or built (its record on the host), no others;
 - the daemon.json keys the docker role owns (the engine reloads what it can);
 - /etc/lab (configuration), the lab's state directory, the programs the roles install
@@ -31,6 +33,7 @@ from roles.contract import (
     LAB_LABEL,
     LAB_WAIT,
     PURGE_ENGINE,
+    REGISTRATOR_REGISTRATION,
 )
 from roles.docker import DAEMON_JSON, owned_daemon_keys
 from roles.docker import DEFAULTS as DOCKER_DEFAULTS
@@ -57,6 +60,13 @@ def remove_lab() -> None:
     if engine:
         for kind in ("container", "volume", "network"):
             labelled_absent(name=f"Remove the lab's {kind}s", kind=kind, label=label)
+        for service, registration in sorted(data.lab_host.services.items()):
+            if registration.mode == REGISTRATOR_REGISTRATION:
+                labelled_absent(
+                    name=f"Remove the containers started for {service}",
+                    kind="container",
+                    label=f"SERVICE_NAME={service}",
+                )
         recorded_images_absent(name="Remove the images the lab put here")
     daemon = json_keys(
         name=f"Remove the lab's keys from {DAEMON_JSON}",
