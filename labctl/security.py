@@ -167,6 +167,12 @@ def leaving_services(spec: LabSpec) -> list[str]:
     return sorted(granted - set(lab_services(spec)))
 
 
+def _service_writer(name: str, description: str, services: list[str]) -> TokenSpec:
+    """A token that may write these services and nothing else (saved with them)."""
+    rules = _rules(*(("service", service, "write") for service in services))
+    return TokenSpec(name, description, rules, tuple(services))
+
+
 def token_specs(spec: LabSpec, leaving: list[str] | None = None) -> list[TokenSpec]:
     """Every token the lab needs, with the least each part may do; the registration
     tokens also write the `leaving` services (see leaving_services)."""
@@ -182,21 +188,18 @@ def token_specs(spec: LabSpec, leaving: list[str] | None = None) -> list[TokenSp
         for host in agents
     ]
     tokens += [
-        TokenSpec(
+        _service_writer(
             f"registration-{host.name}",
             f"registration token of host {host.name}: the lab's demo services",
-            _rules(*(("service", name, "write") for name in services)),
-            tuple(services),
+            services,
         )
         for host in agents
     ]
-    registrator_services = spec.registrator_services()
     tokens += [
-        TokenSpec(
+        _service_writer(
             f"registrator-{host.name}",
             f"registrator on host {host.name}: the registrator-mode services only",
-            _rules(*(("service", name, "write") for name in registrator_services)),
-            tuple(registrator_services),
+            spec.registrator_services(),
         )
         for host in spec.registrator_hosts
     ]

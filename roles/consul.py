@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -43,6 +42,7 @@ from roles.operations import (
     container_digest,
     lab_wait,
     replaces_running,
+    root_only_file,
     spec_hash,
     validated_config,
 )
@@ -132,14 +132,8 @@ def _write_token_header(agent: ConsulAgent) -> None:
     )
     # Empty until labctl made the host's token (the first stage of an `up`).
     token = agent.registration_token
-    files.put(
-        name="Write the host's Consul token header",
-        src=StringIO(f"X-Consul-Token: {token}\n" if token else ""),
-        dest=TOKEN_HEADER,
-        user="root",
-        group="root",
-        mode="600",
-    )
+    root_only_file("Write the host's Consul token header",
+                   f"X-Consul-Token: {token}\n" if token else "", TOKEN_HEADER)  # fmt: skip
 
 
 def config_files(data, image: str) -> dict[str, dict]:

@@ -30,7 +30,7 @@ from roles.contract import (
     LabHost,
 )
 from roles.host_images import image_ref
-from roles.operations import container, load_balancer_healthy, spec_hash
+from roles.operations import container, load_balancer_healthy, root_only_file, spec_hash
 
 DEFAULTS = {
     # consul-template's quiescence (min:max): changes arriving within `min` of each
@@ -60,14 +60,8 @@ def _token_mount(data, lab: LabHost) -> list[str]:
             f"{host.name}: lb_log_level {data.lb_log_level} makes consul-template 0.19 "
             "print its Consul token in its log; use info (or warn) with ACLs on."
         )
-    files.put(
-        name="Write consul-template's Consul token",
-        src=StringIO(lab.lb.consul_token or ""),
-        dest=CONSUL_TEMPLATE_TOKEN,
-        user="root",
-        group="root",
-        mode="600",
-    )
+    root_only_file("Write consul-template's Consul token", lab.lb.consul_token or "",
+                   CONSUL_TEMPLATE_TOKEN)  # fmt: skip
     return [f"-v={CONSUL_TEMPLATE_TOKEN}:{TOKEN_IN_CONTAINER}:ro"]
 
 

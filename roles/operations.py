@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from io import StringIO
 
 from pyinfra import host
@@ -366,9 +366,7 @@ def registrator_instances_drained(
         return
     for sid in draining:
         yield _maintenance_command(http_addr, sid, consul_header)
-    for sid in draining if lb_addresses else ():
-        where = f"{services[sid]['Address']}:{services[sid]['Port']}"
-        yield from _lb_waits("lb-drops", lb_addresses, where)
+    yield from _out_of_the_lbs(services, draining, lb_addresses)
 
 
 @operation()
@@ -442,7 +440,14 @@ def consul_services_absent(
         return
     for sid in stale:
         yield _deregister_command(http_addr, sid, consul_header)
-    for sid in stale if lb_addresses else ():
+    yield from _out_of_the_lbs(services, stale, lb_addresses)
+
+
+def _out_of_the_lbs(
+    services: dict[str, dict], ids: list[str], lb_addresses: Sequence[str]
+) -> Iterator[str]:
+    """The waits until no LB routes to any of the agent's `services` named in `ids`."""
+    for sid in ids if lb_addresses else ():
         where = f"{services[sid]['Address']}:{services[sid]['Port']}"
         yield from _lb_waits("lb-drops", lb_addresses, where)
 
@@ -493,6 +498,14 @@ def recorded_images_absent(record: str = IMAGE_RECORD):
         host.noop("no image of the lab is left")
         return
     yield "docker image rm " + " ".join(shlex.quote(ref) for ref in gone)
+
+
+def root_only_file(name: str, content: str, dest: str) -> None:
+    """A secret on the host (a token): a file only root may read, uploaded by pyinfra,
+    never on a command line."""
+    files_op.put(
+        name=name, src=StringIO(content), dest=dest, user="root", group="root", mode="600"
+    )
 
 
 @operation()

@@ -13,11 +13,8 @@ Where no service is registrator's, the role removes a registrator left from befo
 
 from __future__ import annotations
 
-from io import StringIO
-
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
 from roles.contract import (
     LAB_CONTAINER_ARGS,
@@ -30,7 +27,7 @@ from roles.contract import (
     LabHost,
 )
 from roles.host_images import image_ref
-from roles.operations import container, containers_pruned, spec_hash
+from roles.operations import container, containers_pruned, root_only_file, spec_hash
 
 DEFAULTS = {
     # Seconds between registrator's resyncs (-resync): the only repair of a Docker event
@@ -65,14 +62,8 @@ def _token_mount(lab: LabHost) -> list[str]:
     (root in its container) reads it once at start."""
     if not lab.consul.acl:
         return []
-    files.put(
-        name="Write registrator's Consul token",
-        src=StringIO(lab.registrator.token or ""),
-        dest=REGISTRATOR_TOKEN,
-        user="root",
-        group="root",
-        mode="600",
-    )
+    root_only_file("Write registrator's Consul token", lab.registrator.token or "",
+                   REGISTRATOR_TOKEN)  # fmt: skip
     return [
         f"-v={REGISTRATOR_TOKEN}:{TOKEN_IN_CONTAINER}:ro",
         f"-e=CONSUL_HTTP_TOKEN_FILE={TOKEN_IN_CONTAINER}",

@@ -27,7 +27,9 @@ import yaml
 
 from labctl.connections import connection_data
 from labctl.images.tags import IMAGE_NAMESPACE_ENV, image_namespace
+from labctl.paths import docker_network_name, lab_dir
 from labctl.spec import LabSpec, load_spec
+from roles.contract import LAB_LABEL
 from testbed.standin_build import standin_images
 from tests.conftest import PROJECT_ROOT
 from tests.support.suite_labs import BASE_NAME, LABS, SuiteLab, mark, refuse_clashes
@@ -125,6 +127,18 @@ def finish_lab(spec_file: Path) -> None:
     """`down`, which removes the lab with its mark; a failure is reported."""
     down = labctl(spec_file, "down", timeout=600)
     assert down.returncode == 0, down.stderr
+
+
+def assert_nothing_left(spec: LabSpec) -> None:
+    """After `down`: no container, volume or network of the lab, no host container, no
+    local state."""
+    client = docker.from_env()
+    label = {"label": f"{LAB_LABEL}={spec.name}"}
+    assert client.containers.list(all=True, filters=label) == []
+    assert client.containers.list(all=True, filters={"name": f"{spec.name}-"}) == []
+    assert client.volumes.list(filters=label) == []
+    assert [n.name for n in client.networks.list(names=[docker_network_name(spec)])] == []
+    assert not lab_dir(spec).exists()
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,8 @@ import docker
 
 from labctl.images.bundles import BUNDLE_MANIFEST
 from labctl.images.tags import image_namespace
-from labctl.paths import docker_network_name, lab_dir
-from roles.contract import LAB_LABEL
-from tests.e2e.conftest import labctl, start_lab, suites_image
+from labctl.paths import lab_dir
+from tests.e2e.conftest import assert_nothing_left, labctl, start_lab, suites_image
 
 
 def test_bundle_save_down_then_up_from_the_bundle(lab, e2e_spec, tags_before, tmp_path):
@@ -56,13 +55,7 @@ def test_down_leaves_nothing_behind(lab, e2e_spec):
     spec, _, _ = lab
     result = labctl(e2e_spec, "down", timeout=300)
     assert result.returncode == 0, result.stderr
-    client = docker.from_env()
-    label = {"label": f"{LAB_LABEL}={spec.name}"}
-    assert client.containers.list(all=True, filters=label) == []
-    assert client.containers.list(all=True, filters={"name": f"{spec.name}-"}) == []
-    assert client.volumes.list(filters=label) == []
-    assert [n.name for n in client.networks.list(names=[docker_network_name(spec)])] == []
-    assert not lab_dir(spec).exists()
+    assert_nothing_left(spec)
     index = Path.home() / ".vagrant.d" / "data" / "machine-index" / "index"
     if index.exists():
         machines = json.loads(index.read_text()).get("machines", {}).values()

@@ -19,14 +19,18 @@ import json
 import time
 from collections import Counter
 
-import docker
 import httpx
 import pytest
 
 from labctl import security
-from labctl.paths import docker_network_name, lab_dir
-from roles.contract import LAB_LABEL
-from tests.e2e.conftest import E2E_SUBNET, e2e_spec_data, labctl, wait_for, write_spec
+from tests.e2e.conftest import (
+    E2E_SUBNET,
+    assert_nothing_left,
+    e2e_spec_data,
+    labctl,
+    wait_for,
+    write_spec,
+)
 from tests.e2e.events import LbTimeline, assert_left_the_lb_before_it_stopped, container_events
 from tests.e2e.probes import FOLLOW_DEADLINE, LB, SERVICE, Traffic, consul, lb_state, on_host
 
@@ -226,10 +230,4 @@ def test_down_leaves_nothing_hand_started_containers_included(reg):
     start_by_hand(connections, "node1", "left-by-hand", 9093)
     result = labctl(spec_file, "down", timeout=300)
     assert result.returncode == 0, result.stderr
-    client = docker.from_env()
-    label = {"label": f"{LAB_LABEL}={spec.name}"}
-    assert client.containers.list(all=True, filters=label) == []
-    assert client.containers.list(all=True, filters={"name": f"{spec.name}-"}) == []
-    assert client.volumes.list(filters=label) == []
-    assert [n.name for n in client.networks.list(names=[docker_network_name(spec)])] == []
-    assert not lab_dir(spec).exists()
+    assert_nothing_left(spec)
