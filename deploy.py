@@ -8,28 +8,31 @@ pyinfra inventory.py deploy.py --data lab_teardown=true     (what `labctl down` 
 from pyinfra import host
 
 from roles.consul import consul_agent
+from roles.contract import AGENTS_ONLY, STAGE, TEARDOWN
 from roles.demo_service import demo_service
 from roles.docker import install_docker
-from roles.images import deliver_images
+from roles.host_images import deliver_images
 from roles.lb import load_balancer
 from roles.machine import mark_machine
 from roles.teardown import remove_lab
 
-if host.data.get("lab_teardown"):
+lab = host.data.lab_host
+
+if host.data.get(TEARDOWN):
     remove_lab()
 else:
     mark_machine()
     install_docker()
     deliver_images()
 
-    if host.data.consul_role != "none":
+    if lab.consul:
         consul_agent()
 
     # With ACLs, a lab's first `up` converges the agents alone (--data lab_stage=agents):
     # the roles below need the tokens labctl makes once the servers have a leader.
-    if host.data.lab_stage != "agents":
-        if host.data.consul_role != "none":
+    if host.data.get(STAGE) != AGENTS_ONLY:
+        if lab.consul:
             # On every agent host, also with no instances: it removes the ones the spec dropped.
             demo_service()
-        if host.data.lb:
+        if lab.lb:
             load_balancer()

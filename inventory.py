@@ -9,7 +9,8 @@ from the spec itself (ssh provider). Each group below is a list of
 (name, data) pairs; roles read the data flags, never host names.
 """
 
-from labctl.inventory import connection_data, groups
+from labctl.connections import connection_data
+from labctl.host_data import groups
 from labctl.paths import read_state, with_state
 from labctl.spec import load_spec
 

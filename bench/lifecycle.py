@@ -36,15 +36,16 @@ from rich.console import Console
 from rich.table import Table
 from verbs import LAB, ROOT, Timed, changes, labctl, spec_data
 
-sys.path.insert(0, str(ROOT))  # tests/ is not an installed package: take it from the checkout
-from tests.e2e.conftest import standin_images
+sys.path.insert(0, str(ROOT))  # testbed/ is not an installed package: take it from the checkout
+from testbed.standin_build import standin_images
 
 VERBS = ("up", "apply", "status", "verify", "down")
 # Resolve (build) every image the spec needs with the checkout's own code, untimed.
 WARM_UP = (
-    "import sys; from labctl import images, system; from labctl.spec import load_spec; "
+    "import sys; from labctl import system; from labctl.images import on_control, spec_images; "
+    "from labctl.spec import load_spec; "
     "spec, _ = load_spec(sys.argv[1]); engine = system.ensure_engine(); "
-    "[images.resolve(engine, spec, image) for image in images.lab_images(spec)]"
+    "[on_control.resolve(engine, spec, image) for image in spec_images.lab_images(spec)]"
 )
 
 # Wide enough for every column when the tables go to a file or a pipe.

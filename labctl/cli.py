@@ -30,18 +30,20 @@ from docker.errors import DockerException
 from rich.table import Table
 from rich.text import Text
 
-from labctl import images, lifecycle, operate, output, security, standins, system, virtualbox
+from labctl import lifecycle, operate, output, security, system, virtualbox
 from labctl import spec as spec_module
+from labctl.connections import connection_data
 from labctl.converge import ConvergeError, ConvergeResult
-from labctl.delivery import describe_delivery
-from labctl.images import ImageError
-from labctl.inventory import connection_data
+from labctl.images import standins
+from labctl.images.bundles import read_bundle
+from labctl.images.delivery import describe_delivery
+from labctl.images.errors import ImageError
+from labctl.images.on_control import save_bundle
 from labctl.machines import UnreachableError
 from labctl.paths import forget_removed_services, not_up_problem, read_state, with_state
 from labctl.remote import RemoteError
 from labctl.security import AclError
 from labctl.spec import (
-    CONSUL_HTTP_PORT,
     SPEC_ENV,
     LabSpec,
     SpecError,
@@ -50,6 +52,7 @@ from labctl.spec import (
 )
 from labctl.verify import Check, verify_until
 from labctl.watch import watch_lb
+from roles.contract import CONSUL_HTTP_PORT
 
 # -h as well as --help, on every verb.
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -285,7 +288,7 @@ def up(
         chosen = lifecycle.resolve_provider(spec, provider)
         problems = file_problems(spec, chosen)
         if bundle is not None:
-            images.read_bundle(bundle)  # a bundle that is none is named before any work
+            read_bundle(bundle)  # a bundle that is none is named before any work
     except (system.PrerequisiteError, lifecycle.LifecycleError, ImageError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     if problems:
@@ -297,7 +300,8 @@ def up(
     if spec.security.open:
         console.print(output.labelled(
             "security: seed", "yellow", "— the seed's open lab: no ACLs and no gossip key, so "
-            "anyone who reaches port 8500 of a host may register, change or remove services."
+            f"anyone who reaches port {CONSUL_HTTP_PORT} of a host may register, change or remove "
+            "services."
         ))  # fmt: skip
     result = _run("up", lambda report: lifecycle.up(spec, chosen, report, bundle, offline))
     _print_changes(result, spec)
@@ -393,7 +397,7 @@ def bundle_save(file: Path) -> None:
         where = "is a folder" if file.is_dir() else f"is in {file.parent}, which is no folder here"
         raise _fail(f"{file} {where}; name a file in a folder that exists.", EXIT_BAD_INPUT)
     spec = _spec(files=True)
-    manifest = _run(f"bundle save {file}", lambda report: images.save_bundle(spec, file, report))
+    manifest = _run(f"bundle save {file}", lambda report: save_bundle(spec, file, report))
     for ref, image_id in manifest.items():
         console.print(f"  {ref}  {image_id[:19]}")
 

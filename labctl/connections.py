@@ -30,11 +30,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from labctl import vagrant
-from labctl.inventory import SshData, connection_data, ssh_data_from_vagrant
+from labctl import system, vagrant
 from labctl.paths import read_state, vagrant_dotfile_path, write_state
-from labctl.remote import RemoteError
+from labctl.remote import RemoteError, SshData
 from labctl.spec import LabSpec
+from labctl.spec_types import Host
 
 T = TypeVar("T")
 # One observed machine: Vagrant's id of it, its state in Vagrant's words, and where
@@ -43,6 +43,38 @@ Observed = dict[str, str | None]
 FORWARDING_RE = re.compile(r'^Forwarding\(\d+\)="ssh,tcp,([^,]*),(\d+),[^,]*,\d+"$', re.M)
 VMSTATE_RE = re.compile(r'^VMState="([^"]+)"$', re.M)
 MAX_PARALLEL = 16
+
+
+def ssh_data_for_spec(spec: LabSpec, host: Host) -> SshData:
+    """Connection data for the ssh provider: existing machines, no Vagrant."""
+    data: SshData = {
+        "ssh_hostname": host.ssh_host or str(host.address),
+        "ssh_user": host.ssh_user or spec.ssh.user,
+        "ssh_port": host.ssh_port or spec.ssh.port,
+    }
+    key = host.ssh_key or spec.ssh.key
+    if key:
+        data["ssh_key"] = str(spec.spec_relative(key))
+        data["ssh_allow_agent"] = data["ssh_look_for_keys"] = False
+    # A first contact is recorded, a changed key refused (labctl.remote does the same).
+    data["ssh_strict_host_key_checking"] = "accept-new"
+    data["ssh_known_hosts_file"] = str(spec.spec_relative(spec.ssh.known_hosts))
+    if data["ssh_user"] != "root":
+        data["_sudo"] = True
+    return data
+
+
+def ssh_data_from_vagrant(conf: dict[str, str]) -> SshData:
+    """Connection data from one host's `vagrant ssh-config`."""
+    return {
+        "ssh_hostname": conf["HostName"],
+        "ssh_port": int(conf["Port"]),
+        "ssh_user": conf["User"],
+        "ssh_key": conf["IdentityFile"],
+        "ssh_strict_host_key_checking": "no",
+        "ssh_known_hosts_file": "/dev/null",
+        "_sudo": conf["User"] != "root",
+    }
 
 
 def machine_id(spec: LabSpec, provider: str, host: str) -> str | None:
@@ -87,8 +119,6 @@ def observe(spec: LabSpec, provider: str) -> dict[str, Observed] | None:
     """Every host's machine as the provider shows it now; None where it cannot be asked."""
     ids = {h.name: machine_id(spec, provider, h.name) for h in spec.hosts}
     if provider == "docker":
-        from labctl import system
-
         client = system.engine()
         if client is None:
             return None
@@ -150,6 +180,15 @@ def machines(spec: LabSpec, provider: str) -> dict[str, dict[str, Any]]:
 def connections(spec: LabSpec, provider: str) -> dict[str, SshData]:
     """How to reach each running host (the others are left out)."""
     return {name: m["ssh"] for name, m in machines(spec, provider).items() if m["ssh"]}
+
+
+def connection_data(spec: LabSpec, provider: str | None = None) -> dict[str, SshData]:
+    """How to reach each running host for the provider the lab was brought up with:
+    the spec's machines (ssh), else what Vagrant said, cached (`connections`)."""
+    provider = provider or read_state(spec).get("provider") or spec.provider
+    if provider == "ssh":
+        return {host.name: ssh_data_for_spec(spec, host) for host in spec.hosts}
+    return connections(spec, provider)
 
 
 def _each(

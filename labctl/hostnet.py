@@ -18,8 +18,9 @@ from pathlib import Path
 
 from docker import DockerClient
 
-from labctl.paths import LAB_LABEL, docker_network_name
+from labctl.paths import docker_network_name
 from labctl.spec import LabSpec
+from roles.contract import LAB_LABEL
 
 ROUTES = Path("/proc/net/route")
 # Interfaces that a lab's own network may already have, on its own subnet: the docker

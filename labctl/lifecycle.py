@@ -15,20 +15,19 @@ from docker.errors import DockerException, NotFound
 from labctl import (
     aptcache,
     connections,
-    delivery,
+    down_on_machines,
     hostnet,
-    images,
     machines,
     security,
-    standins,
     system,
-    teardown,
     vagrant,
 )
+from labctl.connections import connection_data
 from labctl.converge import ConnectFailure, ConvergeError, ConvergeResult, converge
-from labctl.inventory import SshData, connection_data
+from labctl.images import delivery, standins
+from labctl.images.debian_base import ensure_base_image
+from labctl.images.engine import engine_arch
 from labctl.paths import (
-    LAB_LABEL,
     docker_network_name,
     lab_dir,
     log_summary,
@@ -38,8 +37,9 @@ from labctl.paths import (
     write_state,
 )
 from labctl.platforms import control_arch
-from labctl.remote import RemoteError, run
+from labctl.remote import RemoteError, SshData, run
 from labctl.spec import LabSpec, SpecError
+from roles.contract import AGENTS_ONLY, LAB_LABEL, STAGE
 
 Report = Callable[[str], None]
 
@@ -70,9 +70,9 @@ def hosts_arch(spec: LabSpec, provider: str, report: Report) -> dict[str, str]:
     engine's for the docker provider's containers, this machine's for VirtualBox VMs."""
     if provider == "ssh":
         report(f"reaching {len(spec.hosts)} machines over SSH")
-        return machines.hosts_arch(connection_data(spec, "ssh"), spec.name)
+        return machines.reachable_arches(connection_data(spec, "ssh"), spec.name)
     docker_road = provider == "docker"
-    arch = images.engine_arch(system.ensure_engine()) if docker_road else control_arch()
+    arch = engine_arch(system.ensure_engine()) if docker_road else control_arch()
     return dict.fromkeys((h.name for h in spec.hosts), arch)
 
 
@@ -91,12 +91,12 @@ def preflight(
     arches = hosts_arch(spec, provider, report)
     state: dict = {"provider": provider}
     if offline:
-        lb_arch = next((arches[h.name] for h in spec.hosts if h.lb), control_arch())
+        lb_arch = next((arches[h.name] for h in spec.lb_hosts), control_arch())
         state["offline"] = standins.offline_images(spec, lb_arch)
         report(standins.NOTE)
         spec = with_images(spec, state["offline"])
     if provider == "docker":
-        how = images.ensure_base_image(system.ensure_engine(), spec.docker.base_image)
+        how = ensure_base_image(system.ensure_engine(), spec.docker.base_image)
         report(f"base image {spec.docker.base_image}: {how}")
     return spec, state | delivery.prepare(spec, arches, bundle, report)
 
@@ -157,7 +157,7 @@ def up(
     if not spec.security.acl:
         return converge_lab(spec, report)
     # The roles after Consul need tokens, and tokens need a leader: the agents first.
-    agents = converge_lab(spec, report, ("--data", "lab_stage=agents"))
+    agents = converge_lab(spec, report, ("--data", f"{STAGE}={AGENTS_ONLY}"))
     leaving = security.leaving_services(spec)
     security.ensure_acls(spec, report, check_servers=True, leaving=leaving)
     hand_out_agent_tokens(spec, report)
@@ -321,10 +321,10 @@ def down(spec: LabSpec, report: Report, purge_engine: bool = False) -> list[str]
     provider = state.get("provider") or ("ssh" if spec.provider == "ssh" else None)
     if provider == "ssh":
         try:
-            removed += teardown.remove_from_machines(
+            removed += down_on_machines.remove_from_machines(
                 spec, log_file(spec, "down"), report, purge_engine
             )
-        except teardown.PartialTeardown as exc:
+        except down_on_machines.PartialTeardown as exc:
             # The local state stays, for the next `down`.
             raise LifecycleError(str(exc)) from None
     if provider == "docker":

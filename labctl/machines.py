@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from labctl.inventory import SshData
 from labctl.platforms import docker_arch
-from labctl.remote import RemoteError, address, run
-from roles.machine import LAB_MARK
+from labctl.remote import RemoteError, SshData, address, run
+from roles.contract import LAB_MARK
 
 PROBE_TIMEOUT = 15.0
 PROBE = (
@@ -67,7 +66,7 @@ def reach(connections: dict[str, SshData], lab: str) -> tuple[dict[str, str], li
     return arches, problems
 
 
-def hosts_arch(connections: dict[str, SshData], lab: str) -> dict[str, str]:
+def reachable_arches(connections: dict[str, SshData], lab: str) -> dict[str, str]:
     """Architecture of every host; UnreachableError when any host cannot be used."""
     arches, problems = reach(connections, lab)
     if problems:

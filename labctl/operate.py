@@ -15,19 +15,20 @@ from collections.abc import Callable
 
 import httpx
 
-from labctl import connections, lb, system, vagrant
+from labctl import connections, lb_client, system, vagrant
 from labctl import services as lab_services
 from labctl.converge import ConvergeResult
 from labctl.lifecycle import LifecycleError, apply
 from labctl.paths import (
-    LAB_LABEL,
     host_container_name,
     read_state,
     record_counts,
     with_state,
 )
 from labctl.remote import RemoteError, run
-from labctl.spec import LabSpec, Service, SpecError, validate
+from labctl.services import Service
+from labctl.spec import LabSpec, SpecError, validate
+from roles.contract import LAB_LABEL
 
 Report = Callable[[str], None]
 LB_FOLLOW_DEADLINE = 60.0
@@ -85,14 +86,14 @@ def scale_request(spec: LabSpec, assignment: str) -> tuple[str, int]:
 
 def wait_for_lb(spec: LabSpec, service: str, expected: set[str], report: Report) -> float:
     """Wait until the LB's upstream for `service` is exactly `expected` (address:port)."""
-    address = lb.lb_address(spec)
+    address = lb_client.lb_address(spec)
     if address is None:
         return 0.0
     started = time.monotonic()
     with httpx.Client(timeout=5) as client:
         while time.monotonic() - started < LB_FOLLOW_DEADLINE:
             try:
-                servers = set(lb.read_state(client, address).upstreams.get(service, []))
+                servers = set(lb_client.read_lb_record(client, address).upstreams.get(service, []))
             except httpx.HTTPError:
                 servers = set()
             if servers == expected:
@@ -120,13 +121,13 @@ def scale(spec: LabSpec, service: str, total: int, report: Report) -> ConvergeRe
         raise SpecError(problems)
     record_counts(spec, service, counts)
     result = apply(scaled, report)
-    wanted = {f"{i.address}:{i.port}" for i in scaled.demo_instances() if i.service == service}
+    wanted = {f"{i.address}:{i.port}" for i in scaled.instances() if i.service == service}
     wait_for_lb(spec, service, wanted, report)
     return result
 
 
 def _instance(spec: LabSpec, target: str):
-    return next((i for i in with_state(spec).demo_instances() if i.id == target), None)
+    return next((i for i in with_state(spec).instances() if i.id == target), None)
 
 
 def _remote(spec: LabSpec, host: str, command: str) -> str:
@@ -190,7 +191,7 @@ def _host_action(spec: LabSpec, target: str, failing: bool, report: Report) -> s
 def check_target(spec: LabSpec, target: str) -> None:
     """Raise SpecError unless `target` is an instance or a host of the lab."""
     if _instance(spec, target) is None and target not in {h.name for h in spec.hosts}:
-        names = [i.id for i in with_state(spec).demo_instances()] + [h.name for h in spec.hosts]
+        names = [i.id for i in with_state(spec).instances()] + [h.name for h in spec.hosts]
         raise SpecError([f"unknown target {target!r}; use one of {', '.join(names)}."])
 
 

@@ -11,10 +11,6 @@ from labctl.spec import PROJECT_ROOT, LabSpec, SpecError
 # What labctl keeps between labs on this machine: downloads, image archives, apt's cache.
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labctl"
 
-# Label on every container and volume the lab creates, so `down` can find them
-# even after a failed or partial `up`.
-LAB_LABEL = "io.labctl.lab"
-
 
 # Each lab's recorded state (provider, images, machines, counts), in its lab_dir.
 STATE_FILE = "state.json"

@@ -13,11 +13,14 @@ import shlex
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from paramiko.hostkeys import HostKeyEntry
 
-from labctl.inventory import SshData
+# How to reach a host: pyinfra's connection keys, as its SSH connector names them
+# (ssh_hostname, ssh_port, ssh_user, ssh_key, ssh_known_hosts_file, ...).
+SshData = dict[str, Any]
 
 # One writer at a time: several hosts are probed in parallel.
 _KNOWN_HOSTS_LOCK = threading.Lock()

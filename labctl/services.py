@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import Field, model_validator
 
-if TYPE_CHECKING:
-    from labctl.spec import Host
+from labctl.spec_types import HIGHEST_PORT, Host, StrictModel
+from roles.contract import CONSUL_HTTP_PORT, ServiceInstance
 
 # The seed's service. A service of this name keeps the seed's tags, and its instances
 # keep the seed's IDs (zhibo-n, zhibo-n-k) and titles (直播服务API{n}): the seed and the
@@ -31,12 +29,11 @@ SEED_TITLE = "直播服务API"
 DEFAULT_BASE_PORT = 8080
 
 # Consul's own ports on every agent host (server RPC, serf LAN and WAN, HTTP, DNS).
-CONSUL_PORTS = {8300: "server RPC", 8301: "serf LAN", 8302: "serf WAN", 8500: "HTTP",
-                8600: "DNS"}  # fmt: skip
+CONSUL_PORTS = {8300: "server RPC", 8301: "serf LAN", 8302: "serf WAN",
+                CONSUL_HTTP_PORT: "HTTP", 8600: "DNS"}  # fmt: skip
 # Instances run as an unprivileged user on the host's network (--net=host), where ports
 # below 1024 need root; the LB's own 80 is among them.
 LOWEST_PORT = 1024
-HIGHEST_PORT = 65535
 
 # Consul accepts almost any service name (it warns when DNS cannot serve it); what binds
 # the lab is the rest of the road: consul-template reads `.` in `service "tag.name"` as a
@@ -91,13 +88,6 @@ def go_duration_ns(text: str) -> int | None:
     return sign * total
 
 
-class StrictModel(BaseModel):
-    """A mapping of the spec: unknown keys refused, and no coercion of YAML's types (no
-    `true` read as 1, no "2" read as 2: a value of the wrong type is named instead)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
 class ServiceCheck(StrictModel):
     """The HTTP health check every instance is registered with (the seed's settings)."""
 
@@ -110,7 +100,7 @@ class ServiceCheck(StrictModel):
 
 class Service(StrictModel):
     name: str
-    tags: list[str] = []
+    tags: list[str] = Field(default_factory=list)
     # Instance k on a host listens on port + k - 1.
     port: int = DEFAULT_BASE_PORT
     # Host name -> instances there. Unset on the first service: the hosts' `demo` counts.
@@ -136,19 +126,6 @@ class Service(StrictModel):
         return SEED_TITLE if self.name == SEED_SERVICE else f"{self.name} "
 
 
-@dataclass(frozen=True)
-class DemoInstance:
-    """One demo instance: the seed's 直播服务API{n} on host n (1-based), or another
-    service's."""
-
-    service: str
-    host: str
-    address: str
-    id: str
-    title: str
-    port: int
-
-
 def counts(services: Sequence[Service], hosts: Sequence[Host], index: int) -> dict[str, int]:
     """Host name -> instances of services[index]: its `instances`, or for the first
     service without them, the hosts' `demo` counts."""
@@ -156,11 +133,11 @@ def counts(services: Sequence[Service], hosts: Sequence[Host], index: int) -> di
     if service.instances is not None:
         return dict(service.instances)
     if index == 0:
-        return {h.name: h.demo for h in hosts}
+        return {h.name: h.first_service_count for h in hosts}
     return {}
 
 
-def instances(services: Sequence[Service], hosts: Sequence[Host]) -> list[DemoInstance]:
+def instances(services: Sequence[Service], hosts: Sequence[Host]) -> list[ServiceInstance]:
     """Every instance the services declare, service by service in spec order. IDs and
     ports depend only on the host's position and the instance's index on it, so changing
     one host's count leaves every other instance as it is."""
@@ -171,7 +148,7 @@ def instances(services: Sequence[Service], hosts: Sequence[Host]) -> list[DemoIn
             for k in range(1, per_host.get(host.name, 0) + 1):
                 suffix = "" if k == 1 else f"-{k}"
                 found.append(
-                    DemoInstance(
+                    ServiceInstance(
                         service=service.name,
                         host=host.name,
                         address=str(host.address),
@@ -236,7 +213,7 @@ def _count_problems(
     services: Sequence[Service], hosts: Sequence[Host], source: str
 ) -> Iterator[str]:
     by_name = {h.name: h for h in hosts}
-    demo_hosts = [h.name for h in hosts if h.demo]
+    demo_hosts = [h.name for h in hosts if h.first_service_count]
     if not services:
         if demo_hosts:
             yield (

@@ -17,18 +17,16 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     Field,
     PrivateAttr,
-    Strict,
     ValidationError,
     field_validator,
 )
 
 from labctl import services as lab_services
-from labctl.services import SEED_SERVICE, DemoInstance, Service, StrictModel
-
-__all__ = ["DemoInstance", "Service"]
+from labctl.services import SEED_SERVICE, Service
+from labctl.spec_types import Host, LocalPath, Port, StrictModel, Subnet
+from roles.contract import ServiceInstance
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = PROJECT_ROOT / "lab.yaml"
@@ -61,9 +59,6 @@ DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 Provider = Literal["auto", "virtualbox", "docker", "ssh"]
 
-# Every agent's HTTP API (the seed's -client=0.0.0.0), which labctl reads and writes.
-CONSUL_HTTP_PORT = 8500
-
 
 class SpecError(Exception):
     """The spec is unusable. ``problems`` holds one sentence per problem."""
@@ -73,41 +68,10 @@ class SpecError(Exception):
         self.problems = problems
 
 
-def _written_as_text(value: object) -> object:
-    """Addresses are written as text: YAML reads 3232249858 as a number, which
-    ipaddress would silently take for 192.168.56.2."""
-    if isinstance(value, str | ipaddress.IPv4Address | ipaddress.IPv4Network):
-        return value
-    raise ValueError("is not an address; write it as text, e.g. 192.168.56.2")
-
-
-def _network(value: object) -> object:
-    """A subnet, written as its network address: one with host bits set names which
-    network was meant."""
-    value = _written_as_text(value)
-    if not isinstance(value, str):
-        return value
-    try:
-        network = ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ValueError("is not an IPv4 network; write it as ADDRESS/PREFIX, e.g. "
-                         "192.168.56.0/24") from None  # fmt: skip
-    if network.version != 4:
-        raise ValueError("is an IPv6 network; the lab runs on IPv4: write e.g. 192.168.56.0/24")
-    if ipaddress.ip_interface(value).ip != network.network_address:
-        raise ValueError(f"has host bits set; did you mean {network}?")
-    return network
-
-
-Address = Annotated[ipaddress.IPv4Address, Strict(False), BeforeValidator(_written_as_text)]
-Subnet = Annotated[ipaddress.IPv4Network, Strict(False), BeforeValidator(_network)]
-LocalPath = Annotated[Path, Strict(False)]
 # VirtualBox's limits for one VM (include/VBox/param.h: VMM_MAX_CPU_COUNT,
 # MM_RAM_MAX_IN_MB on a 64-bit host).
 VIRTUALBOX_MAX_CPUS = 64
 VIRTUALBOX_MAX_MEMORY_MB = 2097152
-# A port, as TCP has them.
-Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class Network(StrictModel):
@@ -191,7 +155,7 @@ class Security(StrictModel):
 
     @property
     def open(self) -> bool:
-        """The seed's lab: neither (anyone who reaches :8500 may change the catalog)."""
+        """The seed's lab: neither (anyone who reaches an agent's API may change the catalog)."""
         return not (self.gossip_encryption or self.acl)
 
 
@@ -210,22 +174,6 @@ class Apt(StrictModel):
                 "is not auto, none or an apt proxy's URL; write e.g. http://10.0.0.1:3142"
             )
         return value
-
-
-class Host(StrictModel):
-    name: str
-    address: Address
-    consul: Literal["server", "client", "none"] = "client"
-    bootstrap: bool = False
-    lb: bool = False
-    # Instances of the first service (services[0]) on this host.
-    demo: int = 0
-    # Per-host overrides for the ssh provider; default to the address and the
-    # spec-wide ssh settings.
-    ssh_host: str | None = None
-    ssh_user: str | None = None
-    ssh_port: Port | None = None
-    ssh_key: str | None = None
 
 
 class LabSpec(StrictModel):
@@ -267,6 +215,11 @@ class LabSpec(StrictModel):
         return [h for h in self.hosts if h.consul == "server"]
 
     @property
+    def lb_hosts(self) -> list[Host]:
+        """The hosts that run the LB (`lb: true`)."""
+        return [h for h in self.hosts if h.lb]
+
+    @property
     def consul_image(self) -> str:
         return self.images.consul or f"hashicorp/consul:{self.versions.consul}"
 
@@ -274,7 +227,7 @@ class LabSpec(StrictModel):
     def gateway(self) -> ipaddress.IPv4Address:
         return next(self.network.subnet.hosts())
 
-    def demo_instances(self) -> list[DemoInstance]:
+    def instances(self) -> list[ServiceInstance]:
         """Every instance the spec declares, of every service (labctl/services.py)."""
         return lab_services.instances(self.services, self.hosts)
 
@@ -286,7 +239,7 @@ class LabSpec(StrictModel):
 
     def instance_hosts(self) -> list[str]:
         """The hosts that run any instance."""
-        running = {i.host for i in self.demo_instances()}
+        running = {i.host for i in self.instances()}
         return [h.name for h in self.hosts if h.name in running]
 
     def with_counts(self, name: str, counts: dict[str, int]) -> LabSpec:
@@ -296,7 +249,12 @@ class LabSpec(StrictModel):
         index = [s.name for s in self.services].index(name)
         service = self.services[index]
         if index == 0 and service.instances is None:
-            hosts = [h.model_copy(update={"demo": counts.get(h.name, h.demo)}) for h in self.hosts]
+            hosts = [
+                host.model_copy(update={"first_service_count": counts[host.name]})
+                if host.name in counts
+                else host
+                for host in self.hosts
+            ]
             changed = self.model_copy(update={"hosts": hosts})
         else:
             merged = {**(service.instances or {}), **counts}
@@ -378,7 +336,7 @@ def _known_keys(loc: tuple) -> list[str]:
         if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
             inner = annotation
         model = inner
-    return list(model.model_fields)
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 # How to write a value of the type a key wants, for a value of another type (YAML reads
@@ -459,10 +417,23 @@ def _login_problems(spec: LabSpec, source: str) -> list[str]:
 
 
 def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]]:
-    errors: list[str] = []
-    warnings: list[str] = []
-    subnet = spec.network.subnet
+    """What is wrong with a spec that parsed (errors), and what is risky (warnings)."""
+    consul_errors, consul_warnings = _consul_problems(spec, source)
+    errors = [
+        *_name_and_version_problems(spec, source),
+        *_image_problems(spec, source),
+        *_login_problems(spec, source),
+        *_subnet_problems(spec, source),
+        *_host_problems(spec, source),
+        *lab_services.problems(spec.services, spec.hosts, source),
+        *consul_errors,
+    ]
+    return errors, [*_consul_template_warnings(spec, source), *consul_warnings]
 
+
+def _name_and_version_problems(spec: LabSpec, source: str) -> list[str]:
+    """The lab's name, that it has hosts, and versions pinned to a release."""
+    errors: list[str] = []
     if not NAME_RE.match(spec.name):
         errors.append(
             f"{source}: name = {spec.name!r} must be 2-32 lowercase letters, digits or '-', "
@@ -477,9 +448,13 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
                 f"{source}: versions.{field} = {version!r} is not a pinned release; "
                 "write it as MAJOR.MINOR.PATCH, e.g. 1.11.3."
             )
+    return errors
 
-    errors += _image_problems(spec, source) + _login_problems(spec, source)
 
+def _subnet_problems(spec: LabSpec, source: str) -> list[str]:
+    """The lab's subnet: a private range, and one VirtualBox allows where it makes it."""
+    errors: list[str] = []
+    subnet = spec.network.subnet
     for kind, reserved in RESERVED_SUBNETS.items():
         if subnet.overlaps(reserved):
             errors.append(
@@ -498,7 +473,12 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
             "range VirtualBox allows for host-only networks; pick a subnet inside it, or set "
             "network.allow_any_subnet: true after allowing it in /etc/vbox/networks.conf."
         )
+    return errors
 
+
+def _host_problems(spec: LabSpec, source: str) -> list[str]:
+    """Each host: its name and address its own, the address usable, its roles compatible."""
+    errors: list[str] = []
     seen_names: dict[str, int] = {}
     seen_addresses: dict[str, int] = {}
     for i, host in enumerate(spec.hosts):
@@ -522,56 +502,80 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
             )
         seen_addresses.setdefault(address, i)
         if spec.provider != "ssh":
-            if host.address not in subnet:
-                errors.append(
-                    f"{where}.address {address} is outside the lab subnet {subnet}; "
-                    "use an address inside it or change network.subnet."
-                )
-            elif host.address in (subnet.network_address, subnet.broadcast_address):
-                errors.append(
-                    f"{where}.address {address} is the subnet's network or broadcast address; "
-                    "use a host address."
-                )
-            elif host.address == spec.gateway:
-                errors.append(
-                    f"{where}.address {address} is the subnet's first address, which the "
-                    "VirtualBox host adapter or the Docker network gateway takes; start at "
-                    f"{spec.gateway + 1}."
-                )
-        if host.demo < 0:
-            errors.append(
-                f"{where}.demo = {host.demo} is below zero; "
-                "use 0 for no demo instance on this host."
-            )
-        if host.bootstrap and host.consul != "server":
-            errors.append(
-                f"{where}.bootstrap is true but consul is {host.consul!r}; only a server can "
-                "bootstrap the cluster: set consul: server or drop bootstrap."
-            )
-        if host.demo > 0 and host.consul == "none":
-            errors.append(
-                f"{where}.demo is {host.demo} but consul is 'none'; instances register with "
-                "their own host's Consul agent, so set consul: client or demo: 0."
-            )
-        if host.lb and host.consul == "none":
-            errors.append(
-                f"{where}.lb is true but consul is 'none'; consul-template reads the local "
-                "Consul agent, so the LB host needs consul: client or server."
-            )
+            errors += _address_problems(spec, where, host)
+        errors += _host_role_problems(where, host)
+    return errors
 
-    errors += lab_services.problems(spec.services, spec.hosts, source)
 
-    ct_version = spec.versions.consul_template
-    if VERSION_RE.match(ct_version) and (
-        tuple(int(p) for p in ct_version.split(".")) < CONSUL_TEMPLATE_BACKOFF_FIXED
-    ):
-        warnings.append(
-            f"{source}: versions.consul_template {ct_version} overflows its retry backoff "
-            "(hashicorp/consul-template#1028): once Consul has been away for about six minutes "
-            "the LB's consul-template spins one core and floods its log; use 0.19.4 or later "
-            "(the default is 0.19.5)."
+def _address_problems(spec: LabSpec, where: str, host: Host) -> list[str]:
+    """A host address the provider gives: inside the subnet, and neither its network,
+    broadcast nor gateway address."""
+    subnet = spec.network.subnet
+    address = str(host.address)
+    if host.address not in subnet:
+        return [
+            f"{where}.address {address} is outside the lab subnet {subnet}; "
+            "use an address inside it or change network.subnet."
+        ]
+    if host.address in (subnet.network_address, subnet.broadcast_address):
+        return [
+            f"{where}.address {address} is the subnet's network or broadcast address; "
+            "use a host address."
+        ]
+    if host.address == spec.gateway:
+        return [
+            f"{where}.address {address} is the subnet's first address, which the "
+            "VirtualBox host adapter or the Docker network gateway takes; start at "
+            f"{spec.gateway + 1}."
+        ]
+    return []
+
+
+def _host_role_problems(where: str, host: Host) -> list[str]:
+    """A host's roles that do not fit together (an LB or instances without an agent)."""
+    errors: list[str] = []
+    if host.first_service_count < 0:
+        errors.append(
+            f"{where}.demo = {host.first_service_count} is below zero; "
+            "use 0 for no demo instance on this host."
         )
+    if host.bootstrap and host.consul != "server":
+        errors.append(
+            f"{where}.bootstrap is true but consul is {host.consul!r}; only a server can "
+            "bootstrap the cluster: set consul: server or drop bootstrap."
+        )
+    if host.first_service_count > 0 and host.consul == "none":
+        errors.append(
+            f"{where}.demo is {host.first_service_count} but consul is 'none'; instances "
+            "register with their own host's Consul agent, so set consul: client or demo: 0."
+        )
+    if host.lb and host.consul == "none":
+        errors.append(
+            f"{where}.lb is true but consul is 'none'; consul-template reads the local "
+            "Consul agent, so the LB host needs consul: client or server."
+        )
+    return errors
 
+
+def _consul_template_warnings(spec: LabSpec, source: str) -> list[str]:
+    """A consul-template release with the retry backoff overflow."""
+    version = spec.versions.consul_template
+    if not VERSION_RE.match(version):
+        return []  # _name_and_version_problems names it
+    if tuple(int(p) for p in version.split(".")) >= CONSUL_TEMPLATE_BACKOFF_FIXED:
+        return []
+    return [
+        f"{source}: versions.consul_template {version} overflows its retry backoff "
+        "(hashicorp/consul-template#1028): once Consul has been away for about six minutes "
+        "the LB's consul-template spins one core and floods its log; use 0.19.4 or later "
+        "(the default is 0.19.5)."
+    ]
+
+
+def _consul_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]]:
+    """The Consul servers: at least one, at most one bootstrap server; an even count warned."""
+    errors: list[str] = []
+    warnings: list[str] = []
     servers = spec.consul_servers
     if spec.hosts and not servers:
         errors.append(

@@ -19,12 +19,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from labctl import lb, security
-from labctl.inventory import SshData
-from labctl.remote import RemoteError, run
-from labctl.spec import CONSUL_HTTP_PORT, LabSpec
-from roles.demo_service import ROLE as DEMO_ROLE
-from roles.lb import DEFAULTS as LB_DEFAULTS
+from labctl import lb_client, security
+from labctl.remote import RemoteError, SshData, run
+from labctl.spec import LabSpec
+from roles.contract import CONSUL_HTTP_PORT, DEMO_SERVICE_ROLE, LB_CONTAINER, MANAGED_BY_META
 
 # Consul's serf member status codes.
 MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
@@ -119,7 +117,7 @@ def instance_checks(
     passes, and answers its own line; no other instance of it is registered."""
     checks = []
     registered = {entry["Service"]["ID"]: entry for entry in entries}
-    declared = [i for i in spec.demo_instances() if i.service == name]
+    declared = [i for i in spec.instances() if i.service == name]
     for instance in declared:
         entry = registered.get(instance.id)
         if entry is None:
@@ -150,12 +148,12 @@ def lb_checks(
 ) -> list[Check]:
     """Requests through the LB's /<service> reach every passing instance and no other: an
     instance that is registered but not passing must get no traffic (it is rightly out)."""
-    address = lb.lb_address(spec)
+    address = lb_client.lb_address(spec)
     if address is None or not (entries or any(spec.service_counts(service).values())):
         return []  # no instance declared or registered: no upstream, no location
     checks = []
     status = {entry["Service"]["ID"]: instance_status(entry) for entry in entries}
-    seen = lb.sample(client, address, service, LB_SAMPLE)
+    seen = lb_client.sample(client, address, service, LB_SAMPLE)
     for instance, state in sorted(status.items()):
         count = seen.pop(instance, 0)
         if state == "passing":
@@ -190,7 +188,7 @@ def removed_service_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
         ids = [
             e["Service"]["ID"]
             for e in entries
-            if e["Service"].get("Meta", {}).get("lab_managed") == DEMO_ROLE
+            if e["Service"].get("Meta", {}).get(MANAGED_BY_META) == DEMO_SERVICE_ROLE
         ]
         if ids:
             detail = f"not in the spec, still registered: {', '.join(sorted(ids))}"
@@ -199,15 +197,21 @@ def removed_service_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
 
 
 def nginx_checks(spec: LabSpec, connections: dict[str, SshData] | None) -> list[Check]:
-    """The configuration the LB runs passes `nginx -t`, and nginx took the latest
-    render (templates/lb/lb-health's reload_failed; a row only when it did not)."""
-    lb_host = next((h.name for h in spec.hosts if h.lb), None)
-    if lb_host is None or not connections or lb_host not in connections:
-        return []
-    container = LB_DEFAULTS["lb_container_name"]
+    """On every LB host: the configuration the LB runs passes `nginx -t`, and nginx took
+    the latest render (templates/lb/lb-health's reload_failed; a row only when it did not)."""
+    return [
+        check
+        for host in spec.lb_hosts
+        if connections and host.name in connections
+        for check in _nginx_checks_on(host.name, connections[host.name])
+    ]
+
+
+def _nginx_checks_on(lb_host: str, connection: SshData) -> list[Check]:
+    container = LB_CONTAINER
     try:
-        code, output = run(connections[lb_host], f"docker exec {container} nginx -t", sudo=True)
-        _, health = run(connections[lb_host], f"docker exec {container} lb-health", sudo=True)
+        code, output = run(connection, f"docker exec {container} nginx -t", sudo=True)
+        _, health = run(connection, f"docker exec {container} lb-health", sudo=True)
     except RemoteError as exc:
         return [Check("nginx -t", lb_host, False, str(exc))]
     last = output.strip().splitlines()[-1:] or [""]

@@ -14,100 +14,103 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 
-from roles.consul import DEFAULTS as CONSUL_DEFAULTS
 from roles.consul import token_header
-from roles.images import image_ref
-from roles.operations import (
+from roles.contract import (
+    DEMO_SERVICE_ROLE,
+    LAB_CONTAINER_ARGS,
     LAB_LABEL,
+    LOCAL_CONSUL,
+    MANAGED_BY_META,
     ROLE_LABEL,
-    consul_services_absent,
-    containers_pruned,
-    service_instance,
+    LabHost,
+    Registration,
+    ServiceInstance,
 )
+from roles.host_images import image_ref
+from roles.operations import consul_services_absent, containers_pruned, service_instance
 
 DEFAULTS = {
-    # The instances (`demo_instances`) and each service's tags and check settings
-    # (`demo_services`) come from the spec's `services` (labctl/inventory.py).
+    # The instances and each service's tags and check settings come from the spec's
+    # `services` (the host's LabHost, labctl/host_data.py).
 
     # Extra environment of every instance (e.g. {"TZ": "Asia/Shanghai"}); a change
     # replaces the instances one at a time, with no failed request.
     "demo_environment": {},
-    # The local agent the instances register with, and the file holding the host's
-    # registration token (both the consul role's).
-    "consul_http_addr": CONSUL_DEFAULTS["consul_http_addr"],
-    "consul_token_header": CONSUL_DEFAULTS["consul_token_header"],
 }
 
-ROLE = "demo_service"
 
-
-def registration(data, instance: dict) -> dict:
+def registration(lab: LabHost, instance: ServiceInstance) -> dict:
     """The agent/service/register body for one instance (the seed's, plus Meta)."""
-    service = data.demo_services[instance["service"]]
-    check = service["check"]
-    url = f"http://{instance['address']}:{instance['port']}{check['path']}"
+    service: Registration = lab.services[instance.service]
+    check = service.check
+    url = f"http://{instance.address}:{instance.port}{check.path}"
     return {
-        "ID": instance["id"],
-        "Name": instance["service"],
-        "Tags": list(service["tags"]),
-        "Address": instance["address"],
-        "Port": instance["port"],
+        "ID": instance.id,
+        "Name": instance.service,
+        "Tags": list(service.tags),
+        "Address": instance.address,
+        "Port": instance.port,
         "EnableTagOverride": False,
-        "Meta": {"lab_managed": ROLE, "title": instance["title"]},
+        "Meta": {MANAGED_BY_META: DEMO_SERVICE_ROLE, "title": instance.title},
         "Check": {
             "Name": f"HTTP {url}",
             "HTTP": url,
-            "Interval": check["interval"],
-            "Timeout": check["timeout"],
-            "DeregisterCriticalServiceAfter": check["deregister_critical_after"],
+            "Interval": check.interval,
+            "Timeout": check.timeout,
+            "DeregisterCriticalServiceAfter": check.deregister_critical_after,
         },
     }
+
+
+def instance_args(instance: ServiceInstance, environment: dict[str, str]) -> list[str]:
+    """The instance container's arguments: who it is, where it listens, and the extra
+    environment of every instance."""
+    return [
+        *LAB_CONTAINER_ARGS,
+        f"-e=DEMO_ID={instance.id}",
+        f"-e=DEMO_TITLE={instance.title}",
+        f"-e=DEMO_ADDRESS={instance.address}",
+        f"-e=DEMO_PORT={instance.port}",
+        *(f"-e={k}={v}" for k, v in sorted(environment.items())),
+    ]
 
 
 @deploy("Deploy demo service", data_defaults=DEFAULTS)
 def demo_service() -> None:
     data = host.data
-    instances = data.demo_instances
-    wanted = [i["id"] for i in instances]
+    lab: LabHost = data.lab_host
+    wanted = [i.id for i in lab.instances]
 
-    # Instances the spec no longer has: out of Consul and out of the LB, then stopped.
+    # Instances the spec no longer has: out of Consul and out of the LBs, then stopped.
     consul_services_absent(
         name="Deregister removed instances",
-        http_addr=data.consul_http_addr,
-        managed_by=ROLE,
+        http_addr=LOCAL_CONSUL,
+        managed_by=DEMO_SERVICE_ROLE,
         keep=wanted,
-        lb_address=data.lab_lb_address,
-        consul_header=token_header(data),
+        lb_addresses=list(lab.lb_addresses),
+        consul_header=token_header(lab),
     )
     containers_pruned(
         name="Remove containers of removed instances",
-        label=f"{ROLE_LABEL}={ROLE}",
+        label=f"{ROLE_LABEL}={DEMO_SERVICE_ROLE}",
         keep=wanted,
     )
-    if not instances:
+    if not lab.instances:
         return
 
-    image, image_id = image_ref(ROLE)
-    for instance in instances:
+    image, image_id = image_ref(DEMO_SERVICE_ROLE)
+    for instance in lab.instances:
         service_instance(
-            name=f"Run and register {instance['id']} on :{instance['port']}",
-            container_name=instance["id"],
+            name=f"Run and register {instance.id} on :{instance.port}",
+            container_name=instance.id,
             image=image,
             image_id=image_id,
-            args=[
-                "--net=host",
-                "--restart=unless-stopped",
-                f"-e=DEMO_ID={instance['id']}",
-                f"-e=DEMO_TITLE={instance['title']}",
-                f"-e=DEMO_ADDRESS={instance['address']}",
-                f"-e=DEMO_PORT={instance['port']}",
-                *(f"-e={k}={v}" for k, v in sorted(data.demo_environment.items())),
-            ],
-            labels={LAB_LABEL: data.lab_name, ROLE_LABEL: ROLE},
-            http_addr=data.consul_http_addr,
-            definition=registration(data, instance),
-            lb_address=data.lab_lb_address,
-            consul_header=token_header(data),
+            args=instance_args(instance, data.demo_environment),
+            labels={LAB_LABEL: lab.lab_name, ROLE_LABEL: DEMO_SERVICE_ROLE},
+            http_addr=LOCAL_CONSUL,
+            definition=registration(lab, instance),
+            lb_addresses=list(lab.lb_addresses),
+            consul_header=token_header(lab),
             # A changed instance is replaced one at a time across the lab.
             _serial=True,
         )

@@ -14,9 +14,7 @@ import shlex
 
 from pyinfra.api import FactBase
 
-# Label holding a hash of everything a container was created from. pyinfra's
-# docker.container does not notice changed arguments; this label does.
-SPEC_LABEL = "io.labctl.spec"
+from roles.contract import SPEC_LABEL
 
 
 class DockerImageIds(FactBase):
@@ -100,20 +98,24 @@ CURL_TIMED_OUT = 28
 AGENT_TIMEOUT_S = 10
 
 
-def consul_get(http_addr: str, path: str, header: str | None = None) -> str:
+def curl_token_option(header: str | None) -> str:
+    """curl's option sending the token header kept in the file `header` (root-only,
+    written by role consul), so the token is never on a command line; "" without one."""
+    return f" -H @{shlex.quote(header)}" if header else ""
+
+
+def agent_get_command(http_addr: str, path: str, header: str | None = None) -> str:
     """curl of the local agent's API that always exits 0 and prints the body, then a last
-    line "<HTTP status> <curl's exit status>" (see agent_answer); `header` names a file
-    holding the token header (root-only, written by role consul), so the token is never
-    on a command line."""
-    token = f" -H @{shlex.quote(header)}" if header else ""
+    line "<HTTP status> <curl's exit status>" (see agent_answer), with the token in the
+    file `header` when there is one."""
     return (
-        f"curl -sS --max-time {AGENT_TIMEOUT_S}{token} -w '\\n%{{http_code}} ' "
-        f"{shlex.quote(http_addr)}{path}; echo $?"
+        f"curl -sS --max-time {AGENT_TIMEOUT_S}{curl_token_option(header)} "
+        f"-w '\\n%{{http_code}} ' {shlex.quote(http_addr)}{path}; echo $?"
     )
 
 
 def agent_answer(output: list[str], path: str) -> object | str | None:
-    """What consul_get printed: the JSON of a 200; None when nothing listens (the agent
+    """What agent_get_command printed: the JSON of a 200; None when nothing listens (the agent
     is not there yet: a first converge); else a str saying why there is no answer."""
     status, _, curl_exit = (output[-1] if output else "").strip().partition(" ")
     body = "\n".join(output[:-1]).strip()
@@ -139,7 +141,7 @@ class ConsulAgentServices(FactBase):
     requires_command = "curl"
 
     def command(self, http_addr: str, header: str | None = None) -> str:
-        return consul_get(http_addr, "/v1/agent/services", header)
+        return agent_get_command(http_addr, "/v1/agent/services", header)
 
     @staticmethod
     def default() -> dict:
@@ -158,7 +160,7 @@ class ConsulPassingServices(FactBase):
     requires_command = "curl"
 
     def command(self, http_addr: str, header: str | None = None) -> str:
-        return consul_get(http_addr, "/v1/agent/checks", header)
+        return agent_get_command(http_addr, "/v1/agent/checks", header)
 
     @staticmethod
     def default() -> list[str]:

@@ -14,17 +14,15 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
-from roles.operations import HOST_STATE_DIR
-
-# One line: the name of the lab this machine holds.
-LAB_MARK = f"{HOST_STATE_DIR}/lab"
+from roles.contract import LAB_MARK, LabHost
 
 
 @deploy("Mark the machine")
 def mark_machine() -> None:
+    lab: LabHost = host.data.lab_host
     files.put(
-        name=f"Mark the machine as lab {host.data.lab_name}'s",
-        src=StringIO(f"{host.data.lab_name}\n"),
+        name=f"Mark the machine as lab {lab.lab_name}'s",
+        src=StringIO(f"{lab.lab_name}\n"),
         dest=LAB_MARK,
         mode="644",
     )

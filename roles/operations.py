@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+from collections.abc import Sequence
 from io import StringIO
 
 from pyinfra import host
@@ -22,31 +23,29 @@ from pyinfra.api import FunctionCommand, OperationError, operation
 from pyinfra.facts.files import FileContents, Sha1File
 from pyinfra.operations import files as files_op
 
-from labctl.paths import LAB_LABEL
+from roles.contract import (
+    ARCHIVE_PREFIX,
+    HOST_STATE_DIR,
+    IMAGE_RECORD,
+    LAB_IMAGE_TOOL,
+    MANAGED_BY_META,
+    SPEC_LABEL,
+    UPLOADS_DIR,
+)
 from roles.facts import (
     DOCKER_OBJECTS,
-    SPEC_LABEL,
     ConsulAgentServices,
     DockerContainerState,
     DockerImageIds,
     DockerLabelled,
     ImageUserIds,
     LoadBalancerHealth,
+    curl_token_option,
 )
 
-__all__ = ["LAB_LABEL", "ROLE_LABEL", "SPEC_LABEL"]
-
-ROLE_LABEL = "io.labctl.role"
-
-# What the lab keeps on a host besides containers, volumes and /etc/lab: the images it
-# loaded (one reference a line, so teardown removes those and no others), uploads.
-HOST_STATE_DIR = "/var/lib/lab"
-IMAGE_RECORD = f"{HOST_STATE_DIR}/images"
-# Image archives from the control machine wait here, until loaded.
-ARCHIVE_PREFIX = "/tmp/lab-images-"
-# The host-side image resolver (templates/images/lab-image), and its uploads.
-LAB_IMAGE_TOOL = f"{HOST_STATE_DIR}/bin/lab-image"
-UPLOADS_DIR = f"{HOST_STATE_DIR}/uploads"
+# The Meta key holding a hash of a registration as the lab made it: a registration
+# whose hash differs (or that has none) is made again.
+REGISTRATION_DIGEST_META = "lab_spec"
 
 
 def spec_hash(*parts: object) -> str:
@@ -61,23 +60,18 @@ def _run_command(
     return shlex.join(run)
 
 
-def _token(header: str | None) -> str:
-    """curl's option sending the token header kept in the file `header` (see role consul)."""
-    return f" -H @{shlex.quote(header)}" if header else ""
-
-
 def _register_command(http_addr: str, definition: dict, digest: str, header: str | None) -> str:
-    body = definition | {"Meta": {**definition.get("Meta", {}), "lab_spec": digest}}
+    body = definition | {"Meta": {**definition.get("Meta", {}), REGISTRATION_DIGEST_META: digest}}
     return (
         f"printf %s {shlex.quote(json.dumps(body, ensure_ascii=False))} | curl -fsS -X PUT"
-        f"{_token(header)} --data-binary @- "
+        f"{curl_token_option(header)} --data-binary @- "
         f"{http_addr}/v1/agent/service/register?replace-existing-checks=true"
     )
 
 
 def _deregister_command(http_addr: str, service_id: str, header: str | None) -> str:
     return (
-        f"curl -fsS -X PUT{_token(header)} "
+        f"curl -fsS -X PUT{curl_token_option(header)} "
         f"{http_addr}/v1/agent/service/deregister/{shlex.quote(service_id)}"
     )
 
@@ -212,19 +206,40 @@ def container(
     """
     labels = dict(labels or {})
     digest = container_digest(image_id, args, command, labels, depends_on)
-    name = container_name
-    state = host.get_fact(DockerContainerState, container=name)
-    if state is not None and state["spec"] == digest:
-        if state["running"]:
-            host.noop(f"container {name} is up to date")
-        else:
-            yield f"docker start {shlex.quote(name)}"
+    state = host.get_fact(DockerContainerState, container=container_name)
+    current = state is not None and state["spec"] == digest
+    if current and state["running"]:
+        host.noop(f"container {container_name} is up to date")
         return
-    if state is not None:
-        yield f"docker rm -f {shlex.quote(name)}"
-    yield _run_command(name, image, args, list(command), labels | {SPEC_LABEL: digest})
-    if state is not None and state["running"] and replaced_ready:
+    yield from _recreated_or_started(
+        container_name, state, current, image, args, list(command), labels | {SPEC_LABEL: digest}
+    )
+    if not current and state is not None and state["running"] and replaced_ready:
         yield replaced_ready
+
+
+def _lb_waits(condition: str, lb_addresses: Sequence[str], where: str) -> list[str]:
+    """lab-wait on every LB: until each one's upstreams lack (lb-drops) or have (lb-serves)
+    the instance at `where` (address:port)."""
+    return [lab_wait(condition, address, where) for address in lb_addresses]
+
+
+def _recreated_or_started(
+    name: str,
+    state: dict | None,
+    current: bool,
+    image: str,
+    args: list[str],
+    command: list[str],
+    labels: dict[str, str],
+) -> list[str]:
+    """The commands that leave the container `name` (in `state`, its spec `current` or
+    not) running from its spec: none, a start, or a removal and a new one (`labels`
+    holds its spec label)."""
+    if current:
+        return [] if state["running"] else [f"docker start {shlex.quote(name)}"]
+    removal = [f"docker rm -f {shlex.quote(name)}"] if state is not None else []
+    return [*removal, _run_command(name, image, args, command, labels)]
 
 
 @operation()
@@ -236,7 +251,7 @@ def service_instance(
     labels: dict[str, str],
     http_addr: str,
     definition: dict,
-    lb_address: str | None = None,
+    lb_addresses: Sequence[str] = (),
     consul_header: str | None = None,
 ):
     """One service instance: its container, and its registration (`definition`, an
@@ -245,7 +260,7 @@ def service_instance(
 
     A new instance is started, then registered. A live instance whose container or
     registration changed is replaced without a failed request: deregistered, out of
-    the LB's upstreams (`lb_address`), recreated, registered, passing, back in the
+    every LB's upstreams (`lb_addresses`), recreated, registered, passing, back in the
     upstreams. Call it with `_serial=True` so only one instance is out at a time.
     """
     sid = definition["ID"]
@@ -255,33 +270,27 @@ def service_instance(
     registered = agent_fact(ConsulAgentServices, http_addr, consul_header).get(sid)
     container_current = state is not None and state["spec"] == container_digest
     registration_current = (
-        registered is not None and registered.get("Meta", {}).get("lab_spec") == registration_digest
+        registered is not None
+        and registered.get("Meta", {}).get(REGISTRATION_DIGEST_META) == registration_digest
     )
-    if container_current and registration_current:
-        if state["running"]:
-            host.noop(f"instance {sid} is up to date")
-        else:
-            yield f"docker start {shlex.quote(container_name)}"
+    if container_current and registration_current and state["running"]:
+        host.noop(f"instance {sid} is up to date")
         return
 
     where = f"{definition['Address']}:{definition['Port']}"
     draining = registered is not None and state is not None and state["running"]
     if draining:
         yield _deregister_command(http_addr, sid, consul_header)
-        if lb_address:
-            yield lab_wait("lb-drops", lb_address, where)
-    if not container_current:
-        if state is not None:
-            yield f"docker rm -f {shlex.quote(container_name)}"
-        yield _run_command(container_name, image, args, [], labels | {SPEC_LABEL: container_digest})
-    elif not state["running"]:
-        yield f"docker start {shlex.quote(container_name)}"
+        yield from _lb_waits("lb-drops", lb_addresses, where)
+    yield from _recreated_or_started(
+        container_name, state, container_current, image, args, [],
+        labels | {SPEC_LABEL: container_digest},
+    )  # fmt: skip
     if draining or not registration_current:
         yield _register_command(http_addr, definition, registration_digest, consul_header)
     if draining:
         yield lab_wait("passing", http_addr, sid, consul_header=consul_header)
-        if lb_address:
-            yield lab_wait("lb-serves", lb_address, where)
+        yield from _lb_waits("lb-serves", lb_addresses, where)
 
 
 @operation()
@@ -339,26 +348,25 @@ def consul_services_absent(
     http_addr: str,
     managed_by: str,
     keep: list[str],
-    lb_address: str | None = None,
+    lb_addresses: Sequence[str] = (),
     consul_header: str | None = None,
 ):
-    """Deregister the services this lab registered (Meta.lab_managed) that are not in
-    `keep`, then wait until the LB (`lb_address`) no longer routes to them."""
+    """Deregister the services this lab registered (Meta MANAGED_BY_META) that are not
+    in `keep`, then wait until no LB (`lb_addresses`) routes to them."""
     services = agent_fact(ConsulAgentServices, http_addr, consul_header)
     stale = sorted(
         sid
         for sid, service in services.items()
-        if service.get("Meta", {}).get("lab_managed") == managed_by and sid not in keep
+        if service.get("Meta", {}).get(MANAGED_BY_META) == managed_by and sid not in keep
     )
     if not stale:
         host.noop("no stale services")
         return
     for sid in stale:
         yield _deregister_command(http_addr, sid, consul_header)
-    if lb_address:
-        for sid in stale:
-            where = f"{services[sid]['Address']}:{services[sid]['Port']}"
-            yield lab_wait("lb-drops", lb_address, where)
+    for sid in stale if lb_addresses else ():
+        where = f"{services[sid]['Address']}:{services[sid]['Port']}"
+        yield from _lb_waits("lb-drops", lb_addresses, where)
 
 
 @operation()

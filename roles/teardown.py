@@ -24,26 +24,24 @@ from pyinfra.facts.files import FindFiles
 from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, systemd
 
-from roles.consul import DEFAULTS as CONSUL_DEFAULTS
-from roles.docker import DAEMON_JSON, owned_daemon_keys
-from roles.docker import DEFAULTS as DOCKER_DEFAULTS
-from roles.operations import (
+from roles.contract import (
     ARCHIVE_PREFIX,
     HOST_STATE_DIR,
+    LAB_CONFIG_ROOT,
     LAB_LABEL,
-    json_keys,
-    labelled_absent,
-    recorded_images_absent,
+    LAB_WAIT,
+    PURGE_ENGINE,
 )
+from roles.docker import DAEMON_JSON, owned_daemon_keys
+from roles.docker import DEFAULTS as DOCKER_DEFAULTS
+from roles.operations import json_keys, labelled_absent, recorded_images_absent
 
-# Every configuration directory of the lab's roles sits under this one.
-LAB_CONFIG_ROOT = CONSUL_DEFAULTS["consul_config_dir"].rsplit("/", 1)[0]
-# Programs the roles install outside it: role consul's lab-wait (rolling changes).
-LAB_PROGRAMS = ("/usr/local/bin/lab-wait",)
+# Programs the roles install outside LAB_CONFIG_ROOT: role consul's lab-wait.
+LAB_PROGRAMS = (LAB_WAIT,)
 
 DEFAULTS = {
     # Also remove the Docker engine (its packages and data): `labctl down --purge-engine`.
-    "lab_purge_engine": False,
+    PURGE_ENGINE: False,
     # The docker role's, read back: the packages a purge removes, the daemon.json keys
     # that role owns.
     "docker_packages": DOCKER_DEFAULTS["docker_packages"],
@@ -54,7 +52,7 @@ DEFAULTS = {
 @deploy("Remove the lab", data_defaults=DEFAULTS)
 def remove_lab() -> None:
     data = host.data
-    label = f"{LAB_LABEL}={data.lab_name}"
+    label = f"{LAB_LABEL}={data.lab_host.lab_name}"
     engine = host.get_fact(Which, command="docker")
     if engine:
         for kind in ("container", "volume", "network"):
@@ -73,7 +71,7 @@ def remove_lab() -> None:
     for archive in host.get_fact(FindFiles, path=directory, maxdepth=1, fname=f"{prefix}*"):
         files.file(name=f"Remove {archive}", path=archive, present=False)
 
-    if data.lab_purge_engine:
+    if data.get(PURGE_ENGINE):
         apt.packages(
             name="Purge the Docker engine",
             packages=data.docker_packages,

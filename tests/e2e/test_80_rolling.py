@@ -54,7 +54,7 @@ def test_a_rolling_apply_under_load_loses_nothing(lab):
     spec, connections, _ = lab
     spec = with_state(spec)
     instances = {
-        i.id: f"{i.address}:{i.port}" for i in spec.demo_instances() if i.service == SERVICE
+        i.id: f"{i.address}:{i.port}" for i in spec.instances() if i.service == SERVICE
     }
     servers = [h.name for h in spec.consul_servers]
     for what, extra_args in (("a rolling apply", CHANGED), ("the rolling apply back", ())):

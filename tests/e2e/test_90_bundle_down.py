@@ -9,8 +9,10 @@ from pathlib import Path
 
 import docker
 
-from labctl.images import BUNDLE_MANIFEST, image_namespace
-from labctl.paths import LAB_LABEL, docker_network_name, lab_dir
+from labctl.images.bundles import BUNDLE_MANIFEST
+from labctl.images.tags import image_namespace
+from labctl.paths import docker_network_name, lab_dir
+from roles.contract import LAB_LABEL
 from tests.e2e.conftest import labctl, start_lab, suites_image
 
 

@@ -1,5 +1,5 @@
 """The ssh road, live: existing machines that this module makes without Vagrant
-(tests/support/machines.py: containers from templates/host on a network of their own,
+(testbed/machines.py: containers from templates/host on a network of their own,
 given their users and keys as cloud-init would), reached once as root (m1) and once as
 `admin` with passwordless sudo and its own key (m2, m3), in one lab.
 
@@ -28,15 +28,16 @@ import docker as docker_engine
 import httpx
 import pytest
 
-from labctl.images import image_namespace
-from labctl.inventory import connection_data
-from labctl.paths import LAB_LABEL, lab_dir
+from labctl.connections import connection_data
+from labctl.images.tags import image_namespace
+from labctl.paths import lab_dir
 from labctl.remote import run
 from labctl.spec import Versions, load_spec
+from roles.contract import LAB_LABEL
+from testbed.machines import MachinePool, docker
+from testbed.registry import Registry
 from tests.e2e.conftest import finish_lab, labctl, start_lab, wait_for, write_spec
 from tests.support.foreign_image import load_foreign_image
-from tests.support.machines import MachinePool, docker
-from tests.support.registry import Registry
 from tests.support.suite_labs import LABS, claim_ssh_road, mark, ssh_place
 
 LAB = LABS.ssh.name
@@ -187,10 +188,10 @@ def test_a_second_apply_changes_nothing(ssh_lab, ssh_spec):
 
 
 def upstream() -> set[str]:
-    from labctl.lb import read_state
+    from labctl.lb_client import read_lb_record
 
     with httpx.Client(timeout=5) as client:
-        return set(read_state(client, LB).upstreams.get(SERVICE, []))
+        return set(read_lb_record(client, LB).upstreams.get(SERVICE, []))
 
 
 def test_scale_up_and_back_down(ssh_lab, ssh_spec):

@@ -14,9 +14,9 @@ from __future__ import annotations
 import docker
 import pytest
 
-from labctl.paths import LAB_LABEL
+from labctl.images.standins import NOTE
 from labctl.spec import DEFAULT_SPEC, load_spec
-from labctl.standins import NOTE
+from roles.contract import LAB_LABEL
 from tests.e2e.conftest import finish_lab, labctl, start_lab, write_spec
 from tests.support.suite_labs import LABS, seed_spec_data, without_place
 

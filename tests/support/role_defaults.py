@@ -75,16 +75,19 @@ def rows(path: Path, values: dict) -> list[Row]:
         return []
     lines = source.splitlines()
     table: list[Row] = []
-    for key in node.keys:
-        if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
-            raise ValueError(f"{path.name}: a DEFAULTS key that is not a plain string")
+    if len(node.keys) != len(values):
+        raise ValueError(f"{path.name}: DEFAULTS as written and as imported differ")
+    # A key may be a name (a fact of roles/contract.py): its text is the imported one.
+    for key, name in zip(node.keys, values, strict=True):
+        if key is None or (isinstance(key, ast.Constant) and key.value != name):
+            raise ValueError(f"{path.name}: DEFAULTS as written and as imported differ")
         meaning = comment_above(lines, key.lineno)
         if meaning or not table:
             if not meaning:
-                raise ValueError(f"{path.name}: {key.value} has no comment above it")
+                raise ValueError(f"{path.name}: {name} has no comment above it")
             table.append(Row(meaning=meaning))
-        table[-1].keys.append(key.value)
-        table[-1].values.append(values[key.value])
+        table[-1].keys.append(name)
+        table[-1].values.append(values[name])
     return table
 
 

@@ -35,12 +35,11 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from labctl.paths import LAB_LABEL, docker_network_name, lab_dir, vagrant_dotfile_path
+from labctl.paths import docker_network_name, lab_dir, vagrant_dotfile_path
 from labctl.spec import DEFAULT_SPEC, NAME_RE, PROJECT_ROOT, LabSpec, load_spec
-from labctl.virtualbox import checkout_id
+from roles.contract import LAB_LABEL
+from testbed.ownership import SUITE_LABEL, owner
 
-# Docker's label on what the suite makes itself, valued `<lab>.<checkout id>`.
-SUITE_LABEL = "io.labctl.test-suite"
 # In a lab's local state: the suite made this lab (and may remove it).
 MARK = "made-by-the-test-suite"
 # How many consecutive /24 subnets the suite takes.
@@ -153,11 +152,6 @@ check_settings(BASE_NAME, FIRST_PREFIX)
 LABS, PROBE_LABS = both_halves(BASE_NAME, FIRST_PREFIX)
 
 
-def owner(name: str) -> str:
-    """SUITE_LABEL's value on what the suite makes for lab `name` from this checkout."""
-    return f"{name}.{checkout_id()}"
-
-
 def seed_spec_data(lab: SuiteLab) -> dict:
     """The default lab (lab.yaml, the seed's) as it is, moved to the suite's lab: its own
     name and subnet, each host at the same last octet. Nothing else changes; the subnet
@@ -176,7 +170,7 @@ def seed_spec_data(lab: SuiteLab) -> dict:
 def without_place(spec: LabSpec) -> dict:
     """The spec but for where its lab is: its name, its subnet (and whether that may lie
     outside VirtualBox's range) and its hosts' addresses."""
-    data = spec.model_dump(mode="json")
+    data = spec.model_dump(mode="json", by_alias=True)
     del data["name"], data["network"]["subnet"], data["network"]["allow_any_subnet"]
     for host in data["hosts"]:
         del host["address"]

@@ -14,7 +14,7 @@ import pytest
 
 import labctl
 from labctl import paths
-from labctl.images import IMAGE_NAMESPACE_ENV
+from labctl.images.tags import IMAGE_NAMESPACE_ENV
 
 # Every labctl module (but the entry point, which runs the CLI), so that the cache paths
 # they derive at import are all known here.

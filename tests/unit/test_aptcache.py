@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from labctl import aptcache
-from labctl.inventory import host_data
+from labctl.host_data import role_settings
 from labctl.spec import parse_spec
 from roles.docker import apt_env
 from tests.unit.test_spec import only_problem, seed
@@ -59,9 +59,9 @@ def test_auto_for_virtualbox_listens_on_the_host_only_gateway():
 
 def test_the_proxy_reaches_the_hosts_apt_runs_only_through_their_environment():
     spec = spec_with("auto")
-    data = host_data(spec, spec.hosts[0], {"apt_proxy": "http://172.17.0.1:3142"})
+    data = role_settings(spec, {"apt_proxy": "http://172.17.0.1:3142"})
     assert apt_env(data_of(data)) == {"http_proxy": "http://172.17.0.1:3142"}
-    assert apt_env(data_of(host_data(spec, spec.hosts[0], {}))) == {}
+    assert apt_env(data_of(role_settings(spec, {}))) == {}
 
 
 def data_of(values: dict):

@@ -13,9 +13,9 @@ import zipfile
 import httpx
 import pytest
 
-from labctl import consul_template
-from labctl.consul_template import consul_template_binary
-from labctl.images import ImageError
+from labctl.images import consul_template
+from labctl.images.consul_template import consul_template_for_lb
+from labctl.images.errors import ImageError
 from labctl.spec import Versions, parse_spec
 from tests.conftest import seed_hosts
 
@@ -62,7 +62,7 @@ def with_binary(path) -> object:
 def test_missing_local_binary_names_the_setting(isolated, tmp_path):
     missing = tmp_path / "nowhere" / "consul-template"
     with pytest.raises(ImageError) as error:
-        consul_template_binary(with_binary(missing))
+        consul_template_for_lb(with_binary(missing))
     assert f"images.consul_template_binary {missing} does not exist" in str(error.value)
     assert isolated == []
 
@@ -71,7 +71,7 @@ def test_binary_is_extracted_from_a_zip(isolated, tmp_path):
     archive = tmp_path / "consul-template_0.19.0_linux_amd64.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("consul-template", BINARY)
-    binary = consul_template_binary(with_binary(archive))
+    binary = consul_template_for_lb(with_binary(archive))
     assert binary.name == "consul-template"
     assert binary.read_bytes() == BINARY
     assert binary.stat().st_mode & 0o777 == 0o755
@@ -83,7 +83,7 @@ def test_binary_is_extracted_from_a_tgz(isolated, tmp_path):
         info = tarfile.TarInfo("consul-template")
         info.size = len(BINARY)
         t.addfile(info, io.BytesIO(BINARY))
-    binary = consul_template_binary(with_binary(archive))
+    binary = consul_template_for_lb(with_binary(archive))
     assert binary.read_bytes() == BINARY
     assert binary.stat().st_mode & 0o777 == 0o755
 
@@ -92,7 +92,7 @@ def test_a_bare_binary_is_copied(isolated, tmp_path):
     bare = tmp_path / "my-consul-template"
     bare.write_bytes(BINARY)
     bare.chmod(0o600)
-    binary = consul_template_binary(with_binary(bare))
+    binary = consul_template_for_lb(with_binary(bare))
     assert binary != bare
     assert binary.read_bytes() == BINARY
     assert binary.stat().st_mode & 0o777 == 0o755
@@ -101,7 +101,7 @@ def test_a_bare_binary_is_copied(isolated, tmp_path):
 def test_a_local_binary_needs_no_network(isolated, tmp_path):
     bare = tmp_path / "consul-template"
     bare.write_bytes(BINARY)
-    consul_template_binary(with_binary(bare))
+    consul_template_for_lb(with_binary(bare))
     assert isolated == []
 
 
@@ -120,12 +120,12 @@ def test_an_archive_without_the_binary_is_an_image_error(kind, isolated, tmp_pat
     archive = tmp_path / f"wrong.{kind}"
     make_archive_without_binary(kind, archive)
     with pytest.raises(ImageError, match="holds no consul-template binary"):
-        consul_template_binary(with_binary(archive))
+        consul_template_for_lb(with_binary(archive))
 
 
 def test_unreachable_release_names_the_setting_and_bundle(isolated):
     with pytest.raises(ImageError) as error:
-        consul_template_binary(seed_spec())
+        consul_template_for_lb(seed_spec())
     message = str(error.value)
     assert f"consul-template {VERSION} cannot be had" in message
     assert "(ConnectError)" in message
@@ -138,7 +138,7 @@ def test_a_cached_release_is_used_without_network(isolated, tmp_path):
     cached = tmp_path / "cache" / "consul-template" / VERSION / "linux_amd64" / "consul-template"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(BINARY)
-    assert consul_template_binary(seed_spec()) == cached
+    assert consul_template_for_lb(seed_spec()) == cached
     assert isolated == []
 
 
@@ -150,14 +150,14 @@ def elf(machine: int) -> bytes:
 def test_a_binary_for_the_lb_hosts_architecture_is_taken(isolated, tmp_path):
     bare = tmp_path / "consul-template"
     bare.write_bytes(elf(0xB7))
-    assert consul_template_binary(with_binary(bare), "arm64").read_bytes() == elf(0xB7)
+    assert consul_template_for_lb(with_binary(bare), "arm64").read_bytes() == elf(0xB7)
 
 
 def test_a_binary_for_another_architecture_is_refused_naming_both(isolated, tmp_path):
     bare = tmp_path / "consul-template"
     bare.write_bytes(elf(0x3E))
     with pytest.raises(ImageError) as error:
-        consul_template_binary(with_binary(bare), "arm64")
+        consul_template_for_lb(with_binary(bare), "arm64")
     message = str(error.value)
     assert f"images.consul_template_binary {bare} is built for amd64" in message
     assert "the LB host runs arm64" in message and "linux_arm64 release archive" in message
@@ -184,6 +184,6 @@ def test_the_release_archive_is_the_one_for_the_lb_hosts_architecture(tmp_path, 
     monkeypatch.setattr(
         httpx, "Client", lambda **kw: real_client(transport=httpx.MockTransport(handler), **kw)
     )
-    binary = consul_template_binary(seed_spec(), "arm64")
+    binary = consul_template_for_lb(seed_spec(), "arm64")
     assert binary == tmp_path / f"cache/consul-template/{VERSION}/linux_arm64/consul-template"
     assert binary.read_bytes() == elf(0xB7)

@@ -10,9 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from labctl import consul_template, delivery, images
-from labctl.delivery import choose, plan_on_hosts
-from labctl.images import BUNDLE_IMAGES, BUNDLE_MANIFEST, ImageError, bundle_arches, lab_images
+from labctl.images import consul_template, delivery
+from labctl.images.bundles import BUNDLE_IMAGES, BUNDLE_MANIFEST, bundle_arches
+from labctl.images.delivery import choose, plan_on_hosts
+from labctl.images.errors import ImageError
+from labctl.images.spec_images import lab_images
 from labctl.spec import parse_spec
 from tests.conftest import seed_hosts
 
@@ -160,4 +162,4 @@ def test_a_bundle_without_images_is_one_sentence(tmp_path):
     with tarfile.open(path, "w") as bundle:
         add(bundle, BUNDLE_MANIFEST, b'{"images": {}}')
     with pytest.raises(ImageError, match=r"holds no readable images.tar .*labctl bundle save"):
-        images.bundle_arches(path)
+        bundle_arches(path)

@@ -11,8 +11,11 @@ import time
 
 import pytest
 
-from labctl import images
-from labctl.images import ImageError, lab_images, read_bundle
+from labctl.images import archives, bundles, on_control, spec_images, standins
+from labctl.images.bundles import read_bundle
+from labctl.images.errors import ImageError
+from labctl.images.spec_images import lab_images
+from labctl.images.tags import IMAGE_NAMESPACE_ENV
 from labctl.spec import load_spec, parse_spec
 from tests.conftest import PROJECT_ROOT, seed_hosts
 
@@ -76,8 +79,8 @@ def recipes(tmp_path, monkeypatch):
     """A tmp copy of the recipes, used by lab_images."""
     copy = tmp_path / "templates"
     for name in ("demo_service", "lb"):
-        shutil.copytree(images.TEMPLATES / name, copy / name)
-    monkeypatch.setattr(images, "TEMPLATES", copy)
+        shutil.copytree(spec_images.TEMPLATES / name, copy / name)
+    monkeypatch.setattr(spec_images, "TEMPLATES", copy)
     return copy
 
 
@@ -147,7 +150,7 @@ def test_read_bundle_returns_the_manifest(tmp_path):
     path = tmp_path / "lab.bundle"
     data = b'{"images": {"lab/lb:abc": "sha256:l1"}}'
     with tarfile.open(path, "w") as bundle:
-        info = tarfile.TarInfo(images.BUNDLE_MANIFEST)
+        info = tarfile.TarInfo(bundles.BUNDLE_MANIFEST)
         info.size = len(data)
         bundle.addfile(info, io.BytesIO(data))
     assert read_bundle(path) == {"lab/lb:abc": "sha256:l1"}
@@ -179,23 +182,23 @@ def test_read_bundle_of_a_missing_file_names_bundle_save(tmp_path):
 
 
 def test_recipe_images_take_the_namespace_from_the_environment(monkeypatch):
-    monkeypatch.setenv(images.IMAGE_NAMESPACE_ENV, "dev/lab")
+    monkeypatch.setenv(IMAGE_NAMESPACE_ENV, "dev/lab")
     refs = {image.key: image.ref for image in lab_images(spec_from("lab.yaml"))}
     assert refs["demo_service"].startswith("dev/lab/demo-service:")
     assert refs["lb"].startswith("dev/lab/lb:")
-    assert images.standin_consul_ref("1.11.3").startswith("dev/lab-standin/consul:1.11.3-")
+    assert standins.standin_consul_ref("1.11.3").startswith("dev/lab-standin/consul:1.11.3-")
 
 
 def test_the_consul_standin_is_built_from_its_sources_like_a_recipe():
-    spec = seed_spec(images={"consul": images.standin_consul_ref("1.11.3")})
+    spec = seed_spec(images={"consul": standins.standin_consul_ref("1.11.3")})
     consul = next(i for i in lab_images(spec) if i.key == "consul")
-    assert consul.recipe == images.STANDINS / "consul"
+    assert consul.recipe == standins.STANDINS / "consul"
     assert next(i for i in lab_images(seed_spec()) if i.key == "consul").recipe is None
 
 
 def test_an_image_no_source_gives_names_four_ways_including_the_offline_road():
     consul = lab_images(seed_spec())[0]
-    message = str(images.cannot_be_had(consul, "no registry served it"))
+    message = str(on_control.cannot_be_had(consul, "no registry served it"))
     assert message.startswith("image hashicorp/consul:1.11.3 cannot be had: no registry served it;")
     for way in ("docker load -i FILE", "labctl up --bundle FILE", "images.registry_mirrors"):
         assert way in message
@@ -224,7 +227,7 @@ def test_an_image_present_for_another_architecture_stops_with_one_sentence():
     consul = lab_images(seed_spec())[0]
     engine = FakeEngine({consul.ref: "arm64"})
     with pytest.raises(ImageError) as error:
-        images.resolve(engine, seed_spec(), consul, None, "amd64", "server1, server2 run amd64")
+        on_control.resolve(engine, seed_spec(), consul, None, "amd64", "server1, server2 run amd64")
     assert str(error.value) == (
         "image hashicorp/consul:1.11.3 (present) is built for arm64, but server1, server2 run "
         "amd64; nothing was changed on the hosts: provide it for amd64 (remove this one with "
@@ -235,7 +238,7 @@ def test_an_image_present_for_another_architecture_stops_with_one_sentence():
 
 def test_an_image_present_for_the_hosts_architecture_is_taken():
     consul = lab_images(seed_spec())[0]
-    assert images.resolve(FakeEngine({consul.ref: "amd64"}), seed_spec(), consul) == "present"
+    assert on_control.resolve(FakeEngine({consul.ref: "amd64"}), seed_spec(), consul) == "present"
 
 
 def test_archives_past_the_limit_go_least_recently_used_first_never_one_in_use(
@@ -243,14 +246,14 @@ def test_archives_past_the_limit_go_least_recently_used_first_never_one_in_use(
 ):
     """Shared by every lab: this lab's archives stay, and so does one another lab used
     within ARCHIVE_IN_USE_SECONDS (it may be on its way to that lab's hosts)."""
-    monkeypatch.setattr(images, "ARCHIVES", tmp_path)
-    monkeypatch.setattr(images, "ARCHIVES_MAX_BYTES", 250)
+    monkeypatch.setattr(archives, "ARCHIVES", tmp_path)
+    monkeypatch.setattr(archives, "ARCHIVES_MAX_BYTES", 250)
     now = time.time()
     ages = {"mine": 10 * 86400, "oldest": 3 * 86400, "older": 2 * 86400, "old": 86400,
             "in-use": 60}  # fmt: skip
     for name, age in ages.items():
         (tmp_path / f"{name}.tar").write_bytes(b"x" * 100)
         os.utime(tmp_path / f"{name}.tar", (now - age, now - age))
-    images.prune_archives({tmp_path / "mine.tar"})
+    archives.prune_archives({tmp_path / "mine.tar"})
     # Others held 400 bytes: the two least recently used go, leaving 200 of the 250.
     assert sorted(p.stem for p in tmp_path.glob("*.tar")) == ["in-use", "mine", "old"]

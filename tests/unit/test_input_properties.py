@@ -165,7 +165,7 @@ def test_load_spec_accepts_or_names_each_problem_in_one_sentence(raw):
             return
         assert all(map(_one_sentence, warnings)), warnings
         # What the spec accepts, everything derived from it takes.
-        instances = spec.demo_instances()
+        instances = spec.instances()
         assert all(1024 <= i.port <= 65535 for i in instances)
         vagrant.vagrantfile_data(spec, "x86_64")
 

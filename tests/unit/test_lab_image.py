@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.images import TEMPLATES
+from roles.contract import TEMPLATES
 
 SCRIPT = TEMPLATES / "images" / "lab-image"
 

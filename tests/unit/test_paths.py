@@ -19,7 +19,7 @@ def spec(tmp_path, monkeypatch, write_spec):
 
 
 def demo_counts(spec) -> dict[str, int]:
-    return {h.name: h.demo for h in spec.hosts}
+    return {h.name: h.first_service_count for h in spec.hosts}
 
 
 def test_state_is_written_under_the_patched_project_root(spec, tmp_path):

@@ -1,35 +1,34 @@
 """What the consul and demo_service roles derive from host data.
 
 The data is what pyinfra hands a role: the role's DEFAULTS overlaid with the host
-data labctl's inventory produces for a spec (labctl.inventory.groups).
+data labctl's inventory produces for a spec (labctl.host_data.groups).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
-from labctl.inventory import groups
+from labctl.host_data import groups
 from labctl.spec import load_spec
-from roles import consul, demo_service
+from roles import consul
 from roles.consul import agent_config
+from roles.contract import DEMO_SERVICE_ROLE, LAB_HOST, LabHost
 from roles.demo_service import registration
 from tests.conftest import PROJECT_ROOT
 
 
-def host_data(spec_file: str, host: str, defaults: dict, **overrides) -> SimpleNamespace:
+def lab_host(host: str, spec_file: str = "lab.yaml") -> LabHost:
     spec, _ = load_spec(PROJECT_ROOT / spec_file)
-    data = dict(groups(spec, {})["lab"])[host]
-    return SimpleNamespace(**(defaults | data | overrides))
+    return dict(groups(spec, {})["lab"])[host][LAB_HOST]
 
 
-def consul_data(host: str, spec_file: str = "lab.yaml", **overrides) -> SimpleNamespace:
-    return host_data(spec_file, host, consul.DEFAULTS, **overrides)
-
-
-def demo_data(host: str, spec_file: str = "lab.yaml") -> SimpleNamespace:
-    return host_data(spec_file, host, demo_service.DEFAULTS)
+def consul_data(host: str, spec_file: str = "lab.yaml", acl: bool = True, **overrides):
+    lab = lab_host(host, spec_file)
+    lab = replace(lab, consul=replace(lab.consul, acl=acl))
+    return SimpleNamespace(**(consul.DEFAULTS | {LAB_HOST: lab} | overrides))
 
 
 # --- consul.agent_config ----------------------------------------------------------
@@ -63,7 +62,7 @@ def test_bootstrap_server_config():
 
 
 def test_client_config_of_the_seeds_open_lab():
-    assert agent_config(consul_data("server3", consul_acl=False)) == {
+    assert agent_config(consul_data("server3", acl=False)) == {
         "datacenter": "dc1",
         "node_name": "server3",
         "server": False,
@@ -118,7 +117,7 @@ def test_retry_join_puts_the_bootstrap_server_first():
 def test_bind_and_advertise_are_the_host_address(host):
     data = consul_data(host)
     config = agent_config(data)
-    assert config["bind_addr"] == config["advertise_addr"] == data.lab_address
+    assert config["bind_addr"] == config["advertise_addr"] == data.lab_host.address
 
 
 def test_ui_can_be_turned_off():
@@ -134,9 +133,9 @@ def test_datacenter_and_log_level_come_from_data():
 
 
 def test_registration_of_the_first_instance_is_the_seeds():
-    data = demo_data("server1")
-    (instance,) = data.demo_instances
-    assert registration(data, instance) == {
+    lab = lab_host("server1")
+    (instance,) = lab.instances
+    assert registration(lab, instance) == {
         "ID": "zhibo-1",
         "Name": "zhibo_service",
         "Tags": ["primary", "v2"],
@@ -155,14 +154,14 @@ def test_registration_of_the_first_instance_is_the_seeds():
 
 
 def test_registration_is_managed_by_the_demo_service_role():
-    data = demo_data("server2")
-    (instance,) = data.demo_instances
-    assert registration(data, instance)["Meta"]["lab_managed"] == demo_service.ROLE
+    lab = lab_host("server2")
+    (instance,) = lab.instances
+    assert registration(lab, instance)["Meta"]["lab_managed"] == DEMO_SERVICE_ROLE
 
 
 def test_registrations_of_a_host_with_several_instances_use_their_own_ports():
-    data = demo_data("web2", "examples/five-hosts.yaml")
-    bodies = [registration(data, i) for i in data.demo_instances]
+    lab = lab_host("web2", "examples/five-hosts.yaml")
+    bodies = [registration(lab, i) for i in lab.instances]
     assert [(b["ID"], b["Address"], b["Port"], b["Check"]["HTTP"]) for b in bodies] == [
         ("zhibo-5", "192.168.57.22", 8080, "http://192.168.57.22:8080/health"),
         ("zhibo-5-2", "192.168.57.22", 8081, "http://192.168.57.22:8081/health"),
@@ -171,15 +170,15 @@ def test_registrations_of_a_host_with_several_instances_use_their_own_ports():
 
 
 def test_registration_tags_are_a_copy_of_the_data():
-    data = demo_data("server1")
-    (instance,) = data.demo_instances
-    registration(data, instance)["Tags"].append("extra")
-    assert data.demo_services["zhibo_service"]["tags"] == ["primary", "v2"]
+    lab = lab_host("server1")
+    (instance,) = lab.instances
+    registration(lab, instance)["Tags"].append("extra")
+    assert lab.services["zhibo_service"].tags == ("primary", "v2")
 
 
 def test_a_second_service_registers_under_its_own_name_tags_port_and_check():
-    data = demo_data("server1", "examples/two-services.yaml")
-    bodies = {b["ID"]: b for b in (registration(data, i) for i in data.demo_instances)}
+    lab = lab_host("server1", "examples/two-services.yaml")
+    bodies = {b["ID"]: b for b in (registration(lab, i) for i in lab.instances)}
     assert sorted(bodies) == ["danmu-service-1", "danmu-service-1-2", "zhibo-1"]
     second = bodies["danmu-service-1-2"]
     assert second == {

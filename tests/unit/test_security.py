@@ -21,7 +21,8 @@ import pytest
 
 from labctl import lifecycle, security
 from labctl.converge import ConvergeResult
-from labctl.spec import CONSUL_HTTP_PORT, parse_spec
+from labctl.spec import parse_spec
+from roles.contract import CONSUL_HTTP_PORT
 from tests.support.consul_standin import FAST_RAFT, AgentProc, call, free_port, wait_for
 
 ADDRESS = "127.0.0.61"

@@ -41,7 +41,7 @@ def only_problem(data: dict) -> str:
 
 
 def instances(spec) -> list[tuple]:
-    return [(i.service, i.id, i.title, i.address, i.port) for i in spec.demo_instances()]
+    return [(i.service, i.id, i.title, i.address, i.port) for i in spec.instances()]
 
 
 # --- what the services declare ----------------------------------------------------------

@@ -41,7 +41,7 @@ def test_default_spec_is_the_seed():
     ]
     assert [h.name for h in spec.hosts if h.bootstrap] == ["server1"]
     assert [h.name for h in spec.hosts if h.lb] == ["server3"]
-    assert [h.demo for h in spec.hosts] == [1, 1, 1]
+    assert [h.first_service_count for h in spec.hosts] == [1, 1, 1]
     assert spec.versions.consul == "1.11.3"
     # Two servers: an even count, which the seed has, is a warning, not an error.
     assert len(warnings) == 1 and "even number" in warnings[0]
@@ -216,7 +216,7 @@ def test_lb_without_consul_agent():
     assert "hosts[2].lb is true but consul is 'none'" in only_problem(data)
 
 
-def test_demo_instances_need_a_local_agent():
+def test_instances_need_a_local_agent():
     data = seed()
     data["hosts"][1]["consul"] = "none"
     assert "hosts[1].demo is 1 but consul is 'none'" in only_problem(data)
@@ -233,7 +233,7 @@ def test_demo_instance_ids_and_ports_are_stable_per_host():
     data = seed()
     data["hosts"][0]["demo"] = 2
     spec, _ = parse_spec(data)
-    assert [(i.id, i.title, i.address, i.port) for i in spec.demo_instances()] == [
+    assert [(i.id, i.title, i.address, i.port) for i in spec.instances()] == [
         ("zhibo-1", "直播服务API1", "192.168.56.2", 8080),
         ("zhibo-1-2", "直播服务API1-2", "192.168.56.2", 8081),
         ("zhibo-2", "直播服务API2", "192.168.56.3", 8080),

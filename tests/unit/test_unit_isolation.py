@@ -4,7 +4,8 @@ of this checkout (their hosts' records, Consul tokens, gossip key) nor labctl's 
 
 from __future__ import annotations
 
-from labctl import images, paths, security
+from labctl import paths, security
+from labctl.images import archives
 from labctl.spec import DEFAULT_SPEC, load_spec
 from tests.unit.conftest import REAL_CACHE, REAL_LABS, cache_paths
 
@@ -19,4 +20,4 @@ def test_the_default_labs_state_is_a_folder_of_the_tests_own():
 
 def test_no_labctl_path_leads_into_the_real_cache():
     assert cache_paths() == []
-    assert not images.ARCHIVES.is_relative_to(REAL_CACHE)
+    assert not archives.ARCHIVES.is_relative_to(REAL_CACHE)

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labctl import machines
+from labctl.connections import connection_data
 from labctl.converge import converge
-from labctl.inventory import connection_data
 from labctl.spec import LabSpec
+from roles.contract import PURGE_ENGINE, TEARDOWN
 
 Report = Callable[[str], None]
 
@@ -31,7 +32,7 @@ def remove_from_machines(
     reachable, problems = machines.reach(connections, spec.name)
     removed = []
     if reachable:
-        flags = ["--data", "lab_teardown=true", "--data", f"lab_purge_engine={purge_engine}"]
+        flags = ["--data", f"{TEARDOWN}=true", "--data", f"{PURGE_ENGINE}={purge_engine}"]
         for name in sorted(set(connections) - set(reachable)):
             flags += ["--exclude", name]
         result = converge(spec, log, on_line=report, extra_args=tuple(flags))

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from labctl.images import ImageError, file_identity
+from labctl.images.errors import ImageError
+from labctl.images.tags import file_identity
 from labctl.paths import CACHE
 from labctl.platforms import elf_arch
 from labctl.spec import LabSpec
@@ -58,7 +59,7 @@ def _checked(binary: Path, arch: str, source: str) -> Path:
     return binary
 
 
-def consul_template_binary(spec: LabSpec, arch: str = "amd64") -> Path:
+def consul_template_for_lb(spec: LabSpec, arch: str = "amd64") -> Path:
     """The consul-template binary for an LB host of architecture `arch` (Docker's name):
     a local file, else the release archive for that architecture, checked."""
     version = spec.versions.consul_template

@@ -1,6 +1,6 @@
 """Where the lab's images are resolved: on the control machine, or on the hosts.
 
-- `control`: this machine's Docker engine resolves every image (labctl.images) and
+- `control`: this machine's Docker engine resolves every image (on_control.py) and
   each host receives one archive of the images it lacks over SSH. It needs an engine
   here, of the hosts' architecture, and its upload grows with hosts x image size.
 - `hosts`: each host resolves its own: it loads them from a bundle labctl uploads,
@@ -26,16 +26,11 @@ from pathlib import Path
 import docker
 
 from labctl import system
-from labctl.images import (
-    ImageError,
-    LabImage,
-    bundle_arches,
-    engine_arch,
-    lab_images,
-    prepare_on_control,
-    read_bundle,
-    wrong_arch,
-)
+from labctl.images.bundles import bundle_arches, read_bundle
+from labctl.images.engine import engine_arch
+from labctl.images.errors import ImageError, wrong_arch
+from labctl.images.on_control import prepare_on_control
+from labctl.images.spec_images import LabImage, lab_images
 from labctl.paths import lab_dir
 from labctl.platforms import describe
 from labctl.spec import LabSpec
