@@ -43,6 +43,16 @@ Events, in order, each timed from just before its trigger:
   host_loss            labctl fail node2               the host container killed
   host_recover         labctl recover node2
 
+With --registration registrator the service is registrator's (docs/registrator.md), and
+after instance_recover come:
+
+  hand_start           docker run by-hand on node1     a container with the service's
+                                                       labels, as a person starts one
+  hand_kill            docker kill by-hand; docker rm
+  registrator_restart  docker restart registrator      on every host; catalog_identical:
+                                                       seconds until Consul holds exactly
+                                                       the registrations of before
+
 --events runs only the named ones, in this order. --plot FILE.png draws requests per
 instance over time, every event marked and every failed request highlighted (lb_plot.py).
 From service_add to the end of service_remove a probe GETs the second service every 0.1 s:
@@ -104,6 +114,7 @@ LB_ADDRESS = f"{PREFIX}.4"
 CONSUL_ADDRESS = f"{PREFIX}.2"  # node1: never failed here
 SERVICE = "zhibo_service"
 SECOND = "danmu_service"  # service_add / service_remove
+BY_HAND, BY_HAND_PORT = "by-hand", 8090  # hand_start / hand_kill (--registration registrator)
 OUTAGES = {"consul_outage", "quorum_loss"}  # events that last --outage seconds more
 SPEC = {
     "name": os.environ.get("LAB_BENCH_NAME", "labbench"),
@@ -193,13 +204,15 @@ def require(result: subprocess.CompletedProcess, what: str) -> None:
         raise BenchError(f"`{what}` exited {result.returncode}:\n{result.stderr.strip()}")
 
 
-def build_spec(workdir: Path) -> Path:
-    """Write the bench's spec, with the stand-in images the e2e suite builds, and beside it
-    the same spec with a second service (second_spec_file)."""
+def build_spec(workdir: Path, registration: str = "lab") -> Path:
+    """Write the bench's spec, with the stand-in images the e2e suite builds, its service
+    registered by `registration` (lab or registrator), and beside it the same spec with a
+    second service (second_spec_file)."""
     path = workdir / "lab.yaml"
-    data = SPEC | {"images": standin_images()}
+    first = {"name": SERVICE, "registration": registration}
+    data = SPEC | {"images": standin_images(), "services": [first]}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    second = data | {"services": SECOND_SERVICES}
+    second = data | {"services": [first, *SECOND_SERVICES[1:]]}
     second_spec_file(path).write_text(yaml.safe_dump(second, sort_keys=False, allow_unicode=True))
     return path
 
@@ -532,6 +545,50 @@ class Triggers:
         }
 
 
+    # --- registrator mode (--registration registrator) ------------------------------
+
+    def hand_start(self, limit: float) -> tuple[str | None, dict]:
+        """`docker run` of a container with the service's labels on node1, as a person
+        would: registrator registers it, the LB follows."""
+        image = run(connection_data(self.spec)["node1"],
+                    "docker inspect -f '{{.Config.Image}}' zhibo-1", sudo=True)[1].strip()
+        return self._on_host("node1", (
+            f"docker run -d --name {BY_HAND} --net=host --expose {BY_HAND_PORT} "
+            f"-e DEMO_ID={BY_HAND} -e DEMO_TITLE={BY_HAND} -e DEMO_ADDRESS={PREFIX}.2 "
+            f"-e DEMO_PORT={BY_HAND_PORT} -l SERVICE_NAME={SERVICE} -l SERVICE_CHECK_HTTP=/health "
+            f"-l SERVICE_CHECK_INTERVAL=10s -l SERVICE_CHECK_TIMEOUT=5s {image}"
+        ), limit), {}  # fmt: skip
+
+    def hand_kill(self, limit: float) -> tuple[str | None, dict]:
+        """`docker kill` of the hand-started container, then `docker rm`."""
+        return self._on_host("node1", f"docker kill {BY_HAND} && docker rm {BY_HAND}", limit), {}
+
+    def registrator_restart(self, limit: float) -> tuple[str | None, dict]:
+        """`docker restart registrator` on every host; the seconds until Consul's catalog
+        holds exactly the registrations it held before (no duplicate, none lost)."""
+        before = self._catalog()
+        started = time.monotonic()
+        for name in ("node1", "node2", "node3"):
+            error = self._on_host(name, "docker restart registrator", limit)
+            if error:
+                return error, {}
+        while self._catalog() != before:
+            if time.monotonic() - started > limit:
+                return f"the catalog differs from before after {limit:.0f} s", {}
+            time.sleep(POLL_INTERVAL)
+        return None, {"catalog_identical": round(time.monotonic() - started, 1),
+                      "registrations": len(before)}  # fmt: skip
+
+    def _catalog(self) -> list[str]:
+        """The service's registration IDs, sorted (duplicates kept)."""
+        token = security.token(self.spec, "read")
+        url = lab_url(CONSUL_ADDRESS, f":{CONSUL_HTTP_PORT}/v1/health/service/{SERVICE}")
+        headers = {"X-Consul-Token": token} if token else {}
+        response = httpx.get(url, timeout=POLL_TIMEOUT, headers=headers)
+        response.raise_for_status()
+        return sorted(entry["Service"]["ID"] for entry in response.json())
+
+
 def events(spec: LabSpec, triggers: Triggers) -> list[Event]:
     three, five = instances(spec, 3), instances(spec, 5)
     lost = {i: a for i, a in three.items() if a.startswith(f"{PREFIX}.3:")}
@@ -551,6 +608,7 @@ def events(spec: LabSpec, triggers: Triggers) -> list[Event]:
               three),
         crash("instance_crash", "zhibo-2"),
         recover("instance_recover", "zhibo-2"),
+        *(registrator_events(t, three) if spec.registrator_services() else []),
         Event("lb_restart", "docker restart lb", t.on_lb_host("docker restart lb"), three),
         Event("lb_host_reboot", f"docker restart {SPEC['name']}-node3", t.reboot_lb_host, three),
         Event("consul_outage", f"docker stop consul on node3 for {t.outage_seconds:.0f} s",
@@ -569,6 +627,18 @@ def events(spec: LabSpec, triggers: Triggers) -> list[Event]:
         Event("host_loss", "labctl fail node2", t.labctl("fail", "node2"),
               {i: a for i, a in three.items() if i not in lost}, (*lost, "node:node2")),
         Event("host_recover", "labctl recover node2", t.labctl("recover", "node2"), three),
+    ]  # fmt: skip
+
+
+def registrator_events(t: Triggers, three: dict[str, str]) -> list[Event]:
+    """With the service registrator's: a container started and killed by hand, and
+    registrator restarted on every host."""
+    by_hand = three | {BY_HAND: f"{PREFIX}.2:{BY_HAND_PORT}"}
+    return [
+        Event("hand_start", f"docker run {BY_HAND} on node1", t.hand_start, by_hand),
+        Event("hand_kill", f"docker kill {BY_HAND} on node1", t.hand_kill, three),
+        Event("registrator_restart", "docker restart registrator on every host",
+              t.registrator_restart, three),
     ]  # fmt: skip
 
 
@@ -735,6 +805,9 @@ def main() -> None:
                         help="run only these events, in the bench's order (default: all)")
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
                         help="draw requests per instance over time, events and failures marked")
+    parser.add_argument("--registration", choices=("lab", "registrator"), default="lab",
+                        help="who registers the service (registrator adds hand_start, "
+                             "hand_kill and registrator_restart)")
     parser.add_argument("--keep", action="store_true", help="do not tear the lab down")
     parser.add_argument("--skip-up", action="store_true", help="reuse a running labbench lab")
     args = parser.parse_args()  # fmt: skip
@@ -743,7 +816,7 @@ def main() -> None:
     figures = None
     with tempfile.TemporaryDirectory(prefix="lb-events-") as tmp:
         console.print("building the stand-in images")
-        spec_file = build_spec(Path(tmp))
+        spec_file = build_spec(Path(tmp), args.registration)
         spec, _ = load_spec(spec_file)
         triggers = Triggers(spec_file, spec, args.outage)
         try:
