@@ -14,7 +14,7 @@ from roles.docker import install_docker
 from roles.host_images import deliver_images
 from roles.lb import load_balancer
 from roles.machine import mark_machine
-from roles.registrator import registrator
+from roles.registrator import registrator, registrator_absent
 from roles.teardown import remove_lab
 
 lab = host.data.lab_host
@@ -33,9 +33,11 @@ else:
     # the roles below need the tokens labctl makes once the servers have a leader.
     if host.data.get(STAGE) != AGENTS_ONLY:
         if lab.consul:
-            # Before the instances it registers; where it is not wanted, it is removed.
-            registrator()
+            if lab.registrator:  # before the instances it registers
+                registrator()
             # On every agent host, also with no instances: it removes the ones the spec dropped.
             demo_service()
+            if not lab.registrator:  # after the instances it registered are gone
+                registrator_absent()
         if lab.lb:
             load_balancer()

@@ -8,7 +8,8 @@ socket, mounted read-only: that socket is root on the host all the same, so noth
 else runs in this container and it has no port. Its Consul token, with ACLs, may write
 the registrator-mode services only; it comes from a root-only file mounted read-only
 (CONSUL_HTTP_TOKEN_FILE), never from an argument or the container's environment.
-Where no service is registrator's, the role removes a registrator left from before.
+Where no service is registrator's, `registrator_absent` removes a registrator left from
+before, once the instances it registered are gone.
 """
 
 from __future__ import annotations
@@ -70,17 +71,21 @@ def _token_mount(lab: LabHost) -> list[str]:
     ]
 
 
+@deploy("Remove registrator")
+def registrator_absent() -> None:
+    """Where no service is registrator's (any more): registrator removed, after role
+    demo_service removed the instances it had registered (their `die` deregisters them)."""
+    containers_pruned(
+        name="Remove registrator (no service is registrator's)",
+        label=f"{ROLE_LABEL}={REGISTRATOR_ROLE}",
+        keep=[],
+    )
+
+
 @deploy("Deploy registrator", data_defaults=DEFAULTS)
 def registrator() -> None:
     data = host.data
     lab: LabHost = data.lab_host
-    if lab.registrator is None:
-        containers_pruned(
-            name="Remove registrator (no service is registrator's)",
-            label=f"{ROLE_LABEL}={REGISTRATOR_ROLE}",
-            keep=[],
-        )
-        return
     image, image_id = image_ref(REGISTRATOR_ROLE)
     container(
         name="Run registrator",
