@@ -7,7 +7,7 @@ stand-in (Go). They are NOT HashiCorp's or registrator's software; they exist so
 can be tried where neither Docker Hub nor a mirror answers. Nothing falls back to them:
 only `--offline` (recorded in the lab's state) and the test suite name them, through
 `images.consul`, `images.consul_template_binary` and `images.registrator`, and then
-every output showing Consul or consul-template says they are stand-ins (NOTE).
+every output showing Consul, consul-template or registrator says they are stand-ins (NOTE).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from labctl.platforms import control_arch
 from labctl.spec import PROJECT_ROOT, LabSpec
 
 NOTE = (
-    "Consul and consul-template in this lab are its stand-ins (tests/standins), "
-    "not HashiCorp software"
+    "This lab runs the stand-ins (tests/standins) of Consul, consul-template and "
+    "registrator, not the real software"
 )
 Completed = subprocess.CompletedProcess
 GO = system.Tool("Go", "go", "golang-go", "the offline road's consul-template stand-in")

@@ -34,7 +34,7 @@ def table(section: str) -> list[list[str]]:
     """The rows of the first table under `## <section>` in claims.md, as cells."""
     text = CLAIMS.read_text()
     body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in body.splitlines() if line.startswith("| ")]
+    rows = [line for line in body.splitlines() if line.startswith("|")]
     return [[c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rows[2:]]
 
 
