@@ -6,8 +6,8 @@ that goes leaves the LB before its container stops (the LB's and Docker's own re
 container started by hand with the service's labels is served through the LB, told apart
 by verify and status, left alone by apply, and leaves the upstream when killed and Consul
 when removed; registrator restarted, or away while containers come and go, leaves no
-duplicate, loses none and leaves none behind; and `down` leaves nothing, hand-started
-containers included.
+duplicate, loses none and leaves none behind, and so does its host's Consul agent
+restarted; and `down` leaves nothing, hand-started containers included.
 
 It runs after test_90 (which brings the shared lab back from a bundle) and ends with the
 shared lab's `down`: no later module uses that lab.
@@ -218,9 +218,30 @@ def test_registrator_restarted_or_away_duplicates_none_loses_none_leaves_none(re
         on_host(connections, "node2", "docker start registrator >/dev/null")
 
 
+def test_its_hosts_consul_agent_restarted_duplicates_none_loses_none(reg):
+    """The agent registrator writes to goes away and comes back: registrator's next resync
+    registers again what the agent may have lost, and nothing is doubled or dropped."""
+    _, spec, connections = reg
+    before = containers_registered(spec)
+    served = {e["Service"]["ID"] for e in api_entries(spec)}
+    with Traffic("the Consul agent restarted on node2", API) as traffic:
+        on_host(connections, "node2", "docker restart consul")
+        wait_for(lambda: _synced_since(connections, "node2", "consul"), REPAIR_DEADLINE,
+                 "registrator on node2 synced after its agent's restart")  # fmt: skip
+        wait_for(lambda: {e["Service"]["ID"] for e in api_entries(spec)} == served,
+                 REPAIR_DEADLINE, "every api registration back in Consul")  # fmt: skip
+    traffic.assert_no_failed_get()
+    assert containers_registered(spec) == before
+
+
 def _synced_since_its_start(connections, host: str) -> bool:
     """Registrator's log since its last start shows its first sync done."""
-    start = on_host(connections, host, "docker inspect -f '{{.State.StartedAt}}' registrator")
+    return _synced_since(connections, host, "registrator")
+
+
+def _synced_since(connections, host: str, container: str) -> bool:
+    """Registrator's log since `container`'s last start shows a sync done."""
+    start = on_host(connections, host, f"docker inspect -f '{{{{.State.StartedAt}}}}' {container}")
     logs = on_host(connections, host, f"docker logs --since {start.strip()} registrator 2>&1")
     return "Syncing services on" in logs
 
