@@ -1,0 +1,176 @@
+"""The events of issue 19 on a VRRP pair (tests/support/vrrp_pair.py), under the
+client's request loops, each measured the same way for bench/vrrp_pair.py (which prints
+them) and tests/unit/test_vrrp_pair.py (which asserts on them).
+
+Every scenario starts with the first LB (the preferred master) holding the address and
+serving, and leaves the pair so again. Each returns one Measured per move of the address.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tests.support.vrrp_pair import ClientRun, VrrpPair, wait_for
+
+# How long the loops go on after the address settled: one SYN retransmission (Linux
+# sends the first after 1 s) and a little, so a fresh client whose connection attempt
+# went to the old holder is seen to get through.
+TAIL = 1.5
+# Before the event: the loops' steady state.
+LEAD = 0.5
+# The longest any move may take before a scenario gives up on it.
+SETTLE = 10
+
+
+@dataclass
+class Measured:
+    """One move (or claim) of the address, seen by the pair and by the clients.
+
+    moved:     event -> keepalived on `to` entered MASTER (its state file's `since`);
+               None when it was master before the event
+    answering: event -> the probe loop's first answer from `to` (the address answers)
+    holders:   who holds the address once it settled
+    runs:      the client loops over the event ("fresh", "keepalive", "probe")
+    at:        the event's monotonic time (the loops' clock)
+    """
+
+    event: str
+    to: str
+    moved: float | None
+    answering: float | None
+    holders: list[str]
+    runs: dict[str, ClientRun]
+    at: float
+
+    def failures_after(self, kind: str, seconds: float) -> list[tuple[float, str]]:
+        """The failed requests of one client kind later than `seconds` after the event."""
+        return [(t, o) for t, o in self.runs[kind].failures if t > self.at + seconds]
+
+
+def _event(pair: VrrpPair, name: str, to: str, action: Callable[[], None],
+           settled: Callable[[], object], holders: list[str] | None = None) -> Measured:
+    """Run `action` under the loops, wait until `settled`, and measure the move to `to`."""
+    with pair.traffic() as traffic:
+        time.sleep(LEAD)
+        at, wall = time.monotonic(), time.time()
+        action()
+        wait_for(settled, SETTLE, f"{name}: the address settling on {to}")
+        time.sleep(TAIL)
+    state = pair.state(to)
+    # None when `to` did not become master after the event (it already was).
+    moved = state["since"] - wall if state["state"] == "MASTER" and state["since"] > wall else None
+    probe = traffic["probe"].first_answer_by(to, at)
+    return Measured(
+        event=name,
+        to=to,
+        moved=moved,
+        answering=None if probe is None else probe - at,
+        holders=pair.holders() if holders is None else holders,
+        runs=traffic.runs,
+        at=at,
+    )  # fmt: skip
+
+
+def _back_to(pair: VrrpPair, name: str, recover: Callable[[], None]) -> Measured:
+    """Recover the first LB and measure the address coming back to it (preemption)."""
+    master = pair.names[0]
+    return _event(pair, name, master, recover,
+                  lambda: pair.holders() == [master] and pair.answering() == master)
+
+
+def _serves_alone(pair: VrrpPair, name: str) -> Callable[[], bool]:
+    return lambda: pair.holders() == [name] and pair.answering() == name
+
+
+def host_lost(pair: VrrpPair) -> list[Measured]:
+    """The master's host powered off, then on again."""
+    master, backup = pair.names[:2]
+    lost = _event(pair, "master's host powered off", backup,
+                  lambda: pair.kill_host(master), _serves_alone(pair, backup))
+    back = _back_to(pair, "its host powered on again", lambda: pair.restore_host(master))
+    return [lost, back]
+
+
+def lb_killed(pair: VrrpPair) -> list[Measured]:
+    """The master's LB container killed (keepalived lives on: the track script acts),
+    then started again."""
+    master, backup = pair.names[:2]
+    killed = _event(pair, "master's LB killed", backup,
+                    lambda: pair.kill_lb(master), _serves_alone(pair, backup))
+    back = _back_to(pair, "its LB started again", lambda: pair.start_lb(master))
+    return [killed, back]
+
+
+def lb_hung(pair: VrrpPair) -> list[Measured]:
+    """The master's nginx frozen (accepts, never answers), then thawed."""
+    master, backup = pair.names[:2]
+    hung = _event(pair, "master's nginx hung", backup,
+                  lambda: pair.hang_lb(master, True), _serves_alone(pair, backup))
+    back = _back_to(pair, "its nginx thawed", lambda: pair.hang_lb(master, False))
+    return [hung, back]
+
+
+def planned_handover(pair: VrrpPair) -> list[Measured]:
+    """What labctl does before it stops the master's LB (a rolling apply, a restart, a
+    host going down): drain it, confirm that the backup holds the address and serves,
+    stop the LB; later start it, wait until its keepalived sees it serve (BACKUP, no
+    longer FAULT), and undrain it."""
+    master, backup = pair.names[:2]
+
+    def hand_over() -> None:
+        pair.drain(master, True)
+        wait_for(lambda: pair.state(backup)["state"] == "MASTER"
+                 and _serves_alone(pair, backup)(), SETTLE, "the backup holding and serving")
+        pair.stop_lb(master)
+
+    away = _event(pair, "planned: drained, then its LB stopped", backup, hand_over,
+                  _serves_alone(pair, backup))
+
+    def give_back() -> None:
+        pair.start_lb(master)
+        wait_for(lambda: pair.state(master)["state"] == "BACKUP", SETTLE,
+                 "the master's keepalived seeing its LB serve again")
+        pair.drain(master, False)
+
+    back = _back_to(pair, "planned: LB started, undrained", give_back)
+    return [away, back]
+
+
+def partition(pair: VrrpPair) -> list[Measured]:
+    """VRRP between the two cut (clients still reach both): both claim the address;
+    then healed."""
+    master, backup = pair.names[:2]
+    both = [master, backup]
+    split = _event(pair, "partition: both hold the address", backup,
+                   lambda: pair.partition(master, True),
+                   lambda: pair.holders() == both and pair.state(backup)["state"] == "MASTER",
+                   holders=both)
+    healed = _back_to(pair, "partition healed", lambda: pair.partition(master, False))
+    return [split, healed]
+
+
+def keepalived_killed(pair: VrrpPair) -> list[Measured]:
+    """keepalived killed on the master, nginx left serving: the backup takes over and
+    the old master's kernel keeps the address (nobody removes it). This is what shape A
+    (keepalived inside the LB container) would do at every kill of the LB container,
+    with nginx gone too. Restarting keepalived removes the stale address."""
+    master, backup = pair.names[:2]
+    both = [master, backup]
+    killed = _event(pair, "master's keepalived killed", backup,
+                    lambda: pair.kill_keepalived(master),
+                    lambda: pair.holders() == both and pair.state(backup)["state"] == "MASTER",
+                    holders=both)
+    back = _back_to(pair, "its keepalived started again", lambda: pair.start_keepalived(master))
+    return [killed, back]
+
+
+SCENARIOS: dict[str, Callable[[VrrpPair], list[Measured]]] = {
+    "host_lost": host_lost,
+    "lb_killed": lb_killed,
+    "lb_hung": lb_hung,
+    "planned": planned_handover,
+    "partition": partition,
+    "keepalived_killed": keepalived_killed,
+}
