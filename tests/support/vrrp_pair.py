@@ -32,12 +32,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import pairwise
 from pathlib import Path
 
 import docker
 from docker.errors import NotFound
-from jinja2 import Environment, StrictUndefined
+from jinja2 import Environment, StrictUndefined, Template
 
 from labctl.images import TEMPLATES, LabImage, build, image_namespace, present, recipe_tag
 from labctl.spec import DockerProvider
@@ -58,10 +59,16 @@ HOST_OFFSET, CLIENT_OFFSET, VIRTUAL_OFFSET = 10, 50, 100
 INTERFACE = "eth0"
 
 
+@cache
+def _keepalived_template() -> Template:
+    # As pyinfra's files.template makes its template (pyinfra.api.util.get_template).
+    environment = Environment(undefined=StrictUndefined, keep_trailing_newline=True)
+    return environment.from_string(KEEPALIVED_TEMPLATE.read_text())
+
+
 def render_keepalived_conf(**variables: object) -> str:
     """keepalived.conf.j2 rendered as pyinfra's files.template renders a template."""
-    environment = Environment(undefined=StrictUndefined, keep_trailing_newline=True)
-    return environment.from_string(KEEPALIVED_TEMPLATE.read_text()).render(**variables)
+    return _keepalived_template().render(**variables)
 
 
 def _build(client: docker.DockerClient, image: LabImage) -> str:
