@@ -31,9 +31,11 @@ class Measured:
     moved:     event -> keepalived on `to` entered MASTER (its state file's `since`);
                None when it was master before the event
     answering: event -> the probe loop's first answer from `to` (the address answers)
-    holders:   who holds the address once it settled
+    holders:   who held the address when it settled
+    states:    each running LB's keepalived state then (its state file)
     runs:      the client loops over the event ("fresh", "keepalive", "probe")
     at:        the event's monotonic time (the loops' clock)
+    settled:   when the address was seen settled (monotonic), TAIL before the loops ended
     """
 
     event: str
@@ -41,8 +43,10 @@ class Measured:
     moved: float | None
     answering: float | None
     holders: list[str]
+    states: dict[str, str]
     runs: dict[str, ClientRun]
     at: float
+    settled: float
 
     def failures_after(self, kind: str, seconds: float) -> list[tuple[float, str]]:
         """The failed requests of one client kind later than `seconds` after the event."""
@@ -50,13 +54,16 @@ class Measured:
 
 
 def _event(pair: VrrpPair, name: str, to: str, action: Callable[[], None],
-           settled: Callable[[], object], holders: list[str] | None = None) -> Measured:
-    """Run `action` under the loops, wait until `settled`, and measure the move to `to`."""
+           until: Callable[[], object]) -> Measured:
+    """Run `action` under the loops, wait `until` the address settled, and measure the
+    move to `to`."""
     with pair.traffic() as traffic:
         time.sleep(LEAD)
         at, wall = time.monotonic(), time.time()
         action()
-        wait_for(settled, SETTLE, f"{name}: the address settling on {to}")
+        wait_for(until, SETTLE, f"{name}: the address settling on {to}")
+        settled_at = time.monotonic()
+        holders, states = pair.holders(), pair.states()
         time.sleep(TAIL)
     state = pair.state(to)
     # None when `to` did not become master after the event (it already was).
@@ -67,9 +74,11 @@ def _event(pair: VrrpPair, name: str, to: str, action: Callable[[], None],
         to=to,
         moved=moved,
         answering=None if probe is None else probe - at,
-        holders=pair.holders() if holders is None else holders,
+        holders=holders,
+        states=states,
         runs=traffic.runs,
         at=at,
+        settled=settled_at,
     )  # fmt: skip
 
 
@@ -145,8 +154,7 @@ def partition(pair: VrrpPair) -> list[Measured]:
     both = [master, backup]
     split = _event(pair, "partition: both hold the address", backup,
                    lambda: pair.partition(master, True),
-                   lambda: pair.holders() == both and pair.state(backup)["state"] == "MASTER",
-                   holders=both)
+                   lambda: pair.holders() == both and pair.state(backup)["state"] == "MASTER")
     healed = _back_to(pair, "partition healed", lambda: pair.partition(master, False))
     return [split, healed]
 
@@ -160,8 +168,7 @@ def keepalived_killed(pair: VrrpPair) -> list[Measured]:
     both = [master, backup]
     killed = _event(pair, "master's keepalived killed", backup,
                     lambda: pair.kill_keepalived(master),
-                    lambda: pair.holders() == both and pair.state(backup)["state"] == "MASTER",
-                    holders=both)
+                    lambda: pair.holders() == both and pair.state(backup)["state"] == "MASTER")
     back = _back_to(pair, "its keepalived started again", lambda: pair.start_keepalived(master))
     return [killed, back]
 

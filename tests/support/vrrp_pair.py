@@ -307,16 +307,20 @@ class VrrpPair:
             )
         return result.output.decode()
 
+    def _running(self, name: str) -> bool:
+        try:
+            return self.container(name).status == "running"
+        except NotFound:
+            return False
+
     def holds(self, name: str) -> bool:
         """Whether the kernel of this LB host has the virtual address (False when the
         host is down)."""
-        try:
-            host = self.container(name)
-        except NotFound:
+        if not self._running(name):
             return False
-        if host.status != "running":
-            return False
-        out = self._exec(host, "ip", "-o", "-4", "addr", "show", "to", f"{self.address}/32")
+        out = self._exec(
+            self.container(name), "ip", "-o", "-4", "addr", "show", "to", f"{self.address}/32"
+        )
         return bool(out.strip())
 
     def holders(self) -> list[str]:
@@ -328,6 +332,10 @@ class VrrpPair:
     def state(self, name: str) -> dict:
         """keepalived's state file, as the LB publishes it (/_lab/vrrp.json)."""
         return json.loads(self._exec(self.container(name), "cat", "/var/lib/lb/vrrp.json"))
+
+    def states(self) -> dict[str, str]:
+        """Each running LB host's keepalived state, as its state file says."""
+        return {name: self.state(name)["state"] for name in self.names if self._running(name)}
 
     def answering(self) -> str | None:
         """Which LB answers a GET through the virtual address from the client, if any."""
