@@ -72,8 +72,9 @@ def figures(measured: Measured) -> dict:
                 "longest_wait": runs[kind].longest_wait(),
                 "rate": runs[kind].rate(),
                 # When each failed, from the event, and how.
-                "failures": [[round(t - measured.at, 3), outcome]
-                             for t, outcome in runs[kind].failures],
+                "failures": [
+                    [round(t - measured.at, 3), outcome] for t, outcome in runs[kind].failures
+                ],
             }
             for kind in KINDS
         },

@@ -56,8 +56,7 @@ def main(url: str, out: str, stop: str) -> None:
             loop.__exit__(None, None, None)
     result = {
         "loops": [
-            {"kind": kind, "log": logs[kind], "retried": loops[kind].retried}
-            for kind in KINDS
+            {"kind": kind, "log": logs[kind], "retried": loops[kind].retried} for kind in KINDS
         ]
     }
     with open(out + ".tmp", "w") as file:

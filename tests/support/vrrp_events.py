@@ -53,8 +53,9 @@ class Measured:
         return [(t, o) for t, o in self.runs[kind].failures if t > self.at + seconds]
 
 
-def _event(pair: VrrpPair, name: str, to: str, action: Callable[[], None],
-           until: Callable[[], object]) -> Measured:
+def _event(
+    pair: VrrpPair, name: str, to: str, action: Callable[[], None], until: Callable[[], object]
+) -> Measured:
     """Run `action` under the loops, wait `until` the address settled, and measure the
     move to `to`."""
     with pair.traffic() as traffic:
@@ -82,43 +83,57 @@ def _event(pair: VrrpPair, name: str, to: str, action: Callable[[], None],
     )  # fmt: skip
 
 
-def _back_to(pair: VrrpPair, name: str, recover: Callable[[], None]) -> Measured:
-    """Recover the first LB and measure the address coming back to it (preemption)."""
-    master = pair.names[0]
-    return _event(pair, name, master, recover,
-                  lambda: pair.holders() == [master] and pair.answering() == master)
-
-
 def _serves_alone(pair: VrrpPair, name: str) -> Callable[[], bool]:
     return lambda: pair.holders() == [name] and pair.answering() == name
 
 
+def _back_to(pair: VrrpPair, name: str, recover: Callable[[], None]) -> Measured:
+    """Recover the first LB and measure the address coming back to it (preemption)."""
+    master = pair.names[0]
+    return _event(pair, name, master, recover, _serves_alone(pair, master))
+
+
+def _away_and_back(
+    pair: VrrpPair,
+    away: str,
+    fail: Callable[[str], None],
+    back: str,
+    recover: Callable[[str], None],
+) -> list[Measured]:
+    """`fail` the master (the address goes to the backup), then `recover` it."""
+    master, backup = pair.names[:2]
+    gone = _event(pair, away, backup, lambda: fail(master), _serves_alone(pair, backup))
+    return [gone, _back_to(pair, back, lambda: recover(master))]
+
+
 def host_lost(pair: VrrpPair) -> list[Measured]:
     """The master's host powered off, then on again."""
-    master, backup = pair.names[:2]
-    lost = _event(pair, "master's host powered off", backup,
-                  lambda: pair.kill_host(master), _serves_alone(pair, backup))
-    back = _back_to(pair, "its host powered on again", lambda: pair.restore_host(master))
-    return [lost, back]
+    return _away_and_back(
+        pair,
+        "master's host powered off",
+        pair.kill_host,
+        "its host powered on again",
+        pair.restore_host,
+    )
 
 
 def lb_killed(pair: VrrpPair) -> list[Measured]:
     """The master's LB container killed (keepalived lives on: the track script acts),
     then started again."""
-    master, backup = pair.names[:2]
-    killed = _event(pair, "master's LB killed", backup,
-                    lambda: pair.kill_lb(master), _serves_alone(pair, backup))
-    back = _back_to(pair, "its LB started again", lambda: pair.start_lb(master))
-    return [killed, back]
+    return _away_and_back(
+        pair, "master's LB killed", pair.kill_lb, "its LB started again", pair.start_lb
+    )
 
 
 def lb_hung(pair: VrrpPair) -> list[Measured]:
     """The master's nginx frozen (accepts, never answers), then thawed."""
-    master, backup = pair.names[:2]
-    hung = _event(pair, "master's nginx hung", backup,
-                  lambda: pair.hang_lb(master, True), _serves_alone(pair, backup))
-    back = _back_to(pair, "its nginx thawed", lambda: pair.hang_lb(master, False))
-    return [hung, back]
+    return _away_and_back(
+        pair,
+        "master's nginx hung",
+        lambda name: pair.hang_lb(name, True),
+        "its nginx thawed",
+        lambda name: pair.hang_lb(name, False),
+    )
 
 
 def planned_handover(pair: VrrpPair) -> list[Measured]:
@@ -130,17 +145,28 @@ def planned_handover(pair: VrrpPair) -> list[Measured]:
 
     def hand_over() -> None:
         pair.drain(master, True)
-        wait_for(lambda: pair.state(backup)["state"] == "MASTER"
-                 and _serves_alone(pair, backup)(), SETTLE, "the backup holding and serving")
+        wait_for(
+            lambda: pair.state(backup)["state"] == "MASTER" and _serves_alone(pair, backup)(),
+            SETTLE,
+            "the backup holding and serving",
+        )
         pair.stop_lb(master)
 
-    away = _event(pair, "planned: drained, then its LB stopped", backup, hand_over,
-                  _serves_alone(pair, backup))
+    away = _event(
+        pair,
+        "planned: drained, then its LB stopped",
+        backup,
+        hand_over,
+        _serves_alone(pair, backup),
+    )
 
     def give_back() -> None:
         pair.start_lb(master)
-        wait_for(lambda: pair.state(master)["state"] == "BACKUP", SETTLE,
-                 "the master's keepalived seeing its LB serve again")
+        wait_for(
+            lambda: pair.state(master)["state"] == "BACKUP",
+            SETTLE,
+            "the master's keepalived seeing its LB serve again",
+        )
         pair.drain(master, False)
 
     back = _back_to(pair, "planned: LB started, undrained", give_back)
@@ -152,9 +178,13 @@ def partition(pair: VrrpPair) -> list[Measured]:
     then healed."""
     master, backup = pair.names[:2]
     both = [master, backup]
-    split = _event(pair, "partition: both hold the address", backup,
-                   lambda: pair.partition(master, True),
-                   lambda: pair.holders() == both and pair.state(backup)["state"] == "MASTER")
+    split = _event(
+        pair,
+        "partition: both hold the address",
+        backup,
+        lambda: pair.partition(master, True),
+        lambda: pair.holders() == both and pair.state(backup)["state"] == "MASTER",
+    )
     healed = _back_to(pair, "partition healed", lambda: pair.partition(master, False))
     return [split, healed]
 
@@ -166,9 +196,13 @@ def keepalived_killed(pair: VrrpPair) -> list[Measured]:
     with nginx gone too. Restarting keepalived removes the stale address."""
     master, backup = pair.names[:2]
     both = [master, backup]
-    killed = _event(pair, "master's keepalived killed", backup,
-                    lambda: pair.kill_keepalived(master),
-                    lambda: pair.holders() == both and pair.state(backup)["state"] == "MASTER")
+    killed = _event(
+        pair,
+        "master's keepalived killed",
+        backup,
+        lambda: pair.kill_keepalived(master),
+        lambda: pair.holders() == both and pair.state(backup)["state"] == "MASTER",
+    )
     back = _back_to(pair, "its keepalived started again", lambda: pair.start_keepalived(master))
     return [killed, back]
 

@@ -234,9 +234,7 @@ class VrrpPair:
         wait_for(lambda: self.answering() == self.names[0], 10, "the address answering")
 
     def _on_bridge(self, name: str, offset: int, **options):
-        endpoint = self.engine.api.create_endpoint_config(
-            ipv4_address=str(self.subnet[offset])
-        )
+        endpoint = self.engine.api.create_endpoint_config(ipv4_address=str(self.subnet[offset]))
         return self.engine.containers.run(
             self.support_ref,
             name=name,
@@ -417,4 +415,3 @@ class VrrpPair:
                                         loop["retried"])
                 for loop in result["loops"]
             }  # fmt: skip
-
