@@ -132,10 +132,12 @@ class ClientRun:
         return next((t for t, outcome in self.log if t > after and outcome == name), None)
 
     def longest_wait(self) -> float:
-        """The longest this client went without an answer (its requests' own time
-        included): the time from one answer to the next."""
+        """The longest this client went without an answer, its requests' own time
+        included: from one answer to the next, or to the end of its log (a request
+        that hung until its timeout and failed ends it)."""
         answers = [t for t, outcome in self.log if is_answer(outcome)]
-        return max((b - a for a, b in pairwise(answers)), default=0.0)
+        ends = answers + ([self.log[-1][0]] if self.log else [])
+        return max((b - a for a, b in pairwise(ends)), default=0.0)
 
     def rate(self) -> float:
         """Answers per second over the run."""

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 
+import httpx
 import pytest
 
+from tests.support.traffic import CLOSED_BEFORE_ANSWER
 from tests.support.vrrp_events import SCENARIOS, Measured, partition, planned_handover
-from tests.support.vrrp_pair import VrrpPair, is_answer
+from tests.support.vrrp_pair import VrrpPair, is_answer, wait_for
 
 WINDOW = 1.0  # issue 19: an unplanned failure leaves the address unanswered for ≤ 1 s
 SUBNET = os.environ.get("LAB_VRRP_TEST_SUBNET", "192.168.252.0/24")
@@ -26,6 +28,9 @@ CLIENTS = ("fresh", "keepalive")
 # A client has at most one request in flight; a move of the address can cost it that
 # one (a connection the old holder accepted, whose next packet reaches the new one).
 IN_FLIGHT = 1
+# How such a request fails: its connection reset before any answer, or no answer before
+# the client's timeout. Not a refused or timed-out connection: that was a new request.
+LOST_IN_FLIGHT = {f"error {e.__name__}" for e in (*CLOSED_BEFORE_ANSWER, httpx.ReadTimeout)}
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +61,15 @@ def assert_covered(measured: Measured) -> None:
 
 
 def assert_unplanned_window(measured: Measured) -> None:
-    """Issue 19's goal for an unplanned failure."""
+    """Issue 19's goal for an unplanned failure: the address answers again within WINDOW,
+    and clients fail only inside it, but for the request a client had in flight on a
+    connection the old holder accepted: that one fails when its retransmission reaches
+    the new holder, which resets it, possibly later (TCP backs off 0.2, 0.4, 0.8 s)."""
     assert measured.answering is not None and measured.answering <= WINDOW, measured.answering
     for kind in CLIENTS:
-        assert measured.failures_after(kind, WINDOW) == [], kind
+        late = measured.failures_after(kind, WINDOW)
+        assert len(late) <= IN_FLIGHT, late
+        assert all(outcome in LOST_IN_FLIGHT for _, outcome in late), late
 
 
 def assert_at_most_in_flight_lost(measured: Measured) -> None:
@@ -78,6 +88,16 @@ def test_the_first_lb_holds_the_address_and_every_lb_publishes_its_state(pair):
         "state": "MASTER", "priority": 200, "address": pair.address}  # fmt: skip
     assert {k: pair.state(second)[k] for k in ("state", "priority")} == {
         "state": "BACKUP", "priority": 190}  # fmt: skip
+
+
+def test_the_drain_file_lowers_the_priority_and_the_state_file_follows(pair):
+    first, second = pair.names
+    pair.drain(second, True)
+    wait_for(lambda: pair.state(second)["priority"] == 90, 5, "the drained backup's priority")
+    assert pair.holders() == [first]
+    pair.drain(second, False)
+    wait_for(lambda: pair.state(second)["priority"] == 190, 5, "its priority restored")
+    assert pair.state(second)["state"] == "BACKUP"
 
 
 def test_a_planned_hand_over_moves_the_address_before_the_lb_stops(pair):
