@@ -3,7 +3,7 @@ request loops: how long each event leaves the address unanswered and what client
 Prints JSON on stdout and a table on stderr.
 
     .venv/bin/python bench/vrrp_pair.py [--rounds 3] [--unicast] [--events NAME,...]
-                                        [--advert-int 0.2]
+                                        [--advert-int 0.2] [--markdown]
 
 The pair is tests/support/vrrp_pair.py's: per LB host a namespace container on a Docker
 bridge of its own (192.168.251.0/24; LAB_VRRP_SUBNET, a /24, moves it), Debian's nginx
@@ -91,6 +91,29 @@ def spread(values: list[float | None], unit: str = "s") -> str:
     return f"{statistics.median(present):.2f}/{max(present):.2f}"
 
 
+def markdown(rows: dict[str, list[dict]]) -> str:
+    """The same figures as a Markdown table (docs/lb-pair.md)."""
+    lines = [
+        "| event | moved | answering | fresh: failed, longest wait "
+        "| keep-alive: failed (retries), longest wait | holders after |",
+        "|---|---|---|---|---|---|",
+    ]
+    for event, results in rows.items():
+        fresh = [r["fresh"] for r in results]
+        kept = [r["keepalive"] for r in results]
+        lines.append(
+            f"| {event} | {spread([r['moved'] for r in results])} "
+            f"| {spread([r['answering'] for r in results])} "
+            f"| {spread([f['failed'] for f in fresh], 'n')}, "
+            f"{spread([f['longest_wait'] for f in fresh])} "
+            f"| {spread([k['failed'] for k in kept], 'n')} "
+            f"({spread([k['retried'] for k in kept], 'n')}), "
+            f"{spread([k['longest_wait'] for k in kept])} "
+            f"| {' and '.join(results[-1]['holders'])} |"
+        )
+    return "\n".join(lines)
+
+
 def table(rows: dict[str, list[dict]]) -> str:
     header = (
         f"{'event':<40} {'moved':>9} {'answering':>10} "
@@ -119,6 +142,7 @@ def main() -> None:
     parser.add_argument("--unicast", action="store_true", help="unicast peers, not multicast")
     parser.add_argument("--advert-int", type=float, default=0.2)
     parser.add_argument("--events", default=",".join(SCENARIOS))
+    parser.add_argument("--markdown", action="store_true", help="the table in Markdown")
     args = parser.parse_args()
     events = args.events.split(",")
     unknown = sorted(set(events) - set(SCENARIOS))
@@ -141,7 +165,7 @@ def main() -> None:
         "seconds": round(time.monotonic() - started, 1),
         "events": rows,
     }, indent=1))  # fmt: skip
-    print(table(rows), file=sys.stderr)
+    print(markdown(rows) if args.markdown else table(rows), file=sys.stderr)
 
 
 if __name__ == "__main__":
