@@ -25,13 +25,17 @@ address back to lb1 (preemption), every one on a fresh pair:
                      and serves, stop lb1's LB; then start it, wait, undrain
   partition          VRRP cut between them (iptables, protocol 112): both hold the
                      address; then healed
-  keepalived_killed  lb1's keepalived killed, nginx left: what keepalived inside the LB
-                     container would do at every LB kill (the address stays on lb1)
+  keepalived_killed  lb1's keepalived killed, nginx left: the address stays on lb1 too
+  lb_with_keepalived_killed
+                     keepalived inside the LB container, the other shape, at a kill of
+                     that container: keepalived and nginx on lb1 killed together
 
 Per event: moved (event -> the new holder's keepalived entered MASTER, from its state
 file), answering (event -> the probe's first answer from the new holder), per client kind
 failed requests of all, keep-alive retries, and the longest time a client went without
-an answer. With --rounds N every event runs N times (fresh pairs); the table shows each
+an answer. Where an event leaves the address on two hosts, NEW_CLIENTS GETs from a client
+that forgets its ARP entry before each (it has to ask who holds the address) say who
+answered them. With --rounds N every event runs N times (fresh pairs); the table shows each
 figure's median and worst. Not part of the test suite: it measures, it neither passes nor
 fails. Run it alone (under the machine-wide e2e lock): it measures sub-second timings.
 """
@@ -64,6 +68,7 @@ def figures(measured: Measured) -> dict:
         "moved": measured.moved,
         "answering": measured.answering,
         "holders": measured.holders,
+        "new_clients": measured.new_clients,
         **{
             kind: {
                 "requests": len(runs[kind].log),
@@ -166,6 +171,10 @@ def main() -> None:
         "events": rows,
     }, indent=1))  # fmt: skip
     print(markdown(rows) if args.markdown else table(rows), file=sys.stderr)
+    for event, results in rows.items():
+        asked = [r["new_clients"] for r in results if r["new_clients"] is not None]
+        if asked:
+            print(f"{event}: clients asking anew who holds the address: {asked}", file=sys.stderr)
 
 
 if __name__ == "__main__":

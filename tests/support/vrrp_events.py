@@ -22,6 +22,8 @@ TAIL = 1.5
 LEAD = 0.5
 # The longest any move may take before a scenario gives up on it.
 SETTLE = 10
+# Requests made, each by a client that asks anew who holds the address, where two hold it.
+NEW_CLIENTS = 20
 
 
 @dataclass
@@ -36,6 +38,8 @@ class Measured:
     runs:      the client loops over the event ("fresh", "keepalive", "probe")
     at:        the event's monotonic time (the loops' clock)
     settled:   when the address was seen settled (monotonic), TAIL before the loops ended
+    new_clients: for events that leave the address on two hosts, what clients that have
+               to ask who holds it meet then (VrrpPair.ask_anew), else None
     """
 
     event: str
@@ -47,6 +51,7 @@ class Measured:
     runs: dict[str, ClientRun]
     at: float
     settled: float
+    new_clients: dict[str, int] | None = None
 
     def failures_after(self, kind: str, seconds: float) -> list[tuple[float, str]]:
         """The failed requests of one client kind later than `seconds` after the event."""
@@ -54,10 +59,15 @@ class Measured:
 
 
 def _event(
-    pair: VrrpPair, name: str, to: str, action: Callable[[], None], until: Callable[[], object]
+    pair: VrrpPair,
+    name: str,
+    to: str,
+    action: Callable[[], None],
+    until: Callable[[], object],
+    ask_anew: bool = False,
 ) -> Measured:
     """Run `action` under the loops, wait `until` the address settled, and measure the
-    move to `to`."""
+    move to `to` (and, with `ask_anew`, new clients, VrrpPair.ask_anew)."""
     with pair.traffic() as traffic:
         time.sleep(LEAD)
         at, wall = time.monotonic(), time.time()
@@ -65,6 +75,7 @@ def _event(
         wait_for(until, SETTLE, f"{name}: the address settling on {to}")
         settled_at = time.monotonic()
         holders, states = pair.holders(), pair.states()
+        new_clients = pair.ask_anew(NEW_CLIENTS) if ask_anew else None
         time.sleep(TAIL)
     state = pair.state(to)
     # None when `to` did not become master after the event (it already was).
@@ -80,6 +91,7 @@ def _event(
         runs=traffic.runs,
         at=at,
         settled=settled_at,
+        new_clients=new_clients,
     )  # fmt: skip
 
 
@@ -189,21 +201,47 @@ def partition(pair: VrrpPair) -> list[Measured]:
     return [split, healed]
 
 
-def keepalived_killed(pair: VrrpPair) -> list[Measured]:
-    """keepalived killed on the master, nginx left serving: the backup takes over and
-    the old master's kernel keeps the address (nobody removes it). This is what shape A
-    (keepalived inside the LB container) would do at every kill of the LB container,
-    with nginx gone too. Restarting keepalived removes the stale address."""
+def _both_hold(pair: VrrpPair) -> Callable[[], bool]:
     master, backup = pair.names[:2]
-    both = [master, backup]
+    return lambda: pair.holders() == [master, backup] and pair.state(backup)["state"] == "MASTER"
+
+
+def keepalived_killed(pair: VrrpPair) -> list[Measured]:
+    """keepalived killed on the master, nginx left serving: the backup takes over and the
+    old master's kernel keeps the address (nobody removes it), but a client sent there is
+    served. Restarting keepalived removes it."""
+    master, backup = pair.names[:2]
     killed = _event(
         pair,
         "master's keepalived killed",
         backup,
         lambda: pair.kill_keepalived(master),
-        lambda: pair.holders() == both and pair.state(backup)["state"] == "MASTER",
+        _both_hold(pair),
+        ask_anew=True,
     )
     back = _back_to(pair, "its keepalived started again", lambda: pair.start_keepalived(master))
+    return [killed, back]
+
+
+def lb_with_keepalived_killed(pair: VrrpPair) -> list[Measured]:
+    """The other shape, keepalived inside the LB container, at a `docker kill` of the
+    master's LB container: keepalived and nginx killed together, the host up. The backup
+    takes over; the old host keeps the address with nothing listening on port 80, and a
+    client that asks who holds the address may be answered by it. Starting both again
+    removes it."""
+    master, backup = pair.names[:2]
+
+    def kill_both() -> None:
+        pair.kill_keepalived(master)
+        pair.kill_lb(master)
+
+    def start_both() -> None:
+        pair.start_lb(master)
+        pair.start_keepalived(master)
+
+    killed = _event(pair, "LB with keepalived inside killed", backup, kill_both,
+                    _both_hold(pair), ask_anew=True)  # fmt: skip
+    back = _back_to(pair, "both started again", start_both)
     return [killed, back]
 
 
@@ -214,4 +252,5 @@ SCENARIOS: dict[str, Callable[[VrrpPair], list[Measured]]] = {
     "planned": planned_handover,
     "partition": partition,
     "keepalived_killed": keepalived_killed,
+    "lb_with_keepalived_killed": lb_with_keepalived_killed,
 }

@@ -346,6 +346,18 @@ class VrrpPair:
         answer = result.output.decode().strip()
         return answer if result.exit_code == 0 and answer else None
 
+    def ask_anew(self, times: int) -> dict[str, int]:
+        """GET through the address `times` from the client, its ARP entry for the address
+        flushed before each: a client that has to ask who holds it. {the LB that
+        answered, or "failed": count}."""
+        script = (
+            f"for i in $(seq {times}); do ip neigh flush to {self.address}; "
+            f"curl -s -m 1 -o /dev/null -w '%header{{x-instance}}\\n' http://{self.address}/ "
+            "|| echo failed; done"
+        )
+        lines = self._exec(self.container("client"), "sh", "-c", script).split()
+        return {answer: lines.count(answer) for answer in sorted(set(lines))}
+
     # -- events -------------------------------------------------------------------
     def kill_host(self, name: str) -> None:
         """Power off. The host's container first: the engine removes its interface at

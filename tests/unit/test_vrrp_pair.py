@@ -148,5 +148,15 @@ def test_a_partition_leaves_both_holding_the_address_until_it_heals(pair):
         assert_at_most_in_flight_lost(measured)
 
 
+def test_a_killed_keepalived_leaves_the_address_until_it_starts_again(pair):
+    # Started again in the same container: its start.sh removes the pid files the killed
+    # run left in /run, or keepalived would refuse to start.
+    first, second = pair.names
+    pair.kill_keepalived(first)
+    pair.wait_holders([first, second], 5, "the backup taking over beside the stale address")
+    pair.start_keepalived(first)
+    pair.wait_holders([first], 10, "the restarted keepalived removing it, then reclaiming it")
+
+
 def test_unicast_peers_move_the_address_within_the_window(unicast_pair):
     assert_unplanned_failure(unicast_pair, "host_lost")
