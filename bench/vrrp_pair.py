@@ -33,11 +33,12 @@ address back to lb1 (preemption), every one on a fresh pair:
 Per event: moved (event -> the new holder's keepalived entered MASTER, from its state
 file), answering (event -> the probe's first answer from the new holder), per client kind
 failed requests of all, keep-alive retries, and the longest time a client went without
-an answer. Where an event leaves the address on two hosts, NEW_CLIENTS GETs from a client
+an answer. Where an event leaves the address on two hosts, 20 GETs from a client
 that forgets its ARP entry before each (it has to ask who holds the address) say who
-answered them. With --rounds N every event runs N times (fresh pairs); the table shows each
-figure's median and worst. Not part of the test suite: it measures, it neither passes nor
-fails. Run it alone (under the machine-wide e2e lock): it measures sub-second timings.
+served them, and arping who answers for the address. With --rounds N every event runs N
+times (fresh pairs); the table shows each figure's median and worst. Not part of the test
+suite: it measures, it neither passes nor fails. Run it alone (under the machine-wide e2e
+lock): it measures sub-second timings.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def figures(measured: Measured) -> dict:
         "answering": measured.answering,
         "holders": measured.holders,
         "new_clients": measured.new_clients,
+        "arp": measured.arp,
         **{
             kind: {
                 "requests": len(runs[kind].log),
@@ -172,9 +174,10 @@ def main() -> None:
     }, indent=1))  # fmt: skip
     print(markdown(rows) if args.markdown else table(rows), file=sys.stderr)
     for event, results in rows.items():
-        asked = [r["new_clients"] for r in results if r["new_clients"] is not None]
-        if asked:
-            print(f"{event}: clients asking anew who holds the address: {asked}", file=sys.stderr)
+        asked = [(r["new_clients"], r["arp"]) for r in results if r["new_clients"] is not None]
+        for served, arp in asked:
+            print(f"{event}: new clients served by {served}; ARP answered by {arp}",
+                  file=sys.stderr)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ class Measured:
     runs:      the client loops over the event ("fresh", "keepalive", "probe")
     at:        the event's monotonic time (the loops' clock)
     settled:   when the address was seen settled (monotonic), TAIL before the loops ended
-    new_clients: for events that leave the address on two hosts, what clients that have
-               to ask who holds it meet then (VrrpPair.ask_anew), else None
+    new_clients: for events that leave the address on two hosts, who served clients
+               that have to ask who holds it (VrrpPair.ask_anew), else None
+    arp:       then too, who answered ARP requests for the address (VrrpPair.arp_answers)
     """
 
     event: str
@@ -52,6 +53,7 @@ class Measured:
     at: float
     settled: float
     new_clients: dict[str, int] | None = None
+    arp: dict[str, int] | None = None
 
     def failures_after(self, kind: str, seconds: float) -> list[tuple[float, str]]:
         """The failed requests of one client kind later than `seconds` after the event."""
@@ -76,6 +78,7 @@ def _event(
         settled_at = time.monotonic()
         holders, states = pair.holders(), pair.states()
         new_clients = pair.ask_anew(NEW_CLIENTS) if ask_anew else None
+        arp = pair.arp_answers() if ask_anew else None
         time.sleep(TAIL)
     state = pair.state(to)
     # None when `to` did not become master after the event (it already was).
@@ -92,6 +95,7 @@ def _event(
         at=at,
         settled=settled_at,
         new_clients=new_clients,
+        arp=arp,
     )  # fmt: skip
 
 

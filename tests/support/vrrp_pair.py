@@ -26,6 +26,7 @@ import fcntl
 import io
 import ipaddress
 import json
+import re
 import tarfile
 import time
 import uuid
@@ -357,6 +358,22 @@ class VrrpPair:
         )
         lines = self._exec(self.container("client"), "sh", "-c", script).split()
         return {answer: lines.count(answer) for answer in sorted(set(lines))}
+
+    def arp_answers(self, requests: int = 3) -> dict[str, int]:
+        """Who answers the client's ARP requests for the address: {LB host: replies}."""
+        macs = {}
+        for name in self.names:
+            if self._running(name):
+                networks = self.container(name).attrs["NetworkSettings"]["Networks"]
+                macs[networks[self.network_name]["MacAddress"].lower()] = name
+        client = self.container("client")
+        # arping exits 1 when a request went unanswered; the replies are what counts.
+        output = client.exec_run(
+            ["arping", "-c", str(requests), "-w", str(requests + 1), "-I", INTERFACE,
+             self.address]
+        ).output.decode().lower()  # fmt: skip
+        replies = re.findall(r"reply from [\d.]+ \[([0-9a-f:]+)\]", output)
+        return {name: replies.count(mac) for mac, name in macs.items() if mac in replies}
 
     # -- events -------------------------------------------------------------------
     def kill_host(self, name: str) -> None:
