@@ -77,9 +77,10 @@ def _event(
         wait_for(until, SETTLE, f"{name}: the address settling on {to}")
         settled_at = time.monotonic()
         holders, states = pair.holders(), pair.states()
-        new_clients = pair.ask_anew(NEW_CLIENTS) if ask_anew else None
-        arp = pair.arp_answers() if ask_anew else None
         time.sleep(TAIL)
+    # Once the loops have ended: flushing the client's ARP entry would disturb them.
+    new_clients = pair.ask_anew(NEW_CLIENTS) if ask_anew else None
+    arp = pair.arp_answers() if ask_anew else None
     state = pair.state(to)
     # None when `to` did not become master after the event (it already was).
     moved = state["since"] - wall if state["state"] == "MASTER" and state["since"] > wall else None
