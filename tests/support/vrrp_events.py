@@ -78,7 +78,7 @@ def _event(
         settled_at = time.monotonic()
         holders, states = pair.holders(), pair.states()
         time.sleep(TAIL)
-    # Once the loops have ended: flushing the client's ARP entry would disturb them.
+    # Once the loops have ended, from the observer: the ARP requests load the bridge.
     new_clients = pair.ask_anew(NEW_CLIENTS) if ask_anew else None
     arp = pair.arp_answers() if ask_anew else None
     state = pair.state(to)

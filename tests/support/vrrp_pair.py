@@ -11,7 +11,8 @@ its containers with --net=host:
                               files.template renders it
 The LB and keepalived share a volume, as the LB's state volume: keepalived's state file
 (vrrp.json) lands where the LB serves /_lab/. A client container on the bridge runs the
-request loops (tests/support/vrrp_driver.py) against the virtual address.
+request loops (tests/support/vrrp_driver.py) against the virtual address; an observer
+container beside it asks who holds the address (ARP), leaving the client's cache alone.
 
 Nothing is bind-mounted and no address of the bridge is dialled from here: files go
 into containers through the engine and everything on the bridge is done from a
@@ -55,7 +56,8 @@ CLIENT_FILES = (Path(__file__).resolve().parent / "vrrp_driver.py",
                 Path(__file__).resolve().parent / "traffic.py")  # fmt: skip
 BUILD_LOCK = PROJECT_ROOT / ".lab" / "standin-build.lock"  # the e2e suite's builders' lock
 VRRP_CAPS = ["NET_ADMIN", "NET_RAW", "NET_BROADCAST"]
-# Host number n (1, 2, ...) is .10+n on the bridge; the client .50; the address .100.
+# Host number n (1, 2, ...) is .10+n on the bridge; the client .50, the observer .51; the
+# address .100.
 HOST_OFFSET, CLIENT_OFFSET, VIRTUAL_OFFSET = 10, 50, 100
 INTERFACE = "eth0"
 
@@ -259,9 +261,12 @@ class VrrpPair:
         )
 
     def _run_client(self) -> None:
-        # NET_ADMIN: `ip neigh flush`, for a client that has to ask who has the address.
-        client = self._on_bridge(f"{self.prefix}-client", CLIENT_OFFSET, cap_add=["NET_ADMIN"])
+        client = self._on_bridge(f"{self.prefix}-client", CLIENT_OFFSET)
         put_files(client, "/opt", {f"vrrp-pair/{p.name}": p.read_bytes() for p in CLIENT_FILES})
+        # A second client for questions that change what a client knows (its ARP cache:
+        # `ip neigh flush` needs NET_ADMIN, and arping's answers update it), so that the
+        # request loops' client keeps what it learned from the LBs alone.
+        self._on_bridge(f"{self.prefix}-observer", CLIENT_OFFSET + 1, cap_add=["NET_ADMIN"])
 
     def _in_host(self, name: str, part: str, image: str, **options):
         return self.engine.containers.create(
@@ -348,7 +353,7 @@ class VrrpPair:
         return answer if result.exit_code == 0 and answer else None
 
     def ask_anew(self, times: int) -> dict[str, int]:
-        """GET through the address `times` from the client, its ARP entry for the address
+        """GET through the address `times` from the observer, its ARP entry for the address
         flushed before each: a client that has to ask who holds it. {the LB that
         answered, or "failed": count}."""
         script = (
@@ -356,20 +361,21 @@ class VrrpPair:
             f"curl -s -m 1 -o /dev/null -w '%header{{x-instance}}\\n' http://{self.address}/ "
             "|| echo failed; done"
         )
-        lines = self._exec(self.container("client"), "sh", "-c", script).split()
+        lines = self._exec(self.container("observer"), "sh", "-c", script).split()
         return {answer: lines.count(answer) for answer in sorted(set(lines))}
 
     def arp_answers(self, requests: int = 3) -> dict[str, int]:
-        """Who answers the client's ARP requests for the address: {LB host: replies}."""
+        """Who answers ARP requests for the address (broadcast, from the observer):
+        {LB host: replies}."""
         macs = {}
         for name in self.names:
             if self._running(name):
                 networks = self.container(name).attrs["NetworkSettings"]["Networks"]
                 macs[networks[self.network_name]["MacAddress"].lower()] = name
-        client = self.container("client")
-        # arping exits 1 when a request went unanswered; the replies are what counts.
-        output = client.exec_run(
-            ["arping", "-c", str(requests), "-w", str(requests + 1), "-I", INTERFACE,
+        # -b: every request broadcast (arping would go on by unicast to the first that
+        # answered). It exits 1 when a request went unanswered; the replies are what counts.
+        output = self.container("observer").exec_run(
+            ["arping", "-b", "-c", str(requests), "-w", str(requests + 1), "-I", INTERFACE,
              self.address]
         ).output.decode().lower()  # fmt: skip
         replies = re.findall(r"reply from [\d.]+ \[([0-9a-f:]+)\]", output)
