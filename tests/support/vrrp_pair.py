@@ -373,9 +373,10 @@ class VrrpPair:
                 networks = self.container(name).attrs["NetworkSettings"]["Networks"]
                 macs[networks[self.network_name]["MacAddress"].lower()] = name
         # -b: every request broadcast (arping would go on by unicast to the first that
-        # answered). It exits 1 when a request went unanswered; the replies are what counts.
+        # answered); -c alone: `requests` requests sent (with -w it would count replies).
+        # Its exit status says whether any went unanswered; the replies are what counts.
         output = self.container("observer").exec_run(
-            ["arping", "-b", "-c", str(requests), "-w", str(requests + 1), "-I", INTERFACE,
+            ["timeout", str(requests + 3), "arping", "-b", "-c", str(requests), "-I", INTERFACE,
              self.address]
         ).output.decode().lower()  # fmt: skip
         replies = re.findall(r"reply from [\d.]+ \[([0-9a-f:]+)\]", output)
