@@ -30,7 +30,7 @@ from docker.errors import DockerException
 from rich.table import Table
 from rich.text import Text
 
-from labctl import lifecycle, operate, output, security, system, virtualbox
+from labctl import lb, lifecycle, operate, output, security, system, virtualbox
 from labctl import spec as spec_module
 from labctl.connections import connection_data
 from labctl.converge import ConvergeError, ConvergeResult
@@ -421,13 +421,16 @@ def status(as_json: AsJson = False) -> None:
         console.print(problem)
         return
     rows = _run("status", lambda report: lifecycle.status(spec))
+    views = _lb_pair_views(spec)
     per_host = {
         h.name: {s.name: spec.service_counts(s.name)[h.name] for s in spec.services}
         for h in spec.hosts
     }
     if as_json:
         hosts = [asdict(row) | {"instances": per_host[row.name]} for row in rows]
-        _print_json({"lab": spec.name, "up": True, "hosts": hosts, **_standin_note(spec)})
+        pair = {"lb_address": {"address": spec.lb_address, "holders": lb.holders(views),
+                               "lbs": [asdict(v) for v in views]}} if views else {}  # fmt: skip
+        _print_json({"lab": spec.name, "up": True, "hosts": hosts, **pair, **_standin_note(spec)})
         return
     table = Table(title=f"lab {spec.name}", caption=_standin_caption(spec))
     for column in ("host", "provider", "state", "address", "docker", "instances"):
@@ -439,11 +442,24 @@ def status(as_json: AsJson = False) -> None:
     for row in rows:
         if row.problem:
             console.print(output.labelled("unreachable:", "yellow", row.problem))
+    if views:
+        held = lb.holders(views)
+        console.print(lb.describe_pair(spec, views), markup=False)
+        if len(held) > 1:
+            console.print(output.labelled("warning:", "red", lb.split_brain(spec, held)))
     if spec.consul_servers:
         ui = f"http://{spec.consul_servers[0].address}:{CONSUL_HTTP_PORT}/ui"
         login = "log in with the read token: `labctl token read`" if spec.security.acl else (
             "open to anyone (security: seed)")  # fmt: skip
         console.print(f"Consul UI: {ui} — {login}")
+
+
+def _lb_pair_views(spec: LabSpec) -> list[lb.VrrpView]:
+    """Every LB of a lab with several, and who holds the shared address ([] with one)."""
+    if not spec.lb_pair:
+        return []
+    with httpx.Client(timeout=3, trust_env=False) as client:
+        return lb.vrrp_views(client, spec, connection_data(spec))
 
 
 @app.command()

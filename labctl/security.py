@@ -9,6 +9,7 @@ with a least-privilege token for each part of the lab:
   registration-<host>  service write on the demo services: role demo_service and the
                        roles' waits on that host
   consul-template      service_prefix and node_prefix read: the LB's consul-template
+                       (with several LBs, consul-template-<host>: one for each)
   read                 service, node and agent read, operator read: a person (the UI),
                        `labctl verify` and `labctl watch`
 
@@ -165,6 +166,13 @@ def leaving_services(spec: LabSpec) -> list[str]:
     return sorted(granted - set(lab_services(spec)))
 
 
+def consul_template_token(spec: LabSpec, host: str) -> str:
+    """The name of the token of the LB `host`'s consul-template: `consul-template` for the
+    lab's only LB, `consul-template-<host>` for each of several, so that every LB follows
+    Consul with its own."""
+    return f"consul-template-{host}" if spec.lb_pair else "consul-template"
+
+
 def token_specs(spec: LabSpec, leaving: list[str] | None = None) -> list[TokenSpec]:
     """Every token the lab needs, with the least each part may do; the registration
     tokens also write the `leaving` services (see leaving_services)."""
@@ -188,14 +196,15 @@ def token_specs(spec: LabSpec, leaving: list[str] | None = None) -> list[TokenSp
         )
         for host in agents
     ]
-    if any(h.lb for h in spec.hosts):
-        tokens.append(
-            TokenSpec(
-                "consul-template",
-                "consul-template on the LB: reads services and nodes",
-                _rules(("service_prefix", "", "read"), ("node_prefix", "", "read")),
-            )
+    tokens += [
+        TokenSpec(
+            consul_template_token(spec, host.name),
+            f"consul-template on the LB{f' {host.name}' if spec.lb_pair else ''}: reads "
+            "services and nodes",
+            _rules(("service_prefix", "", "read"), ("node_prefix", "", "read")),
         )
+        for host in spec.lb_hosts
+    ]
     tokens.append(
         TokenSpec(
             "read",

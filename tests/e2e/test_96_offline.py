@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import docker
 import pytest
-from labctl.images.standins import NOTE
 
+from labctl.images.standins import NOTE
 from labctl.spec import DEFAULT_SPEC, load_spec
 from roles.contract import LAB_LABEL
 from tests.e2e.conftest import finish_lab, labctl, start_lab, write_spec

@@ -42,13 +42,17 @@ import docker
 from docker.errors import NotFound
 from jinja2 import Environment, StrictUndefined, Template
 
-from labctl.images import TEMPLATES, LabImage, build, image_namespace, present, recipe_tag
-from labctl.spec import DockerProvider
+from labctl.images.engine import present
+from labctl.images.on_control import build
+from labctl.images.spec_images import LabImage
+from labctl.images.tags import image_namespace, recipe_tag
+from labctl.spec import DockerProvider, Versions
+from roles.contract import TEMPLATES
 from tests.conftest import PROJECT_ROOT
 from tests.support.consul_standin import wait_for
 
 LABEL = "io.labctl.vrrp-pair"
-KEEPALIVED_VERSION = "2.2.7"  # Debian bookworm's; the integration pins it with the lab's
+KEEPALIVED_VERSION = Versions().keepalived  # the lab's pin
 KEEPALIVED_RECIPE = TEMPLATES / "keepalived"
 KEEPALIVED_TEMPLATE = KEEPALIVED_RECIPE / "keepalived.conf.j2"
 SUPPORT_RECIPE = Path(__file__).resolve().parent / "vrrp_pair_image"
