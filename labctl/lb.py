@@ -147,7 +147,8 @@ def describe_pair(spec: LabSpec, views: list[VrrpView]) -> str:
 def split_brain(spec: LabSpec, held: list[str]) -> str:
     """The sentence for two or more holders."""
     return (
-        f"split brain: {' and '.join(held)} all hold {spec.lb_address}, so their keepalived do "
+        f"split brain: {' and '.join(held)} {'both' if len(held) == 2 else 'all'} hold "
+        f"{spec.lb_address}, so their keepalived do "
         "not hear each other; check that VRRP (IP protocol 112) passes between them, or set "
         "network.lb_unicast: true where the network drops its multicast."
     )
