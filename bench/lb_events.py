@@ -9,12 +9,12 @@ Uses a lab of its own (name labbench, docker provider, 192.168.62.0/24; LAB_BENC
 LAB_BENCH_SUBNET, its first three octets, move it): three hosts, each a Consul server, so
 that losing one host keeps the quorum; the LB on node3 (192.168.62.4); one demo instance
 per host. Consul and consul-template are the e2e suite's stand-ins, built
-with tests.e2e.conftest.standin_images. The lab is removed (`labctl down`) first, in case an
+with testbed.standin_build.standin_images. The lab is removed (`labctl down`) first, in case an
 earlier run left it, then brought up, and removed again at the end, also on Ctrl-C or
 SIGTERM (unless --keep).
 
 While it measures, --workers clients of each kind GET http://192.168.62.4/zhibo_service in a
-loop (tests/support/traffic.py): "fresh" opens a connection per request; "keep-alive" reuses
+loop (testbed/traffic.py): "fresh" opens a connection per request; "keep-alive" reuses
 one and retries, once, a GET whose reused connection nginx closed before answering (RFC 9112
 section 9.3.1, as browsers and curl do; such retries are counted). A watcher reads the LB's
 /_lab/ state (the upstream nginx runs, the reload counter) and Consul's checks (node1:8500)
@@ -90,11 +90,12 @@ from labctl.remote import run
 from labctl.spec import LabSpec, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tests/ is not an installed package: take it from the checkout
+sys.path.insert(0, str(ROOT))  # testbed/ is not an installed package: take it from the checkout
 from lb_figures import Log, is_answer, measure, since, table  # noqa: E402  (bench/, beside this file)
 from lb_plot import Mark, plot  # noqa: E402
 
-from tests.support.traffic import RequestLoop  # noqa: E402
+from testbed.standin_build import standin_images  # noqa: E402
+from testbed.traffic import RequestLoop  # noqa: E402
 
 PREFIX = os.environ.get("LAB_BENCH_SUBNET", "192.168.62")
 SUBNET = ipaddress.ip_network(f"{PREFIX}.0/24")
@@ -194,8 +195,6 @@ def require(result: subprocess.CompletedProcess, what: str) -> None:
 def build_spec(workdir: Path) -> Path:
     """Write the bench's spec, with the stand-in images the e2e suite builds, and beside it
     the same spec with a second service (second_spec_file)."""
-    from tests.e2e.conftest import standin_images
-
     path = workdir / "lab.yaml"
     data = SPEC | {"images": standin_images()}
     path.write_text(yaml.safe_dump(data, sort_keys=False))

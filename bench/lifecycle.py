@@ -36,8 +36,8 @@ from rich.console import Console
 from rich.table import Table
 from verbs import LAB, ROOT, Timed, changes, labctl, spec_data
 
-sys.path.insert(0, str(ROOT))  # tests/ is not an installed package: take it from the checkout
-from tests.e2e.conftest import standin_images
+sys.path.insert(0, str(ROOT))  # testbed/ is not an installed package: take it from the checkout
+from testbed.standin_build import standin_images
 
 VERBS = ("up", "apply", "status", "verify", "down")
 # Resolve (build) every image the spec needs with the checkout's own code, untimed.

@@ -3,7 +3,7 @@
     .venv/bin/python bench/lifecycle.py --road ssh        ssh road, 3 existing machines
     .venv/bin/python bench/lifecycle.py --delivery [--hosts 3 6]
 
-The ssh road runs on machines made like the e2e suite's (tests/support/machines.py),
+The ssh road runs on machines made like the e2e suite's (testbed/machines.py),
 192.168.83.0/24: `up`, a no-op `apply`, `status`, `verify`, `down`. --delivery
 compares, on N machines (192.168.84.0/24 for 3, .85 for 6) whose Docker engine is
 installed beforehand (so that `up` times image delivery and the converge, not apt),
@@ -37,8 +37,8 @@ from verbs import changes, labctl, spec_data
 
 from labctl.images.spec_images import lab_images
 from labctl.spec import parse_spec
-from tests.support.machines import MachinePool
-from tests.support.registry import Registry
+from testbed.machines import MachinePool
+from testbed.registry import Registry
 
 SSH_ROAD_PREFIX = "192.168.83"
 DELIVERY_PREFIXES = {3: "192.168.84", 6: "192.168.85"}

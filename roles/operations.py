@@ -370,7 +370,7 @@ def consul_services_absent(
         return
     for sid in stale:
         yield _deregister_command(http_addr, sid, consul_header)
-    for sid in stale:
+    for sid in stale if lb_addresses else ():
         where = f"{services[sid]['Address']}:{services[sid]['Port']}"
         yield from _lb_waits("lb-drops", lb_addresses, where)
 

@@ -1,7 +1,7 @@
 """images.delivery `control`: every image resolved on the control machine's engine, for
 the hosts' architecture, from, in order: the local engine, a bundle file, a registry
 pull (mirrors first), or a build recipe in templates/. Hosts then never pull: each
-receives one archive of the images it runs over the pyinfra connection (roles/images.py).
+receives one archive of the images it runs over the pyinfra connection (roles/host_images.py).
 Where the hosts resolve their images themselves instead, see delivery.py."""
 
 from __future__ import annotations

@@ -4,13 +4,8 @@ suite is made, `start_lab` checks that nothing on its way is someone else's (nam
 one sentence if so), removes the suite's own leftovers of an interrupted earlier run, and
 marks the lab's local state as the suite's.
 
-Images come from one setting, LAB_E2E_IMAGES:
-  standin (default)  Consul and consul-template are the stand-ins in tests/standins,
-                     built here and named in the spec through images.consul and
-                     images.consul_template_binary, the keys a user would set;
-  real               the spec's own: hashicorp/consul:<version> and the official
-                     consul-template release, for machines that reach them.
-The tests are the same either way.
+Images come from one setting, LAB_E2E_IMAGES (testbed/standin_build.py): the
+stand-ins in tests/standins (default) or the spec's own. The tests are the same either way.
 
 LAB_E2E_NAME and LAB_E2E_SUBNET (the first three octets of the first of its eight /24
 subnets) move every lab of the suite (default: e2e, e2e-ssh, ... on 192.168.240.0/24 to
@@ -20,12 +15,10 @@ end and reuses it at the next start (`up` again instead of `down` first).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -33,18 +26,14 @@ import pytest
 import yaml
 
 from labctl.connections import connection_data
-from labctl.images import standins
-from labctl.images.debian_base import ensure_base_image
-from labctl.images.standins import STANDINS, standin_consul_ref
 from labctl.images.tags import IMAGE_NAMESPACE_ENV, image_namespace
-from labctl.spec import DockerProvider, LabSpec, Versions, load_spec
+from labctl.spec import LabSpec, load_spec
+from testbed.standin_build import standin_images
 from tests.conftest import PROJECT_ROOT
 from tests.support.suite_labs import BASE_NAME, LABS, SuiteLab, mark, refuse_clashes
 
-IMAGES = os.environ.get("LAB_E2E_IMAGES", "standin")
 E2E_SUBNET = LABS.shared.prefix
 KEEP = os.environ.get("LAB_E2E_KEEP") == "1"
-BUILD_LOCK = PROJECT_ROOT / ".lab" / "standin-build.lock"
 
 
 def pytest_configure(config):
@@ -59,42 +48,6 @@ def suites_image(ref: str, tags_before: set[str]) -> bool:
     engine before its shared lab came up: e.g. the real Consul image it pulled)."""
     namespace = image_namespace()
     return ref.startswith((f"{namespace}/", f"{namespace}-standin/")) or ref not in tags_before
-
-
-def standin_images(consul_template: str = Versions().consul_template) -> dict[str, str]:
-    """Build the stand-ins on the control machine (consul-template's as release
-    `consul_template`, the lab's default unless told); return the spec's `images` naming
-    them."""
-    if IMAGES == "real":
-        return {}
-    if IMAGES != "standin":
-        raise ValueError(f"LAB_E2E_IMAGES={IMAGES!r}: use standin or real")
-    # What `labctl up --offline` names (labctl.standins), built here so that `up`
-    # times leave the stand-ins' build out.
-    ref = standin_consul_ref(Versions().consul)
-    with one_builder():
-        client = base_image()
-        client.images.build(path=str(STANDINS / "consul"), tag=ref, rm=True)
-        binary = standins.consul_template_standin(consul_template)
-    return {"consul": ref, "consul_template_binary": str(binary)}
-
-
-@contextmanager
-def one_builder():
-    """One builder at a time (the suite's two workers, a bench beside it): the second
-    finds the base image (a debootstrap on a fresh machine) and the builds cached."""
-    BUILD_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with BUILD_LOCK.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def base_image() -> docker.DockerClient:
-    """The hosts' base image (debian:bookworm) on this engine, as `up` makes it; the
-    engine's client. Call it inside `one_builder()`."""
-    client = docker.from_env()
-    ensure_base_image(client, DockerProvider().base_image)
-    return client
 
 
 def e2e_spec_data(images: dict[str, str], lab: SuiteLab = LABS.shared) -> dict:

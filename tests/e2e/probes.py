@@ -12,8 +12,8 @@ import httpx
 from labctl import security
 from labctl.lb import read_state, sample
 from labctl.remote import run
+from testbed.traffic import RequestLoop, assert_served_throughout, calm_rates
 from tests.e2e.conftest import E2E_SUBNET
-from tests.support.traffic import RequestLoop, assert_served_throughout, calm_rates
 
 LB = f"{E2E_SUBNET}.4"
 SERVICE = "zhibo_service"

@@ -40,23 +40,21 @@ from labctl.paths import (
 )
 from labctl.spec import DEFAULT_SPEC, DockerProvider, LabSpec, load_spec
 from roles.contract import LAB_LABEL
+from testbed.machines import MachinePool
+from testbed.ownership import SUITE_LABEL, owner
+from testbed.standin_build import base_image, one_builder
 from tests.e2e.conftest import (
-    base_image,
     e2e_spec_data,
     finish_lab,
     noimage_spec_data,
-    one_builder,
     start_lab,
     write_spec,
 )
-from tests.support.machines import MachinePool
 from tests.support.suite_labs import (
     PROBE_LABS,
-    SUITE_LABEL,
     claim_ssh_road,
     docker_subnets,
     mark,
-    owner,
     seed_spec_data,
 )
 

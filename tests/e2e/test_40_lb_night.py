@@ -21,6 +21,7 @@ from labctl.lifecycle import log_file
 from labctl.paths import host_container_name
 from labctl.remote import RemoteError, run
 from labctl.verify import verify
+from testbed.traffic import RequestLoop, wall
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.conftest import E2E_SUBNET, labctl, refresh_connections, wait_for
 from tests.e2e.probes import (
@@ -36,7 +37,6 @@ from tests.e2e.probes import (
     started,
     upstream,
 )
-from tests.support.traffic import RequestLoop, wall
 
 ALL = {"zhibo-1", "zhibo-2", "zhibo-3"}
 # nginx starts on the last good configuration at once, with no Consul involved: a

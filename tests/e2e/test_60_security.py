@@ -19,9 +19,9 @@ from labctl.converge import ConvergeError
 from labctl.lifecycle import converge_lab, log_file
 from labctl.paths import docker_network_name, with_state
 from roles.contract import LAB_LABEL
+from testbed.ownership import SUITE_LABEL, owner
 from tests.e2e.conftest import E2E_SUBNET, labctl, wait_for
 from tests.e2e.probes import SERVICE, consul, consul_as, on_host
-from tests.support.suite_labs import SUITE_LABEL, owner
 
 # On the lab's own network, outside the spec's hosts.
 ROGUE_ADDRESS, PLAIN_ROGUE_ADDRESS = f"{E2E_SUBNET}.60", f"{E2E_SUBNET}.61"

@@ -1,5 +1,5 @@
 """The ssh road, live: existing machines that this module makes without Vagrant
-(tests/support/machines.py: containers from templates/host on a network of their own,
+(testbed/machines.py: containers from templates/host on a network of their own,
 given their users and keys as cloud-init would), reached once as root (m1) and once as
 `admin` with passwordless sudo and its own key (m2, m3), in one lab.
 
@@ -34,10 +34,10 @@ from labctl.paths import lab_dir
 from labctl.remote import run
 from labctl.spec import Versions, load_spec
 from roles.contract import LAB_LABEL
+from testbed.machines import MachinePool, docker
+from testbed.registry import Registry
 from tests.e2e.conftest import finish_lab, labctl, start_lab, wait_for, write_spec
 from tests.support.foreign_image import load_foreign_image
-from tests.support.machines import MachinePool, docker
-from tests.support.registry import Registry
 from tests.support.suite_labs import LABS, claim_ssh_road, mark, ssh_place
 
 LAB = LABS.ssh.name

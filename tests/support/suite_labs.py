@@ -37,11 +37,9 @@ import yaml
 
 from labctl.paths import docker_network_name, lab_dir, vagrant_dotfile_path
 from labctl.spec import DEFAULT_SPEC, NAME_RE, PROJECT_ROOT, LabSpec, load_spec
-from labctl.virtualbox import checkout_id
 from roles.contract import LAB_LABEL
+from testbed.ownership import SUITE_LABEL, owner
 
-# Docker's label on what the suite makes itself, valued `<lab>.<checkout id>`.
-SUITE_LABEL = "io.labctl.test-suite"
 # In a lab's local state: the suite made this lab (and may remove it).
 MARK = "made-by-the-test-suite"
 # How many consecutive /24 subnets the suite takes.
@@ -152,11 +150,6 @@ BASE_NAME = os.environ.get("LAB_E2E_NAME", "e2e")
 FIRST_PREFIX = os.environ.get("LAB_E2E_SUBNET", "192.168.240")
 check_settings(BASE_NAME, FIRST_PREFIX)
 LABS, PROBE_LABS = both_halves(BASE_NAME, FIRST_PREFIX)
-
-
-def owner(name: str) -> str:
-    """SUITE_LABEL's value on what the suite makes for lab `name` from this checkout."""
-    return f"{name}.{checkout_id()}"
 
 
 def seed_spec_data(lab: SuiteLab) -> dict:

@@ -141,7 +141,7 @@ def graph() -> dict[str, set[str]]:
 def test_the_project_is_read_whole(graph):
     # A rule over a graph that misses the project's parts would pass for nothing.
     for module in ("labctl.cli", "roles.contract", "roles.consul", "deploy", "inventory",
-                   "lb_events", "tests.unit.test_layers"):  # fmt: skip
+                   "lb_events", "testbed.traffic", "tests.unit.test_layers"):  # fmt: skip
         assert module in graph, module
     assert "labctl.spec" in graph["labctl.cli"]
 
@@ -160,6 +160,13 @@ def test_labctl_takes_only_the_contract_from_the_roles(graph):
 def test_bench_takes_nothing_from_tests(graph):
     bench = [module_name(path, PROJECT_ROOT) for path in (PROJECT_ROOT / "bench").glob("*.py")]
     assert [e for name in sorted(bench) for e in edges(graph, name, "tests")] == []
+
+
+def test_testbed_takes_nothing_from_tests_or_bench(graph):
+    # What the bench and the tests share: taking from either would bring tests/ back
+    # into the bench's imports.
+    bench = [module_name(path, PROJECT_ROOT) for path in (PROJECT_ROOT / "bench").glob("*.py")]
+    assert [e for other in ("tests", *bench) for e in edges(graph, "testbed", other)] == []
 
 
 def test_no_circle_of_imports(graph):

@@ -1,4 +1,4 @@
-"""The e2e request loops hold themselves to their own pace (tests/support/traffic.py): a
+"""The e2e request loops hold themselves to their own pace (testbed/traffic.py): a
 loop that stalls, stops early or slows to a crawl during an event fails
 `assert_served_throughout`, against a loopback server that misbehaves on cue."""
 
@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.support.traffic import RequestLoop, assert_served_throughout, calm_rates
+from testbed.traffic import RequestLoop, assert_served_throughout, calm_rates
 
 
 class Backend(ThreadingHTTPServer):

@@ -10,7 +10,7 @@ machines over SSH only, exactly as it reaches machines in a datacenter.
 
 Everything carries the suite's label, SUITE_LABEL=<pool name>.<checkout id> (never the
 lab's own label, which `labctl down` sweeps on the control machine), so `remove()` finds
-it all, also after an interrupted run, and nothing else (tests/support/suite_labs.py).
+it all, also after an interrupted run, and nothing else (testbed/ownership.py).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labctl.images.tags import recipe_tag
+from labctl.spec import PROJECT_ROOT
 from labctl.vagrant import DOCKER_HOST_FLAGS
-from tests.conftest import PROJECT_ROOT
-from tests.support.suite_labs import SUITE_LABEL, owner
+from testbed.ownership import SUITE_LABEL, owner
 
 HOST_RECIPE = PROJECT_ROOT / "templates" / "host"
 BASE_IMAGE = "debian:bookworm"

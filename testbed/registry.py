@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.machines import docker
+from testbed.machines import docker
 
 READY_TIMEOUT = 30.0
 
