@@ -5,17 +5,17 @@ Prints JSON on stdout and a table on stderr.
     .venv/bin/python bench/vrrp_pair.py [--rounds 3] [--unicast] [--events NAME,...]
                                         [--advert-int 0.2] [--markdown]
 
-The pair is tests/support/vrrp_pair.py's: per LB host a namespace container on a Docker
+The pair is testbed/vrrp_pair.py's: per LB host a namespace container on a Docker
 bridge of its own (192.168.251.0/24; LAB_VRRP_SUBNET, a /24, moves it), Debian's nginx
 naming itself and the real keepalived image (templates/keepalived) with the configuration
 rendered from templates/keepalived/keepalived.conf.j2; lb1 (priority 200) is the master,
 lb2 (190) the backup; the address is .100. A client container on the bridge runs three
-loops against it (tests/support/vrrp_driver.py): fresh (a connection per request),
+loops against it (testbed/vrrp_driver.py): fresh (a connection per request),
 keep-alive (one connection, RFC 9112 retry of a request its reused connection lost before
 any answer, counted apart), and a probe (fresh, 0.1 s timeout: when the address answers
 again, rather than when a client's SYN retransmission, 1 s later, gets through).
 
-Events (tests/support/vrrp_events.py), each followed by the recovery that brings the
+Events (testbed/vrrp_events.py), each followed by the recovery that brings the
 address back to lb1 (preemption), every one on a fresh pair:
 
   host_lost          lb1's host powered off (its namespace gone, then its containers)
@@ -52,9 +52,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tests/ is not an installed package: take it from the checkout
-from tests.support.vrrp_events import SCENARIOS, Measured  # noqa: E402
-from tests.support.vrrp_pair import VrrpPair  # noqa: E402
+sys.path.insert(0, str(ROOT))  # testbed/ is not an installed package: take it from the checkout
+from testbed.vrrp_events import SCENARIOS, Measured  # noqa: E402
+from testbed.vrrp_pair import VrrpPair  # noqa: E402
 
 PREFIX = "vrrp-bench"
 SUBNET = os.environ.get("LAB_VRRP_SUBNET", "192.168.251.0/24")

@@ -31,11 +31,11 @@ from labctl.lifecycle import converge_lab
 from labctl.paths import docker_network_name, host_container_name, with_state
 from labctl.spec import load_spec
 from roles.contract import KEEPALIVED_CONTAINER, LAB_LABEL, VRRP_RECORD_PATH
+from testbed.traffic import RequestLoop, assert_served_throughout, calm_rates, wall
 from tests.e2e.conftest import finish_lab, labctl, refresh_connections, start_lab, wait_for
 from tests.e2e.conftest import write_spec as write_spec_file
 from tests.e2e.probes import on_host
 from tests.support.suite_labs import BASE_NAME, LABS, SuiteLab
-from tests.support.traffic import RequestLoop, assert_served_throughout, calm_rates, wall
 
 PAIR = SuiteLab(f"{BASE_NAME}-pair", LABS.offline.prefix)
 ADDRESS = PAIR.address(10)

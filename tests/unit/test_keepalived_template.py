@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jinja2 import UndefinedError
 
-from tests.support.vrrp_pair import LABEL, keepalived_image, put_files, render_keepalived_conf
+from testbed.vrrp_pair import LABEL, keepalived_image, put_files, render_keepalived_conf
 
 TWO = [{"name": "server3", "address": "192.168.56.4"},
        {"name": "server2", "address": "192.168.56.3"}]  # fmt: skip

@@ -1,6 +1,6 @@
-"""Two LBs sharing one virtual address (tests/support/vrrp_pair.py): real keepalived (the
+"""Two LBs sharing one virtual address (testbed/vrrp_pair.py): real keepalived (the
 lab's image, templates/keepalived) and real nginx in containers on a Docker bridge of the
-test's own, request loops from a client container on it (tests/support/vrrp_events.py).
+test's own, request loops from a client container on it (testbed/vrrp_events.py).
 
 What is asserted is behaviour: where the address goes, who holds it, what each client
 kind loses and when. The one time bound is issue 19's goal: after an unplanned failure
@@ -18,9 +18,9 @@ import os
 import httpx
 import pytest
 
-from tests.support.traffic import CLOSED_BEFORE_ANSWER
-from tests.support.vrrp_events import SCENARIOS, Measured, partition, planned_handover
-from tests.support.vrrp_pair import VrrpPair, is_answer, wait_for
+from testbed.traffic import CLOSED_BEFORE_ANSWER
+from testbed.vrrp_events import SCENARIOS, Measured, partition, planned_handover
+from testbed.vrrp_pair import VrrpPair, is_answer, wait_for
 
 WINDOW = 1.0  # issue 19: an unplanned failure leaves the address unanswered for ≤ 1 s
 SUBNET = os.environ.get("LAB_VRRP_TEST_SUBNET", "192.168.252.0/24")

@@ -1,4 +1,4 @@
-"""The events of issue 19 on a VRRP pair (tests/support/vrrp_pair.py), under the
+"""The events of issue 19 on a VRRP pair (testbed/vrrp_pair.py), under the
 client's request loops, each measured the same way for bench/vrrp_pair.py (which prints
 them) and tests/unit/test_vrrp_pair.py (which asserts on them).
 
@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tests.support.vrrp_pair import ClientRun, VrrpPair, wait_for
+from testbed.vrrp_pair import ClientRun, VrrpPair, wait_for
 
 # How long the loops go on after the address settled: one SYN retransmission (Linux
 # sends the first after 1 s) and a little, so a fresh client whose connection attempt

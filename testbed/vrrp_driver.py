@@ -1,5 +1,5 @@
 """Request loops for the VRRP pair prototype, run inside its client container (the
-client is on the pair's bridge; the test or bench may not be). tests/support/vrrp_pair.py
+client is on the pair's bridge; the test or bench may not be). testbed/vrrp_pair.py
 copies this file and traffic.py in and starts it:
 
     python3 vrrp_driver.py URL OUT STOP

@@ -5,13 +5,13 @@ bench/vrrp_pair.py.
 Each LB host is three containers in one network namespace, as the lab's LB host runs
 its containers with --net=host:
   <prefix>-<host>             the host: holds the namespace and its address on the bridge
-  <prefix>-<host>-lb          nginx (tests/support/vrrp_pair_image), naming itself
+  <prefix>-<host>-lb          nginx (testbed/vrrp_pair_image), naming itself
   <prefix>-<host>-keepalived  the real keepalived image (templates/keepalived), its
                               configuration rendered from keepalived.conf.j2 as pyinfra's
                               files.template renders it
 The LB and keepalived share a volume, as the LB's state volume: keepalived's state file
 (vrrp.json) lands where the LB serves /_lab/. A client container on the bridge runs the
-request loops (tests/support/vrrp_driver.py) against the virtual address; an observer
+request loops (testbed/vrrp_driver.py) against the virtual address; an observer
 container beside it asks who holds the address (ARP), leaving the client's cache alone.
 
 Nothing is bind-mounted and no address of the bridge is dialled from here: files go
@@ -31,12 +31,13 @@ import re
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import docker
 from docker.errors import NotFound
@@ -48,8 +49,7 @@ from labctl.images.spec_images import LabImage
 from labctl.images.tags import image_namespace, recipe_tag
 from labctl.spec import DockerProvider, Versions
 from roles.contract import TEMPLATES
-from tests.conftest import PROJECT_ROOT
-from tests.support.consul_standin import wait_for
+from testbed.standin_build import BUILD_LOCK
 
 LABEL = "io.labctl.vrrp-pair"
 KEEPALIVED_VERSION = Versions().keepalived  # the lab's pin
@@ -58,12 +58,26 @@ KEEPALIVED_TEMPLATE = KEEPALIVED_RECIPE / "keepalived.conf.j2"
 SUPPORT_RECIPE = Path(__file__).resolve().parent / "vrrp_pair_image"
 CLIENT_FILES = (Path(__file__).resolve().parent / "vrrp_driver.py",
                 Path(__file__).resolve().parent / "traffic.py")  # fmt: skip
-BUILD_LOCK = PROJECT_ROOT / ".lab" / "standin-build.lock"  # the e2e suite's builders' lock
 VRRP_CAPS = ["NET_ADMIN", "NET_RAW", "NET_BROADCAST"]
 # Host number n (1, 2, ...) is .10+n on the bridge; the client .50, the observer .51; the
 # address .100.
 HOST_OFFSET, CLIENT_OFFSET, VIRTUAL_OFFSET = 10, 50, 100
 INTERFACE = "eth0"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll `predicate` until it returns something truthy; fail naming `what` at the end
+    (an OSError, ValueError or KeyError meanwhile counts as not yet)."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if value := predicate():
+                return value
+        except (OSError, ValueError, KeyError) as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s (last error: {last_error})")
 
 
 @cache
