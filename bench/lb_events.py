@@ -83,11 +83,12 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from labctl import lb, operate, security
+from labctl import lb_client, operate, security
 from labctl.connections import connection_data
 from labctl.paths import host_container_name
 from labctl.remote import run
 from labctl.spec import LabSpec, load_spec
+from roles.contract import CONSUL_HTTP_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # testbed/ is not an installed package: take it from the checkout
@@ -262,7 +263,7 @@ class Watcher:
     consul_headers: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
-        lab_url(LB_ADDRESS, "/_lab/")  # lb.read_state builds its own URLs: check the address
+        lab_url(LB_ADDRESS, "/_lab/")  # read_lb_record builds its own URLs: check the address
         for poll in (self._poll_lb, self._poll_consul):
             threading.Thread(target=self._loop, args=(poll,), daemon=True).start()
 
@@ -281,7 +282,7 @@ class Watcher:
                 self.stop.wait(max(0.0, POLL_INTERVAL - (time.monotonic() - started)))
 
     def _poll_lb(self, http: httpx.Client) -> None:
-        state = lb.read_state(http, LB_ADDRESS)
+        state = lb_client.read_lb_record(http, LB_ADDRESS)
         now = time.monotonic()
         upstream = frozenset(state.upstreams.get(SERVICE, []))
         if not self.upstreams or self.upstreams[-1][1] != upstream:
@@ -294,9 +295,10 @@ class Watcher:
         """Service checks by instance ID, plus `node:<name>` for each node's serfHealth
         that is critical (a lost host: its own agent can no longer update its checks)."""
         params = {"stale": ""}  # any server answers, also while there is no leader
-        service = http.get(lab_url(CONSUL_ADDRESS, f":8500/v1/health/checks/{SERVICE}"),
+        api = f":{CONSUL_HTTP_PORT}/v1/health"
+        service = http.get(lab_url(CONSUL_ADDRESS, f"{api}/checks/{SERVICE}"),
                            params=params, headers=self.consul_headers)  # fmt: skip
-        critical = http.get(lab_url(CONSUL_ADDRESS, ":8500/v1/health/state/critical"),
+        critical = http.get(lab_url(CONSUL_ADDRESS, f"{api}/state/critical"),
                             params=params, headers=self.consul_headers)  # fmt: skip
         service.raise_for_status()
         critical.raise_for_status()
@@ -534,27 +536,31 @@ def events(spec: LabSpec, triggers: Triggers) -> list[Event]:
     three, five = instances(spec, 3), instances(spec, 5)
     lost = {i: a for i, a in three.items() if a.startswith(f"{PREFIX}.3:")}
     t = triggers
+
+    def crash(name: str, instance: str) -> Event:
+        """`labctl fail` of one instance: the others keep answering."""
+        fail = t.labctl("fail", instance)
+        return Event(name, f"labctl fail {instance}", fail, _without(three, instance), (instance,))
+
+    def recover(name: str, instance: str) -> Event:
+        return Event(name, f"labctl recover {instance}", t.labctl("recover", instance), three)
+
     return [
         Event("scale_up", "labctl scale zhibo_service=5", t.labctl("scale", f"{SERVICE}=5"), five),
         Event("scale_down", "labctl scale zhibo_service=3", t.labctl("scale", f"{SERVICE}=3"),
               three),
-        Event("instance_crash", "labctl fail zhibo-2", t.labctl("fail", "zhibo-2"),
-              _without(three, "zhibo-2"), ("zhibo-2",)),
-        Event("instance_recover", "labctl recover zhibo-2", t.labctl("recover", "zhibo-2"), three),
+        crash("instance_crash", "zhibo-2"),
+        recover("instance_recover", "zhibo-2"),
         Event("lb_restart", "docker restart lb", t.on_lb_host("docker restart lb"), three),
         Event("lb_host_reboot", f"docker restart {SPEC['name']}-node3", t.reboot_lb_host, three),
         Event("consul_outage", f"docker stop consul on node3 for {t.outage_seconds:.0f} s",
               t.consul_outage, three),
-        Event("crash_after_outage", "labctl fail zhibo-1", t.labctl("fail", "zhibo-1"),
-              _without(three, "zhibo-1"), ("zhibo-1",)),
-        Event("recover_after_outage", "labctl recover zhibo-1", t.labctl("recover", "zhibo-1"),
-              three),
+        crash("crash_after_outage", "zhibo-1"),
+        recover("recover_after_outage", "zhibo-1"),
         Event("quorum_loss", f"docker stop consul on node1, node2 for {t.outage_seconds:.0f} s",
               t.quorum_loss, three),
-        Event("crash_after_quorum", "labctl fail zhibo-3", t.labctl("fail", "zhibo-3"),
-              _without(three, "zhibo-3"), ("zhibo-3",)),
-        Event("recover_after_quorum", "labctl recover zhibo-3", t.labctl("recover", "zhibo-3"),
-              three),
+        crash("crash_after_quorum", "zhibo-3"),
+        recover("recover_after_quorum", "zhibo-3"),
         Event("rolling_apply", "pyinfra inventory.py deploy.py " + " ".join(ROLLED),
               t.pyinfra(*ROLLED), three),
         Event("rolling_back", "pyinfra inventory.py deploy.py", t.pyinfra(), three),
@@ -622,29 +628,7 @@ def measure_lab(
     watcher.start()
     with Load(args.workers, args.time_limit) as load:
         try:
-            before = instances(spec, 3)
-            settled = settle(watcher, frozenset(before.values()),
-                             min(deadline, time.monotonic() + 60))  # fmt: skip
-            if not settled:
-                raise BenchError(
-                    f"the LB does not route to the three initial instances "
-                    f"{sorted(before.values())}; with --skip-up, bring the lab back first "
-                    "(labctl scale/recover)."
-                )
-            for event in all_events:
-                limit = min(args.phase_limit + args.outage * (event.name in OUTAGES),
-                            deadline - time.monotonic())  # fmt: skip
-                if limit < 10:
-                    skipped[event.name] = "time limit"
-                    continue
-                console.print(f"[bold]{event.name}[/]: {event.what}")
-                skipped[event.name] = "interrupted"  # until it ran
-                phase = run_event(event, before, watcher, limit)
-                phases[event.name] = phase
-                if phase.error or not phase.settled:
-                    aborted = f"{event.name}: {phase.error or 'did not settle'}"
-                    break
-                before = event.expected
+            aborted = run_events(spec, watcher, all_events, args, deadline, phases, skipped)
         except BenchError as exc:
             aborted = str(exc)
         except KeyboardInterrupt:
@@ -661,15 +645,11 @@ def measure_lab(
         else {"skipped": skipped.get(e.name, "not reached")}
         for e in all_events
     }  # fmt: skip
+    load_figures = {kind: request_counts(log) for kind, log in clients.items()}
     figures: dict = {
         "events": results,
-        "load": {
-            kind: {"requests": sum(o != "retry" for _, o in log),
-                   "failures": sum(not is_answer(o) and o != "retry" for _, o in log),
-                   "retries": sum(o == "retry" for _, o in log)}
-            for kind, log in clients.items()
-        } | {"workers_per_kind": args.workers, "seconds": round(measured, 1),
-             "watcher_errors": dict(watcher.errors)},
+        "load": load_figures | {"workers_per_kind": args.workers, "seconds": round(measured, 1),
+                                "watcher_errors": dict(watcher.errors)},
     }  # fmt: skip
     if aborted:
         figures["aborted"] = aborted
@@ -677,6 +657,52 @@ def measure_lab(
     marks = [Mark(p.event.name, p.started, p.command_done, p.ended) for p in phases.values()]
     return figures, Timeline(sorted([*(e for log in clients.values() for e in log), *probed]),
                              marks)  # fmt: skip
+
+
+def run_events(
+    spec: LabSpec,
+    watcher: Watcher,
+    all_events: list[Event],
+    args: argparse.Namespace,
+    deadline: float,
+    phases: dict[str, Phase],
+    skipped: dict[str, str],
+) -> str | None:
+    """Once the LB routes to the three initial instances, run each event in turn while
+    time is left, into `phases` (or `skipped`, with why); what cut the run short, if
+    anything did."""
+    before = instances(spec, 3)
+    settled = settle(watcher, frozenset(before.values()),
+                     min(deadline, time.monotonic() + 60))  # fmt: skip
+    if not settled:
+        raise BenchError(
+            f"the LB does not route to the three initial instances "
+            f"{sorted(before.values())}; with --skip-up, bring the lab back first "
+            "(labctl scale/recover)."
+        )
+    for event in all_events:
+        limit = min(args.phase_limit + args.outage * (event.name in OUTAGES),
+                    deadline - time.monotonic())  # fmt: skip
+        if limit < 10:
+            skipped[event.name] = "time limit"
+            continue
+        console.print(f"[bold]{event.name}[/]: {event.what}")
+        skipped[event.name] = "interrupted"  # until it ran
+        phase = run_event(event, before, watcher, limit)
+        phases[event.name] = phase
+        if phase.error or not phase.settled:
+            return f"{event.name}: {phase.error or 'did not settle'}"
+        before = event.expected
+    return None
+
+
+def request_counts(log: list) -> dict[str, int]:
+    """Requests (retries aside), failures and RFC 9112 retries in one kind's client log."""
+    return {
+        "requests": sum(o != "retry" for _, o in log),
+        "failures": sum(not is_answer(o) and o != "retry" for _, o in log),
+        "retries": sum(o == "retry" for _, o in log),
+    }
 
 
 def emit(figures: dict) -> None:

@@ -30,7 +30,7 @@ from docker.errors import DockerException
 from rich.table import Table
 from rich.text import Text
 
-from labctl import lb, lifecycle, operate, output, security, system, virtualbox
+from labctl import lb_client, lifecycle, operate, output, security, system, virtualbox
 from labctl import spec as spec_module
 from labctl.connections import connection_data
 from labctl.converge import ConvergeError, ConvergeResult
@@ -428,7 +428,7 @@ def status(as_json: AsJson = False) -> None:
     }
     if as_json:
         hosts = [asdict(row) | {"instances": per_host[row.name]} for row in rows]
-        pair = {"lb_address": {"address": spec.lb_address, "holders": lb.holders(views),
+        pair = {"lb_address": {"address": spec.lb_address, "holders": lb_client.holders(views),
                                "lbs": [asdict(v) for v in views]}} if views else {}  # fmt: skip
         _print_json({"lab": spec.name, "up": True, "hosts": hosts, **pair, **_standin_note(spec)})
         return
@@ -443,10 +443,10 @@ def status(as_json: AsJson = False) -> None:
         if row.problem:
             console.print(output.labelled("unreachable:", "yellow", row.problem))
     if views:
-        held = lb.holders(views)
-        console.print(lb.describe_pair(spec, views), markup=False)
+        held = lb_client.holders(views)
+        console.print(lb_client.describe_pair(spec, views), markup=False)
         if len(held) > 1:
-            console.print(output.labelled("warning:", "red", lb.split_brain(spec, held)))
+            console.print(output.labelled("warning:", "red", lb_client.split_brain(spec, held)))
     if spec.consul_servers:
         ui = f"http://{spec.consul_servers[0].address}:{CONSUL_HTTP_PORT}/ui"
         login = "log in with the read token: `labctl token read`" if spec.security.acl else (
@@ -454,12 +454,12 @@ def status(as_json: AsJson = False) -> None:
         console.print(f"Consul UI: {ui} — {login}")
 
 
-def _lb_pair_views(spec: LabSpec) -> list[lb.VrrpView]:
+def _lb_pair_views(spec: LabSpec) -> list[lb_client.VrrpView]:
     """Every LB of a lab with several, and who holds the shared address ([] with one)."""
     if not spec.lb_pair:
         return []
     with httpx.Client(timeout=3, trust_env=False) as client:
-        return lb.vrrp_views(client, spec, connection_data(spec))
+        return lb_client.vrrp_views(client, spec, connection_data(spec))
 
 
 @app.command()

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from labctl import vagrant
+from labctl import system, vagrant
 from labctl.paths import read_state, vagrant_dotfile_path, write_state
 from labctl.remote import RemoteError, SshData
 from labctl.spec import LabSpec
@@ -119,8 +119,6 @@ def observe(spec: LabSpec, provider: str) -> dict[str, Observed] | None:
     """Every host's machine as the provider shows it now; None where it cannot be asked."""
     ids = {h.name: machine_id(spec, provider, h.name) for h in spec.hosts}
     if provider == "docker":
-        from labctl import system
-
         client = system.engine()
         if client is None:
             return None

@@ -130,6 +130,21 @@ def converge(
     extra_args: tuple[str, ...] = (),
 ) -> ConvergeResult:
     """Converge every host; raise ConvergeError with one sentence on failure."""
+    returncode, lines, stdout = _run_pyinfra(spec, log_path, on_line, extra_args)
+    try:
+        payload = json.loads(stdout) if stdout.strip() else {}
+    except ValueError:
+        payload = {}  # no result: the checks below name the failure from the log
+    converged, errors, failed_hosts = parse_results(payload)
+    _raise_on_failure(lines, errors, failed_hosts, returncode, bool(payload), log_path)
+    return converged
+
+
+def _run_pyinfra(
+    spec: LabSpec, log_path: Path, on_line: Callable[[str], None], extra_args: tuple[str, ...]
+) -> tuple[int, list[str], str]:
+    """Run pyinfra on the spec, its progress (stderr) line by line to the log and
+    `on_line`; its exit status, those lines, and its JSON result (stdout)."""
     env = os.environ | {"LAB_SPEC": str(spec.source), "PYTHONUNBUFFERED": "1"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # Line-buffered: `tail -f` (and a test waiting for a step) sees each line as it comes.
@@ -147,11 +162,19 @@ def converge(
         stdout = process.stdout.read()
         process.wait()
         log.write(stdout)
-    try:
-        payload = json.loads(stdout) if stdout.strip() else {}
-    except ValueError:
-        payload = {}
-    converged, errors, failed_hosts = parse_results(payload)
+    return process.returncode, lines, stdout
+
+
+def _raise_on_failure(
+    lines: list[str],
+    errors: list[tuple[str, list[str]]],
+    failed_hosts: list[str],
+    returncode: int,
+    has_result: bool,
+    log_path: Path,
+) -> None:
+    """ConvergeError (ConnectFailure for an unreachable host) naming what went wrong,
+    if anything did: from pyinfra's progress `lines`, its result and exit status."""
     unreachable = connect_failures(lines)
     if unreachable:
         # Instead of pyinfra's "No hosts remaining!": which host, and why.
@@ -170,10 +193,9 @@ def converge(
             f"read {log_path} for the cause, fix it and run `labctl apply` again.",
             sorted({*failed_hosts, *(h for _, hs in errors for h in hs)}),
         )
-    if process.returncode != 0 or not payload:
+    if returncode != 0 or not has_result:
         last = "; ".join(failed) or log_summary(log_path)
         raise ConvergeError(
-            f"pyinfra exited with status {process.returncode} ({last}); "
+            f"pyinfra exited with status {returncode} ({last}); "
             f"read {log_path} for the cause, fix it and run `labctl apply` again."
         )
-    return converged

@@ -12,7 +12,16 @@ from pathlib import Path
 
 from docker.errors import DockerException, NotFound
 
-from labctl import aptcache, connections, hostnet, machines, security, system, teardown, vagrant
+from labctl import (
+    aptcache,
+    connections,
+    down_on_machines,
+    hostnet,
+    machines,
+    security,
+    system,
+    vagrant,
+)
 from labctl.connections import connection_data
 from labctl.converge import ConnectFailure, ConvergeError, ConvergeResult, converge
 from labctl.images import delivery, standins
@@ -61,7 +70,7 @@ def hosts_arch(spec: LabSpec, provider: str, report: Report) -> dict[str, str]:
     engine's for the docker provider's containers, this machine's for VirtualBox VMs."""
     if provider == "ssh":
         report(f"reaching {len(spec.hosts)} machines over SSH")
-        return machines.hosts_arch(connection_data(spec, "ssh"), spec.name)
+        return machines.reachable_arches(connection_data(spec, "ssh"), spec.name)
     docker_road = provider == "docker"
     arch = engine_arch(system.ensure_engine()) if docker_road else control_arch()
     return dict.fromkeys((h.name for h in spec.hosts), arch)
@@ -82,7 +91,7 @@ def preflight(
     arches = hosts_arch(spec, provider, report)
     state: dict = {"provider": provider}
     if offline:
-        lb_arch = next((arches[h.name] for h in spec.hosts if h.lb), control_arch())
+        lb_arch = next((arches[h.name] for h in spec.lb_hosts), control_arch())
         state["offline"] = standins.offline_images(spec, lb_arch)
         report(standins.NOTE)
         spec = with_images(spec, state["offline"])
@@ -312,10 +321,10 @@ def down(spec: LabSpec, report: Report, purge_engine: bool = False) -> list[str]
     provider = state.get("provider") or ("ssh" if spec.provider == "ssh" else None)
     if provider == "ssh":
         try:
-            removed += teardown.remove_from_machines(
+            removed += down_on_machines.remove_from_machines(
                 spec, log_file(spec, "down"), report, purge_engine
             )
-        except teardown.PartialTeardown as exc:
+        except down_on_machines.PartialTeardown as exc:
             # The local state stays, for the next `down`.
             raise LifecycleError(str(exc)) from None
     if provider == "docker":

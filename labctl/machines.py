@@ -66,7 +66,7 @@ def reach(connections: dict[str, SshData], lab: str) -> tuple[dict[str, str], li
     return arches, problems
 
 
-def hosts_arch(connections: dict[str, SshData], lab: str) -> dict[str, str]:
+def reachable_arches(connections: dict[str, SshData], lab: str) -> dict[str, str]:
     """Architecture of every host; UnreachableError when any host cannot be used."""
     arches, problems = reach(connections, lab)
     if problems:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import httpx
 
-from labctl import connections, lb, system, vagrant
+from labctl import connections, lb_client, system, vagrant
 from labctl import services as lab_services
 from labctl.converge import ConvergeResult
 from labctl.lifecycle import LifecycleError, apply
@@ -86,14 +86,14 @@ def scale_request(spec: LabSpec, assignment: str) -> tuple[str, int]:
 
 def wait_for_lb(spec: LabSpec, service: str, expected: set[str], report: Report) -> float:
     """Wait until the LB's upstream for `service` is exactly `expected` (address:port)."""
-    address = lb.lb_address(spec)
+    address = lb_client.lb_address(spec)
     if address is None:
         return 0.0
     started = time.monotonic()
     with httpx.Client(timeout=5) as client:
         while time.monotonic() - started < LB_FOLLOW_DEADLINE:
             try:
-                servers = set(lb.read_state(client, address).upstreams.get(service, []))
+                servers = set(lb_client.read_lb_record(client, address).upstreams.get(service, []))
             except httpx.HTTPError:
                 servers = set()
             if servers == expected:

@@ -445,10 +445,24 @@ def _login_problems(spec: LabSpec, source: str) -> list[str]:
 
 
 def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]]:
-    errors: list[str] = []
-    warnings: list[str] = []
-    subnet = spec.network.subnet
+    """What is wrong with a spec that parsed (errors), and what is risky (warnings)."""
+    consul_errors, consul_warnings = _consul_problems(spec, source)
+    errors = [
+        *_name_and_version_problems(spec, source),
+        *_image_problems(spec, source),
+        *_login_problems(spec, source),
+        *_subnet_problems(spec, source),
+        *_host_problems(spec, source),
+        *_lb_address_problems(spec, source),
+        *lab_services.problems(spec.services, spec.hosts, source),
+        *consul_errors,
+    ]
+    return errors, [*_consul_template_warnings(spec, source), *consul_warnings]
 
+
+def _name_and_version_problems(spec: LabSpec, source: str) -> list[str]:
+    """The lab's name, that it has hosts, and versions pinned to a release."""
+    errors: list[str] = []
     if not NAME_RE.match(spec.name):
         errors.append(
             f"{source}: name = {spec.name!r} must be 2-32 lowercase letters, digits or '-', "
@@ -463,9 +477,13 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
                 f"{source}: versions.{field} = {version!r} is not a pinned release; "
                 "write it as MAJOR.MINOR.PATCH, e.g. 1.11.3."
             )
+    return errors
 
-    errors += _image_problems(spec, source) + _login_problems(spec, source)
 
+def _subnet_problems(spec: LabSpec, source: str) -> list[str]:
+    """The lab's subnet: a private range, and one VirtualBox allows where it makes it."""
+    errors: list[str] = []
+    subnet = spec.network.subnet
     for kind, reserved in RESERVED_SUBNETS.items():
         if subnet.overlaps(reserved):
             errors.append(
@@ -484,7 +502,12 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
             "range VirtualBox allows for host-only networks; pick a subnet inside it, or set "
             "network.allow_any_subnet: true after allowing it in /etc/vbox/networks.conf."
         )
+    return errors
 
+
+def _host_problems(spec: LabSpec, source: str) -> list[str]:
+    """Each host: its name and address its own, the address usable, its roles compatible."""
+    errors: list[str] = []
     seen_names: dict[str, int] = {}
     seen_addresses: dict[str, int] = {}
     for i, host in enumerate(spec.hosts):
@@ -508,58 +531,80 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
             )
         seen_addresses.setdefault(address, i)
         if spec.provider != "ssh":
-            if host.address not in subnet:
-                errors.append(
-                    f"{where}.address {address} is outside the lab subnet {subnet}; "
-                    "use an address inside it or change network.subnet."
-                )
-            elif host.address in (subnet.network_address, subnet.broadcast_address):
-                errors.append(
-                    f"{where}.address {address} is the subnet's network or broadcast address; "
-                    "use a host address."
-                )
-            elif host.address == spec.gateway:
-                errors.append(
-                    f"{where}.address {address} is the subnet's first address, which the "
-                    "VirtualBox host adapter or the Docker network gateway takes; start at "
-                    f"{spec.gateway + 1}."
-                )
-        if host.first_service_count < 0:
-            errors.append(
-                f"{where}.demo = {host.first_service_count} is below zero; "
-                "use 0 for no demo instance on this host."
-            )
-        if host.bootstrap and host.consul != "server":
-            errors.append(
-                f"{where}.bootstrap is true but consul is {host.consul!r}; only a server can "
-                "bootstrap the cluster: set consul: server or drop bootstrap."
-            )
-        if host.first_service_count > 0 and host.consul == "none":
-            errors.append(
-                f"{where}.demo is {host.first_service_count} but consul is 'none'; instances "
-                "register with their own host's Consul agent, so set consul: client or demo: 0."
-            )
-        if host.lb and host.consul == "none":
-            errors.append(
-                f"{where}.lb is true but consul is 'none'; consul-template reads the local "
-                "Consul agent, so the LB host needs consul: client or server."
-            )
+            errors += _address_problems(spec, where, host)
+        errors += _host_role_problems(where, host)
+    return errors
 
-    errors += _lb_address_problems(spec, source)
 
-    errors += lab_services.problems(spec.services, spec.hosts, source)
+def _address_problems(spec: LabSpec, where: str, host: Host) -> list[str]:
+    """A host address the provider gives: inside the subnet, and neither its network,
+    broadcast nor gateway address."""
+    subnet = spec.network.subnet
+    address = str(host.address)
+    if host.address not in subnet:
+        return [
+            f"{where}.address {address} is outside the lab subnet {subnet}; "
+            "use an address inside it or change network.subnet."
+        ]
+    if host.address in (subnet.network_address, subnet.broadcast_address):
+        return [
+            f"{where}.address {address} is the subnet's network or broadcast address; "
+            "use a host address."
+        ]
+    if host.address == spec.gateway:
+        return [
+            f"{where}.address {address} is the subnet's first address, which the "
+            "VirtualBox host adapter or the Docker network gateway takes; start at "
+            f"{spec.gateway + 1}."
+        ]
+    return []
 
-    ct_version = spec.versions.consul_template
-    if VERSION_RE.match(ct_version) and (
-        tuple(int(p) for p in ct_version.split(".")) < CONSUL_TEMPLATE_BACKOFF_FIXED
-    ):
-        warnings.append(
-            f"{source}: versions.consul_template {ct_version} overflows its retry backoff "
-            "(hashicorp/consul-template#1028): once Consul has been away for about six minutes "
-            "the LB's consul-template spins one core and floods its log; use 0.19.4 or later "
-            "(the default is 0.19.5)."
+
+def _host_role_problems(where: str, host: Host) -> list[str]:
+    """A host's roles that do not fit together (an LB or instances without an agent)."""
+    errors: list[str] = []
+    if host.first_service_count < 0:
+        errors.append(
+            f"{where}.demo = {host.first_service_count} is below zero; "
+            "use 0 for no demo instance on this host."
         )
+    if host.bootstrap and host.consul != "server":
+        errors.append(
+            f"{where}.bootstrap is true but consul is {host.consul!r}; only a server can "
+            "bootstrap the cluster: set consul: server or drop bootstrap."
+        )
+    if host.first_service_count > 0 and host.consul == "none":
+        errors.append(
+            f"{where}.demo is {host.first_service_count} but consul is 'none'; instances "
+            "register with their own host's Consul agent, so set consul: client or demo: 0."
+        )
+    if host.lb and host.consul == "none":
+        errors.append(
+            f"{where}.lb is true but consul is 'none'; consul-template reads the local "
+            "Consul agent, so the LB host needs consul: client or server."
+        )
+    return errors
 
+
+def _consul_template_warnings(spec: LabSpec, source: str) -> list[str]:
+    """A consul-template release with the retry backoff overflow."""
+    version = spec.versions.consul_template
+    if not VERSION_RE.match(version):
+        return []  # _name_and_version_problems names it
+    if tuple(int(p) for p in version.split(".")) >= CONSUL_TEMPLATE_BACKOFF_FIXED:
+        return []
+    return [
+        f"{source}: versions.consul_template {version} overflows its retry backoff "
+        "(hashicorp/consul-template#1028): once Consul has been away for about six minutes "
+        "the LB's consul-template spins one core and floods its log; use 0.19.4 or later "
+        "(the default is 0.19.5)."
+    ]
+
+
+def _consul_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]]:
+    """The Consul servers: at least one, at most one bootstrap server; an even count warned."""
+    errors: list[str] = []
+    warnings: list[str] = []
     servers = spec.consul_servers
     if spec.hosts and not servers:
         errors.append(

@@ -62,27 +62,29 @@ def vagrantfile_data(spec: LabSpec, machine: str | None = None) -> dict:
             "build_dir": str(PROJECT_ROOT / "templates" / "host"),
             "base_image": spec.docker.base_image,
         },
-        "hosts": [
-            {
-                "name": host.name,
-                # Vagrant's machine name: prefixed with the lab, because Vagrant's
-                # global machine index (and its locks) is keyed by name and folder,
-                # and labs share this folder.
-                "machine": host_container_name(spec, host.name),
-                "vm_name": virtualbox.vm_name(spec, host.name),
-                "address": str(host.address),
-                "docker_create_args": [
-                    *DOCKER_HOST_FLAGS,
-                    # overlay2 cannot sit on the container's own overlay, so the
-                    # nested engine gets a volume; labelled so `down` finds it.
-                    "--mount",
-                    f"type=volume,src={host_volume_name(spec, host.name)},dst=/var/lib/docker,"
-                    f"volume-label={LAB_LABEL}={spec.name}",
-                    "--label",
-                    f"{LAB_LABEL}={spec.name}",
-                ],
-            }
-            for host in spec.hosts
+        "hosts": [_vagrant_host(spec, host.name, str(host.address)) for host in spec.hosts],
+    }
+
+
+def _vagrant_host(spec: LabSpec, name: str, address: str) -> dict:
+    """One host of the Vagrantfile: its names, address and the docker provider's flags."""
+    return {
+        "name": name,
+        # Vagrant's machine name: prefixed with the lab, because Vagrant's global
+        # machine index (and its locks) is keyed by name and folder, and labs share
+        # this folder.
+        "machine": host_container_name(spec, name),
+        "vm_name": virtualbox.vm_name(spec, name),
+        "address": address,
+        "docker_create_args": [
+            *DOCKER_HOST_FLAGS,
+            # overlay2 cannot sit on the container's own overlay, so the nested engine
+            # gets a volume; labelled so `down` finds it.
+            "--mount",
+            f"type=volume,src={host_volume_name(spec, name)},dst=/var/lib/docker,"
+            f"volume-label={LAB_LABEL}={spec.name}",
+            "--label",
+            f"{LAB_LABEL}={spec.name}",
         ],
     }
 

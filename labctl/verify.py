@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from labctl import lb, security
+from labctl import lb_client, security
 from labctl.remote import RemoteError, SshData, run
 from labctl.spec import LabSpec
 from roles.contract import CONSUL_HTTP_PORT, DEMO_SERVICE_ROLE, LB_CONTAINER, MANAGED_BY_META
@@ -150,12 +150,12 @@ def lb_checks(
 ) -> list[Check]:
     """Requests through the LB's /<service> reach every passing instance and no other: an
     instance that is registered but not passing must get no traffic (it is rightly out)."""
-    address = lb.lb_address(spec)
+    address = lb_client.lb_address(spec)
     if address is None or not (entries or any(spec.service_counts(service).values())):
         return []  # no instance declared or registered: no upstream, no location
     checks = []
     status = {entry["Service"]["ID"]: instance_status(entry) for entry in entries}
-    seen = lb.sample(client, address, service, LB_SAMPLE)
+    seen = lb_client.sample(client, address, service, LB_SAMPLE)
     for instance, state in sorted(status.items()):
         count = seen.pop(instance, 0)
         if state == "passing":
@@ -205,7 +205,7 @@ def pair_checks(
     kernel where labctl reaches them, else of their keepalived records), every LB's
     keepalived is MASTER or BACKUP (FAULT: its nginx does not serve), and every LB runs
     the same upstreams as the holder."""
-    views = lb.vrrp_views(client, spec, connections)
+    views = lb_client.vrrp_views(client, spec, connections)
     if not views:
         return []
     checks = []
@@ -217,9 +217,11 @@ def pair_checks(
         if view.state == "FAULT":
             detail += " (its nginx does not serve: keepalived gave the address up)"
         checks.append(Check("keepalived", view.host, ok, detail))
-    held = lb.holders(views)
+    held = lb_client.holders(views)
     if len(held) > 1:
-        checks.append(Check("LB address", spec.lb_address, False, lb.split_brain(spec, held)))
+        checks.append(
+            Check("LB address", spec.lb_address, False, lb_client.split_brain(spec, held))
+        )
     elif held:
         checks.append(Check("LB address", spec.lb_address, True, f"held by {held[0]}"))
     else:
@@ -228,7 +230,7 @@ def pair_checks(
     reference = None
     for host in spec.lb_hosts:
         try:
-            upstreams = lb.read_state(client, str(host.address)).upstreams
+            upstreams = lb_client.read_lb_record(client, str(host.address)).upstreams
         except httpx.HTTPError as exc:
             checks.append(Check("LB upstreams", host.name, False, f"no answer: {exc}"))
             continue
@@ -245,20 +247,21 @@ def pair_checks(
 
 
 def nginx_checks(spec: LabSpec, connections: dict[str, SshData] | None) -> list[Check]:
-    """The configuration every LB runs passes `nginx -t`, and nginx took the latest
-    render (templates/lb/lb-health's reload_failed; a row only when it did not)."""
-    checks = []
-    for host in spec.lb_hosts:
-        if connections and host.name in connections:
-            checks += _nginx_checks(host.name, connections)
-    return checks
+    """On every LB host: the configuration the LB runs passes `nginx -t`, and nginx took
+    the latest render (templates/lb/lb-health's reload_failed; a row only when it did not)."""
+    return [
+        check
+        for host in spec.lb_hosts
+        if connections and host.name in connections
+        for check in _nginx_checks_on(host.name, connections[host.name])
+    ]
 
 
-def _nginx_checks(lb_host: str, connections: dict[str, SshData]) -> list[Check]:
+def _nginx_checks_on(lb_host: str, connection: SshData) -> list[Check]:
     container = LB_CONTAINER
     try:
-        code, output = run(connections[lb_host], f"docker exec {container} nginx -t", sudo=True)
-        _, health = run(connections[lb_host], f"docker exec {container} lb-health", sudo=True)
+        code, output = run(connection, f"docker exec {container} nginx -t", sudo=True)
+        _, health = run(connection, f"docker exec {container} lb-health", sudo=True)
     except RemoteError as exc:
         return [Check("nginx -t", lb_host, False, str(exc))]
     last = output.strip().splitlines()[-1:] or [""]

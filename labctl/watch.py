@@ -1,6 +1,6 @@
 """`labctl watch`: the LB's upstreams as nginx runs them, next to Consul's view.
 
-Each refresh reads the LB's installed configuration and counters (/_lab/) and
+Each refresh reads the LB's published record (/_lab/lb.json: upstreams, counters) and
 Consul's health of every instance of every service, and shows one row per
 instance: its service, whether nginx routes to it, its check status, and the
 LB's reload count. With several LBs, a line says which one holds the shared address
@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from labctl import lb, output
+from labctl import lb_client, output
 from labctl.images import standins
 from labctl.spec import LabSpec
 from labctl.verify import instance_status, service_health
@@ -38,7 +38,7 @@ def _consul_health(client: httpx.Client, spec: LabSpec, service: str) -> dict[st
 
 def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:
     try:
-        state = lb.read_state(client, address)
+        state = lb_client.read_lb_record(client, address)
         upstreams = state.upstreams
         title = f"LB {address}: {state.reloads} reloads, {state.rejected} rejected renders"
     except httpx.HTTPError as exc:
@@ -69,13 +69,13 @@ def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:
             "from the fallback server"
         ))  # fmt: skip
     if spec.lb_pair:
-        captions.insert(0, Text(lb.describe_pair(spec, lb.vrrp_views(client, spec))))
+        captions.insert(0, Text(lb_client.describe_pair(spec, lb_client.vrrp_views(client, spec))))
     table.caption = Text("\n").join(captions) if captions else None
     return table
 
 
 def watch_lb(spec: LabSpec, interval: float, count: int) -> None:
-    address = lb.lb_address(spec)
+    address = lb_client.lb_address(spec)
     if address is None:
         output.err.print("this lab has no LB host (no host has lb: true)")
         return

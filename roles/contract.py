@@ -80,7 +80,9 @@ LAB_WAIT = "/usr/local/bin/lab-wait"
 # --- The LB --------------------------------------------------------------------------
 
 # The server an upstream with no healthy instance gets (templates/lb/service.ctmpl), so
-# nginx, which refuses an empty upstream, answers 502 for it. No member of the upstream.
+# nginx, which refuses an empty upstream, answers 502 for it. No member of the upstream:
+# lb-publish leaves it out of lb.json. The two templates spell it too
+# (tests/unit/test_lb_state.py holds them to this).
 LB_FALLBACK_SERVER = "127.0.0.1:65535"
 # What the LB publishes under /_lab/ for the lab's network (templates/lb/lb-publish):
 # {"upstreams": {service: ["address:port", ...]}, "reloads", "rejected", ...}, from the

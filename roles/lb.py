@@ -32,7 +32,6 @@ from roles.contract import (
     LAB_CONTAINER_ARGS,
     LAB_LABEL,
     LB_CONTAINER,
-    LB_FALLBACK_SERVER,
     LB_ROLE,
     LOCAL_CONSUL,
     ROLE_LABEL,
@@ -185,7 +184,6 @@ def load_balancer() -> None:
             f"-e=CONSUL_URL={LOCAL_CONSUL.removeprefix('http://')}",
             f"-e=LB_WAIT={data.lb_wait}",
             f"-e=LB_LOG_LEVEL={data.lb_log_level}",
-            f"-e=LB_FALLBACK_SERVER={LB_FALLBACK_SERVER}",
             # /_lab/ (reload counters, the configuration nginx runs) answers the lab only.
             f"-e=LB_ALLOW_CIDRS={' '.join(lab.lb.allow_cidrs)}",
             *secret_args,

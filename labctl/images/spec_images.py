@@ -63,7 +63,7 @@ def lab_images(spec: LabSpec) -> list[LabImage]:
         LabImage(
             "lb",
             f"{namespace}/lb:{lb_tag}",
-            tuple(h.name for h in spec.hosts if h.lb),
+            tuple(h.name for h in spec.lb_hosts),
             recipe=lb_recipe,
             build_args=lb_args,
             context_files=(("consul-template", _consul_template(spec)),),

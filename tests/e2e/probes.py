@@ -10,7 +10,7 @@ from datetime import datetime
 import httpx
 
 from labctl import security
-from labctl.lb import read_state, sample
+from labctl.lb_client import read_lb_record, sample
 from labctl.remote import run
 from testbed.traffic import RequestLoop, assert_served_throughout, calm_rates
 from tests.e2e.conftest import E2E_SUBNET
@@ -82,7 +82,7 @@ def started(connections, host: str, container: str) -> tuple[float, int]:
 
 def lb_state():
     with httpx.Client(timeout=5) as client:
-        return read_state(client, LB)
+        return read_lb_record(client, LB)
 
 
 def upstream() -> set[str]:

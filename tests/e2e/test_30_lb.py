@@ -10,7 +10,7 @@ from collections import Counter
 
 import httpx
 
-from labctl.lb import read_state
+from labctl.lb_client import read_lb_record
 from labctl.remote import run
 from tests.e2e.conftest import E2E_SUBNET, labctl, wait_for
 from tests.e2e.events import LbTimeline, assert_left_the_lb_before_it_stopped, container_events
@@ -101,13 +101,13 @@ def test_every_instance_down_gives_502_then_recovers_by_itself(lab, e2e_spec):
 def test_an_invalid_render_keeps_nginx_serving_and_consul_template_running(lab):
     spec, connections, _ = lab
     bad = {"ID": "broken", "Name": "broken_svc", "Address": "no-such-host.invalid", "Port": 80}
-    before = read_state(httpx.Client(timeout=5), LB)
+    before = read_lb_record(httpx.Client(timeout=5), LB)
     # Not a lab service: only the management token may register it.
     consul_as(spec, "management", "PUT", "/v1/agent/service/register", json=bad).raise_for_status()
     try:
-        wait_for(lambda: read_state(httpx.Client(timeout=5), LB).rejected > before.rejected,
+        wait_for(lambda: read_lb_record(httpx.Client(timeout=5), LB).rejected > before.rejected,
                  FOLLOW_DEADLINE, "the LB rejecting the render")  # fmt: skip
-        assert "broken_svc" not in read_state(httpx.Client(timeout=5), LB).upstreams
+        assert "broken_svc" not in read_lb_record(httpx.Client(timeout=5), LB).upstreams
         assert set(lb_sample(30)) == {"zhibo-1", "zhibo-2", "zhibo-3"}
         code, output = run(connections["node3"], "docker top lb", sudo=True)
         assert code == 0 and "consul-template" in output, f"consul-template is gone: {output}"
@@ -115,7 +115,7 @@ def test_an_invalid_render_keeps_nginx_serving_and_consul_template_running(lab):
         consul_as(spec, "management", "PUT", "/v1/agent/service/deregister/broken"
                   ).raise_for_status()  # fmt: skip
     # consul-template is alive: the next (valid) render reloads nginx.
-    wait_for(lambda: read_state(httpx.Client(timeout=5), LB).reloads > before.reloads,
+    wait_for(lambda: read_lb_record(httpx.Client(timeout=5), LB).reloads > before.reloads,
              FOLLOW_DEADLINE, "a reload after the bad service left")  # fmt: skip
 
 

@@ -188,10 +188,10 @@ def test_a_second_apply_changes_nothing(ssh_lab, ssh_spec):
 
 
 def upstream() -> set[str]:
-    from labctl.lb import read_state
+    from labctl.lb_client import read_lb_record
 
     with httpx.Client(timeout=5) as client:
-        return set(read_state(client, LB).upstreams.get(SERVICE, []))
+        return set(read_lb_record(client, LB).upstreams.get(SERVICE, []))
 
 
 def test_scale_up_and_back_down(ssh_lab, ssh_spec):

@@ -25,7 +25,7 @@ import docker
 import httpx
 import pytest
 
-from labctl import lb, security
+from labctl import lb_client, security
 from labctl.connections import connection_data
 from labctl.lifecycle import converge_lab
 from labctl.paths import docker_network_name, host_container_name, with_state
@@ -87,12 +87,12 @@ def pair(pair_spec):
 
 def record(address: str) -> dict:
     with httpx.Client(timeout=2, trust_env=False) as client:
-        return lb.vrrp_record(client, address)
+        return lb_client.vrrp_record(client, address)
 
 
 def holders(connections) -> list[str]:
     """The LB hosts whose kernel holds the address."""
-    return [h for h in (MASTER, BACKUP) if lb.holds_address(connections[h], ADDRESS)]
+    return [h for h in (MASTER, BACKUP) if lb_client.holds_address(connections[h], ADDRESS)]
 
 
 def address_rows(verify) -> list[tuple[bool, str]]:
@@ -186,8 +186,8 @@ def test_every_lb_serves_the_same_upstreams_after_a_scale(pair, pair_spec):
 
     def every_lb_runs_them():
         with httpx.Client(timeout=3, trust_env=False) as client:
-            runs = [set(lb.read_state(client, PAIR.address(n)).upstreams.get(SERVICE, []))
-                    for n in (3, 4)]  # fmt: skip
+            records = [lb_client.read_lb_record(client, PAIR.address(n)) for n in (3, 4)]
+        runs = [set(record.upstreams.get(SERVICE, [])) for record in records]
         return all(r == wanted for r in runs)
 
     wait_for(every_lb_runs_them, 60, f"both LBs running {sorted(wanted)}")

@@ -148,13 +148,24 @@ def test_the_project_is_read_whole(graph):
 
 def test_the_roles_import_nothing_from_labctl_bench_or_tests(graph):
     bench = [module_name(path, PROJECT_ROOT) for path in (PROJECT_ROOT / "bench").glob("*.py")]
-    assert [e for other in ("labctl", "tests", *bench) for e in edges(graph, "roles", other)] == []
+    others = ("labctl", "tests", "testbed", *bench)
+    assert [e for other in others for e in edges(graph, "roles", other)] == []
 
 
 def test_labctl_takes_only_the_contract_from_the_roles(graph):
     # Importing roles.contract runs the package roles (an __init__ that imports nothing).
     allowed = (" -> roles", " -> roles.contract")
     assert [e for e in edges(graph, "labctl", "roles") if not e.endswith(allowed)] == []
+
+
+def test_labctl_takes_nothing_from_tests_testbed_or_bench(graph):
+    bench = [module_name(path, PROJECT_ROOT) for path in (PROJECT_ROOT / "bench").glob("*.py")]
+    others = ("tests", "testbed", *bench)
+    assert [e for other in others for e in edges(graph, "labctl", other)] == []
+
+
+def test_the_contract_imports_nothing_of_the_project(graph):
+    assert graph["roles.contract"] == set()
 
 
 def test_bench_takes_nothing_from_tests(graph):

@@ -10,8 +10,6 @@ is `service "name|any"`: every instance, whatever its health; `toJSON` is json.M
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from labctl.lb import parse_upstreams
 from tests.support.consul_fakes import build_consul_template
 from tests.support.lb_page import (
     counters,
@@ -31,10 +28,10 @@ from tests.support.lb_page import (
     send_requests,
     services_shown,
 )
+from tests.support.lb_record import publish
 from tests.unit.test_lb_template import HEALTHY, LB_RECIPE, PLACEHOLDER, render
 
 HEALTH_TEMPLATE = LB_RECIPE / "health.ctmpl"
-LB_PUBLISH = LB_RECIPE / "lb-publish"
 PAGE = LB_RECIPE / "page"
 # The page refreshes every second; a change must show within a few refreshes.
 PAGE_FOLLOWS = 5
@@ -54,19 +51,6 @@ def health(consul_template, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def service_conf(consul_template, tmp_path_factory) -> str:
     return render(consul_template, HEALTHY, tmp_path_factory.mktemp("service"))
-
-
-def publish(tmp_path: Path, live: str, reloads: int = 0, rejected: int = 0,
-            refused: bool = False) -> dict:  # fmt: skip
-    """Run lb-publish on `live` (the configuration nginx runs) with these counters."""
-    (tmp_path / "service.conf").write_text(live)
-    (tmp_path / "reloads").write_text(f"{reloads}\n")
-    (tmp_path / "rejected").write_text(f"{rejected}\n")
-    if refused:
-        (tmp_path / "rejected-render").write_text("upstream broken {\n")
-    env = os.environ | {"LB_LIVE": str(tmp_path / "service.conf"), "LB_STATE": str(tmp_path)}
-    subprocess.run(["sh", str(LB_PUBLISH)], env=env, check=True, timeout=30)
-    return json.loads((tmp_path / "lb.json").read_text())
 
 
 # --- health.json ---------------------------------------------------------------------
@@ -103,8 +87,10 @@ def test_services_the_lb_leaves_out_carry_no_instances(health):
 
 def test_lb_json_has_the_upstreams_of_the_configuration_nginx_runs(service_conf, tmp_path):
     published = publish(tmp_path, service_conf, reloads=7, rejected=2)
-    assert published["upstreams"] == parse_upstreams(service_conf)
-    assert published["upstreams"]["web"] == []  # only the "force a 502" fallback
+    assert published["upstreams"] == {
+        "web": [],  # only the "force a 502" fallback
+        "zhibo_service": ["192.168.56.2:8080", "192.168.56.2:8081", "192.168.56.3:8080"],
+    }
     assert (published["reloads"], published["rejected"]) == (7, 2)
     assert published["latest_render_refused"] is False
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labctl import lb, verify
+from labctl import lb_client, verify
 from labctl.host_data import groups
 from labctl.images.spec_images import lab_images
 from labctl.security import token_specs
@@ -98,9 +98,9 @@ def test_two_lbs_need_the_address_and_one_lb_refuses_it():
     ]
 
 
-def views(*states: tuple[str, bool]) -> list[lb.VrrpView]:
+def views(*states: tuple[str, bool]) -> list[lb_client.VrrpView]:
     return [
-        lb.VrrpView(name, f"192.168.56.{3 + i}", state, 200 - 10 * i, 0.0, holds)
+        lb_client.VrrpView(name, f"192.168.56.{3 + i}", state, 200 - 10 * i, 0.0, holds)
         for i, (name, (state, holds)) in enumerate(zip(("lb1", "lb2"), states, strict=True))
     ]
 
@@ -110,10 +110,12 @@ def pair_spec():
     return parse_spec(pair_data(lb_address="192.168.56.10"))[0]
 
 
-def fake_lbs(monkeypatch, seen: list[lb.VrrpView], upstreams: dict[str, dict]) -> None:
-    monkeypatch.setattr(lb, "vrrp_views", lambda client, spec, connections: seen)
+def fake_lbs(monkeypatch, seen: list[lb_client.VrrpView], upstreams: dict[str, dict]) -> None:
+    monkeypatch.setattr(lb_client, "vrrp_views", lambda client, spec, connections: seen)
     monkeypatch.setattr(
-        lb, "read_state", lambda client, address: lb.LbState(upstreams[address], 0, 0)
+        lb_client,
+        "read_lb_record",
+        lambda client, address: lb_client.LbRecord(upstreams[address], 0, 0),
     )
 
 

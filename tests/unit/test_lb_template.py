@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from labctl.lb import parse_upstreams
 from tests.conftest import PROJECT_ROOT
 from tests.support.consul_fakes import build_consul_template, fake_consul
+from tests.support.lb_record import publish
 
 LB_RECIPE = PROJECT_ROOT / "templates" / "lb"
 TEMPLATE = LB_RECIPE / "service.ctmpl"
@@ -195,8 +195,8 @@ def test_lab_state_is_allowed_to_loopback_and_the_lab_networks_only():
     ]
 
 
-def test_labctl_reads_the_rendered_upstreams(healthy):
-    assert parse_upstreams(healthy) == {
+def test_the_published_record_reads_the_rendered_upstreams(healthy, tmp_path):
+    assert publish(tmp_path, healthy)["upstreams"] == {
         "web": [],
         "zhibo_service": ["192.168.56.2:8080", "192.168.56.2:8081", "192.168.56.3:8080"],
     }

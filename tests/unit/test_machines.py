@@ -12,7 +12,7 @@ import pytest
 
 from labctl import machines
 from labctl.connections import ssh_data_from_vagrant
-from labctl.machines import UnreachableError, hosts_arch, reach
+from labctl.machines import UnreachableError, reach, reachable_arches
 from labctl.remote import RemoteError, _AcceptNew, describe, known_hosts_entry, openssh_command
 
 SSH = {
@@ -47,7 +47,7 @@ def test_each_machine_architecture_is_read_in_dockers_words(answers):
     answers.update(
         {"10.0.0.1": (0, "arch=x86_64\nlab=\n"), "10.0.0.2": (0, "arch=aarch64\nlab=labssh\n")}
     )
-    arches = hosts_arch(connections("10.0.0.1", "10.0.0.2"), "labssh")
+    arches = reachable_arches(connections("10.0.0.1", "10.0.0.2"), "labssh")
     assert arches == {"m1": "amd64", "m2": "arm64"}
 
 
@@ -70,7 +70,7 @@ def test_every_unusable_machine_is_one_sentence_and_the_others_still_count(answe
         "(`labctl --spec ITS_SPEC down`) or use other machines",
     ]
     with pytest.raises(UnreachableError) as error:
-        hosts_arch(connections("10.0.0.1", "10.0.0.2"), "labssh")
+        reachable_arches(connections("10.0.0.1", "10.0.0.2"), "labssh")
     assert error.value.problems == ["m2 (10.0.0.2:22): connection refused; start sshd there."]
 
 

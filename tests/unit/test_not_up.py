@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 
-from labctl import lifecycle, paths, teardown
+from labctl import down_on_machines, lifecycle, paths
 from labctl.cli import app
 from labctl.spec import SPEC_ENV
 from tests.support.bad_inputs import LAB, VALID
@@ -98,7 +98,9 @@ def test_down_without_state_still_cleans_existing_machines(lab, monkeypatch, tmp
     (tmp_path / "lab.yaml").write_text(yaml.safe_dump(data))
     cleaned = []
     monkeypatch.setattr(
-        teardown, "remove_from_machines", lambda spec, *_: cleaned.append(spec.name) or ["x"]
+        down_on_machines,
+        "remove_from_machines",
+        lambda spec, *_: cleaned.append(spec.name) or ["x"],
     )
     monkeypatch.setattr(lifecycle.aptcache, "stop_after_the_last_lab", lambda: None)
     result = lab(["down"], None)

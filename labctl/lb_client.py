@@ -1,13 +1,12 @@
 """What the load balancer is doing, read from the outside.
 
-The LB serves its own state under /_lab/ to the lab network: the configuration
-nginx runs (`service.conf`, installed only after `nginx -t` accepted it) and
+The LB serves its own state under /_lab/ to the lab network: lb.json, the upstreams
+of the configuration nginx runs (installed only after `nginx -t` accepted it) and
 counters of reloads and rejected renders.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -16,42 +15,39 @@ import httpx
 from labctl import remote
 from labctl.remote import RemoteError, SshData
 from labctl.spec import LabSpec
-from roles.contract import VRRP_RECORD_PATH
-
-UPSTREAM_RE = re.compile(r"upstream\s+(\S+)\s*\{(.*?)\}", re.S)
-SERVER_RE = re.compile(r"^\s*server\s+(\S+?)(?:\s|;)", re.M)
-FALLBACK = "127.0.0.1:65535"
+from roles.contract import LB_RECORD_PATH, VRRP_RECORD_PATH
 
 
 @dataclass
-class LbState:
+class LbRecord:
+    """What an LB published about itself (LB_RECORD_PATH, written by templates/lb/lb-publish
+    from the configuration nginx runs: the one reading of nginx's upstreams)."""
+
     upstreams: dict[str, list[str]]  # service -> ["address:port", ...] nginx runs
     reloads: int
     rejected: int
 
 
+def lb_addresses(spec: LabSpec) -> list[str]:
+    """Every LB host's address (the spec's lb_hosts)."""
+    return [str(h.address) for h in spec.lb_hosts]
+
+
 def lb_address(spec: LabSpec) -> str | None:
+    """Where `watch`, `verify` and `scale` reach the LB: the address the LBs share when
+    there are several, else the one LB host's own."""
     return spec.lb_address
 
 
-def parse_upstreams(config: str) -> dict[str, list[str]]:
-    """Upstream name -> servers, from an nginx configuration (the fallback left out)."""
-    return {
-        name: [s for s in SERVER_RE.findall(body) if s != FALLBACK]
-        for name, body in UPSTREAM_RE.findall(config)
-    }
-
-
-def read_state(client: httpx.Client, address: str) -> LbState:
-    def get(name: str) -> str:
-        response = client.get(f"http://{address}/_lab/{name}")
-        response.raise_for_status()
-        return response.text
-
-    return LbState(
-        upstreams=parse_upstreams(get("service.conf")),
-        reloads=int(get("reloads").strip() or 0),
-        rejected=int(get("rejected").strip() or 0),
+def read_lb_record(client: httpx.Client, address: str) -> LbRecord:
+    """The record the LB at `address` publishes."""
+    response = client.get(f"http://{address}{LB_RECORD_PATH}")
+    response.raise_for_status()
+    record = response.json()
+    return LbRecord(
+        upstreams={name: list(members) for name, members in record["upstreams"].items()},
+        reloads=int(record["reloads"]),
+        rejected=int(record["rejected"]),
     )
 
 

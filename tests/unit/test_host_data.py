@@ -1,12 +1,15 @@
-"""Inventory groups and host data derived from the spec."""
+"""The host data labctl hands the roles (labctl/host_data.py, roles/contract.py): pyinfra
+groups and each host's LabHost, derived from the spec."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
+import typing
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 from labctl.connections import connection_data, ssh_data_from_vagrant
@@ -222,3 +225,56 @@ def test_the_seeds_open_lab_hands_out_no_secret():
     (data,) = lab_hosts(spec).values()
     assert data.consul.acl is False
     assert data.consul.gossip_key is data.consul.registration_token is data.lb.consul_token is None
+
+
+# --- no dead keys: every field of the host data is read by a role ---------------------
+
+
+def _read_attributes() -> set[str]:
+    """Every attribute name the roles and deploy.py read (`x.name`), the contract aside."""
+    files = [*(PROJECT_ROOT / "roles").glob("*.py"), PROJECT_ROOT / "deploy.py"]
+    return {
+        node.attr
+        for path in files
+        if path.name != "contract.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute)
+    }
+
+
+def _host_data_types(cls: type, found: dict[str, type]) -> dict[str, type]:
+    """LabHost and every dataclass its fields hold, by name."""
+    found[cls.__name__] = cls
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        for inner in (hints[f.name], *typing.get_args(hints[f.name])):
+            for candidate in (inner, *typing.get_args(inner)):
+                if is_dataclass(candidate) and candidate.__name__ not in found:
+                    _host_data_types(candidate, found)
+    return found
+
+
+# Dataclasses a role hands whole to an operation (dataclasses.asdict): their fields are
+# the operation's arguments.
+PASSED_WHOLE = {"ImagePlan", "ObtainedImage"}
+# ServiceInstance is also the spec's instance (labctl.services): labctl reads its host
+# (which host runs it); a host's LabHost holds only its own instances.
+READ_BY_LABCTL = {("ServiceInstance", "host")}
+
+
+def test_every_field_of_the_host_data_is_read_by_a_role():
+    read = _read_attributes()
+    dead = [
+        f"{name}.{f.name}"
+        for name, cls in sorted(_host_data_types(LabHost, {}).items())
+        if name not in PASSED_WHOLE
+        for f in fields(cls)
+        if f.name not in read and (name, f.name) not in READ_BY_LABCTL
+    ]
+    assert dead == []
+
+
+def test_the_dead_key_check_sees_the_host_data_whole():
+    expected = {"LabHost", "ConsulAgent", "LoadBalancer", "HostImages", "Image",
+                "ServiceInstance", "Registration", "HealthCheck", *PASSED_WHOLE}  # fmt: skip
+    assert expected <= set(_host_data_types(LabHost, {}))
