@@ -41,7 +41,14 @@ def lb_address(spec: LabSpec) -> str | None:
 
 def read_lb_record(client: httpx.Client, address: str) -> LbRecord:
     """The record the LB at `address` publishes."""
-    response = client.get(f"http://{address}{LB_RECORD_PATH}")
+    url = f"http://{address}{LB_RECORD_PATH}"
+    try:
+        response = client.get(url)
+    except httpx.RemoteProtocolError:
+        # A reload makes nginx close its idle keep-alive connections; a GET sent on one
+        # just then gets no answer at all, and is sent again on a new connection, as
+        # RFC 9112 (9.3.1.1) allows for a request that got nothing back.
+        response = client.get(url)
     response.raise_for_status()
     record = response.json()
     return LbRecord(

@@ -410,28 +410,43 @@ def ensure_acls(
     consul = _Consul(spec, tokens.get(MANAGEMENT, {}).get("secret"))
     try:
         consul.wait_for_leader(report)
-        if MANAGEMENT not in tokens:
-            tokens[MANAGEMENT] = _bootstrap(consul, spec, report)
-            consul.management = tokens[MANAGEMENT]["secret"]
-            _save_tokens(spec, tokens)  # at once: the bootstrap cannot be done twice
-            made.append("ACL bootstrap")
-        else:
-            _check_management(consul, spec, report)
+        made += _ensure_management(consul, spec, tokens, report)
         for spec_token in wanted:
-            if _policy(consul, spec_token, report):
-                made.append(f"policy lab-{spec_token.name}")
-            new = _token(consul, spec_token, tokens.get(spec_token.name), report)
-            if new:
-                made.append(f"token {spec_token.name}")
-            # The rules saved with the token tell the next apply whether to ask Consul.
-            tokens[spec_token.name] = (new or tokens[spec_token.name]) | {
-                "rules": spec_token.rules,
-                "services": list(spec_token.services),
-            }
-            _save_tokens(spec, tokens)
+            made += _ensure_token(consul, spec, tokens, spec_token, report)
         report(f"ACL tokens in place; made: {', '.join(made) or 'nothing'}")
     finally:
         consul.close()
+    return made
+
+
+def _ensure_management(consul: _Consul, spec: LabSpec, tokens: dict, report: Report) -> list[str]:
+    """The management token: made by the ACL bootstrap the first time (and saved at once:
+    the bootstrap cannot be done twice), else checked."""
+    if MANAGEMENT in tokens:
+        _check_management(consul, spec, report)
+        return []
+    tokens[MANAGEMENT] = _bootstrap(consul, spec, report)
+    consul.management = tokens[MANAGEMENT]["secret"]
+    _save_tokens(spec, tokens)
+    return ["ACL bootstrap"]
+
+
+def _ensure_token(
+    consul: _Consul, spec: LabSpec, tokens: dict, spec_token: TokenSpec, report: Report
+) -> list[str]:
+    """One token and its policy as `spec_token` says, saved with its rules; what was made."""
+    made = []
+    if _policy(consul, spec_token, report):
+        made.append(f"policy lab-{spec_token.name}")
+    new = _token(consul, spec_token, tokens.get(spec_token.name), report)
+    if new:
+        made.append(f"token {spec_token.name}")
+    # The rules saved with the token tell the next apply whether to ask Consul.
+    tokens[spec_token.name] = (new or tokens[spec_token.name]) | {
+        "rules": spec_token.rules,
+        "services": list(spec_token.services),
+    }
+    _save_tokens(spec, tokens)
     return made
 
 

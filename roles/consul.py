@@ -54,6 +54,7 @@ DEFAULTS = {
     "consul_client_addr": "0.0.0.0",
     # Serve the web UI on :8500/ui (the seed's -ui).
     "consul_ui": True,
+    # The agent's -log-level.
     "consul_log_level": "INFO",
     # Seconds between attempts to join the servers while they are not up yet.
     "consul_retry_interval": "5s",
@@ -191,7 +192,7 @@ def replaced_ready(lab: LabHost, spec: dict) -> str:
 def consul_agent() -> None:
     data = host.data
     lab: LabHost = data.lab_host
-    image, image_id = image_ref("consul")
+    image, image_id = image_ref(CONSUL_ROLE)
     _install_tools(data)
     if lab.consul.acl:
         _write_token_header(lab.consul)

@@ -32,6 +32,7 @@ from roles.operations import consul_services_absent, containers_pruned, service_
 DEFAULTS = {
     # The instances and each service's tags and check settings come from the spec's
     # `services` (the host's LabHost, labctl/host_data.py).
+
     # Extra environment of every instance (e.g. {"TZ": "Asia/Shanghai"}); a change
     # replaces the instances one at a time, with no failed request.
     "demo_environment": {},

@@ -45,8 +45,11 @@ from roles.operations import container, load_balancer_healthy, spec_hash
 
 DEFAULTS = {
     # consul-template's quiescence (min:max): changes arriving within `min` of each
-    # other make one render, at most `max` after the first; no reload storms.
+    # other make one render, at most `max` after the first: no reload storm from a
+    # flapping check.
     "lb_wait": "2s:10s",
+    # consul-template's -log-level; not debug or trace with ACLs on: 0.19 prints its
+    # Consul token at those levels.
     "lb_log_level": "info",
     # Volume for the last good configuration and the reload counters.
     "lb_state_volume": "lb-state",

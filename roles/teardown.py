@@ -43,7 +43,8 @@ LAB_PROGRAMS = (LAB_WAIT,)
 DEFAULTS = {
     # Also remove the Docker engine (its packages and data): `labctl down --purge-engine`.
     PURGE_ENGINE: False,
-    # What role docker installed and wrote, to remove it (its own defaults).
+    # The docker role's, read back: the packages a purge removes, the daemon.json keys
+    # that role owns.
     "docker_packages": DOCKER_DEFAULTS["docker_packages"],
     "docker_daemon_options": DOCKER_DEFAULTS["docker_daemon_options"],
 }

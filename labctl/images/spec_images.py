@@ -12,13 +12,14 @@ from labctl.images.consul_template import consul_template_for_lb
 from labctl.images.standins import STANDINS, is_standin
 from labctl.images.tags import file_identity, image_namespace, recipe_tag
 from labctl.spec import LabSpec
-from roles.contract import TEMPLATES
+from roles.contract import CONSUL_ROLE, DEMO_SERVICE_ROLE, LB_ROLE, TEMPLATES
 
 
 @dataclass(frozen=True)
 class LabImage:
     """One image the lab runs: its reference, recipe (if any) and the hosts that need it."""
 
+    # The role that runs it (roles.host_images.image_ref reads it by this key).
     key: str
     ref: str
     hosts: tuple[str, ...]
@@ -48,20 +49,20 @@ def lab_images(spec: LabSpec) -> list[LabImage]:
     namespace = image_namespace()
     images = [
         LabImage(
-            "consul",
+            CONSUL_ROLE,
             spec.consul_image,
             tuple(h.name for h in spec.hosts if h.consul != "none"),
             # The offline road's stand-in is built from its sources, like a recipe.
             recipe=STANDINS / "consul" if is_standin(spec.consul_image) else None,
         ),
         LabImage(
-            "demo_service",
+            DEMO_SERVICE_ROLE,
             f"{namespace}/demo-service:{recipe_tag(demo_recipe, base)}",
             tuple(spec.instance_hosts()),
             recipe=demo_recipe,
         ),
         LabImage(
-            "lb",
+            LB_ROLE,
             f"{namespace}/lb:{lb_tag}",
             tuple(h.name for h in spec.lb_hosts),
             recipe=lb_recipe,
