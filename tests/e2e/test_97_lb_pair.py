@@ -203,7 +203,7 @@ def test_every_lb_serves_the_same_upstreams_after_a_scale(pair, pair_spec):
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_a_rolling_apply_replacing_both_lbs_hands_the_address_over_and_loses_nothing(
+def test_a_rolling_apply_replacing_both_lbs_hands_the_address_over_losing_only_requests_in_flight(
     pair, pair_spec
 ):
     """`lb_wait` is part of the LB container's spec: an apply with another value replaces
