@@ -218,12 +218,14 @@ def test_a_rolling_apply_replacing_both_lbs_hands_the_address_over_losing_only_r
         back = labctl(pair_spec, "apply", timeout=900)
         assert back.returncode == 0, back.stdout + back.stderr
         wait_for(lambda: holders(connections) == [MASTER], 30, f"{MASTER} holding the address")
+        wait_for(lambda: answering() == MASTER, 10, f"{MASTER} answering on the address")
         end = time.monotonic()
+    for loop in (fresh, kept):
+        print(f"rolling LB replacement: {dict(loop.outcomes)}, {loop.retried} retries")
     # Each replacement of the master's LB moved the address away and back, twice.
     assert watch.hosts() == [MASTER, BACKUP, MASTER, BACKUP, MASTER], watch.hosts()
     moves = len(watch.hosts()) - 1
     for loop, rate in ((fresh, rates[0]), (kept, rates[1])):
-        print(f"rolling LB replacement: {dict(loop.outcomes)}, {loop.retried} retries")
         # Issue 19 asks for none. What VRRP cannot save (docs/lb-pair.md, "Requests in
         # flight"): a request the old holder accepted just before it dropped the address,
         # whose answer then cannot leave; the client waits for its timeout. Nothing else
