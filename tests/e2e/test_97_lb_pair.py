@@ -48,6 +48,9 @@ WINDOW = 1.0
 # (0.2, 0.4, 0.8 s) until the new holder resets it: it may fail that long after the
 # address moved (docs/lb-pair.md, "What the window is made of").
 IN_FLIGHT_GRACE = 1.5
+# The request loops' timeout: above nginx's 1 s connect timeout to a vanished instance plus
+# a SYN retransmission (1 s), under the loops' longest allowed silence (4 s).
+LOOP_TIMEOUT = 3.0
 
 
 def spec_data(images: dict) -> dict:
@@ -162,8 +165,13 @@ def in_window(loop: RequestLoop, at: float, outcome: str, lost: float, taken: fl
 
 
 def loops() -> tuple[RequestLoop, RequestLoop]:
+    """A fresh and a keep-alive loop through the shared address, each giving a request
+    LOOP_TIMEOUT: a request lost in flight at a move then stays inside the loops' longest
+    allowed silence (testbed/traffic.py: MAX_SILENCE)."""
     url = f"http://{ADDRESS}/{SERVICE}"
-    return RequestLoop(url), RequestLoop(url, keepalive=True)
+    return RequestLoop(url, timeout=LOOP_TIMEOUT), RequestLoop(
+        url, keepalive=True, timeout=LOOP_TIMEOUT
+    )
 
 
 def test_up_verifies_with_the_first_lb_holding_the_address(pair, pair_spec):
