@@ -30,7 +30,7 @@ from docker.errors import DockerException
 from rich.table import Table
 from rich.text import Text
 
-from labctl import lifecycle, operate, output, security, system, virtualbox
+from labctl import lb_client, lifecycle, operate, output, security, system, virtualbox
 from labctl import spec as spec_module
 from labctl.connections import connection_data
 from labctl.converge import ConvergeError, ConvergeResult
@@ -434,6 +434,7 @@ def status(as_json: AsJson = False) -> None:
         console.print(problem)
         return
     rows = _run("status", lambda report: lifecycle.status(spec))
+    views = _lb_pair_views(spec)
     per_host = {
         h.name: {s.name: spec.service_counts(s.name)[h.name] for s in spec.services}
         for h in spec.hosts
@@ -442,7 +443,9 @@ def status(as_json: AsJson = False) -> None:
     if as_json:
         hosts = [asdict(row) | {"instances": per_host[row.name]} for row in rows]
         extra = {"by_registrator": hand_started} if spec.registrator_services() else {}
-        _print_json({"lab": spec.name, "up": True, "hosts": hosts, **extra,
+        pair = {"lb_address": {"address": spec.lb_address, "holders": lb_client.holders(views),
+                               "lbs": [asdict(v) for v in views]}} if views else {}  # fmt: skip
+        _print_json({"lab": spec.name, "up": True, "hosts": hosts, **extra, **pair,
                      **_standin_note(spec)})  # fmt: skip
         if unasked:
             console.print(output.labelled("unreachable:", "yellow", unasked))
@@ -464,11 +467,24 @@ def status(as_json: AsJson = False) -> None:
         )
     if unasked:
         console.print(output.labelled("unreachable:", "yellow", unasked))
+    if views:
+        held = lb_client.holders(views)
+        console.print(lb_client.describe_pair(spec, views), markup=False)
+        if len(held) > 1:
+            console.print(output.labelled("warning:", "red", lb_client.split_brain(spec, held)))
     if spec.consul_servers:
         ui = f"http://{spec.consul_servers[0].address}:{CONSUL_HTTP_PORT}/ui"
         login = "log in with the read token: `labctl token read`" if spec.security.acl else (
             "open to anyone (security: seed)")  # fmt: skip
         console.print(f"Consul UI: {ui} — {login}")
+
+
+def _lb_pair_views(spec: LabSpec) -> list[lb_client.VrrpView]:
+    """Every LB of a lab with several, and who holds the shared address ([] with one)."""
+    if not spec.lb_pair:
+        return []
+    with httpx.Client(timeout=3, trust_env=False) as client:
+        return lb_client.vrrp_views(client, spec, connection_data(spec))
 
 
 @app.command()

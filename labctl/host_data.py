@@ -10,7 +10,7 @@ from typing import Any
 
 from labctl.images.spec_images import LabImage, lab_images
 from labctl.remote import SshData, openssh_command
-from labctl.security import LabSecrets
+from labctl.security import LabSecrets, consul_template_token
 from labctl.spec import LabSpec
 from labctl.spec_types import Host
 from roles.contract import (
@@ -25,6 +25,8 @@ from roles.contract import (
     ObtainedImage,
     Registration,
     Registrator,
+    Vrrp,
+    VrrpPeer,
 )
 
 InventoryHost = tuple[str, dict[str, Any]]
@@ -56,7 +58,20 @@ def load_balancer(spec: LabSpec, host: Host, secrets: LabSecrets) -> LoadBalance
     if not host.lb:
         return None
     cidrs = [str(spec.network.subnet)] + [f"{h.address}/32" for h in spec.hosts]
-    return LoadBalancer(allow_cidrs=tuple(cidrs), consul_token=secrets.secret("consul-template"))
+    token = secrets.secret(consul_template_token(spec, host.name))
+    return LoadBalancer(allow_cidrs=tuple(cidrs), consul_token=token, vrrp=vrrp(spec))
+
+
+def vrrp(spec: LabSpec) -> Vrrp | None:
+    """The address the LBs share, when there are several (network.lb_address)."""
+    if not spec.lb_pair:
+        return None
+    return Vrrp(
+        address=str(spec.network.lb_address),
+        prefixlen=spec.network.subnet.prefixlen,
+        lbs=tuple(VrrpPeer(h.name, str(h.address)) for h in spec.lb_hosts),
+        unicast=spec.network.lb_unicast,
+    )
 
 
 def registrations(spec: LabSpec) -> dict[str, Registration]:

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from labctl import remote
+from labctl.remote import RemoteError, SshData
 from labctl.spec import LabSpec
-from roles.contract import LB_RECORD_PATH
+from roles.contract import LB_RECORD_PATH, VRRP_RECORD_PATH
 
 
 @dataclass
@@ -32,8 +34,9 @@ def lb_addresses(spec: LabSpec) -> list[str]:
 
 
 def lb_address(spec: LabSpec) -> str | None:
-    """The LB `watch`, `verify` and `scale` read: the first of the spec's LB hosts."""
-    return next(iter(lb_addresses(spec)), None)
+    """Where `watch`, `verify` and `scale` reach the LB: the address the LBs share when
+    there are several, else the one LB host's own."""
+    return spec.lb_address
 
 
 def read_lb_record(client: httpx.Client, address: str) -> LbRecord:
@@ -70,3 +73,85 @@ def sample(client: httpx.Client, address: str, service: str, requests: int) -> C
         else:
             seen[f"HTTP {response.status_code}"] += 1
     return seen
+
+
+@dataclass
+class VrrpView:
+    """One LB of several, as its keepalived records itself (/_lab/vrrp.json) and, where
+    labctl can ask its kernel, whether it holds the shared address."""
+
+    host: str
+    address: str
+    state: str  # MASTER, BACKUP, FAULT, STOP; or why it could not be read
+    priority: int | None
+    since: float | None
+    # Its kernel holds the shared address (True/False); None: not asked or no answer.
+    holds: bool | None = None
+
+
+def vrrp_record(client: httpx.Client, address: str) -> dict:
+    """The keepalived record an LB publishes (templates/keepalived/vrrp-notify)."""
+    response = client.get(f"http://{address}{VRRP_RECORD_PATH}")
+    response.raise_for_status()
+    return response.json()
+
+
+def holds_address(ssh: SshData, address: str) -> bool:
+    """Whether the host's kernel holds `address` (a fact no stale file can fake)."""
+    code, output = remote.run(ssh, f"ip -o -4 addr show to {address}/32")
+    if code != 0:
+        raise RemoteError(remote.address(ssh), f"`ip addr` failed: {output.strip()}")
+    return bool(output.strip())
+
+
+def vrrp_views(
+    client: httpx.Client, spec: LabSpec, connections: dict[str, SshData] | None = None
+) -> list[VrrpView]:
+    """Every LB of a lab with several, in priority order (empty with one LB)."""
+    if not spec.lb_pair:
+        return []
+    views = []
+    for host in spec.lb_hosts:
+        try:
+            record = vrrp_record(client, str(host.address))
+            view = VrrpView(host.name, str(host.address), record["state"],
+                            record.get("priority"), record.get("since"))  # fmt: skip
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            view = VrrpView(host.name, str(host.address), f"no answer ({type(exc).__name__})",
+                            None, None)  # fmt: skip
+        ssh = (connections or {}).get(host.name)
+        if ssh is not None:
+            try:
+                view.holds = holds_address(ssh, spec.lb_address)
+            except RemoteError:
+                view.holds = None
+        views.append(view)
+    return views
+
+
+def holders(views: list[VrrpView]) -> list[str]:
+    """The LBs holding the address: by their kernels where asked, else by their records."""
+    if any(v.holds is not None for v in views):
+        return [v.host for v in views if v.holds]
+    return [v.host for v in views if v.state == "MASTER"]
+
+
+def describe_pair(spec: LabSpec, views: list[VrrpView]) -> str:
+    """One line: who holds the shared address, and every LB's state."""
+    held = holders(views)
+    lbs = ", ".join(
+        f"{v.host} {v.state}" + (f" (priority {v.priority})" if v.priority is not None else "")
+        for v in views
+    )
+    who = " and ".join(held) if held else "no LB"
+    return f"LB address {spec.lb_address}: held by {who}; {lbs}"
+
+
+def split_brain(spec: LabSpec, held: list[str]) -> str:
+    """The sentence for two or more holders."""
+    return (
+        f"split brain: {' and '.join(held)} {'both' if len(held) == 2 else 'all'} hold "
+        f"{spec.lb_address}, so their keepalived do "
+        "not hear each other; check that VRRP (IP protocol 112) passes between them, or set "
+        "network.lb_unicast: true where the network drops its multicast."
+    )

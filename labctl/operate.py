@@ -28,7 +28,7 @@ from labctl.paths import (
 from labctl.remote import RemoteError, run
 from labctl.services import Service
 from labctl.spec import LabSpec, SpecError, validate
-from roles.contract import LAB_LABEL
+from roles.contract import KEEPALIVED_CONTAINER, LAB_LABEL, VRRP_HANDOVER
 
 Report = Callable[[str], None]
 LB_FOLLOW_DEADLINE = 60.0
@@ -148,12 +148,21 @@ def _remote(spec: LabSpec, host: str, command: str) -> str:
 
 def _machine_action(spec: LabSpec, target: str, failing: bool) -> str:
     """A machine the lab does not own is not powered off: its lab containers are killed
-    (no shutdown, no goodbye from the agents: the host is gone for the others) or started."""
+    (no shutdown, no goodbye from the agents: the host is gone for the others) or started.
+    An LB sharing the lab's address hands it over first, and takes it back once it serves
+    again (templates/keepalived/vrrp-handover)."""
     listing = "ps -q" if failing else "ps -aq"
     label = f"{LAB_LABEL}={spec.name}"
     verb = "kill" if failing else "start"
     command = f"docker {listing} --filter label={label} | xargs -r docker {verb}"
+    pair_lb = spec.lb_pair and target in {h.name for h in spec.lb_hosts}
+    handover = f"docker exec {KEEPALIVED_CONTAINER} {VRRP_HANDOVER}"
+    if failing and pair_lb:
+        # A planned event: the address moves to another LB before this one stops.
+        _remote(spec, target, f"{handover} drain {target} {spec.lb_address}")
     output = _remote(spec, target, command)
+    if not failing and pair_lb:
+        _remote(spec, target, f"{handover} undrain")
     count = len(output.split())
     if failing:
         return (

@@ -11,6 +11,7 @@ with a least-privilege token for each part of the lab:
   registrator-<host>   service write on the registrator-mode services only: registrator
                        on that host (only when a service is registrator's)
   consul-template      service_prefix and node_prefix read: the LB's consul-template
+                       (with several LBs, consul-template-<host>: one for each)
   read                 service, node and agent read, operator read: a person (the UI),
                        `labctl verify` and `labctl watch`
 
@@ -173,6 +174,13 @@ def _service_writer(name: str, description: str, services: list[str]) -> TokenSp
     return TokenSpec(name, description, rules, tuple(services))
 
 
+def consul_template_token(spec: LabSpec, host: str) -> str:
+    """The name of the token of the LB `host`'s consul-template: `consul-template` for the
+    lab's only LB, `consul-template-<host>` for each of several, so that every LB follows
+    Consul with its own."""
+    return f"consul-template-{host}" if spec.lb_pair else "consul-template"
+
+
 def token_specs(spec: LabSpec, leaving: list[str] | None = None) -> list[TokenSpec]:
     """Every token the lab needs, with the least each part may do; the registration
     tokens also write the `leaving` services (see leaving_services)."""
@@ -203,14 +211,15 @@ def token_specs(spec: LabSpec, leaving: list[str] | None = None) -> list[TokenSp
         )
         for host in spec.registrator_hosts
     ]
-    if spec.lb_hosts:
-        tokens.append(
-            TokenSpec(
-                "consul-template",
-                "consul-template on the LB: reads services and nodes",
-                _rules(("service_prefix", "", "read"), ("node_prefix", "", "read")),
-            )
+    tokens += [
+        TokenSpec(
+            consul_template_token(spec, host.name),
+            f"consul-template on the LB{f' {host.name}' if spec.lb_pair else ''}: reads "
+            "services and nodes",
+            _rules(("service_prefix", "", "read"), ("node_prefix", "", "read")),
         )
+        for host in spec.lb_hosts
+    ]
     tokens.append(
         TokenSpec(
             "read",

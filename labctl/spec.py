@@ -25,7 +25,7 @@ from pydantic import (
 
 from labctl import services as lab_services
 from labctl.services import SEED_SERVICE, Service
-from labctl.spec_types import Host, LocalPath, Port, StrictModel, Subnet
+from labctl.spec_types import Address, Host, LocalPath, Port, StrictModel, Subnet
 from roles.contract import ServiceInstance
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +60,12 @@ DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 Provider = Literal["auto", "virtualbox", "docker", "ssh"]
 
 
+# The most LB hosts one address ranks: the drain takes 100 off a priority of 200 minus
+# 10 per place (templates/keepalived/keepalived.conf.j2), which must stay below every LB
+# that is not drained.
+MAX_LB_HOSTS = 10
+
+
 class SpecError(Exception):
     """The spec is unusable. ``problems`` holds one sentence per problem."""
 
@@ -78,6 +84,13 @@ class Network(StrictModel):
     subnet: Subnet = ipaddress.IPv4Network("192.168.56.0/24")
     # Set when /etc/vbox/networks.conf allows more than VirtualBox's default range.
     allow_any_subnet: bool = False
+    # With two or more LB hosts: the one address clients use, held by one LB at a time
+    # and handed over by VRRP (keepalived; docs/lb-pair.md). None with a single LB, whose
+    # host's own address is the LB's.
+    lb_address: Address | None = None
+    # VRRP adverts to the other LBs' addresses instead of multicast (224.0.0.18), for
+    # networks that drop multicast (many managed switches; the ssh road's machines).
+    lb_unicast: bool = False
 
 
 # consul-template releases whose retry backoff overflows (hashicorp/consul-template#1028,
@@ -98,6 +111,8 @@ class Versions(StrictModel):
     # why that one: docs/registrator.md). Runs only where a service says
     # `registration: registrator`.
     registrator: str = "9.2.0"
+    # Debian bookworm's keepalived (VRRP), run beside the LB when there are several.
+    keepalived: str = "2.2.7"
 
 
 class Images(StrictModel):
@@ -224,6 +239,19 @@ class LabSpec(StrictModel):
     def lb_hosts(self) -> list[Host]:
         """The hosts that run the LB (`lb: true`)."""
         return [h for h in self.hosts if h.lb]
+
+    @property
+    def lb_address(self) -> str | None:
+        """Where clients reach the LB: the address the LBs share when there are several,
+        else the one LB host's own (None: no LB)."""
+        if self.network.lb_address is not None:
+            return str(self.network.lb_address)
+        return next((str(h.address) for h in self.lb_hosts), None)
+
+    @property
+    def lb_pair(self) -> bool:
+        """More than one LB host, sharing network.lb_address by VRRP."""
+        return len(self.lb_hosts) > 1
 
     @property
     def consul_image(self) -> str:
@@ -448,6 +476,7 @@ def _semantic_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]
         *_login_problems(spec, source),
         *_subnet_problems(spec, source),
         *_host_problems(spec, source),
+        *_lb_address_problems(spec, source),
         *lab_services.problems(spec.services, spec.hosts, source),
         *consul_errors,
     ]
@@ -617,6 +646,45 @@ def _consul_problems(spec: LabSpec, source: str) -> tuple[list[str], list[str]]:
             f"failures than {len(servers) - 1} would (the seed's own layout has this trait)."
         )
     return errors, warnings
+
+
+def _lb_address_problems(spec: LabSpec, source: str) -> list[str]:
+    """network.lb_address: set exactly when there is more than one LB, and free inside the
+    subnet (not its network, broadcast or gateway address, nor a host's)."""
+    lbs = [h.name for h in spec.lb_hosts]
+    address = spec.network.lb_address
+    subnet = spec.network.subnet
+    if address is None:
+        if len(lbs) > 1:
+            return [
+                f"{source}: hosts {', '.join(lbs)} all have lb: true but network.lb_address is "
+                f"not set; set it to a free address inside {subnet}, the one clients use and "
+                "the LBs hand over between them."
+            ]
+        return []
+    where = f"{source}: network.lb_address {address}"
+    if len(lbs) < 2:
+        have = f"only {lbs[0]} has" if lbs else "no host has"
+        return [
+            f"{where} is set but {have} lb: true; remove it (a single LB answers on its "
+            "host's own address) or give a second host lb: true."
+        ]
+    if len(lbs) > MAX_LB_HOSTS:
+        return [
+            f"{source}: {len(lbs)} hosts have lb: true, more than the {MAX_LB_HOSTS} the "
+            "address's hand-over ranks; keep at most that many LB hosts."
+        ]
+    if address not in subnet:
+        return [f"{where} is outside the lab subnet {subnet}; use a free address inside it."]
+    if address in (subnet.network_address, subnet.broadcast_address, spec.gateway):
+        return [
+            f"{where} is the subnet's network, broadcast or gateway address; use a free host "
+            f"address inside {subnet}."
+        ]
+    taken = next((h.name for h in spec.hosts if h.address == address), None)
+    if taken:
+        return [f"{where} is host {taken}'s address; use one no host has."]
+    return []
 
 
 def file_problems(spec: LabSpec, provider: str | None = None) -> list[str]:

@@ -6,7 +6,9 @@ instance answering its own `<h1>` line on its address, requests through the LB's
 `/<service>` reaching every passing instance and no other; no instance the lab
 registered that the spec no longer has; and the LB's configuration passing
 `nginx -t`, with a failing row when nginx did not take the latest render (its
-reload failed: lb-health says why). Queries go from the control machine to the
+reload failed: lb-health says why). With several LBs sharing an address: exactly one
+holds it (two is split brain, named in one sentence), each keepalived is MASTER or
+BACKUP, and every LB runs the same upstreams. Queries go from the control machine to the
 hosts' private addresses (httpx); `nginx -t` and lb-health run over SSH.
 """
 
@@ -265,6 +267,54 @@ def removed_service_checks(client: httpx.Client, spec: LabSpec) -> list[Check]:
     return checks
 
 
+def pair_checks(
+    client: httpx.Client, spec: LabSpec, connections: dict[str, SshData] | None
+) -> list[Check]:
+    """With several LBs: exactly one holds the shared address (asked of every LB host's
+    kernel where labctl reaches them, else of their keepalived records), every LB's
+    keepalived is MASTER or BACKUP (FAULT: its nginx does not serve), and every LB runs
+    the same upstreams as the holder."""
+    views = lb_client.vrrp_views(client, spec, connections)
+    if not views:
+        return []
+    checks = []
+    for view in views:
+        ok = view.state in ("MASTER", "BACKUP")
+        detail = view.state + (f", priority {view.priority}" if view.priority is not None else "")
+        if view.holds is not None:
+            detail += ", holds the address" if view.holds else ", does not hold the address"
+        if view.state == "FAULT":
+            detail += " (its nginx does not serve: keepalived gave the address up)"
+        checks.append(Check("keepalived", view.host, ok, detail))
+    held = lb_client.holders(views)
+    if len(held) > 1:
+        checks.append(
+            Check("LB address", spec.lb_address, False, lb_client.split_brain(spec, held))
+        )
+    elif held:
+        checks.append(Check("LB address", spec.lb_address, True, f"held by {held[0]}"))
+    else:
+        detail = "no LB holds it; see `labctl status` and each LB's keepalived log"
+        checks.append(Check("LB address", spec.lb_address, False, detail))
+    reference = None
+    for host in spec.lb_hosts:
+        try:
+            upstreams = lb_client.read_lb_record(client, str(host.address)).upstreams
+        except httpx.HTTPError as exc:
+            checks.append(Check("LB upstreams", host.name, False, f"no answer: {exc}"))
+            continue
+        if reference is None:
+            reference = (host.name, upstreams)
+            detail = f"{sum(map(len, upstreams.values()))} servers"
+            checks.append(Check("LB upstreams", host.name, True, detail))
+        else:
+            same = upstreams == reference[1]
+            detail = f"the same as {reference[0]}'s" if same else (
+                f"differ from {reference[0]}'s: {upstreams} against {reference[1]}")  # fmt: skip
+            checks.append(Check("LB upstreams", host.name, same, detail))
+    return checks
+
+
 def nginx_checks(spec: LabSpec, connections: dict[str, SshData] | None) -> list[Check]:
     """On every LB host: the configuration the LB runs passes `nginx -t`, and nginx took
     the latest render (templates/lb/lb-health's reload_failed; a row only when it did not)."""
@@ -308,6 +358,7 @@ def verify(spec: LabSpec, connections: dict[str, SshData] | None = None) -> list
             checks += instance_checks(client, spec, service.name, entries)
             checks += lb_checks(client, spec, service.name, entries)
         checks += removed_service_checks(client, spec)
+        checks += pair_checks(client, spec, connections)
     return checks + nginx_checks(spec, connections)
 
 

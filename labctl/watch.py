@@ -3,7 +3,8 @@
 Each refresh reads the LB's published record (/_lab/lb.json: upstreams, counters) and
 Consul's health of every instance of every service, and shows one row per
 instance: its service, whether nginx routes to it, its check status, and the
-LB's reload count.
+LB's reload count. With several LBs, a line says which one holds the shared address
+and what every LB's keepalived says.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def snapshot(client: httpx.Client, spec: LabSpec, address: str) -> Table:
             f"no healthy instance of {', '.join(empty)}: no location, or nginx answers 502 "
             "from the fallback server"
         ))  # fmt: skip
+    if spec.lb_pair:
+        captions.insert(0, Text(lb_client.describe_pair(spec, lb_client.vrrp_views(client, spec))))
     table.caption = Text("\n").join(captions) if captions else None
     return table
 

@@ -29,6 +29,8 @@ CONSUL_ROLE = "consul"
 DEMO_SERVICE_ROLE = "demo_service"
 LB_ROLE = "lb"
 REGISTRATOR_ROLE = "registrator"
+# keepalived beside the LB, on each LB host of a lab with more than one (role lb).
+KEEPALIVED_ROLE = "keepalived"
 
 # --- Containers ----------------------------------------------------------------------
 
@@ -36,6 +38,7 @@ CONSUL_CONTAINER = "consul"
 LB_CONTAINER = "lb"
 # Beside the agent on every agent host, once any service is registrator's.
 REGISTRATOR_CONTAINER = "registrator"
+KEEPALIVED_CONTAINER = "keepalived"
 # What every lab container runs with: the host's network, as in the seed (Consul, the
 # instances and the LB listen on the host's address), and a restart after any exit or
 # reboot, unless someone stopped it on purpose.
@@ -96,6 +99,20 @@ LB_RECORD_PATH = "/_lab/lb.json"
 LB_SPEC_DIR = f"{LAB_CONFIG_ROOT}/lb"
 LB_REGISTRATION_FILE = "registration.json"
 LB_REGISTRATION_PATH = f"/_lab/spec/{LB_REGISTRATION_FILE}"
+
+# What each LB's keepalived publishes beside it (templates/keepalived/vrrp-notify):
+# {"host", "address", "state": MASTER|BACKUP|FAULT|STOP, "priority", "since", "updated"}.
+VRRP_RECORD_PATH = "/_lab/vrrp.json"
+# keepalived's configuration (rendered from templates/keepalived/keepalived.conf.j2),
+# mounted as a directory: files.template replaces the file, a file mount would keep
+# the old one.
+KEEPALIVED_CONFIG_DIR = f"{LAB_CONFIG_ROOT}/keepalived"
+# The planned hand-over's lever: `drain` in this directory holds 1 (this LB gives the
+# address away) or 0; mounted into the keepalived container at /var/lib/keepalived.
+KEEPALIVED_STATE_DIR = f"{HOST_STATE_DIR}/keepalived"
+# In the keepalived container: drain this LB and wait until another holds the address
+# and serves, or give it back (templates/keepalived/vrrp-handover).
+VRRP_HANDOVER = "vrrp-handover"
 
 # --- Files on the control machine ----------------------------------------------------
 
@@ -193,13 +210,36 @@ class ConsulAgent:
 
 
 @dataclass(frozen=True)
+class VrrpPeer:
+    """One of the LB hosts sharing the address."""
+
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Vrrp:
+    """The address the lab's LBs share (network.lb_address), and who shares it."""
+
+    address: str
+    # The lab subnet's prefix length: the address is added to the interface with it.
+    prefixlen: int
+    # Every LB host, in the spec's order: its priority order.
+    lbs: tuple[VrrpPeer, ...]
+    # Adverts to the other LBs' addresses instead of multicast (network.lb_unicast).
+    unicast: bool = False
+
+
+@dataclass(frozen=True)
 class LoadBalancer:
     """The host is one of the lab's LBs."""
 
     # Who may read the LB's /_lab/ besides loopback: the lab's network and every host.
     allow_cidrs: tuple[str, ...]
-    # consul-template's token (None: no ACLs, or not made yet).
+    # consul-template's token on this LB (None: no ACLs, or not made yet).
     consul_token: str | None = field(default=None, repr=False)
+    # With more than one LB: the address they share (None: this is the lab's only LB).
+    vrrp: Vrrp | None = None
 
 
 @dataclass(frozen=True)
@@ -237,7 +277,7 @@ class ImagePlan:
 class HostImages:
     """The images a host runs, and how it gets them."""
 
-    # Every image of the lab, by key (consul, demo_service, lb); {} until labctl has
+    # Every image of the lab, by key (consul, demo_service, lb, keepalived); {} until labctl has
     # resolved them (roles that run one refuse to go on without it).
     images: dict[str, Image]
     # The keys of those this host runs.

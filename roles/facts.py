@@ -193,3 +193,17 @@ class LoadBalancerHealth(FactBase):
             return json.loads("\n".join(output))
         except ValueError:
             return None
+
+
+class InterfaceWithAddress(FactBase):
+    """The name of the interface that holds `address` on the host, or None."""
+
+    requires_command = "ip"
+
+    def command(self, address: str) -> str:
+        return f"ip -o -4 addr show to {shlex.quote(address)}/32"
+
+    def process(self, output: list[str]) -> str | None:
+        words = output[0].split() if output else []
+        # `3: eth1    inet 192.168.56.4/24 ...`; a VLAN's shows as eth1.10@eth1.
+        return words[1].split("@")[0] if len(words) > 1 else None

@@ -6,6 +6,13 @@ reloads nginx, and always exits 0 so consul-template keeps running. The last goo
 configuration lives on a volume, so nginx serves it from its first second after a
 restart (templates/lb/start.sh); every apply checks that the LB really serves its
 latest render and repairs it when not.
+
+With more than one LB host (network.lb_address), keepalived runs beside the LB on each,
+in a container of its own (docs/lb-pair.md): VRRP gives the shared address to the LB
+whose nginx serves and whose priority is highest (the spec's order). Before this role
+stops or replaces a running LB (or keepalived), that LB hands the address over
+(templates/keepalived/vrrp-handover), and takes it back once it serves again; the LB
+hosts are changed one at a time. A lab with one LB runs no keepalived at all.
 """
 
 from __future__ import annotations
@@ -15,10 +22,14 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
-from pyinfra.operations import files
+from pyinfra.operations import files, server
 
 from roles.contract import (
     CONSUL_TEMPLATE_TOKEN,
+    KEEPALIVED_CONFIG_DIR,
+    KEEPALIVED_CONTAINER,
+    KEEPALIVED_ROLE,
+    KEEPALIVED_STATE_DIR,
     LAB_CONTAINER_ARGS,
     LAB_LABEL,
     LB_CONTAINER,
@@ -27,8 +38,11 @@ from roles.contract import (
     LB_SPEC_DIR,
     LOCAL_CONSUL,
     ROLE_LABEL,
+    TEMPLATES,
+    VRRP_HANDOVER,
     LabHost,
 )
+from roles.facts import InterfaceWithAddress
 from roles.host_images import image_ref
 from roles.operations import container, load_balancer_healthy, root_only_file, spec_hash
 
@@ -42,6 +56,12 @@ DEFAULTS = {
     "lb_log_level": "info",
     # Volume for the last good configuration and the reload counters.
     "lb_state_volume": "lb-state",
+    # With several LBs: seconds between VRRP adverts (VRRPv3 takes fractions). A master
+    # that stops advertising is replaced after 3 of them and a skew (~0.65 s at 0.2).
+    "lb_vrrp_advert_int": 0.2,
+    # With several LBs: seconds a planned hand-over waits for another LB to hold the
+    # address and serve before it gives up (and stops nothing).
+    "lb_handover_timeout": 10,
 }
 
 # consul-template 0.19 prints its whole configuration, token included, at these levels.
@@ -77,16 +97,94 @@ def _publish_registration(lab: LabHost) -> list[str]:
         mode="644",
     )
     return [f"-v={LB_SPEC_DIR}:/var/lib/lb/spec:ro"]
+KEEPALIVED_TEMPLATE = TEMPLATES / "keepalived" / "keepalived.conf.j2"
+# What keepalived needs of the kernel: add and remove the address (NET_ADMIN), send and
+# receive VRRP and gratuitous ARP (NET_RAW, NET_BROADCAST). Only its container has them.
+VRRP_CAPABILITIES = ("NET_ADMIN", "NET_RAW", "NET_BROADCAST")
+
+
+def _state_volume(data, lab: LabHost) -> str:
+    """The LB's state volume (its last good configuration, counters, and keepalived's
+    vrrp.json), mounted at /var/lib/lb by the LB and keepalived alike."""
+    return (
+        f"--mount=type=volume,src={data.lb_state_volume},dst=/var/lib/lb,"
+        f"volume-label={LAB_LABEL}={lab.lab_name}"
+    )
+
+
+def _handover(data, lab: LabHost) -> tuple[str, str]:
+    """The commands that hand the shared address over before this host's LB stops, and
+    take it back once it serves again; none with a single LB."""
+    if lab.lb.vrrp is None:
+        return "", ""
+    run = f"docker exec {KEEPALIVED_CONTAINER} {VRRP_HANDOVER}"
+    timeout = int(data.lb_handover_timeout)
+    return f"{run} drain {lab.name} {lab.lb.vrrp.address} {timeout}", f"{run} undrain"
+
+
+def _keepalived(data, lab: LabHost) -> None:
+    """keepalived beside the LB: its configuration from the Jinja2 template, its drain
+    directory, its container; a changed configuration is reloaded (SIGHUP), a replaced
+    container hands the address over first."""
+    vrrp = lab.lb.vrrp
+    interface = host.get_fact(InterfaceWithAddress, address=lab.address)
+    if interface is None:
+        raise DeployError(
+            f"{host.name}: no interface holds its address {lab.address}, so keepalived cannot "
+            "tell where to add the LBs' shared address; give the host that address (or fix "
+            "hosts[].address in the spec)."
+        )
+    for directory, mode in ((KEEPALIVED_CONFIG_DIR, "755"), (KEEPALIVED_STATE_DIR, "755")):
+        files.directory(name=f"Directory {directory}", path=directory, mode=mode)
+    config = files.template(
+        name="Configure keepalived (VRRP for the shared LB address)",
+        src=str(KEEPALIVED_TEMPLATE),
+        dest=f"{KEEPALIVED_CONFIG_DIR}/keepalived.conf",
+        mode="644",
+        vrrp_hosts=[{"name": peer.name, "address": peer.address} for peer in vrrp.lbs],
+        vrrp_host=lab.name,
+        vrrp_address=vrrp.address,
+        vrrp_prefixlen=vrrp.prefixlen,
+        vrrp_interface=interface,
+        vrrp_advert_int=data.lb_vrrp_advert_int,
+        vrrp_unicast=vrrp.unicast,
+    )
+    drain, undrain = _handover(data, lab)
+    image, image_id = image_ref(KEEPALIVED_ROLE)
+    keepalived = container(
+        name="Run keepalived",
+        container_name=KEEPALIVED_CONTAINER,
+        image=image,
+        image_id=image_id,
+        args=[
+            *LAB_CONTAINER_ARGS,
+            *(f"--cap-add={cap}" for cap in VRRP_CAPABILITIES),
+            f"-v={KEEPALIVED_CONFIG_DIR}:/etc/keepalived:ro",
+            f"-v={KEEPALIVED_STATE_DIR}:/var/lib/keepalived",
+            _state_volume(data, lab),
+        ],
+        labels={LAB_LABEL: lab.lab_name, ROLE_LABEL: KEEPALIVED_ROLE},
+        before_replace=drain,
+        replaced_ready=undrain,
+        _serial=True,
+    )
+    server.shell(
+        name="Reload keepalived's new configuration",
+        commands=[f"docker kill --signal=HUP {KEEPALIVED_CONTAINER}"],
+        _if=lambda: config.did_change() and not keepalived.did_change(),
+    )
 
 
 @deploy("Deploy load balancer", data_defaults=DEFAULTS)
 def load_balancer() -> None:
     data = host.data
     lab: LabHost = data.lab_host
+    if lab.lb.vrrp is not None:
+        _keepalived(data, lab)
+    drain, undrain = _handover(data, lab)
     image, image_id = image_ref(LB_ROLE)
     secret_args = _token_mount(data, lab)
     spec_args = _publish_registration(lab)
-    state_volume = f"src={data.lb_state_volume},dst=/var/lib/lb"
     lb = container(
         name="Run nginx + consul-template",
         container_name=LB_CONTAINER,
@@ -94,7 +192,7 @@ def load_balancer() -> None:
         image_id=image_id,
         args=[
             *LAB_CONTAINER_ARGS,
-            f"--mount=type=volume,{state_volume},volume-label={LAB_LABEL}={lab.lab_name}",
+            _state_volume(data, lab),
             # The local agent consul-template reads (host:port, its -consul-addr).
             f"-e=CONSUL_URL={LOCAL_CONSUL.removeprefix('http://')}",
             f"-e=LB_WAIT={data.lb_wait}",
@@ -107,10 +205,17 @@ def load_balancer() -> None:
         labels={LAB_LABEL: lab.lab_name, ROLE_LABEL: LB_ROLE},
         # A new token restarts consul-template with it (start.sh reads it at start).
         depends_on=spec_hash(lab.lb.consul_token or ""),
+        before_replace=drain,
+        replaced_ready=undrain,
+        # Several LBs are replaced one at a time: another holds the address meanwhile.
+        _serial=lab.lb.vrrp is not None,
     )
     load_balancer_healthy(
         name="Check that the LB serves its latest render",
         container_name=LB_CONTAINER,
+        before_restart=drain,
+        after_restart=undrain,
         # A container just (re)started renders afresh by itself.
         _if=lambda: not lb.did_change(),
+        _serial=lab.lb.vrrp is not None,
     )

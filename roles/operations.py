@@ -39,6 +39,7 @@ from roles.facts import (
     DockerImageIds,
     DockerLabelled,
     ImageUserIds,
+    InterfaceWithAddress,
     LoadBalancerHealth,
     curl_token_option,
 )
@@ -196,13 +197,15 @@ def container(
     labels: dict[str, str] | None = None,
     depends_on: str = "",
     replaced_ready: str = "",
+    before_replace: str = "",
 ):
     """A running container created from exactly this spec; recreated when the spec changes.
 
     `depends_on` is any extra content (e.g. a config file's hash) whose change must
-    recreate the container too. `replaced_ready` is a command that waits until a
-    replaced container serves again (run only when a running container was
-    replaced, so a rolling change, `_serial=True`, moves on to the next host only then).
+    recreate the container too. `before_replace` runs first when a running container is
+    about to be replaced (an LB hands the shared address over), `replaced_ready` after:
+    it waits until the new container serves again, so a rolling change (`_serial=True`)
+    moves on to the next host only then. Neither runs for a first start.
     """
     labels = dict(labels or {})
     digest = container_digest(image_id, args, command, labels, depends_on)
@@ -211,10 +214,13 @@ def container(
     if current and state["running"]:
         host.noop(f"container {container_name} is up to date")
         return
+    replacing = not current and state is not None and state["running"]
+    if replacing and before_replace:
+        yield before_replace
     yield from _recreated_or_started(
         container_name, state, current, image, args, list(command), labels | {SPEC_LABEL: digest}
     )
-    if not current and state is not None and state["running"] and replaced_ready:
+    if replacing and replaced_ready:
         yield replaced_ready
 
 
@@ -453,12 +459,13 @@ def _out_of_the_lbs(
 
 
 @operation()
-def load_balancer_healthy(container_name: str):
+def load_balancer_healthy(container_name: str, before_restart: str = "", after_restart: str = ""):
     """Repair an LB that runs but does not do its job (see templates/lb/lb-health): nginx
     on a configuration other than consul-template's latest render is given that render
     again (lb-reload); a dead or deaf nginx or consul-template, or an nginx that did not
     take a reload (its signal went nowhere), gets a restart, which starts nginx on the
-    last good configuration and renders afresh."""
+    last good configuration and renders afresh. `before_restart` and `after_restart` run
+    around a restart (an LB hands the shared address over and takes it back)."""
     health = host.get_fact(LoadBalancerHealth, container=container_name)
     if health is None:
         host.noop(f"LB {container_name} is not running; the container operation starts it")
@@ -466,7 +473,7 @@ def load_balancer_healthy(container_name: str):
     name = shlex.quote(container_name)
     alive = health["nginx"] and health["listening"] and health["consul_template"]
     if not alive or health.get("reload_failed"):
-        yield f"docker restart {name}"
+        yield from [c for c in (before_restart, f"docker restart {name}", after_restart) if c]
     elif health["config"] == "stale":
         yield f"docker exec {name} lb-reload"
     elif health["config"] == "waiting":
@@ -476,6 +483,17 @@ def load_balancer_healthy(container_name: str):
         host.noop(f"LB {container_name} serves consul-template's latest render")
         return
     yield f"timeout 60 sh -c 'until docker exec {name} lb-health >/dev/null; do sleep 1; done'"
+
+
+@operation()
+def address_absent(address: str, prefixlen: int):
+    """`address` on no interface of the host: what a keepalived that was killed, not
+    stopped, leaves behind (a stopped one removes it itself)."""
+    interface = host.get_fact(InterfaceWithAddress, address=address)
+    if interface is None:
+        host.noop(f"no interface holds {address}")
+        return
+    yield f"ip addr del {shlex.quote(f'{address}/{prefixlen}')} dev {shlex.quote(interface)}"
 
 
 @operation()

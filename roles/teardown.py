@@ -8,6 +8,7 @@ when run twice:
 - the lab's containers, volumes and networks (all carry the lab's label), and the
   containers registrator registered for a `registration: registrator` service of the spec
   (they carry its SERVICE_NAME label: someone started them there for the lab);
+- the address the LBs share, should a killed keepalived have left it on an interface;
 - the images the lab loaded, pulled or built (its record on the host), no others;
 - the daemon.json keys the docker role owns (the engine reloads what it can);
 - /etc/lab (configuration), the lab's state directory, the programs the roles install
@@ -37,7 +38,7 @@ from roles.contract import (
 )
 from roles.docker import DAEMON_JSON, owned_daemon_keys
 from roles.docker import DEFAULTS as DOCKER_DEFAULTS
-from roles.operations import json_keys, labelled_absent, recorded_images_absent
+from roles.operations import address_absent, json_keys, labelled_absent, recorded_images_absent
 
 # Programs the roles install outside LAB_CONFIG_ROOT: role consul's lab-wait.
 LAB_PROGRAMS = (LAB_WAIT,)
@@ -68,6 +69,13 @@ def remove_lab() -> None:
                     label=f"SERVICE_NAME={service}",
                 )
         recorded_images_absent(name="Remove the images the lab put here")
+    vrrp = data.lab_host.lb.vrrp if data.lab_host.lb else None
+    if vrrp is not None:
+        address_absent(
+            name=f"Remove the LBs' shared address {vrrp.address}",
+            address=vrrp.address,
+            prefixlen=vrrp.prefixlen,
+        )
     daemon = json_keys(
         name=f"Remove the lab's keys from {DAEMON_JSON}",
         path=DAEMON_JSON,

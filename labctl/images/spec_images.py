@@ -1,6 +1,7 @@
 """The images a spec needs, where, and their references: Consul's and registrator's
 (pinned, or the stand-ins built from their sources), and the lab's own recipes in
-templates/ (the demo service, the LB), tagged by what they are built from."""
+templates/ (the demo service, the LB, keepalived beside several LBs), tagged by what they
+are built from."""
 
 from __future__ import annotations
 
@@ -77,5 +78,21 @@ def lab_images(spec: LabSpec) -> list[LabImage]:
             build_args=lb_args,
             context_files=(("consul-template", _consul_template(spec)),),
         ),
+        keepalived_image(spec),
     ]
     return [image for image in images if image.hosts]
+
+
+def keepalived_image(spec: LabSpec) -> LabImage:
+    """keepalived (Debian's), beside the LB on every LB host of a lab with more than one
+    (docs/lb-pair.md); needed nowhere with a single LB."""
+    recipe = TEMPLATES / "keepalived"
+    base = spec.docker.base_image
+    args = (("KEEPALIVED_VERSION", spec.versions.keepalived),)
+    return LabImage(
+        "keepalived",
+        f"{image_namespace()}/keepalived:{recipe_tag(recipe, base, *args[0])}",
+        tuple(h.name for h in spec.lb_hosts) if spec.lb_pair else (),
+        recipe=recipe,
+        build_args=args,
+    )

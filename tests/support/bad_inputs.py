@@ -95,6 +95,14 @@ def _check(**check: object) -> str:
                       "check": check})  # fmt: skip
 
 
+def _two_lbs(lb_address: object) -> str:
+    """VALID with a second LB host (server3) and network.lb_address."""
+    data = copy.deepcopy(VALID)
+    data["hosts"][2]["lb"] = True
+    data["network"]["lb_address"] = lb_address
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
 VALID_TEXT = valid_yaml()
 
 CASES: list[Case] = [
@@ -198,6 +206,15 @@ CASES: list[Case] = [
     Case("host-demo-huge", spec=spec_with("hosts.1.demo", 10**12)),
     Case("host-ssh-port-huge", spec=spec_with("hosts.1.ssh_port", 70000)),
     Case("host-not-a-mapping", spec=spec_with("hosts.1", "server2")),
+    # --- two LBs, one address -------------------------------------------------------------
+    Case("lb-address-missing", spec=spec_with("hosts.2.lb", True)),
+    Case("lb-address-single-lb", spec=spec_with("network.lb_address", "192.168.250.10")),
+    Case("lb-address-outside", spec=_two_lbs("10.0.0.10")),
+    Case("lb-address-gateway", spec=_two_lbs("192.168.250.1")),
+    Case("lb-address-broadcast", spec=_two_lbs("192.168.250.255")),
+    Case("lb-address-a-host", spec=_two_lbs("192.168.250.3")),
+    Case("lb-address-int", spec=_two_lbs(3232299530)),
+    Case("lb-unicast-string", spec=spec_with("network.lb_unicast", "yes")),
     # --- services ------------------------------------------------------------------------
     Case("service-name-brackets", spec=_services({"name": "[x]"}), literal="[x]"),
     Case("service-name-closing-tag", spec=_services({"name": "a[/b]"}), literal="a[/b]"),

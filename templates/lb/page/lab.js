@@ -9,7 +9,10 @@
 //   health.json  consul-template's render of health.ctmpl: {"services": [{"name", "tags",
 //                "lb", "instances": [{"id", "node", "address", "port", "status"}]}]}
 // and what the spec says of each service (role lb): spec/registration.json, {service:
-// "lab" | "registrator"}, who registers its instances.
+// "lab" | "registrator"}, who registers its instances;
+// and, on a lab with several LBs sharing one address, the answering LB's keepalived state:
+//   vrrp.json    {"host", "address", "state", "priority", "since", "lbs": [{"name",
+//                "address"}]} (templates/keepalived/vrrp-notify); absent with one LB
 "use strict";
 
 const REFRESH_MS = 1000;
@@ -128,12 +131,28 @@ async function refresh() {
   const refused =
     (lb.latest_render_refused ? " · the latest render was refused by nginx -t" : "") +
     (lb.latest_reload_failed ? " · nginx did not take the latest render (its reload failed)" : "");
+  renderVrrp(await readJson("/_lab/vrrp.json").catch(() => null));
   const counters = $("counters");
   counters.dataset.reloads = lb.reloads;
   counters.dataset.rejected = lb.rejected;
   counters.textContent =
     `${lb.reloads} reloads · ${lb.rejected} rejected renders${refused} · ` +
     `updated ${new Date().toLocaleTimeString()}`;
+}
+
+// Which LB answered and holds the shared address, and every LB of the lab.
+function renderVrrp(vrrp) {
+  const line = $("vrrp");
+  line.hidden = !vrrp;
+  if (!vrrp) return;
+  const holds = vrrp.state === "MASTER" ? `holds ${vrrp.address}` : `does not hold ${vrrp.address}`;
+  const since = new Date(vrrp.since * 1000).toLocaleTimeString();
+  const lbs = (vrrp.lbs || []).map((lb) => `${lb.name} ${lb.address}`).join(", ");
+  line.dataset.host = vrrp.host;
+  line.dataset.state = vrrp.state;
+  line.textContent =
+    `LB ${vrrp.host} answered: ${vrrp.state} (priority ${vrrp.priority}), ${holds} since ` +
+    `${since} · the LBs sharing it, in priority order: ${lbs}`;
 }
 
 // The text of an instance's answer (its <h1> line), never as HTML.

@@ -1,0 +1,166 @@
+"""Two LBs sharing one virtual address (testbed/vrrp_pair.py): real keepalived (the
+lab's image, templates/keepalived) and real nginx in containers on a Docker bridge of the
+test's own, request loops from a client container on it (testbed/vrrp_events.py).
+
+What is asserted is behaviour: where the address goes, who holds it, what each client
+kind loses and when. The one time bound is issue 19's goal: after an unplanned failure
+the address answers again within WINDOW, and clients fail only inside it. How long each
+event takes is bench/vrrp_pair.py's to print.
+
+Runs under the machine-wide e2e lock with the other tests that make containers; the
+bridge is LAB_VRRP_TEST_SUBNET (a /24, 192.168.252.0/24 unless set).
+"""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+
+from testbed.traffic import CLOSED_BEFORE_ANSWER
+from testbed.vrrp_events import SCENARIOS, Measured, partition, planned_handover
+from testbed.vrrp_pair import VrrpPair, is_answer, wait_for
+
+WINDOW = 1.0  # issue 19: an unplanned failure leaves the address unanswered for ≤ 1 s
+SUBNET = os.environ.get("LAB_VRRP_TEST_SUBNET", "192.168.252.0/24")
+CLIENTS = ("fresh", "keepalive")
+# A client has at most one request in flight; a move of the address can cost it that
+# one (a connection the old holder accepted, whose next packet reaches the new one).
+IN_FLIGHT = 1
+# How such a request fails: its connection reset before any answer, or no answer before
+# the client's timeout. Not a refused or timed-out connection: that was a new request.
+LOST_IN_FLIGHT = {f"error {e.__name__}" for e in (*CLOSED_BEFORE_ANSWER, httpx.ReadTimeout)}
+
+
+@pytest.fixture(scope="module")
+def pair():
+    with VrrpPair("vrrp-test", SUBNET) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def unicast_pair():
+    with VrrpPair("vrrp-test-unicast", SUBNET.replace(".252.", ".253."), unicast=True) as pair:
+        yield pair
+
+
+def assert_covered(measured: Measured) -> None:
+    """Every client loop ran across the whole event: it answered before the event and
+    after the address settled, and in between at least a quarter as often as its own
+    rate before the event predicts for the time it was not kept waiting (the rate
+    halves when the machine's two cores are busy elsewhere)."""
+    for kind in CLIENTS:
+        run = measured.runs[kind]
+        answers = [t for t, outcome in run.log if is_answer(outcome)]
+        before = [t for t in answers if t < measured.at]
+        after = [t for t in answers if t >= measured.at]
+        assert before and answers[-1] > measured.settled, f"{kind} did not cover the event"
+        rate = len(before) / (measured.at - run.log[0][0])
+        serving = answers[-1] - measured.at - run.longest_wait()
+        assert len(after) >= rate * serving / 4, (kind, len(after), rate, serving)
+
+
+def assert_unplanned_window(measured: Measured) -> None:
+    """Issue 19's goal for an unplanned failure: the address answers again within WINDOW,
+    and clients fail only inside it, but for the request a client had in flight on a
+    connection the old holder accepted: that one fails when its retransmission reaches
+    the new holder, which resets it, possibly later (TCP backs off 0.2, 0.4, 0.8 s)."""
+    assert measured.answering is not None and measured.answering <= WINDOW, measured.answering
+    for kind in CLIENTS:
+        late = measured.failures_after(kind, WINDOW)
+        assert len(late) <= IN_FLIGHT, late
+        assert all(outcome in LOST_IN_FLIGHT for _, outcome in late), late
+
+
+def assert_at_most_in_flight_lost(measured: Measured) -> None:
+    """A move made by keepalived on its own terms (preemption, a drained master): the
+    new holder claims the address while the old one still serves, so a client loses at
+    most the request it had in flight at that instant."""
+    for kind in CLIENTS:
+        assert len(measured.runs[kind].failures) <= IN_FLIGHT, (kind, measured.runs[kind].failures)
+
+
+def test_the_first_lb_holds_the_address_and_every_lb_publishes_its_state(pair):
+    first, second = pair.names
+    assert pair.holders() == [first]
+    assert pair.answering() == first
+    assert {k: pair.state(first)[k] for k in ("state", "priority", "address")} == {
+        "state": "MASTER", "priority": 200, "address": pair.address}  # fmt: skip
+    assert {k: pair.state(second)[k] for k in ("state", "priority")} == {
+        "state": "BACKUP", "priority": 190}  # fmt: skip
+
+
+def test_the_drain_file_lowers_the_priority_and_the_state_file_follows(pair):
+    first, second = pair.names
+    pair.drain(second, True)
+    wait_for(lambda: pair.state(second)["priority"] == 90, 5, "the drained backup's priority")
+    assert pair.holders() == [first]
+    pair.drain(second, False)
+    wait_for(lambda: pair.state(second)["priority"] == 190, 5, "its priority restored")
+    assert pair.state(second)["state"] == "BACKUP"
+
+
+def test_a_planned_hand_over_moves_the_address_before_the_lb_stops(pair):
+    away, back = planned_handover(pair)
+    first, second = pair.names
+    assert away.holders == [second] and back.holders == [first]
+    for measured in (away, back):
+        assert_covered(measured)
+        assert_at_most_in_flight_lost(measured)
+        # The keep-alive client's connection to the old holder is reset on its next
+        # request, before any answer: it retries (RFC 9112) and loses nothing.
+        assert measured.runs["keepalive"].failures == []
+
+
+# Keep-alive clients: after a host loss the request in flight is retransmitted until the
+# new holder resets it (then retried); after the LB alone died, the host refuses the
+# client's reconnections as it refuses fresh ones, until the address moves.
+KEEPALIVE_LOSES = {"host_lost": IN_FLIGHT, "lb_killed": None}
+
+
+def assert_unplanned_failure(pair: VrrpPair, name: str) -> None:
+    away, back = SCENARIOS[name](pair)
+    first, second = pair.names
+    assert away.holders == [second]
+    assert_covered(away)
+    assert_unplanned_window(away)
+    if KEEPALIVE_LOSES[name] is not None:
+        assert len(away.runs["keepalive"].failures) <= KEEPALIVE_LOSES[name]
+    assert back.holders == [first]
+    assert_at_most_in_flight_lost(back)
+
+
+@pytest.mark.parametrize("name", KEEPALIVE_LOSES)
+def test_an_unplanned_failure_of_the_master_moves_the_address_within_the_window(pair, name):
+    assert_unplanned_failure(pair, name)
+
+
+def test_a_partition_leaves_both_holding_the_address_until_it_heals(pair):
+    split, healed = partition(pair)
+    first, second = pair.names
+    # What `verify` reads: both kernels hold the address, both keepalived say MASTER.
+    assert split.holders == [first, second]
+    assert split.states == {first: "MASTER", second: "MASTER"}
+    assert healed.holders == [first]
+    assert healed.states == {first: "MASTER", second: "BACKUP"}
+    for measured in (split, healed):
+        assert_covered(measured)
+        assert_at_most_in_flight_lost(measured)
+
+
+def test_a_killed_keepalived_leaves_the_address_until_it_starts_again(pair):
+    # Started again in the same container: its start.sh removes the pid files the killed
+    # run left in /run, or keepalived would refuse to start.
+    first, second = pair.names
+    pair.kill_keepalived(first)
+    pair.wait_holders([first, second], 5, "the backup taking over beside the stale address")
+    pair.start_keepalived(first)
+    # It removes the address at its start, and claims it back once its LB has served for
+    # two track-script runs.
+    pair.wait_holders([second], 5, "the restarted keepalived removing the stale address")
+    pair.wait_holders([first], 10, "the restarted keepalived reclaiming the address")
+
+
+def test_unicast_peers_move_the_address_within_the_window(unicast_pair):
+    assert_unplanned_failure(unicast_pair, "host_lost")
