@@ -112,10 +112,15 @@ def test_a_second_service_gets_its_own_upstream_and_location(second):
              FOLLOW_DEADLINE, f"both {SECOND} instances in its upstream")  # fmt: skip
     config = httpx.get(f"http://{LB}/_lab/service.conf", timeout=5).text
     assert f"location /{SECOND} {{" in config and f"proxy_pass http://{SECOND};" in config
-    # No nginx edit: the LB's container is as it was; only the new instances changed.
+    # No nginx edit: the LB's container is as it was; the new instances changed, and the
+    # file that tells the LB's page who registers each service (which nginx only serves).
     (changes,) = [line for line in result.stderr.splitlines() if " changed: " in line]
     assert "Run and register danmu-service" in changes, changes
-    assert "nginx" not in changes and "load balancer" not in changes, changes
+    lb_changes = [c.strip() for c in changes.split(";") if "Deploy load balancer" in c]
+    assert lb_changes == [
+        "Deploy load balancer | Write who registers each service, for the LB's page on node3"
+    ], changes
+    assert "nginx" not in changes, changes
     with httpx.Client(timeout=5) as client:
         lines = {client.get(f"http://{LB}/{SECOND}").text for _ in range(6)}
     assert lines == {f"<h1>{SECOND} 1 #IP:{E2E_SUBNET}.2</h1>",

@@ -9,8 +9,8 @@ when removed; registrator restarted, or away while containers come and go, leave
 duplicate, loses none and leaves none behind, and so does its host's Consul agent
 restarted; and `down` leaves nothing, hand-started containers included.
 
-It runs after test_90 (which brings the shared lab back from a bundle) and ends with the
-shared lab's `down`: no later module uses that lab.
+It runs after test_90, which ends with the shared lab's `down`: it brings the lab up again
+with its own spec, and ends with the lab's `down`; no later module uses that lab.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tests.e2e.conftest import (
     assert_nothing_left,
     e2e_spec_data,
     labctl,
+    refresh_connections,
     wait_for,
     write_spec,
 )
@@ -55,12 +56,14 @@ def with_registrator(images: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def reg(lab, e2e_images, tmp_path_factory):
-    """The lab with the registrator-mode service applied; (spec file, spec, connections)."""
+    """The shared lab with the registrator-mode service; (spec file, spec, connections).
+    `up`, not `apply`: test_90, before this module, ends with the shared lab's `down`."""
     spec, connections, _ = lab
     spec_file = write_spec(tmp_path_factory.mktemp("registrator") / "lab.yaml",
                            with_registrator(e2e_images))  # fmt: skip
-    applied = labctl(spec_file, "apply", timeout=900)
+    applied = labctl(spec_file, "up", timeout=900)
     assert applied.returncode == 0, applied.stdout + applied.stderr
+    refresh_connections(spec, connections)
     verified = labctl(spec_file, "verify", "--wait", "180", timeout=300)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     return spec_file, spec, connections

@@ -200,5 +200,6 @@ def test_a_missing_variable_fails_the_rendering():
 def test_the_state_file_names_this_host_the_address_and_every_lb():
     config = render_keepalived_conf(**variables(vrrp_host="server2"))
     assert setting(config, "vrrp_notify_fifo_script") == (
-        '"/usr/local/bin/vrrp-notify server2 192.168.56.10"'
+        '"/usr/local/bin/vrrp-notify server2 192.168.56.10 '
+        'server3=192.168.56.4,server2=192.168.56.3"'
     )
