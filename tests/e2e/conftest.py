@@ -19,6 +19,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -123,6 +125,24 @@ def start_lab(spec_file: Path, kin: tuple[str, ...] = (), leftovers: bool = True
     return spec
 
 
+@contextmanager
+def lab_up(
+    spec_file: Path, kin: tuple[str, ...] = (), keep: bool = False
+) -> Iterator[tuple[LabSpec, subprocess.CompletedProcess]]:
+    """A lab of the suite, checked and marked (start_lab), then `up`: (its spec, the `up`).
+    Taken down at the end whatever happened, unless `keep` (LAB_E2E_KEEP: then its
+    leftovers are not removed first either, and `up` reuses it)."""
+    start_lab(spec_file, kin, leftovers=not keep)
+    result = labctl(spec_file, "up")
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        spec, _ = load_spec(spec_file)
+        yield spec, result
+    finally:
+        if not keep:
+            finish_lab(spec_file)
+
+
 def finish_lab(spec_file: Path) -> None:
     """`down`, which removes the lab with its mark; a failure is reported."""
     down = labctl(spec_file, "down", timeout=600)
@@ -150,15 +170,8 @@ def tags_before() -> set[str]:
 @pytest.fixture(scope="session")
 def lab(tags_before, e2e_spec):
     """The lab, up. Torn down at the end of the session whatever happened."""
-    start_lab(e2e_spec, leftovers=not KEEP)
-    result = labctl(e2e_spec, "up")
-    try:
-        assert result.returncode == 0, result.stdout + result.stderr
-        spec, _ = load_spec(e2e_spec)
+    with lab_up(e2e_spec, keep=KEEP) as (spec, result):
         yield spec, connection_data(spec), result
-    finally:
-        if not KEEP:
-            finish_lab(e2e_spec)
 
 
 def refresh_connections(spec, connections: dict) -> None:

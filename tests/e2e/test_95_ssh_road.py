@@ -32,11 +32,11 @@ from labctl.connections import connection_data
 from labctl.images.tags import image_namespace
 from labctl.paths import lab_dir
 from labctl.remote import run
-from labctl.spec import Versions, load_spec
+from labctl.spec import Versions
 from roles.contract import LAB_LABEL
 from testbed.machines import MachinePool, docker
 from testbed.registry import Registry
-from tests.e2e.conftest import finish_lab, labctl, start_lab, wait_for, write_spec
+from tests.e2e.conftest import lab_up, labctl, start_lab, wait_for, write_spec
 from tests.support.foreign_image import load_foreign_image
 from tests.support.suite_labs import LABS, claim_ssh_road, mark, ssh_place
 
@@ -98,14 +98,8 @@ def real_known_hosts_before() -> bytes | None:
 @pytest.fixture(scope="module")
 def ssh_lab(pool, ssh_spec, real_known_hosts_before):
     """The lab up on the machines; `down` at the end whatever happened."""
-    start_lab(ssh_spec, kin=(LAB,))
-    result = labctl(ssh_spec, "up")
-    try:
-        assert result.returncode == 0, result.stdout + result.stderr
-        spec, _ = load_spec(ssh_spec)
+    with lab_up(ssh_spec, kin=(LAB,)) as (spec, result):
         yield spec, result
-    finally:
-        finish_lab(ssh_spec)
 
 
 def listing(pool: MachinePool, machine) -> dict:

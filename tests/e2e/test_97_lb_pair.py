@@ -29,10 +29,9 @@ from labctl import lb_client, security
 from labctl.connections import connection_data
 from labctl.lifecycle import converge_lab
 from labctl.paths import docker_network_name, host_container_name, with_state
-from labctl.spec import load_spec
 from roles.contract import KEEPALIVED_CONTAINER, LAB_LABEL, VRRP_RECORD_PATH
 from testbed.traffic import RequestLoop, assert_served_throughout, calm_rates, wall
-from tests.e2e.conftest import finish_lab, labctl, refresh_connections, start_lab, wait_for
+from tests.e2e.conftest import finish_lab, lab_up, labctl, refresh_connections, wait_for
 from tests.e2e.conftest import write_spec as write_spec_file
 from tests.e2e.probes import on_host
 from tests.support.suite_labs import BASE_NAME, LABS, SuiteLab
@@ -78,14 +77,8 @@ def pair_spec(tmp_path_factory, e2e_images):
 
 @pytest.fixture(scope="module")
 def pair(pair_spec):
-    spec = start_lab(pair_spec)
-    result = labctl(pair_spec, "up")
-    try:
-        assert result.returncode == 0, result.stdout + result.stderr
-        spec, _ = load_spec(pair_spec)
+    with lab_up(pair_spec) as (spec, result):
         yield spec, connection_data(spec), result
-    finally:
-        finish_lab(pair_spec)
 
 
 def record(address: str) -> dict:
