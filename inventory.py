@@ -9,13 +9,9 @@ from the spec itself (ssh provider). Each group below is a list of
 (name, data) pairs; roles read the data flags, never host names.
 """
 
-from labctl.connections import connection_data
-from labctl.host_data import groups
-from labctl.paths import read_state, with_state
-from labctl.spec import load_spec
+from labctl.host_data import inventory_groups
 
-_spec = with_state(load_spec()[0])  # with the counts `labctl scale` recorded
-_groups = groups(_spec, connection_data(_spec), read_state(_spec))
+_groups = inventory_groups()  # labctl's converge uses the same groups, in its own process
 
 lab = _groups["lab"]
 consul_servers = _groups["consul_servers"]

@@ -1,19 +1,26 @@
-"""Wall time of every lifecycle verb at several lab sizes, for one or more checkouts
-side by side in one run, with where `up`'s time goes; prints JSON and tables.
+"""Wall time of every lifecycle verb at several lab sizes, on the docker road and the
+ssh road, for one or more checkouts side by side in one run, with where `up`'s time
+goes; prints JSON and tables.
 
-    .venv/bin/python bench/lifecycle.py [--hosts 3,6,9] [--checkout NAME=DIR ...]
-    .venv/bin/python bench/lifecycle.py --road ssh        ssh road, 3 existing machines
+    .venv/bin/python bench/lifecycle.py [--hosts 3,6] [--roads docker,ssh]
+                                        [--checkout NAME=DIR ...]
     .venv/bin/python bench/lifecycle.py --delivery [--hosts 3,6]
 
-Docker provider, lab `labspeed` on 192.168.81.0/24: the seed's three hosts (two
-servers, the LB on a client), plus one client host with a demo instance for each
-host beyond three (bench/verbs.py). For each size and each checkout, in turn: `up`, a
-no-op `apply`, `status`, `verify`, `down`, each the CLI a user runs, in that
-checkout (its own labctl, roles and .lab). `--checkout before=/tmp/main
---checkout after=.` compares main and a branch in one run, size by size, so both
-meet the same machine load. Per verb: wall time, CPU spent on this machine (the
-verb's whole process tree) and the load average before it; for `up` and `apply`,
-the phases (bench/phases.py).
+Docker road: lab `labspeed` on 192.168.81.0/24: the seed's three hosts (two servers,
+the LB on a client), plus one client host with a demo instance for each host beyond
+three (bench/verbs.py). Ssh road: lab `labbench-ssh` on as many existing machines made
+like the e2e suite's (testbed/machines.py, 192.168.83.0/24, reached as `admin` with
+sudo), fresh for each checkout and size, so that none starts with an engine another
+installed (bench/ssh_road.py).
+
+For each road, size and checkout, in turn: `up`, a no-op `apply`, `status`, `verify`,
+`down`, then `up` again after that `down` (its own row, "up again": what a person
+waits for on the lab's daily round, and what a host box shortens), and a last `down`
+(untimed); each verb the CLI a user runs, in that checkout (its own labctl, roles and
+.lab). `--checkout before=/tmp/main --checkout after=.` compares main and a branch in
+one run, size by size, so both meet the same machine load. Per verb: wall time, CPU
+spent on this machine (the verb's whole process tree) and the load average before it;
+for `up`, `up again` and `apply`, the phases (bench/phases.py).
 
 Consul and consul-template are the e2e suite's stand-ins, built before anything is
 timed, and so are the lab's recipe images for each checkout: `up` runs with images
@@ -34,12 +41,14 @@ import yaml
 from phases import PHASES, LogClock  # bench/, beside this file
 from rich.console import Console
 from rich.table import Table
-from verbs import LAB, ROOT, Timed, changes, labctl, spec_data
+from verbs import ROOT, Timed, changes, labctl, spec_data
 
 sys.path.insert(0, str(ROOT))  # testbed/ is not an installed package: take it from the checkout
 from testbed.standin_build import standin_images
 
-VERBS = ("up", "apply", "status", "verify", "down")
+# Timed in this order; "up again" is `up` after the `down` before it.
+VERBS = ("up", "apply", "status", "verify", "down", "up again")
+BREAKDOWN = ("up", "up again", "apply")
 # Resolve (build) every image the spec needs with the checkout's own code, untimed.
 WARM_UP = (
     "import sys; from labctl import system; from labctl.images import on_control, spec_images; "
@@ -65,30 +74,29 @@ def warm_up(checkout: Path, spec: Path) -> None:
 
 
 def lifecycle(checkout: Path, spec: Path) -> dict:
-    """Every verb once, in order; `down` always runs."""
-    logs = checkout / ".lab" / LAB / "logs"
+    """Every verb once, in order; the last `down` always runs."""
+    logs = checkout / ".lab" / yaml.safe_load(spec.read_text())["name"] / "logs"
     row: dict = {}
 
-    def timed(verb: str, breakdown: bool = False) -> Timed:
+    def timed(name: str) -> Timed:
         with LogClock(logs) as clock:
-            result = labctl(spec, verb, checkout=checkout)
-        row[verb] = round(result.seconds, 1)
-        row[f"{verb}_cpu"] = round(result.cpu, 1)
-        row[f"{verb}_load"] = round(result.load, 2)
-        if breakdown:
-            row[f"{verb}_phases"] = clock.breakdown()
-            row[f"{verb}_operations"] = clock.operations()
+            result = labctl(spec, name.split()[0], checkout=checkout)
+        row[name] = round(result.seconds, 1)
+        row[f"{name}_cpu"] = round(result.cpu, 1)
+        row[f"{name}_load"] = round(result.load, 2)
+        if name in BREAKDOWN:
+            row[f"{name}_phases"] = clock.breakdown()
+            row[f"{name}_operations"] = clock.operations()
         return result
 
     labctl(spec, "down", checkout=checkout)  # what an interrupted run left
     try:
-        timed("up", breakdown=True)
-        apply = timed("apply", breakdown=True)
-        row["apply_changes"] = changes(apply.output)
-        timed("status")
-        timed("verify")
+        for verb in VERBS:
+            result = timed(verb)
+            if verb in ("apply", "up again"):
+                row[f"{verb}_changes"] = changes(result.output)
     finally:
-        timed("down")
+        labctl(spec, "down", checkout=checkout)
     return row
 
 
@@ -100,15 +108,37 @@ def docker_road(sizes: list[int], checkouts: list[tuple[str, Path]], tmp: Path) 
         spec.write_text(yaml.safe_dump(spec_data(hosts, images)))
         for name, checkout in checkouts:
             warm_up(checkout, spec)
-            row = {"checkout": name, "hosts": hosts, **lifecycle(checkout, spec)}
-            print(json.dumps(row), file=sys.stderr)
-            rows.append(row)
+            row = {"road": "docker", "checkout": name, "hosts": hosts}
+            rows.append(row | lifecycle(checkout, spec))
+            print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 
 
-def verb_table(rows: list[dict], checkouts: list[str], sizes: list[int]) -> Table:
+def ssh_road(sizes: list[int], checkouts: list[tuple[str, Path]], tmp: Path) -> list[dict]:
+    from ssh_road import SSH_ROAD_PREFIX, machines, ssh_spec_data
+
+    images = standin_images()
+    rows = []
+    for hosts in sizes:
+        for name, checkout in checkouts:
+            work = tmp / f"ssh-{hosts}-{name}"
+            work.mkdir()
+            with machines("labbench-ssh", SSH_ROAD_PREFIX, hosts, work) as pool:
+                spec = work / "ssh.yaml"
+                spec.write_text(yaml.safe_dump(ssh_spec_data(pool, images, work / "known_hosts")))
+                warm_up(checkout, spec)
+                row = {"road": "ssh", "checkout": name, "hosts": hosts}
+                rows.append(row | lifecycle(checkout, spec))
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def verb_table(rows: list[dict], road: str) -> Table:
     """Seconds per verb at each size, and each size's ratio to the smallest."""
-    table = Table(title="labctl verbs, docker provider (s; ratio to the smallest lab)")
+    rows = [r for r in rows if r["road"] == road]
+    checkouts = list(dict.fromkeys(r["checkout"] for r in rows))
+    sizes = sorted({r["hosts"] for r in rows})
+    table = Table(title=f"labctl verbs, {road} road (s; ratio to the smallest lab)")
     table.add_column("verb")
     by = {(r["checkout"], r["hosts"]): r for r in rows}
     for name in checkouts:
@@ -132,8 +162,9 @@ def verb_table(rows: list[dict], checkouts: list[str], sizes: list[int]) -> Tabl
     return table
 
 
-def phase_table(rows: list[dict], verb: str) -> Table:
-    table = Table(title=f"where `{verb}` spends its time (s)")
+def phase_table(rows: list[dict], verb: str, road: str) -> Table:
+    rows = [r for r in rows if r["road"] == road]
+    table = Table(title=f"where `{verb}` spends its time, {road} road (s)")
     table.add_column("phase")
     for row in rows:
         table.add_column(f"{row['checkout']} {row['hosts']}", justify="right")
@@ -148,10 +179,13 @@ def phase_table(rows: list[dict], verb: str) -> Table:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--road", choices=("docker", "ssh"), default="docker")
+    parser.add_argument(
+        "--roads", default="docker,ssh", type=lambda s: s.split(","),
+        help="roads to measure, e.g. docker,ssh",
+    )  # fmt: skip
     parser.add_argument("--delivery", action="store_true", help="compare image delivery shapes")
     parser.add_argument(
-        "--hosts", default="3,6,9", type=lambda s: [int(n) for n in s.split(",")],
+        "--hosts", default="3,6", type=lambda s: [int(n) for n in s.split(",")],
         help="lab sizes, e.g. 3,6,9 (--delivery: 3 and/or 6)",
     )  # fmt: skip
     parser.add_argument(
@@ -159,27 +193,29 @@ def main() -> None:
         help="a checkout to measure (repeat to compare); default: this one",
     )  # fmt: skip
     args = parser.parse_args()
+    if unknown := set(args.roads) - set(ROADS):
+        parser.error(f"unknown road {', '.join(sorted(unknown))}: use {' or '.join(ROADS)}")
     checkouts = args.checkout or [("this", ROOT)]
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        if args.delivery or args.road == "ssh":
-            from ssh_road import delivery, delivery_table, ssh_road
+        if args.delivery:
+            from ssh_road import delivery, delivery_table
 
-            images = standin_images()
-            if args.delivery:
-                rows = delivery(tmp, images, args.hosts)
-                print(json.dumps(rows))
-                console.print(delivery_table(rows))
-            else:
-                figures = ssh_road(tmp, images)
-                print(json.dumps(figures))
+            rows = delivery(tmp, standin_images(), args.hosts)
+            print(json.dumps(rows))
+            console.print(delivery_table(rows))
             return
-        rows = docker_road(args.hosts, checkouts, tmp)
+        rows = []
+        for road in args.roads:
+            rows += ROADS[road](args.hosts, checkouts, tmp)
     print(json.dumps(rows))
-    console.print(verb_table(rows, [name for name, _ in checkouts], args.hosts))
-    console.print(phase_table(rows, "up"))
-    console.print(phase_table(rows, "apply"))
+    for road in args.roads:
+        console.print(verb_table(rows, road))
+        for verb in BREAKDOWN:
+            console.print(phase_table(rows, verb, road))
 
+
+ROADS = {"docker": docker_road, "ssh": ssh_road}
 
 if __name__ == "__main__":
     main()

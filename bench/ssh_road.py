@@ -1,10 +1,10 @@
-"""The ssh road's figures: a lifecycle on existing machines, and what image delivery costs.
+"""The ssh road's machines and specs for bench/lifecycle.py, and what image delivery costs.
 
-    .venv/bin/python bench/lifecycle.py --road ssh        ssh road, 3 existing machines
+    .venv/bin/python bench/lifecycle.py --roads ssh       ssh road lifecycle
     .venv/bin/python bench/lifecycle.py --delivery [--hosts 3 6]
 
 The ssh road runs on machines made like the e2e suite's (testbed/machines.py),
-192.168.83.0/24: `up`, a no-op `apply`, `status`, `verify`, `down`. --delivery
+192.168.83.0/24 (lifecycle.py times its verbs). --delivery
 compares, on N machines (192.168.84.0/24 for 3, .85 for 6) whose Docker engine is
 installed beforehand (so that `up` times image delivery and the converge, not apt),
 three shapes:
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 from rich.table import Table
-from verbs import changes, labctl, spec_data
+from verbs import labctl, spec_data
 
 from labctl.images.spec_images import lab_images
 from labctl.spec import parse_spec
@@ -112,20 +112,6 @@ class ByteCounter:
             line = next(x for x in listing.splitlines() if f"labbench-{name}" in x)
             counts[name] = int(line.split()[1])
         return counts
-
-
-def ssh_road(tmp: Path, images: dict) -> dict:
-    with machines("labbench-ssh", SSH_ROAD_PREFIX, 3, tmp) as pool:
-        spec = tmp / "ssh.yaml"
-        spec.write_text(yaml.safe_dump(ssh_spec_data(pool, images, tmp / "known_hosts")))
-        figures = {}
-        for verb in ("up", "apply", "status", "verify", "down"):
-            result = labctl(spec, verb)
-            figures[f"ssh_{verb}"] = round(result.seconds, 1)
-            figures[f"ssh_{verb}_load"] = round(result.load, 2)
-            if verb in ("up", "apply"):
-                figures[f"ssh_{verb}_changes"] = changes(result.output)
-        return figures
 
 
 def delivery(tmp: Path, images: dict, counts: list[int]) -> list[dict]:

@@ -6,6 +6,7 @@ pyinfra groups, by role. Roles are data and groups; no code branches on host nam
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 from labctl.images.spec_images import LabImage, lab_images
@@ -182,3 +183,15 @@ def groups(
         "lb": members(lambda h: h.lb),
         "demo": members(lambda h: h.name in instance_hosts),
     }
+
+
+def inventory_groups(spec_path: Path | None = None) -> dict[str, list[InventoryHost]]:
+    """What inventory.py gives pyinfra: the spec (`spec_path`, else $LAB_SPEC, else
+    lab.yaml) with the counts `labctl scale` recorded, its hosts' connection data and
+    groups."""
+    from labctl.connections import connection_data
+    from labctl.paths import read_state, with_state
+    from labctl.spec import load_spec
+
+    spec = with_state(load_spec(spec_path)[0])
+    return groups(spec, connection_data(spec), read_state(spec))

@@ -327,11 +327,16 @@ def down(spec: LabSpec, report: Report, purge_engine: bool = False) -> list[str]
         except down_on_machines.PartialTeardown as exc:
             # The local state stays, for the next `down`.
             raise LifecycleError(str(exc)) from None
+    own_home = provider == "docker" and vagrant.own_vagrant_home(spec, provider)
     if provider == "docker":
         # Every host at once (Vagrant's destroy stops and removes them one after the
         # other); Vagrant then finds them gone and forgets them.
         removed += _sweep_docker(spec, report, containers_only=True)
-    if provider in vagrant.VAGRANT_PROVIDERS and vagrant.vagrant_dotfile_path(spec).exists():
+    if own_home and vagrant.vagrant_dotfile_path(spec).exists():
+        # Nothing left for Vagrant to do: its machines are gone, and its records of them
+        # (the dotfile path and the lab's own machine index) go with the lab's directory.
+        removed.append(f"vagrant machines ({provider})")
+    elif provider in vagrant.VAGRANT_PROVIDERS and vagrant.vagrant_dotfile_path(spec).exists():
         report("vagrant destroy")
         try:
             vagrant.client(spec, provider).destroy()

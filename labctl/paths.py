@@ -35,6 +35,12 @@ def vagrant_dotfile_path(spec: LabSpec) -> Path:
     return lab_dir(spec) / "vagrant"
 
 
+def vagrant_home(spec: LabSpec) -> Path:
+    """Vagrant's own data directory for the lab's docker-provider machines (VAGRANT_HOME:
+    its machine index, locks, keys), so that the lab's entries go with the lab."""
+    return lab_dir(spec) / "vagrant-home"
+
+
 def docker_network_name(spec: LabSpec) -> str:
     """The network Vagrant's docker provider creates for the spec's private network."""
     return f"vagrant_network_{spec.network.subnet}"

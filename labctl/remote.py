@@ -8,6 +8,7 @@ contact is recorded in the known_hosts file and a changed key is refused; with `
 
 from __future__ import annotations
 
+import atexit
 import errno
 import shlex
 import socket
@@ -129,20 +130,82 @@ def connect(ssh: SshData, timeout: float = 30.0) -> paramiko.SSHClient:
     return client
 
 
-def run(ssh: SshData, command: str, timeout: float = 30.0, sudo: bool = False) -> tuple[int, str]:
-    """Run `command` on the host; return (exit status, combined output)."""
-    client = connect(ssh, timeout)
-    try:
-        if sudo and ssh.get("ssh_user", "root") != "root":
-            command = f"sudo -n sh -c {shlex.quote(command)}"
-        _, stdout, _ = client.exec_command(command, timeout=timeout, get_pty=False)
-        stdout.channel.set_combine_stderr(True)
-        output = stdout.read().decode(errors="replace")
-        return stdout.channel.recv_exit_status(), output
-    except (TimeoutError, paramiko.SSHException, OSError) as exc:
-        raise RemoteError(address(ssh), describe(ssh, exc, timeout)) from exc
-    finally:
+def _key(ssh: SshData) -> tuple:
+    """What makes two connections the same: everything in the connection data."""
+    return tuple(sorted((name, str(value)) for name, value in ssh.items()))
+
+
+# One open connection per host for the whole labctl run: a verb asks each host several
+# things (its architecture, its engine, Consul's answers, a token), and an SSH handshake
+# costs more than most of those answers (key exchange, authentication, then sudo).
+_OPEN: dict[tuple, paramiko.SSHClient] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _connection(ssh: SshData, timeout: float) -> tuple[paramiko.SSHClient, bool]:
+    """The host's open connection (True: reused) or a new one, kept for the next call."""
+    key = _key(ssh)
+    with _OPEN_LOCK:
+        client = _OPEN.pop(key, None)
+    transport = client.get_transport() if client is not None else None
+    if client is not None and transport is not None and transport.is_active():
+        return client, True
+    if client is not None:
         client.close()
+    return connect(ssh, timeout), False
+
+
+def _keep(ssh: SshData, client: paramiko.SSHClient) -> None:
+    """Back for the next call; a second connection to the same host (several callers at
+    once) is closed instead."""
+    with _OPEN_LOCK:
+        spare = _OPEN.setdefault(_key(ssh), client)
+    if spare is not client:
+        client.close()
+
+
+@atexit.register
+def close_all() -> None:
+    """Close every kept connection (at exit, or when a caller wants fresh ones)."""
+    with _OPEN_LOCK:
+        clients = list(_OPEN.values())
+        _OPEN.clear()
+    for client in clients:
+        client.close()
+
+
+def run(ssh: SshData, command: str, timeout: float = 30.0, sudo: bool = False) -> tuple[int, str]:
+    """Run `command` on the host; return (exit status, combined output). The connection
+    stays open for the next command on the same host (in this process)."""
+    if sudo and ssh.get("ssh_user", "root") != "root":
+        command = f"sudo -n sh -c {shlex.quote(command)}"
+    client, reused = _connection(ssh, timeout)
+    try:
+        try:
+            channel = client.get_transport().open_session(timeout=timeout)
+        except (paramiko.SSHException, OSError, AttributeError):
+            client.close()
+            if not reused:
+                raise
+            # The kept connection died in between (the host restarted, sshd went away):
+            # the command has not started, so it goes over a new connection.
+            client, reused = connect(ssh, timeout), False
+            channel = client.get_transport().open_session(timeout=timeout)
+        channel.settimeout(timeout)
+        channel.set_combine_stderr(True)
+        channel.exec_command(command)
+        with channel.makefile("rb") as stdout:
+            output = stdout.read().decode(errors="replace")
+        status = channel.recv_exit_status()
+        channel.close()
+    except (TimeoutError, paramiko.SSHException, OSError) as exc:
+        client.close()
+        raise RemoteError(address(ssh), describe(ssh, exc, timeout)) from exc
+    except BaseException:
+        client.close()
+        raise
+    _keep(ssh, client)
+    return status, output
 
 
 def openssh_command(ssh: SshData, remote: str, timeout: float = 30.0) -> list[str]:

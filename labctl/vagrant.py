@@ -19,6 +19,7 @@ from labctl.paths import (
     host_container_name,
     host_volume_name,
     vagrant_dotfile_path,
+    vagrant_home,
 )
 from labctl.spec import PROJECT_ROOT, LabSpec, SpecError, load_spec
 from roles.contract import LAB_LABEL
@@ -89,9 +90,27 @@ def _vagrant_host(spec: LabSpec, name: str, address: str) -> dict:
     }
 
 
+def own_vagrant_home(spec: LabSpec, provider: str) -> bool:
+    """Whether the lab's machines live in a Vagrant data directory of the lab's own
+    (paths.vagrant_home): the docker provider's do, since its machines need no box
+    (VirtualBox VMs need the user's boxes, so they stay in the user's Vagrant home).
+    A docker lab Vagrant made before labs had their own (its machines recorded, no
+    such directory) keeps the user's, so that its `down` removes its entries there."""
+    if provider != "docker":
+        return False
+    return vagrant_home(spec).is_dir() or not (vagrant_dotfile_path(spec) / "machines").exists()
+
+
 def vagrant_env(spec: LabSpec, provider: str) -> dict[str, str]:
-    """Environment for every Vagrant call of this lab: its own state dir and spec."""
-    return os.environ | {
+    """Environment for every Vagrant call of this lab: its own state dir and spec, and
+    for the docker provider its own Vagrant data directory: the machine index `down`
+    would otherwise have to ask Vagrant to clean (seconds of Ruby) goes with the lab's
+    directory, and nothing of the user's Vagrant state is touched."""
+    own_home = {}
+    if own_vagrant_home(spec, provider):
+        vagrant_home(spec).mkdir(parents=True, exist_ok=True)
+        own_home = {"VAGRANT_HOME": str(vagrant_home(spec))}
+    return os.environ | own_home | {
         "VAGRANT_DOTFILE_PATH": str(vagrant_dotfile_path(spec)),
         "VAGRANT_DEFAULT_PROVIDER": provider,
         "LAB_SPEC": str(spec.source),

@@ -1,0 +1,112 @@
+"""labctl runs pyinfra in its own process: the same run as pyinfra's CLI (operations in
+deploy-file order, `--data` and `--exclude`, the CLI's progress lines, its results),
+checked here on this machine's `@local` connector with small deploy files that only
+echo (the lab's own inventory and deploy.py need the lab's hosts: the e2e suite)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyinfra
+import pytest
+from pyinfra.api import Inventory
+
+from labctl import converge as converge_module
+from labctl.converge import ConvergeError, converge, parse_flags
+
+HELLO = """
+from pyinfra import host
+from pyinfra.operations import server
+
+server.shell(name="Say hello", commands=["echo hello"])
+if host.data.get("lab_loud"):
+    server.shell(name="Say it louder", commands=["echo HELLO"])
+"""
+
+STOPS = """
+from pyinfra.api.exceptions import OperationError
+from pyinfra.operations import server
+
+server.shell(name="Say hello", commands=["echo hello"])
+raise OperationError("the lab's agent on @local answered 403; hand it its token.")
+"""
+
+
+@pytest.fixture
+def deploy(tmp_path, monkeypatch):
+    """Write a deploy file for `@local` and point the converge at it."""
+
+    def write(code: str) -> Path:
+        path = tmp_path / "deploy.py"
+        path.write_text(code)
+        monkeypatch.setattr(converge_module, "DEPLOY_FILE", path)
+        return path
+
+    def local_inventory(spec, data):
+        return Inventory((["@local"], {}), override_data=data, lab=(["@local"], {}))
+
+    monkeypatch.setattr(converge_module, "_inventory", local_inventory)
+    return write
+
+
+def test_an_in_process_converge_reports_what_changed_and_logs_like_the_cli(deploy, tmp_path):
+    deploy(HELLO)
+    log = tmp_path / "logs" / "converge.log"
+    seen: list[str] = []
+    cwd = os.getcwd()
+    result = converge(None, log, on_line=seen.append)
+    assert result.changed == [("Say hello", ["@local"])]
+    assert result.operations == 1
+    text = log.read_text()
+    assert "--> Starting operation: Say hello" in text
+    assert "    [@local] Success" in text
+    assert "--> Results:" in text
+    assert "\x1b[" not in text  # no terminal styles in the log
+    assert seen and all(line in text for line in seen)
+    # What the run changed in this process is undone.
+    assert os.getcwd() == cwd and pyinfra.is_cli is False
+
+
+def test_data_flags_reach_the_hosts_and_a_second_run_starts_afresh(deploy, tmp_path):
+    deploy(HELLO)
+    log = tmp_path / "converge.log"
+    loud = converge(None, log, extra_args=("--data", "lab_loud=true"))
+    assert [name for name, _ in loud.changed] == ["Say hello", "Say it louder"]
+    quiet = converge(None, log, extra_args=("--data", "lab_loud=false"))
+    assert [name for name, _ in quiet.changed] == ["Say hello"]
+
+
+def test_an_excluded_host_is_not_touched(deploy, tmp_path):
+    deploy(HELLO)
+    result = converge(None, tmp_path / "converge.log", extra_args=("--exclude", "@local"))
+    assert result.changed == [] and result.operations == 0
+
+
+def test_an_operation_error_stops_the_run_with_its_sentence(deploy, tmp_path):
+    path = deploy(STOPS)
+    log = tmp_path / "converge.log"
+    with pytest.raises(ConvergeError) as stopped:
+        converge(None, log)
+    message = str(stopped.value)
+    assert message.startswith("converge stopped: the lab's agent on @local answered 403")
+    assert f"--> Operation error in {path} line 6:" in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("flags", "data", "exclude"),
+    [
+        (("--data", "lab_stage=agents"), {"lab_stage": "agents"}, []),
+        (("--data", "lab_teardown=true", "--data", "n=3"), {"lab_teardown": True, "n": 3}, []),
+        (("--data", 'env={"A": "1"}'), {"env": {"A": "1"}}, []),
+        (("--data", "k=a=b", "--exclude", "m2"), {"k": "a=b"}, ["m2"]),
+    ],
+)
+def test_flags_are_read_as_pyinfra_reads_them(flags, data, exclude):
+    assert parse_flags(flags) == (data, exclude)
+
+
+@pytest.mark.parametrize("flags", [("--limit", "m1"), ("--data",), ("--data", "novalue")])
+def test_a_flag_the_converge_does_not_know_is_refused(flags):
+    with pytest.raises(ValueError, match="unknown pyinfra flag"):
+        parse_flags(flags)
