@@ -4,14 +4,16 @@ leaves nothing behind."""
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from pathlib import Path
 
 import docker
 
+from labctl import vagrant
 from labctl.images.bundles import BUNDLE_MANIFEST
 from labctl.images.tags import image_namespace
-from labctl.paths import lab_dir
+from labctl.paths import lab_dir, vagrant_home
 from tests.e2e.conftest import assert_nothing_left, labctl, start_lab, suites_image
 
 
@@ -51,14 +53,27 @@ def bundle_save_down_then_up(lab, e2e_spec, tags_before, bundle: Path) -> None:
     assert {ref: client.images.get(ref).id for ref in refs} == manifest
 
 
+def machine_index_entries(home: Path, spec) -> list[str]:
+    """The lab's machines in the Vagrant machine index under `home` (a Vagrant data
+    directory), by name."""
+    index = home / "data" / "machine-index" / "index"
+    if not index.exists():
+        return []
+    machines = json.loads(index.read_text()).get("machines", {}).values()
+    return sorted(m["name"] for m in machines if str(lab_dir(spec)) in m.get("local_data_path", ""))
+
+
 def test_down_leaves_nothing_behind(lab, e2e_spec):
+    """Nor an entry in a Vagrant machine index: the lab's own (in its directory, which
+    Vagrant used while the lab was up), nor the user's, which it never used."""
     spec, _, _ = lab
+    users_home = Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d")
+    machines = [vagrant.machine_name(spec, h.name) for h in spec.hosts]
+    assert machine_index_entries(vagrant_home(spec), spec) == sorted(machines)
+    assert machine_index_entries(users_home, spec) == []
     result = labctl(e2e_spec, "down", timeout=300)
     assert result.returncode == 0, result.stderr
-    assert_nothing_left(spec)
-    index = Path.home() / ".vagrant.d" / "data" / "machine-index" / "index"
-    if index.exists():
-        machines = json.loads(index.read_text()).get("machines", {}).values()
-        assert not [m for m in machines if str(lab_dir(spec)) in m.get("local_data_path", "")]
+    assert_nothing_left(spec)  # the lab's containers, and its directory with its index
+    assert machine_index_entries(users_home, spec) == []
     again = labctl(e2e_spec, "down", timeout=300)
     assert again.returncode == 0 and "already down" in again.stderr
