@@ -261,7 +261,9 @@ def _run_pyinfra(
     from pyinfra.api.state import StateStage
     from pyinfra.context import ctx_config, ctx_inventory, ctx_state
 
-    with _pyinfra_session(emit, log):
+    from labctl.fact_cache import cached_facts
+
+    with _pyinfra_session(emit, log), cached_facts() as facts:
         state = State(check_for_changes=False)  # --yes: no dry run before the run
         state.cwd = str(PROJECT_ROOT)
         config = Config()
@@ -283,6 +285,7 @@ def _run_pyinfra(
                     logging.getLogger("pyinfra").info("--> Beginning operation run...")
                     state.set_stage(StateStage.Execute)
                     run_ops(state)
+                    logging.getLogger("pyinfra").info(facts.describe())
                     logging.getLogger("pyinfra").info("--> Results:")
                 except Exception as exc:  # named in the log, as the CLI names it
                     stopped = True

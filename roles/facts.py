@@ -5,6 +5,10 @@ turns its output into data. They never fail on a host that lacks what they ask
 about (no container, no agent yet): they answer "absent". A Consul agent that
 answers, but not with what was asked (a 403, a 500, no answer in time), is not
 absent: its facts say why, as a str, and the operation reading them stops.
+
+A fact marked `host_state_only` changes only by commands run on its host (not by other
+hosts, nor by time): a caller may answer a second read of it in one run with the first,
+until a command runs on that host (labctl does: labctl/fact_cache.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from roles.contract import SPEC_LABEL
 
 class DockerImageIds(FactBase):
     """Image ID by reference (repository:tag) of every tagged image on the host."""
+
+    host_state_only = True  # see the module's docstring
 
     requires_command = "docker"
 
@@ -35,6 +41,8 @@ class DockerImageIds(FactBase):
 
 class DockerContainerState(FactBase):
     """{"spec": <spec label>, "running": bool} of a container, or None when absent."""
+
+    host_state_only = True  # see the module's docstring
 
     requires_command = "docker"
 
@@ -55,6 +63,8 @@ class DockerContainerState(FactBase):
 class ImageUserIds(FactBase):
     """{"user": uid, "group": gid} of a user inside an image (e.g. the official Consul
     image's `consul`, which its agent runs as), for files the container must read."""
+
+    host_state_only = True  # see the module's docstring
 
     requires_command = "docker"
 
@@ -77,6 +87,8 @@ DOCKER_OBJECTS = {
 
 class DockerLabelled(FactBase):
     """Names of the containers, volumes or networks (`kind`) carrying a label (key=value)."""
+
+    host_state_only = True  # see the module's docstring
 
     requires_command = "docker"
 

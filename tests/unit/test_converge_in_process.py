@@ -110,3 +110,48 @@ def test_flags_are_read_as_pyinfra_reads_them(flags, data, exclude):
 def test_a_flag_the_converge_does_not_know_is_refused(flags):
     with pytest.raises(ValueError, match="unknown pyinfra flag"):
         parse_flags(flags)
+
+
+COUNTING = """
+from pyinfra import host
+from pyinfra.api import FactBase, operation
+from pyinfra.operations import server
+
+
+class Reads(FactBase):
+    # Each read appends a line to a file on the host (here: this test's tmp dir) and
+    # answers how many lines it has: how often the host was asked.
+    host_state_only = {kept}
+
+    def command(self, log):
+        return f"echo read >> {{log}} && wc -l < {{log}}"
+
+    def process(self, output):
+        return int(output[0])
+
+
+@operation()
+def read_twice(log: str, change: bool = False):
+    host.get_fact(Reads, log=log)
+    if change:
+        yield "true"
+    host.noop(f"read {{host.get_fact(Reads, log=log)}} times")
+
+
+read_twice(name="Read", log="{log}")
+read_twice(name="Read again", log="{log}")
+read_twice(name="Read, change, read", log="{log}", change=True)
+read_twice(name="Read after the change", log="{log}")
+"""
+
+
+@pytest.mark.parametrize(("kept", "reads"), [(True, 2), (False, 8)])
+def test_a_host_state_fact_is_asked_once_until_a_command_runs_there(deploy, tmp_path, kept, reads):
+    """Kept: asked by the first read, and again by the first read after the command (in
+    the same operation); every other read is answered from the last. Not kept: asked by
+    every read."""
+    log = tmp_path / "reads"
+    deploy(COUNTING.format(kept=kept, log=log))
+    converge(None, tmp_path / "converge.log")
+    assert len(log.read_text().splitlines()) == reads
+    assert f"--> Facts: 8 read, {8 - reads} answered" in (tmp_path / "converge.log").read_text()
