@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from labctl.paths import log_summary
+from labctl.paths import log_summary, read_state, write_state
 from labctl.spec import PROJECT_ROOT, LabSpec
 
 DEPLOY_FILE = PROJECT_ROOT / "deploy.py"
+# The lab's state key of the facts each host was asked (labctl/fact_cache.py).
+FACTS_STATE = "facts_asked"
 # ANSI styles pyinfra puts in its messages (the CLI strips them when not on a terminal).
 STYLE_RE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -261,7 +263,7 @@ def _run_pyinfra(
     from pyinfra.api.state import StateStage
     from pyinfra.context import ctx_config, ctx_inventory, ctx_state
 
-    from labctl.fact_cache import cached_facts
+    from labctl.fact_cache import cached_facts, prefetch
 
     with _pyinfra_session(emit, log), cached_facts() as facts:
         state = State(check_for_changes=False)  # --yes: no dry run before the run
@@ -279,6 +281,7 @@ def _run_pyinfra(
                     logging.getLogger("pyinfra").info("--> Connecting to hosts...")
                     state.set_stage(StateStage.Connect)
                     connect_all(state)
+                    prefetch(state, facts, recorded_facts(spec))
                     state.set_stage(StateStage.Prepare)
                     _load_deploy(state)
                     config.reset_locked_state()  # what the deploy file changed in it
@@ -294,7 +297,20 @@ def _run_pyinfra(
                     state.set_stage(StateStage.Disconnect)
                     disconnect_all(state)
                 results = _results(state) if state.initialised else {}
+                if not stopped:
+                    record_facts(spec, facts.asked_facts)
     return (1 if stopped else 0), ({"results": results} if results else {})
+
+
+def recorded_facts(spec: LabSpec) -> dict[str, list]:
+    """The facts the last converge asked each host (labctl/fact_cache.py)."""
+    return read_state(spec).get(FACTS_STATE) or {}
+
+
+def record_facts(spec: LabSpec, asked: dict[str, list]) -> None:
+    """Keep what this converge asked each host it ran on, for the next one's prefetch."""
+    if asked:
+        write_state(spec, **{FACTS_STATE: recorded_facts(spec) | asked})
 
 
 def _inventory(spec: LabSpec, data: dict[str, Any]):

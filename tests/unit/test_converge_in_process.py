@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyinfra
 import pytest
-from pyinfra.api import Inventory
+from pyinfra.api import FactBase, Inventory
 
 from labctl import converge as converge_module
 from labctl.converge import ConvergeError, converge, parse_flags
@@ -47,6 +47,12 @@ def deploy(tmp_path, monkeypatch):
         return Inventory((["@local"], {}), override_data=data, lab=(["@local"], {}))
 
     monkeypatch.setattr(converge_module, "_inventory", local_inventory)
+    # What the lab's state would keep between converges: the facts each host was asked.
+    write.recorded = {}
+    monkeypatch.setattr(converge_module, "recorded_facts", lambda spec: dict(write.recorded))
+    monkeypatch.setattr(
+        converge_module, "record_facts", lambda spec, asked: write.recorded.update(asked)
+    )
     return write
 
 
@@ -112,22 +118,28 @@ def test_a_flag_the_converge_does_not_know_is_refused(flags):
         parse_flags(flags)
 
 
-COUNTING = """
-from pyinfra import host
-from pyinfra.api import FactBase, operation
-from pyinfra.operations import server
-
-
 class Reads(FactBase):
-    # Each read appends a line to a file on the host (here: this test's tmp dir) and
-    # answers how many lines it has: how often the host was asked.
-    host_state_only = {kept}
+    """How often the host was asked: each read appends a line to a file (in the test's
+    tmp dir) and answers how many lines it has."""
+
+    host_state_only = True
 
     def command(self, log):
-        return f"echo read >> {{log}} && wc -l < {{log}}"
+        return f"echo read >> {log} && wc -l < {log}"
 
     def process(self, output):
         return int(output[0])
+
+
+class ReadsNotKept(Reads):
+    host_state_only = False
+
+
+COUNTING = """
+from pyinfra import host
+from pyinfra.api import operation
+
+from tests.unit.test_converge_in_process import {fact} as Reads
 
 
 @operation()
@@ -151,7 +163,44 @@ def test_a_host_state_fact_is_asked_once_until_a_command_runs_there(deploy, tmp_
     the same operation); every other read is answered from the last. Not kept: asked by
     every read."""
     log = tmp_path / "reads"
-    deploy(COUNTING.format(kept=kept, log=log))
+    deploy(COUNTING.format(fact="Reads" if kept else "ReadsNotKept", log=log))
     converge(None, tmp_path / "converge.log")
     assert len(log.read_text().splitlines()) == reads
     assert f"--> Facts: 8 read, {8 - reads} answered" in (tmp_path / "converge.log").read_text()
+
+
+TWO_FACTS = """
+from pyinfra import host
+from pyinfra.api import operation
+
+from tests.unit.test_converge_in_process import Reads
+
+
+@operation()
+def read(log: str):
+    host.noop(f"read {{host.get_fact(Reads, log=log)}}")
+    yield from ()  # an operation is a generator, also when it runs nothing
+
+
+read(name="Read one", log="{log}-one")
+read(name="Read two", log="{log}-two")
+read(name="Read one again", log="{log}-one")
+"""
+
+
+def test_the_next_converge_asks_the_facts_the_last_one_asked_in_one_command(deploy, tmp_path):
+    deploy(TWO_FACTS.format(log=tmp_path / "reads"))
+    log = tmp_path / "converge.log"
+    converge(None, log)
+    assert "--> Facts: 3 read, 1 answered from this run's earlier reads (0 read" in log.read_text()
+    reads = "tests.unit.test_converge_in_process:Reads"
+    assert deploy.recorded == {
+        "@local": [[reads, [], {"log": f"{tmp_path}/reads-one"}],
+                   [reads, [], {"log": f"{tmp_path}/reads-two"}]]
+    }  # fmt: skip
+    log.unlink()
+    converge(None, log)
+    assert "--> Facts: 3 read, 3 answered from this run's earlier reads (2 read" in log.read_text()
+    # Each fact's command ran once per converge: the second time, in the prefetch.
+    assert (tmp_path / "reads-one").read_text() == "read\nread\n"
+    assert (tmp_path / "reads-two").read_text() == "read\nread\n"
