@@ -1,8 +1,9 @@
-"""Wall time of every lifecycle verb at several lab sizes, on the docker road and the
-ssh road, for one or more checkouts side by side in one run, with where `up`'s time
-goes; prints JSON and tables.
+"""Wall time of every lifecycle verb on both roads at several sizes, checkouts side by side.
 
-    .venv/bin/python bench/lifecycle.py [--hosts 3,6] [--roads docker,ssh]
+For one or more checkouts in one run, with where `up`'s time goes; prints JSON and
+tables.
+
+    .venv/bin/python bench/lifecycle.py [--hosts 3,6] [--roads docker,ssh] [--ssh-hosts 3]
                                         [--checkout NAME=DIR ...]
     .venv/bin/python bench/lifecycle.py --delivery [--hosts 3,6]
 
@@ -189,6 +190,10 @@ def main() -> None:
         help="lab sizes, e.g. 3,6,9 (--delivery: 3 and/or 6)",
     )  # fmt: skip
     parser.add_argument(
+        "--ssh-hosts", type=lambda s: [int(n) for n in s.split(",")],
+        help="lab sizes on the ssh road (default: --hosts)",
+    )  # fmt: skip
+    parser.add_argument(
         "--checkout", action="append", type=checkout_arg, metavar="NAME=DIR",
         help="a checkout to measure (repeat to compare); default: this one",
     )  # fmt: skip
@@ -206,8 +211,9 @@ def main() -> None:
             console.print(delivery_table(rows))
             return
         rows = []
+        sizes = {"docker": args.hosts, "ssh": args.ssh_hosts or args.hosts}
         for road in args.roads:
-            rows += ROADS[road](args.hosts, checkouts, tmp)
+            rows += ROADS[road](sizes[road], checkouts, tmp)
     print(json.dumps(rows))
     for road in args.roads:
         console.print(verb_table(rows, road))
