@@ -28,8 +28,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 from labctl import system
 from labctl.paths import CACHE, labs_with_state
 from labctl.spec import LabSpec
@@ -46,6 +44,8 @@ Report = Callable[[str], None]
 
 def answers(address: str) -> bool:
     """An apt-cacher-ng serves its report page at address:PORT."""
+    import httpx  # here: `status` and `down` start without it
+
     try:
         response = httpx.get(f"http://{address}:{PORT}/{REPORT_PAGE}", timeout=2)
     except httpx.HTTPError:

@@ -24,13 +24,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 from docker.errors import DockerException
 from rich.table import Table
 from rich.text import Text
 
-from labctl import lb_client, lifecycle, operate, output, security, system, virtualbox
+from labctl import lifecycle, output, security, system, virtualbox
 from labctl import spec as spec_module
 from labctl.connections import connection_data
 from labctl.converge import ConvergeError, ConvergeResult
@@ -50,9 +49,10 @@ from labctl.spec import (
     file_problems,
     load_spec,
 )
-from labctl.verify import BY_REGISTRATOR, Check, registrator_instances, verify_until
-from labctl.watch import watch_lb
 from roles.contract import CONSUL_HTTP_PORT
+
+# Modules only some verbs need are imported by those verbs (labctl.operate, .verify,
+# .watch, .lb_client and httpx under them): `status` starts without them.
 
 # -h as well as --help, on every verb.
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -170,6 +170,12 @@ def _as_root_for_the_engine(spec: LabSpec) -> None:
     system.rerun_as_root(sys.argv[1:])
 
 
+def _http_errors() -> tuple[type[Exception], ...]:
+    """httpx's errors, if a verb loaded httpx (one that did not cannot have raised them)."""
+    httpx = sys.modules.get("httpx")
+    return (httpx.HTTPError,) if httpx else ()
+
+
 def _run(step: str, action):
     """Run a lifecycle step under a spinner showing its latest output line."""
     started = time.monotonic()
@@ -191,7 +197,7 @@ def _run(step: str, action):
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     except (lifecycle.LifecycleError, ConvergeError, AclError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
-    except (httpx.HTTPError, DockerException, RemoteError) as exc:
+    except (DockerException, RemoteError, *_http_errors()) as exc:
         raise _fail(
             f"{step} failed ({type(exc).__name__}: {exc}); check `labctl status` and retry.",
             EXIT_FAILED,
@@ -220,6 +226,8 @@ def _print_json(data: object) -> None:
 
 
 def _verify(spec: LabSpec, wait: float, as_json: bool = False) -> None:
+    from labctl.verify import Check, verify_until
+
     spec = with_state(spec)
     checks: list[Check] = _run(
         "verify",
@@ -325,6 +333,8 @@ def scale(
 
     Removing instances is graceful: they leave Consul and the LB before they stop.
     """
+    from labctl import operate
+
     spec = _spec(files=True)
     try:
         service, count = operate.scale_request(with_state(spec), assignment)
@@ -349,6 +359,8 @@ def fail(target: Target) -> None:
     A Vagrant host loses its power; an existing machine (provider ssh), which is not
     the lab's to power off, has every lab container on it killed instead.
     """
+    from labctl import operate
+
     spec = _target_spec(target)
     console.print(_run(f"fail {target}", lambda r: operate.fail_or_recover(spec, target, True, r)))
 
@@ -360,6 +372,8 @@ def recover(target: Target) -> None:
     A Vagrant host is powered on; on an existing machine (provider ssh) the lab's
     containers are started again.
     """
+    from labctl import operate
+
     spec = _target_spec(target)
     console.print(
         _run(f"recover {target}", lambda r: operate.fail_or_recover(spec, target, False, r))
@@ -368,6 +382,8 @@ def recover(target: Target) -> None:
 
 def _target_spec(target: str) -> LabSpec:
     """The spec, once `target` is known to be one of the lab's and the lab is up."""
+    from labctl import operate
+
     spec = _spec()
     try:
         operate.check_target(spec, target)
@@ -389,6 +405,8 @@ def watch(
     ] = 0,
 ) -> None:
     """Live view: each upstream's members as nginx runs them, their Consul health, reloads."""
+    from labctl.watch import watch_lb
+
     watch_lb(with_state(_spec(up=True)), interval, count)
 
 
@@ -418,6 +436,10 @@ def _registrator_instances(spec: LabSpec) -> tuple[list[dict], str]:
     Consul could not say ("" when it did, or when no service is registrator's)."""
     if not spec.registrator_services():
         return [], ""
+    import httpx
+
+    from labctl.verify import registrator_instances
+
     try:
         return registrator_instances(spec), ""
     except (httpx.HTTPError, RuntimeError, ValueError) as exc:
@@ -435,6 +457,8 @@ def status(as_json: AsJson = False) -> None:
         return
     rows = _run("status", lambda report: lifecycle.status(spec))
     views = _lb_pair_views(spec)
+    if views:
+        from labctl import lb_client
     per_host = {
         h.name: {s.name: spec.service_counts(s.name)[h.name] for s in spec.services}
         for h in spec.hosts
@@ -460,6 +484,8 @@ def status(as_json: AsJson = False) -> None:
     for row in rows:
         if row.problem:
             console.print(output.labelled("unreachable:", "yellow", row.problem))
+    if hand_started:
+        from labctl.verify import BY_REGISTRATOR
     for found in hand_started:
         console.print(
             f"{found['service']} {found['id']} at {found['address']} ({found['status']}): "
@@ -479,10 +505,16 @@ def status(as_json: AsJson = False) -> None:
         console.print(f"Consul UI: {ui} — {login}")
 
 
-def _lb_pair_views(spec: LabSpec) -> list[lb_client.VrrpView]:
+def _lb_pair_views(spec: LabSpec) -> list:
+    """Every LB of a lab with several (lb_client.VrrpView), and who holds the shared
+    address ([] with one)."""
     """Every LB of a lab with several, and who holds the shared address ([] with one)."""
     if not spec.lb_pair:
         return []
+    import httpx
+
+    from labctl import lb_client
+
     with httpx.Client(timeout=3, trust_env=False) as client:
         return lb_client.vrrp_views(client, spec, connection_data(spec))
 

@@ -30,12 +30,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from labctl.paths import lab_dir
 from labctl.spec import LabSpec
 from roles.contract import CONSUL_HTTP_PORT
+
+if TYPE_CHECKING:
+    import httpx
 
 GOSSIP_KEY = "gossip.key"
 TOKENS = "tokens.json"
@@ -239,6 +241,8 @@ class _Consul:
     """The lab's Consul servers over HTTP, from the control machine."""
 
     def __init__(self, spec: LabSpec, management: str | None = None):
+        import httpx  # here: `status` and `down` start without it
+
         self.spec = spec
         self.management = management
         self.client = httpx.Client(timeout=10, trust_env=False)
@@ -248,6 +252,8 @@ class _Consul:
 
     def request(self, method: str, path: str, address: str | None = None, **kwargs):
         """A request to `address`'s agent, else to the first server that answers."""
+        import httpx
+
         headers = {"X-Consul-Token": self.management} if self.management else {}
         targets = [address] if address else [str(h.address) for h in self.spec.consul_servers]
         error: Exception | None = None

@@ -15,8 +15,6 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import httpx
-
 from labctl.images.errors import ImageError
 from labctl.images.tags import file_identity
 from labctl.paths import CACHE
@@ -78,6 +76,8 @@ def consul_template_for_lb(spec: LabSpec, arch: str = "amd64") -> Path:
     if cached.is_file():
         return cached
     name = f"consul-template_{version}_linux_{arch}.zip"
+    import httpx  # here: most verbs never download it
+
     try:
         with httpx.Client(timeout=30, follow_redirects=True) as client:
             sums = client.get(f"{RELEASES}/{version}/consul-template_{version}_SHA256SUMS")
