@@ -29,7 +29,7 @@ from docker.errors import DockerException
 from rich.table import Table
 from rich.text import Text
 
-from labctl import lifecycle, output, security, system, virtualbox
+from labctl import lifecycle, output, remote, security, system, virtualbox
 from labctl import spec as spec_module
 from labctl.connections import connection_data
 from labctl.converge import ConvergeError, ConvergeResult
@@ -119,6 +119,7 @@ def main(
     if spec is not None:
         # Children (pyinfra, Vagrant, the Vagrantfile) read the same variable.
         os.environ[SPEC_ENV] = str(spec.resolve())
+    remote.keep_connections()  # one verb, one SSH connection per host
 
 
 def _fail(message: str, code: int) -> typer.Exit:

@@ -135,11 +135,23 @@ def _key(ssh: SshData) -> tuple:
     return tuple(sorted((name, str(value)) for name, value in ssh.items()))
 
 
-# One open connection per host for the whole labctl run: a verb asks each host several
-# things (its architecture, its engine, Consul's answers, a token), and an SSH handshake
-# costs more than most of those answers (key exchange, authentication, then sudo).
+# One open connection per host for a whole labctl verb (keep_connections): a verb asks
+# each host several things (its architecture, its engine, the checks of `verify`), and
+# an SSH handshake costs more than most of those answers.
 _OPEN: dict[tuple, paramiko.SSHClient] = {}
 _OPEN_LOCK = threading.Lock()
+_keep = False
+# A kept connection that does not open a session in this time is taken for dead (its
+# host went away in between) and replaced.
+REUSE_TIMEOUT = 5.0
+
+
+def keep_connections() -> None:
+    """From now on, keep each host's connection open for the next command, until the
+    process ends: for a labctl verb, one short run. A long-lived caller (the test suite,
+    whose hosts come and go) leaves it off and gets a connection per command."""
+    global _keep
+    _keep = True
 
 
 def _connection(ssh: SshData, timeout: float) -> tuple[paramiko.SSHClient, bool]:
@@ -155,9 +167,12 @@ def _connection(ssh: SshData, timeout: float) -> tuple[paramiko.SSHClient, bool]
     return connect(ssh, timeout), False
 
 
-def _keep(ssh: SshData, client: paramiko.SSHClient) -> None:
+def _put_back(ssh: SshData, client: paramiko.SSHClient) -> None:
     """Back for the next call; a second connection to the same host (several callers at
-    once) is closed instead."""
+    once), or any when connections are not kept, is closed instead."""
+    if not _keep:
+        client.close()
+        return
     with _OPEN_LOCK:
         spare = _OPEN.setdefault(_key(ssh), client)
     if spare is not client:
@@ -175,14 +190,15 @@ def close_all() -> None:
 
 
 def run(ssh: SshData, command: str, timeout: float = 30.0, sudo: bool = False) -> tuple[int, str]:
-    """Run `command` on the host; return (exit status, combined output). The connection
-    stays open for the next command on the same host (in this process)."""
+    """Run `command` on the host; return (exit status, combined output). With
+    keep_connections, the connection stays open for the next command on the host."""
     if sudo and ssh.get("ssh_user", "root") != "root":
         command = f"sudo -n sh -c {shlex.quote(command)}"
     client, reused = _connection(ssh, timeout)
     try:
         try:
-            channel = client.get_transport().open_session(timeout=timeout)
+            wait = min(timeout, REUSE_TIMEOUT) if reused else timeout
+            channel = client.get_transport().open_session(timeout=wait)
         except (paramiko.SSHException, OSError, AttributeError):
             client.close()
             if not reused:
@@ -204,7 +220,7 @@ def run(ssh: SshData, command: str, timeout: float = 30.0, sudo: bool = False) -
     except BaseException:
         client.close()
         raise
-    _keep(ssh, client)
+    _put_back(ssh, client)
     return status, output
 
 
