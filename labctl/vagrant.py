@@ -21,7 +21,7 @@ from labctl.paths import (
     vagrant_dotfile_path,
 )
 from labctl.spec import PROJECT_ROOT, LabSpec, SpecError, load_spec
-from roles.contract import LAB_LABEL
+from roles.contract import ARP_OWN_INTERFACE_ONLY, LAB_LABEL
 
 VAGRANT_PROVIDERS = ("virtualbox", "docker")
 
@@ -85,8 +85,18 @@ def _vagrant_host(spec: LabSpec, name: str, address: str) -> dict:
             f"volume-label={LAB_LABEL}={spec.name}",
             "--label",
             f"{LAB_LABEL}={spec.name}",
+            *_lb_pair_sysctls(spec, name),
         ],
     }
+
+
+def _lb_pair_sysctls(spec: LabSpec, name: str) -> list[str]:
+    """An LB host of a pair answers ARP only for its interfaces' own addresses (role lb
+    sets this on a machine; a host container's /proc/sys is read-only inside, so Docker
+    sets it when it makes the container: its own network namespace, nobody else's)."""
+    if not (spec.lb_pair and name in {h.name for h in spec.lb_hosts}):
+        return []
+    return [f"--sysctl={key}={value}" for key, value in ARP_OWN_INTERFACE_ONLY.items()]
 
 
 def vagrant_env(spec: LabSpec, provider: str) -> dict[str, str]:

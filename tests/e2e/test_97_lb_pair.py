@@ -222,7 +222,9 @@ def test_a_rolling_apply_replacing_both_lbs_hands_the_address_over_losing_only_r
         wait_for(lambda: answering() == MASTER, 10, f"{MASTER} answering on the address")
         end = time.monotonic()
     for loop in (fresh, kept):
-        print(f"rolling LB replacement: {dict(loop.outcomes)}, {loop.retried} retries")
+        failed_at = [(f"{wall(t):.3f}", outcome) for t, outcome in loop.refusals]
+        print(f"rolling LB replacement: {dict(loop.outcomes)}, {loop.retried} retries, "
+              f"failures at (Unix time, outcome) {failed_at}")  # fmt: skip
     # Each replacement of the master's LB moved the address away and back, twice.
     assert watch.hosts() == [MASTER, BACKUP, MASTER, BACKUP, MASTER], watch.hosts()
     moves = len(watch.hosts()) - 1
