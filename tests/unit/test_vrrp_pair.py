@@ -14,6 +14,8 @@ bridge is LAB_VRRP_TEST_SUBNET (a /24, 192.168.252.0/24 unless set).
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import httpx
 import pytest
@@ -111,6 +113,64 @@ def test_a_planned_hand_over_moves_the_address_before_the_lb_stops(pair):
         # The keep-alive client's connection to the old holder is reset on its next
         # request, before any answer: it retries (RFC 9112) and loses nothing.
         assert measured.runs["keepalive"].failures == []
+
+
+# A server in an LB host's namespace that answers its one request after ANSWER_AFTER s:
+# a request in flight while the address moves (it runs on the first LB only).
+ANSWER_AFTER = 1.5
+SLOW_PORT = 8081
+SLOW_SERVER = f"""
+import http.server, time
+class Slow(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep({ANSWER_AFTER})
+        body = b"owed"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("", {SLOW_PORT}), Slow).handle_request()
+"""
+
+
+def test_every_lb_keeps_the_address_on_loopback_and_only_the_holder_answers_arp(pair):
+    first = pair.names[0]
+    for name in pair.names:
+        on_lo = pair.container(name).exec_run(
+            ["ip", "-o", "-4", "addr", "show", "dev", "lo", "to", f"{pair.address}/32"])
+        assert "scope host" in on_lo.output.decode(), (name, on_lo.output)
+    assert pair.holders() == [first]
+    assert pair.arp_answers() == {first: 3}
+
+
+def test_an_answer_owed_when_the_address_moves_still_reaches_the_client(pair):
+    """The old holder accepted the request before the move and answers after it: the
+    answer leaves from its loopback copy of the address (without it the kernel has no
+    route from an address it no longer holds, and the client waits for its timeout)."""
+    first, second = pair.names
+    pair.container(first, "lb").exec_run(["python3", "-c", SLOW_SERVER], detach=True)
+    wait_for(lambda: pair.container(first).exec_run(
+        ["sh", "-c", f"ss -ltn | grep -q :{SLOW_PORT}"]).exit_code == 0, 5, "the slow server")
+    answer: dict = {}
+
+    def ask() -> None:
+        result = pair.container("client").exec_run(
+            ["curl", "-s", "-m", str(ANSWER_AFTER + 3), "-w", " %{http_code}",
+             f"http://{pair.address}:{SLOW_PORT}/"])  # fmt: skip
+        answer.update(code=result.exit_code, output=result.output.decode())
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    try:
+        time.sleep(ANSWER_AFTER / 3)  # the request is in: the address moves under it
+        pair.drain(first, True)
+        pair.wait_holders([second], 5, "the drained master's address with the backup")
+        asking.join()
+        assert answer == {"code": 0, "output": "owed 200"}
+    finally:
+        asking.join()
+        pair.drain(first, False)
+        pair.wait_holders([first], 10, "the address back with the first LB")
 
 
 # Keep-alive clients: after a host loss the request in flight is retransmitted until the
