@@ -27,9 +27,16 @@ import pytest
 
 from labctl import lb_client, security
 from labctl.connections import connection_data
+from labctl.converge import ConvergeError
 from labctl.lifecycle import converge_lab
 from labctl.paths import docker_network_name, host_container_name, with_state
-from roles.contract import KEEPALIVED_CONTAINER, LAB_LABEL, VRRP_RECORD_PATH
+from roles.contract import (
+    KEEPALIVED_CONTAINER,
+    KEEPALIVED_DRAIN_FILE,
+    LAB_LABEL,
+    VRRP_RECORD_PATH,
+    vrrp_drain_command,
+)
 from testbed.traffic import RequestLoop, assert_served_throughout, calm_rates, wall
 from tests.e2e.conftest import finish_lab, lab_up, labctl, refresh_connections, wait_for
 from tests.e2e.conftest import write_spec as write_spec_file
@@ -232,6 +239,52 @@ def test_a_rolling_apply_replacing_both_lbs_hands_the_address_over_without_a_fai
     for loop, rate in ((fresh, rates[0]), (kept, rates[1])):
         assert loop.failures == {}, f"failed GETs: {dict(loop.outcomes)}"
         assert_served_throughout(loop, rate, start, end, "rolling LB replacement")
+
+
+def test_a_hand_over_with_no_other_lb_serving_is_refused_in_one_sentence_and_stops_nothing(
+    pair, pair_spec
+):
+    """The backup's LB stopped: a replacement of the master's LB (its host alone) finds
+    nobody to take the address within lb_handover_timeout, says so, and leaves the
+    master's LB running and holding the address."""
+    spec, connections, _ = pair
+    lb_id = on_host(connections, MASTER, "docker inspect -f '{{.Id}}' lb").strip()
+    on_host(connections, BACKUP, "docker stop lb")
+    try:
+        # Its nginx gone, its keepalived gives up (FAULT): read beside it, nginx is away.
+        wait_for(lambda: '"state": "FAULT"' in on_host(
+            connections, BACKUP, f"docker exec {KEEPALIVED_CONTAINER} cat /var/lib/lb/vrrp.json"),
+            10, f"{BACKUP}'s keepalived in FAULT")  # fmt: skip
+        with pytest.raises(ConvergeError) as refused:
+            converge_lab(with_state(spec), lambda line: None,
+                         ("--data", "lb_wait=2s:8s", "--limit", MASTER))  # fmt: skip
+        assert (
+            f"no other LB took {ADDRESS} from {MASTER} within 10 s (is every other LB host "
+            f"down or not serving?); {MASTER} keeps it and its LB was not stopped"
+        ) in str(refused.value)
+        assert on_host(connections, MASTER, "docker inspect -f '{{.Id}} {{.State.Running}}' lb"
+                       ).split() == [lb_id, "true"]  # fmt: skip
+        assert holders(connections) == [MASTER]
+        assert answering() == MASTER
+    finally:
+        on_host(connections, BACKUP, "docker start lb")
+    wait_for(lambda: record(PAIR.address(4)).get("state") == "BACKUP", 30,
+             f"{BACKUP} serving again, its keepalived BACKUP")  # fmt: skip
+
+
+def test_an_lb_left_drained_by_an_interrupted_run_gets_the_address_back_at_the_next_apply(
+    pair, pair_spec
+):
+    """What a run stopped between a hand-over and its undrain leaves: the master drained,
+    the address with the backup. The next `apply` lifts the drain."""
+    _, connections, _ = pair
+    drain = vrrp_drain_command(MASTER, ADDRESS, [PAIR.address(4)], 10)
+    on_host(connections, MASTER, drain)
+    wait_for(lambda: holders(connections) == [BACKUP], 10, f"{BACKUP} holding the address")
+    result = labctl(pair_spec, "apply", timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_for(lambda: holders(connections) == [MASTER], 30, f"{MASTER} holding it again")
+    assert on_host(connections, MASTER, f"cat {KEEPALIVED_DRAIN_FILE}").strip() == "0"
 
 
 def test_the_master_host_failing_costs_failures_only_inside_a_window_of_1_s(pair, pair_spec):
