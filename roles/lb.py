@@ -22,6 +22,7 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
+from pyinfra.facts.server import Mounts, Sysctl
 from pyinfra.operations import files, server
 
 from roles.contract import (
@@ -142,6 +143,17 @@ def _arp_for_own_interface_only(lab: LabHost) -> None:
     unannounced (roles/contract.py), made to last: in place before keepalived starts, as
     its start.sh wants them. The docker road's hosts are made with them (their /proc/sys
     is read-only inside)."""
+    current = host.get_fact(Sysctl, keys=list(ARP_OWN_INTERFACE_ONLY))
+    differ = [f"{key}={current.get(key)}" for key, value in ARP_OWN_INTERFACE_ONLY.items()
+              if current.get(key) != value]  # fmt: skip
+    proc_sys = host.get_fact(Mounts).get("/proc/sys", {})
+    if differ and "ro" in proc_sys.get("options", []):
+        raise DeployError(
+            f"{host.name}: this LB host answers ARP for addresses of any interface "
+            f"({', '.join(differ)}) and its /proc/sys is read-only, so the lab cannot keep the "
+            "shared address on its loopback unannounced; a docker-road host made before LB "
+            "hosts got these settings has to be made again (`labctl down`, then `labctl up`)."
+        )
     for key, value in ARP_OWN_INTERFACE_ONLY.items():
         server.sysctl(
             name=f"Set {key} = {value} (the shared address on loopback stays unannounced)",

@@ -5,7 +5,10 @@ beside each LB, the host containers on the lab's Docker bridge).
 In order: `up` verified, the address held by the first LB; every LB serving the same
 upstreams after a scale; a rolling apply that replaces both LBs under a fresh and a
 keep-alive request loop through the shared address, with no failed GET (each LB hands
-the address over before it stops); the master's host powered off (`labctl fail`),
+the address over before it stops, and still answers what it owes from the address on its
+loopback); a hand-over refused in one sentence when the other LB does not serve, nothing
+stopped; a drain an interrupted run left, lifted by the next `apply`; the master's host
+powered off (`labctl fail`),
 failures only inside the failover window, which the lab's own records (Docker's kill
 event, the backup keepalived's vrrp.json) put at 1 s at most; a partition between the
 LBs (VRRP dropped on one), which `verify` names as split brain in one sentence, and

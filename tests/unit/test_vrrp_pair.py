@@ -8,11 +8,12 @@ the address answers again within WINDOW, and clients fail only inside it. How lo
 event takes is bench/vrrp_pair.py's to print.
 
 Runs under the machine-wide e2e lock with the other tests that make containers; the
-bridge is LAB_VRRP_TEST_SUBNET (a /24, 192.168.252.0/24 unless set).
+bridges are LAB_VRRP_TEST_SUBNET (a /24, 192.168.252.0/24 unless set) and the /24 after it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 import time
@@ -26,6 +27,9 @@ from testbed.vrrp_pair import VrrpPair, is_answer, wait_for
 
 WINDOW = 1.0  # issue 19: an unplanned failure leaves the address unanswered for ≤ 1 s
 SUBNET = os.environ.get("LAB_VRRP_TEST_SUBNET", "192.168.252.0/24")
+# The unicast pair's bridge: the /24 after it (192.168.253.0/24 by default).
+_FIRST = ipaddress.IPv4Network(SUBNET)
+NEXT_SUBNET = ipaddress.IPv4Network((int(_FIRST.network_address) + _FIRST.num_addresses, 24))
 CLIENTS = ("fresh", "keepalive")
 # A client has at most one request in flight; a move of the address can cost it that
 # one (a connection the old holder accepted, whose next packet reaches the new one).
@@ -43,7 +47,7 @@ def pair():
 
 @pytest.fixture(scope="module")
 def unicast_pair():
-    with VrrpPair("vrrp-test-unicast", SUBNET.replace(".252.", ".253."), unicast=True) as pair:
+    with VrrpPair("vrrp-test-unicast", str(NEXT_SUBNET), unicast=True) as pair:
         yield pair
 
 
