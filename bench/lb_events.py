@@ -37,6 +37,8 @@ Events, in order, each timed from just before its trigger:
   lb_kill              docker kill lb on node3         started again 10 s later
   lb_host_kill         labctl fail node3               the LB host's plug pulled; `labctl
                                                        recover node3` 10 s later
+                       (these three end when node3's own LB serves again: with a pair the
+                       shared address answers long before)
   consul_outage        docker stop consul on node3     for --outage seconds, then start
                        (and node2 with --lb-pair)      (every LB's own agent away)
   crash_after_outage   labctl fail zhibo-1             the LB follows the next change
@@ -107,7 +109,7 @@ from rich.markup import escape
 from labctl import lb_client, operate, security
 from labctl.connections import connection_data
 from labctl.paths import host_container_name
-from labctl.remote import run
+from labctl.remote import RemoteError, run
 from labctl.spec import LabSpec, load_spec
 from roles.contract import CONSUL_HTTP_PORT
 
@@ -534,7 +536,7 @@ class Triggers:
         if error:
             return error, {}
         time.sleep(DOWNTIME)  # the LB stays dead this long, as nobody is awake to start it
-        return self._on_host(LB_HOSTS[0], "docker start lb", limit), {}
+        return self._on_host(LB_HOSTS[0], "docker start lb", limit) or self._lb_back(limit), {}
 
     def lb_host_kill(self, limit: float) -> tuple[str | None, dict]:
         """The (master) LB's host container killed (`labctl fail`: the plug pulled), and
@@ -545,17 +547,36 @@ class Triggers:
             return error, {}
         time.sleep(DOWNTIME)  # the host stays off this long
         return finished(labctl(self.spec_file, "recover", LB_HOSTS[0], timeout=limit),
-                        f"labctl recover {LB_HOSTS[0]}"), {}  # fmt: skip
+                        f"labctl recover {LB_HOSTS[0]}") or self._lb_back(limit), {}  # fmt: skip
+
+    def _lb_back(self, limit: float) -> str | None:
+        """Wait until the (master) LB host's own LB serves again, asked by its own address:
+        with a pair the shared address answers long before (the backup holds it), and the
+        next event must not meet a host still booting. None, or what did not come back."""
+        address = str(next(h.address for h in self.spec.hosts if h.name == LB_HOSTS[0]))
+        deadline = time.monotonic() + limit
+        with client(POLL_TIMEOUT) as http:
+            while time.monotonic() < deadline:
+                try:
+                    if http.get(lab_url(address, "/_lab/lb.json")).status_code == 200:
+                        return None
+                except httpx.HTTPError:
+                    pass
+                time.sleep(POLL_INTERVAL)
+        return f"the LB on {LB_HOSTS[0]} did not serve again within {limit:.0f} s"
 
     def _on_host(self, name: str, what: str, timeout: float = 60) -> str | None:
         """Run `what` as root on host `name`; None, or what went wrong."""
-        code, output = run(connection_data(self.spec)[name], what, timeout, sudo=True)
+        try:
+            code, output = run(connection_data(self.spec)[name], what, timeout, sudo=True)
+        except RemoteError as exc:
+            return f"`{what}` on {name}: {exc}"
         return None if code == 0 else f"`{what}` on {name} exited {code}: {output.strip()[-200:]}"
 
     def reboot_lb_host(self, limit: float) -> tuple[str | None, dict]:
         name = host_container_name(self.spec, LB_HOSTS[0])
         docker.from_env().containers.get(name).restart(timeout=30)
-        return None, {}
+        return self._lb_back(limit), {}
 
     def _consul_template_usage(self) -> dict[str, tuple[float, int]]:
         """Each LB's consul-template CPU seconds and its LB container's log bytes."""
