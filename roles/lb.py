@@ -138,7 +138,7 @@ def _handover(data, lab: LabHost) -> tuple[str, str]:
     return drain, VRRP_UNDRAIN_COMMAND
 
 
-def _arp_for_own_interface_only(lab: LabHost) -> None:
+def _arp_for_own_interface_only() -> None:
     """The kernel settings that keep the shared address on this LB host's loopback
     unannounced (roles/contract.py), made to last: in place before keepalived starts, as
     its start.sh wants them. The docker road's hosts are made with them (their /proc/sys
@@ -169,7 +169,7 @@ def _keepalived(data, lab: LabHost) -> None:
     directory, its container; a changed configuration is reloaded (SIGHUP), a replaced
     container hands the address over first."""
     vrrp = lab.lb.vrrp
-    _arp_for_own_interface_only(lab)
+    _arp_for_own_interface_only()
     interface = host.get_fact(InterfaceWithAddress, address=lab.address)
     if interface is None:
         raise DeployError(
