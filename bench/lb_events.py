@@ -3,7 +3,7 @@
     .venv/bin/python bench/lb_events.py [--workers 2] [--outage 900 | --quick]
                                         [--time-limit 3600] [--phase-limit 300]
                                         [--events NAME,...] [--plot FILE.png]
-                                        [--keep] [--skip-up]
+                                        [--lb-pair | --side-by-side] [--keep] [--skip-up]
 
 Uses a lab of its own (name labbench, docker provider, 192.168.62.0/24; LAB_BENCH_NAME and
 LAB_BENCH_SUBNET, its first three octets, move it): three hosts, each a Consul server, so
@@ -12,6 +12,12 @@ per host. Consul and consul-template are the e2e suite's stand-ins, built
 with testbed.standin_build.standin_images. The lab is removed (`labctl down`) first, in case an
 earlier run left it, then brought up, and removed again at the end, also on Ctrl-C or
 SIGTERM (unless --keep).
+
+With --lb-pair, node2 is an LB too and the two share 192.168.62.10 (network.lb_address,
+docs/lb-pair.md): node3 holds it while it serves, node2 is the backup, and the clients and
+the watcher use the shared address. --side-by-side runs the single-LB lab, then the pair
+(named <name>-pair, on the same subnet once the first is down), the same events under the
+same load, and prints a table of both after their own.
 
 While it measures, --workers clients of each kind GET http://192.168.62.4/zhibo_service in a
 loop (testbed/traffic.py): "fresh" opens a connection per request; "keep-alive" reuses
@@ -28,7 +34,13 @@ Events, in order, each timed from just before its trigger:
   instance_recover     labctl recover zhibo-2
   lb_restart           docker restart lb               on the LB host
   lb_host_reboot       docker restart labbench-node3   a clean reboot of the LB host
+  lb_kill              docker kill lb on node3         started again 10 s later
+  lb_host_kill         labctl fail node3               the LB host's plug pulled; `labctl
+                                                       recover node3` 10 s later
+                       (these three end when node3's own LB serves again: with a pair the
+                       shared address answers long before)
   consul_outage        docker stop consul on node3     for --outage seconds, then start
+                       (and node2 with --lb-pair)      (every LB's own agent away)
   crash_after_outage   labctl fail zhibo-1             the LB follows the next change
   recover_after_outage labctl recover zhibo-1
   quorum_loss          docker stop consul on node1, node2
@@ -64,7 +76,8 @@ Per event (bench/lb_figures.py): command seconds; to_upstream (until nginx's ups
 the added and lacks the removed instances); traffic_shifted; to_critical / to_node_failed;
 serving_gap (the longest time no client got an answer: how long the LB stopped serving);
 per client kind the requests, failed GETs and RFC 9112 retries; reloads, and failures near
-a reload; for the outage, consul-template's CPU share and the LB's log growth. A phase ends
+a reload; for the outages, consul-template's CPU share and the LB's log growth on each LB
+host (each LB runs its own consul-template). A phase ends
 when the lab settled (upstream as expected and unchanged for 3 s) or at --phase-limit.
 Traffic goes only to the lab's addresses (192.168.62.x). Not part of the test suite: it
 measures, it neither passes nor fails.
@@ -96,13 +109,20 @@ from rich.markup import escape
 from labctl import lb_client, operate, security
 from labctl.connections import connection_data
 from labctl.paths import host_container_name
-from labctl.remote import run
+from labctl.remote import RemoteError, run
 from labctl.spec import LabSpec, load_spec
 from roles.contract import CONSUL_HTTP_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # testbed/ is not an installed package: take it from the checkout
-from lb_figures import Log, is_answer, measure, since, table  # noqa: E402  (bench/, beside this file)
+from lb_figures import (  # noqa: E402  (bench/, beside this file)
+    Log,
+    is_answer,
+    measure,
+    side_by_side,
+    since,
+    table,
+)
 from lb_plot import Mark, plot  # noqa: E402
 
 from testbed.standin_build import standin_images  # noqa: E402
@@ -110,7 +130,9 @@ from testbed.traffic import RequestLoop  # noqa: E402
 
 PREFIX = os.environ.get("LAB_BENCH_SUBNET", "192.168.62")
 SUBNET = ipaddress.ip_network(f"{PREFIX}.0/24")
-LB_ADDRESS = f"{PREFIX}.4"
+LB_ADDRESS = f"{PREFIX}.4"  # what clients use; --lb-pair: the shared address
+# The LB hosts, the master first: the one the LB events hit.
+LB_HOSTS = ["node3"]
 CONSUL_ADDRESS = f"{PREFIX}.2"  # node1: never failed here
 SERVICE = "zhibo_service"
 SECOND = "danmu_service"  # service_add / service_remove
@@ -131,6 +153,20 @@ SECOND_SERVICES = [
     {"name": SERVICE},
     {"name": SECOND, "port": 9080, "instances": {"node1": 1, "node2": 1}},
 ]
+
+
+def use_lb_pair() -> None:
+    """--lb-pair: node3 and node2 share {PREFIX}.10 (docs/lb-pair.md), node3 listed first,
+    so it holds the address while it serves (the single LB's host, hit by the same events);
+    node2 is the backup. Everything else as the single-LB lab."""
+    global LB_ADDRESS, LB_HOSTS
+    LB_ADDRESS, LB_HOSTS = f"{PREFIX}.10", ["node3", "node2"]
+    hosts = {host["name"]: host for host in SPEC["hosts"]}
+    hosts["node2"] = hosts["node2"] | {"lb": True}
+    SPEC["hosts"] = [hosts["node1"], hosts["node3"], hosts["node2"]]
+    SPEC["network"] = SPEC["network"] | {"lb_address": LB_ADDRESS}
+
+
 # pyinfra host data every instance's and agent's container is made from: a rolling apply.
 ROLLED = (
     "--data", "demo_environment=" + json.dumps({"LAB_ROLLED": "1"}),
@@ -141,6 +177,7 @@ POLL_INTERVAL = 0.1
 POLL_TIMEOUT = 1.0
 REQUEST_TIMEOUT = 5.0
 SETTLE_QUIET = 3.0  # seconds without an upstream change before the next event
+DOWNTIME = 10.0  # lb_kill, lb_host_kill: how long the LB (its host) stays down
 UP_TIMEOUT = 1500.0
 DOWN_TIMEOUT = 600.0
 USER_HZ = 100  # clock ticks per second in /proc/<pid>/stat on Linux
@@ -491,21 +528,63 @@ class Triggers:
         return trigger
 
     def on_lb_host(self, what: str) -> Trigger:
-        return lambda limit: (self._on_host("node3", what, limit), {})
+        return lambda limit: (self._on_host(LB_HOSTS[0], what, limit), {})
+
+    def lb_kill(self, limit: float) -> tuple[str | None, dict]:
+        """The (master) LB container killed; started again DOWNTIME s later by hand."""
+        error = self._on_host(LB_HOSTS[0], "docker kill lb", limit)
+        if error:
+            return error, {}
+        time.sleep(DOWNTIME)  # the LB stays dead this long, as nobody is awake to start it
+        return self._on_host(LB_HOSTS[0], "docker start lb", limit) or self._lb_back(limit), {}
+
+    def lb_host_kill(self, limit: float) -> tuple[str | None, dict]:
+        """The (master) LB's host container killed (`labctl fail`: the plug pulled), and
+        powered on again (`labctl recover`) DOWNTIME s later."""
+        error = finished(labctl(self.spec_file, "fail", LB_HOSTS[0], timeout=limit),
+                         f"labctl fail {LB_HOSTS[0]}")  # fmt: skip
+        if error:
+            return error, {}
+        time.sleep(DOWNTIME)  # the host stays off this long
+        return finished(labctl(self.spec_file, "recover", LB_HOSTS[0], timeout=limit),
+                        f"labctl recover {LB_HOSTS[0]}") or self._lb_back(limit), {}  # fmt: skip
+
+    def _lb_back(self, limit: float) -> str | None:
+        """Wait until the (master) LB host's own LB serves again, asked by its own address:
+        with a pair the shared address answers long before (the backup holds it), and the
+        next event must not meet a host still booting. None, or what did not come back."""
+        address = str(next(h.address for h in self.spec.hosts if h.name == LB_HOSTS[0]))
+        deadline = time.monotonic() + limit
+        with client(POLL_TIMEOUT) as http:
+            while time.monotonic() < deadline:
+                try:
+                    if http.get(lab_url(address, "/_lab/lb.json")).status_code == 200:
+                        return None
+                except httpx.HTTPError:
+                    pass
+                time.sleep(POLL_INTERVAL)
+        return f"the LB on {LB_HOSTS[0]} did not serve again within {limit:.0f} s"
 
     def _on_host(self, name: str, what: str, timeout: float = 60) -> str | None:
         """Run `what` as root on host `name`; None, or what went wrong."""
-        code, output = run(connection_data(self.spec)[name], what, timeout, sudo=True)
+        try:
+            code, output = run(connection_data(self.spec)[name], what, timeout, sudo=True)
+        except RemoteError as exc:
+            return f"`{what}` on {name}: {exc}"
         return None if code == 0 else f"`{what}` on {name} exited {code}: {output.strip()[-200:]}"
 
     def reboot_lb_host(self, limit: float) -> tuple[str | None, dict]:
-        name = host_container_name(self.spec, "node3")
+        name = host_container_name(self.spec, LB_HOSTS[0])
         docker.from_env().containers.get(name).restart(timeout=30)
-        return None, {}
+        return self._lb_back(limit), {}
 
-    def _consul_template_usage(self) -> tuple[float, int]:
+    def _consul_template_usage(self) -> dict[str, tuple[float, int]]:
+        """Each LB's consul-template CPU seconds and its LB container's log bytes."""
+        return {host: self._usage_on(host) for host in LB_HOSTS}
+
+    def _usage_on(self, host: str) -> tuple[float, int]:
         """consul-template's CPU seconds (utime + stime) and the LB container's log bytes."""
-        ssh = connection_data(self.spec)["node3"]
+        ssh = connection_data(self.spec)[host]
         pid = "$(cat /run/lb/consul-template.pid)"
         _, stat = run(ssh, f"docker exec lb sh -c 'cat /proc/{pid}/stat'", sudo=True)
         fields = stat.rsplit(")", 1)[1].split()
@@ -513,8 +592,8 @@ class Triggers:
         return (int(fields[11]) + int(fields[12])) / USER_HZ, int(size)
 
     def consul_outage(self, limit: float) -> tuple[str | None, dict]:
-        """The LB host's own agent away: consul-template cannot reach Consul at all."""
-        return self._outage(["node3"])
+        """Every LB host's own agent away: no consul-template can reach Consul at all."""
+        return self._outage(LB_HOSTS)
 
     def quorum_loss(self, limit: float) -> tuple[str | None, dict]:
         """Two of the three servers away: the LB host's agent answers, with no leader."""
@@ -530,19 +609,22 @@ class Triggers:
                 if error:
                     return error, {}
                 stopped.append(name)
-            cpu_before, log_before = self._consul_template_usage()
+            before = self._consul_template_usage()
             time.sleep(self.outage_seconds)  # the outage: the agents stay away, load runs on
-            cpu_after, log_after = self._consul_template_usage()
+            after = self._consul_template_usage()
         finally:
             errors = [e for e in (self._on_host(n, "docker start consul") for n in stopped) if e]
         if errors:
             return "; ".join(errors), {}
+        cpu = {lb: after[lb][0] - before[lb][0] for lb in LB_HOSTS}
         return None, {
             "outage_seconds": self.outage_seconds,
-            "consul_template_cpu_seconds": round(cpu_after - cpu_before, 2),
-            "consul_template_cpu_share": round((cpu_after - cpu_before) / self.outage_seconds, 4),
-            "lb_log_bytes": log_after - log_before,
-        }
+            # Per LB host: each LB runs its own consul-template.
+            "consul_template_cpu_seconds": {lb: round(cpu[lb], 2) for lb in LB_HOSTS},
+            "consul_template_cpu_share": {
+                lb: round(cpu[lb] / self.outage_seconds, 4) for lb in LB_HOSTS},
+            "lb_log_bytes": {lb: after[lb][1] - before[lb][1] for lb in LB_HOSTS},
+        }  # fmt: skip
 
 
     # --- registrator mode (--registration registrator) ------------------------------
@@ -610,8 +692,14 @@ def events(spec: LabSpec, triggers: Triggers) -> list[Event]:
         recover("instance_recover", "zhibo-2"),
         *(registrator_events(t, three) if spec.registrator_services() else []),
         Event("lb_restart", "docker restart lb", t.on_lb_host("docker restart lb"), three),
-        Event("lb_host_reboot", f"docker restart {SPEC['name']}-node3", t.reboot_lb_host, three),
-        Event("consul_outage", f"docker stop consul on node3 for {t.outage_seconds:.0f} s",
+        Event("lb_host_reboot", f"docker restart {SPEC['name']}-{LB_HOSTS[0]}", t.reboot_lb_host,
+              three),
+        Event("lb_kill", f"docker kill lb on {LB_HOSTS[0]}, started {DOWNTIME:.0f} s later",
+              t.lb_kill, three),
+        Event("lb_host_kill", f"labctl fail {LB_HOSTS[0]}, recovered {DOWNTIME:.0f} s later",
+              t.lb_host_kill, three),
+        Event("consul_outage",
+              f"docker stop consul on {', '.join(LB_HOSTS)} for {t.outage_seconds:.0f} s",
               t.consul_outage, three),
         crash("crash_after_outage", "zhibo-1"),
         recover("recover_after_outage", "zhibo-1"),
@@ -780,8 +868,9 @@ def emit(figures: dict) -> None:
     out = Console(stderr=True)
     if not out.is_terminal:
         out = Console(stderr=True, width=160)  # rich's 80 columns would wrap every row
+    shape = "LBs on node3 (master) and node2" if len(LB_HOSTS) > 1 else "LB on node3"
     out.print(table(figures["events"], f"dynamic LB under load ({SPEC['name']}: 3 Consul servers, "
-                                        "LB on node3)"))  # fmt: skip
+                                        f"{shape}, clients on {LB_ADDRESS})"))  # fmt: skip
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -808,14 +897,45 @@ def main() -> None:
     parser.add_argument("--registration", choices=("lab", "registrator"), default="lab",
                         help="who registers the service (registrator adds hand_start, "
                              "hand_kill and registrator_restart)")
+    parser.add_argument("--lb-pair", action="store_true",
+                        help="two LBs sharing an address (node3 the master, node2 the backup)")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="the single-LB lab, then the two-LB lab (<name>-pair), in one run; "
+                             "both tables and one comparing them")
     parser.add_argument("--keep", action="store_true", help="do not tear the lab down")
     parser.add_argument("--skip-up", action="store_true", help="reuse a running labbench lab")
     args = parser.parse_args()  # fmt: skip
     signal.signal(signal.SIGTERM, _terminate)
+    if args.side_by_side and (args.lb_pair or args.keep or args.skip_up):
+        parser.error("--side-by-side makes and removes both labs itself: without --lb-pair, "
+                     "--keep or --skip-up")  # fmt: skip
     started = time.monotonic()
+    runs: dict[str, dict | None] = {}
+    shapes = ("single", "pair") if args.side_by_side else ("pair" if args.lb_pair else "single",)
+    for shape in shapes:
+        if shape == "pair":
+            use_lb_pair()
+            if args.side_by_side:
+                SPEC["name"] = f"{SPEC['name']}-pair"  # the single LB's lab is down by now
+        runs[shape] = run_lab(parser, args)
+        if runs[shape] is not None:
+            emit(runs[shape])
+    console.print(f"wall time {time.monotonic() - started:.0f} s")
+    if args.side_by_side and all(runs.values()):
+        Console(stderr=True, width=160).print(side_by_side(runs["single"]["events"],
+                                                           runs["pair"]["events"]))  # fmt: skip
+    if any(figures is None for figures in runs.values()):
+        sys.exit(1)
+    aborted = [figures["aborted"] for figures in runs.values() if "aborted" in figures]
+    if aborted:
+        sys.exit(130 if "interrupted" in aborted else 1)
+
+
+def run_lab(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict | None:
+    """Make the lab (SPEC), measure every chosen event, remove it; the figures, or None."""
     figures = None
     with tempfile.TemporaryDirectory(prefix="lb-events-") as tmp:
-        console.print("building the stand-in images")
+        console.print(f"{SPEC['name']}: building the stand-in images")
         spec_file = build_spec(Path(tmp), args.registration)
         spec, _ = load_spec(spec_file)
         triggers = Triggers(spec_file, spec, args.outage)
@@ -826,7 +946,7 @@ def main() -> None:
         try:
             if not args.skip_up:
                 labctl(spec_file, "down", timeout=DOWN_TIMEOUT)  # leftovers of an earlier run
-                console.print("labctl up")
+                console.print(f"labctl up ({SPEC['name']})")
                 require(labctl(spec_file, "up", timeout=UP_TIMEOUT), "labctl up")
             figures, timeline = measure_lab(spec, triggers, chosen, args)
             if args.plot and timeline.marks:
@@ -840,12 +960,7 @@ def main() -> None:
         finally:
             if not args.keep:
                 tear_down(spec_file)
-    console.print(f"wall time {time.monotonic() - started:.0f} s")
-    if figures is None:
-        sys.exit(1)
-    emit(figures)
-    if "aborted" in figures:
-        sys.exit(130 if figures["aborted"] == "interrupted" else 1)
+    return figures
 
 
 def tear_down(spec_file: Path) -> None:

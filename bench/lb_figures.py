@@ -158,6 +158,41 @@ def _failed(client: dict) -> str:
     return text
 
 
+def consul_template_usage(figures: dict) -> str:
+    """An outage's consul-template CPU share and log growth, per LB host (older runs: one
+    figure for the single LB)."""
+    shares, logs = figures["consul_template_cpu_share"], figures["lb_log_bytes"]
+    if not isinstance(shares, dict):
+        shares, logs = {"LB": shares}, {"LB": logs}
+    return "; ".join(
+        f"{lb}: consul-template {share:.1%} of a core, log +{logs[lb]} B"
+        for lb, share in shares.items()
+    ) + f" in {figures['outage_seconds']:.0f} s"
+
+
+def side_by_side(single: dict[str, dict], pair: dict[str, dict]) -> Table:
+    """Every event of both runs (`lb_events.py --side-by-side`): the time nothing answered
+    and the failed GETs per client kind, the single LB beside the two sharing an address."""
+    out = Table(title="one LB vs two LBs sharing an address (same events, same load)")
+    out.add_column("event")
+    for shape in ("one LB", "two LBs"):
+        out.add_column(f"{shape}: not serving", justify="right")
+        out.add_column(f"{shape}: failed fresh", justify="right")
+        out.add_column(f"{shape}: failed keep-alive", justify="right")
+    for name in single:
+        row = [name]
+        for results in (single, pair):
+            figures = results.get(name, {"skipped": "not run"})
+            if "skipped" in figures:
+                row += [f"[dim]{figures['skipped']}[/]", "", ""]
+                continue
+            clients = figures["clients"]
+            gap = secs(figures["serving_gap"]) + ("" if figures["settled"] else " [red]*[/]")
+            row += [gap, _failed(clients["fresh"]), _failed(clients["keep-alive"])]
+        out.add_row(*row)
+    return out
+
+
 def table(results: dict[str, dict], title: str) -> Table:
     out = Table(title=title)
     out.add_column("event")
@@ -173,10 +208,7 @@ def table(results: dict[str, dict], title: str) -> Table:
         clients = figures["clients"]
         label = name + ("" if figures["settled"] else " [red](not settled)[/]")
         if "consul_template_cpu_share" in figures:
-            label += (
-                f"\n[dim]consul-template {figures['consul_template_cpu_share']:.1%} of a core, "
-                f"log +{figures['lb_log_bytes']} B in {figures['outage_seconds']:.0f} s[/]"
-            )
+            label += f"\n[dim]{consul_template_usage(figures)}[/]"
         if "first_answer" in figures:
             label += (
                 f"\n[dim]apply {secs(figures['apply_seconds'])}, its first answer through the "

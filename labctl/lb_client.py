@@ -97,8 +97,10 @@ def vrrp_record(client: httpx.Client, address: str) -> dict:
 
 
 def holds_address(ssh: SshData, address: str) -> bool:
-    """Whether the host's kernel holds `address` (a fact no stale file can fake)."""
-    code, output = remote.run(ssh, f"ip -o -4 addr show to {address}/32")
+    """Whether the host's kernel holds `address` on an interface of the network (a fact
+    no stale file can fake): not the host-scoped copy every LB of a pair keeps on its
+    loopback (templates/keepalived/start.sh)."""
+    code, output = remote.run(ssh, f"ip -o -4 addr show scope global to {address}/32")
     if code != 0:
         raise RemoteError(remote.address(ssh), f"`ip addr` failed: {output.strip()}")
     return bool(output.strip())

@@ -28,7 +28,13 @@ from labctl.paths import (
 from labctl.remote import RemoteError, run
 from labctl.services import Service
 from labctl.spec import LabSpec, SpecError, validate
-from roles.contract import KEEPALIVED_CONTAINER, LAB_LABEL, VRRP_HANDOVER
+from roles.contract import (
+    LAB_LABEL,
+    LB_CONTAINER,
+    VRRP_HANDOVER_SECONDS,
+    VRRP_UNDRAIN_COMMAND,
+    vrrp_drain_command,
+)
 
 Report = Callable[[str], None]
 LB_FOLLOW_DEADLINE = 60.0
@@ -156,13 +162,15 @@ def _machine_action(spec: LabSpec, target: str, failing: bool) -> str:
     verb = "kill" if failing else "start"
     command = f"docker {listing} --filter label={label} | xargs -r docker {verb}"
     pair_lb = spec.lb_pair and target in {h.name for h in spec.lb_hosts}
-    handover = f"docker exec {KEEPALIVED_CONTAINER} {VRRP_HANDOVER}"
     if failing and pair_lb:
-        # A planned event: the address moves to another LB before this one stops.
-        _remote(spec, target, f"{handover} drain {target} {spec.lb_address}")
+        # A planned event: the address moves to another LB before this one stops, and the
+        # LB finishes what it serves (nginx's graceful quit) before the rest is killed.
+        peers = [str(h.address) for h in spec.lb_hosts if h.name != target]
+        drain = vrrp_drain_command(target, spec.lb_address, peers, VRRP_HANDOVER_SECONDS)
+        _remote(spec, target, f"{drain} && docker stop {LB_CONTAINER}")
     output = _remote(spec, target, command)
     if not failing and pair_lb:
-        _remote(spec, target, f"{handover} undrain")
+        _remote(spec, target, VRRP_UNDRAIN_COMMAND)
     count = len(output.split())
     if failing:
         return (

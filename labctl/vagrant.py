@@ -22,7 +22,7 @@ from labctl.paths import (
     vagrant_home,
 )
 from labctl.spec import PROJECT_ROOT, LabSpec, SpecError, load_spec
-from roles.contract import LAB_LABEL
+from roles.contract import ARP_OWN_INTERFACE_ONLY, LAB_LABEL
 
 VAGRANT_PROVIDERS = ("virtualbox", "docker")
 
@@ -86,6 +86,7 @@ def _vagrant_host(spec: LabSpec, name: str, address: str) -> dict:
             f"volume-label={LAB_LABEL}={spec.name}",
             "--label",
             f"{LAB_LABEL}={spec.name}",
+            *_lb_pair_sysctls(spec, name),
         ],
     }
 
@@ -101,6 +102,15 @@ def own_vagrant_home(spec: LabSpec, provider: str) -> bool:
     return vagrant_home(spec).is_dir() or not (vagrant_dotfile_path(spec) / "machines").exists()
 
 
+def _lb_pair_sysctls(spec: LabSpec, name: str) -> list[str]:
+    """An LB host of a pair answers ARP only for its interfaces' own addresses (role lb
+    sets this on a machine; a host container's /proc/sys is read-only inside, so Docker
+    sets it when it makes the container: its own network namespace, nobody else's)."""
+    if not (spec.lb_pair and name in {h.name for h in spec.lb_hosts}):
+        return []
+    return [f"--sysctl={key}={value}" for key, value in ARP_OWN_INTERFACE_ONLY.items()]
+
+
 def vagrant_env(spec: LabSpec, provider: str) -> dict[str, str]:
     """Environment for every Vagrant call of this lab: its own state dir and spec, and
     for the docker provider its own Vagrant data directory: the machine index `down`
@@ -110,15 +120,19 @@ def vagrant_env(spec: LabSpec, provider: str) -> dict[str, str]:
     if own_vagrant_home(spec, provider):
         vagrant_home(spec).mkdir(parents=True, exist_ok=True)
         own_home = {"VAGRANT_HOME": str(vagrant_home(spec))}
-    return os.environ | own_home | {
-        "VAGRANT_DOTFILE_PATH": str(vagrant_dotfile_path(spec)),
-        "VAGRANT_DEFAULT_PROVIDER": provider,
-        "LAB_SPEC": str(spec.source),
-        "LAB_PYTHON": sys.executable,
-        # Keep Vagrant from phoning home; the lab must work offline.
-        "VAGRANT_CHECKPOINT_DISABLE": "1",
-        "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
-    }
+    return (
+        os.environ
+        | own_home
+        | {
+            "VAGRANT_DOTFILE_PATH": str(vagrant_dotfile_path(spec)),
+            "VAGRANT_DEFAULT_PROVIDER": provider,
+            "LAB_SPEC": str(spec.source),
+            "LAB_PYTHON": sys.executable,
+            # Keep Vagrant from phoning home; the lab must work offline.
+            "VAGRANT_CHECKPOINT_DISABLE": "1",
+            "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
+        }
+    )
 
 
 def client(spec: LabSpec, provider: str, quiet: bool = True) -> vagrant.Vagrant:

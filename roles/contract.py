@@ -9,6 +9,8 @@ LB's published record) is named here once.
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Literal
@@ -110,9 +112,36 @@ KEEPALIVED_CONFIG_DIR = f"{LAB_CONFIG_ROOT}/keepalived"
 # The planned hand-over's lever: `drain` in this directory holds 1 (this LB gives the
 # address away) or 0; mounted into the keepalived container at /var/lib/keepalived.
 KEEPALIVED_STATE_DIR = f"{HOST_STATE_DIR}/keepalived"
+KEEPALIVED_DRAIN_FILE = f"{KEEPALIVED_STATE_DIR}/drain"
 # In the keepalived container: drain this LB and wait until another holds the address
 # and serves, or give it back (templates/keepalived/vrrp-handover).
 VRRP_HANDOVER = "vrrp-handover"
+# Every LB host of a pair keeps the shared address on its loopback too (keepalived's
+# start.sh, given it in LB_ADDRESS), so that an LB that has just lost the address can
+# still send the answers it owes from it; these settings keep that copy unannounced:
+# the host answers ARP only for addresses on the interface asked (arp_ignore 1) and
+# names only that interface's addresses in its own ARP requests (arp_announce 2). The
+# kernel uses the higher of `all` and the interface's value for both.
+ARP_OWN_INTERFACE_ONLY = {"net.ipv4.conf.all.arp_ignore": 1, "net.ipv4.conf.all.arp_announce": 2}
+# Where they are kept for the next boot (existing machines, VirtualBox's VMs).
+LB_SYSCTL_FILE = "/etc/sysctl.d/60-lab-lb-pair.conf"
+
+
+# How long a planned hand-over waits for another LB to take the address (role lb's
+# lb_handover_timeout by default; `labctl fail` on existing machines).
+VRRP_HANDOVER_SECONDS = 10
+
+
+def vrrp_drain_command(host: str, address: str, peers: Iterable[str], seconds: int) -> str:
+    """The planned hand-over's first half, run on the LB host `host` before its LB stops:
+    the address to another LB (`peers`: the other LBs' own addresses) within `seconds`,
+    or nothing changed and a non-zero exit."""
+    return shlex.join(["docker", "exec", KEEPALIVED_CONTAINER, VRRP_HANDOVER, "drain", host,
+                       address, str(seconds), *peers])  # fmt: skip
+
+
+# Its second half, once this host's LB serves again: the drain lifted.
+VRRP_UNDRAIN_COMMAND = f"docker exec {KEEPALIVED_CONTAINER} {VRRP_HANDOVER} undrain"
 
 # --- Files on the control machine ----------------------------------------------------
 

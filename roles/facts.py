@@ -207,6 +207,25 @@ class LoadBalancerHealth(FactBase):
             return None
 
 
+class AddressesOnInterfaces(FactBase):
+    """Every interface that holds `address`, with the address as it holds it (prefix
+    length included, which `ip addr del` must match): [(interface, "a.b.c.d/n"), ...]."""
+
+    requires_command = "ip"
+
+    def command(self, address: str) -> str:
+        return f"ip -o -4 addr show to {shlex.quote(address)}/32"
+
+    def process(self, output: list[str]) -> list[tuple[str, str]]:
+        # `3: eth1    inet 192.168.56.10/24 ...`, `1: lo    inet 192.168.56.10/32 scope host lo`
+        held = []
+        for line in output:
+            words = line.split()
+            if len(words) > 3 and words[2] == "inet":
+                held.append((words[1].split("@")[0], words[3]))
+        return held
+
+
 class InterfaceWithAddress(FactBase):
     """The name of the interface that holds `address` on the host, or None."""
 

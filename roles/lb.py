@@ -22,12 +22,15 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
+from pyinfra.facts.server import Mounts, Sysctl
 from pyinfra.operations import files, server
 
 from roles.contract import (
+    ARP_OWN_INTERFACE_ONLY,
     CONSUL_TEMPLATE_TOKEN,
     KEEPALIVED_CONFIG_DIR,
     KEEPALIVED_CONTAINER,
+    KEEPALIVED_DRAIN_FILE,
     KEEPALIVED_ROLE,
     KEEPALIVED_STATE_DIR,
     LAB_CONTAINER_ARGS,
@@ -36,15 +39,24 @@ from roles.contract import (
     LB_REGISTRATION_FILE,
     LB_ROLE,
     LB_SPEC_DIR,
+    LB_SYSCTL_FILE,
     LOCAL_CONSUL,
     ROLE_LABEL,
     TEMPLATES,
-    VRRP_HANDOVER,
+    VRRP_HANDOVER_SECONDS,
+    VRRP_UNDRAIN_COMMAND,
     LabHost,
+    vrrp_drain_command,
 )
 from roles.facts import InterfaceWithAddress
 from roles.host_images import image_ref
-from roles.operations import container, load_balancer_healthy, root_only_file, spec_hash
+from roles.operations import (
+    container,
+    drain_lifted,
+    load_balancer_healthy,
+    root_only_file,
+    spec_hash,
+)
 
 DEFAULTS = {
     # consul-template's quiescence (min:max): changes arriving within `min` of each
@@ -61,7 +73,10 @@ DEFAULTS = {
     "lb_vrrp_advert_int": 0.2,
     # With several LBs: seconds a planned hand-over waits for another LB to hold the
     # address and serve before it gives up (and stops nothing).
-    "lb_handover_timeout": 10,
+    "lb_handover_timeout": VRRP_HANDOVER_SECONDS,
+    # With several LBs: seconds a replaced LB has, once the address is with another, to
+    # finish the requests it is serving (nginx's graceful quit) before it is killed.
+    "lb_stop_timeout": 10,
 }
 
 # consul-template 0.19 prints its whole configuration, token included, at these levels.
@@ -115,11 +130,38 @@ def _state_volume(data, lab: LabHost) -> str:
 def _handover(data, lab: LabHost) -> tuple[str, str]:
     """The commands that hand the shared address over before this host's LB stops, and
     take it back once it serves again; none with a single LB."""
-    if lab.lb.vrrp is None:
+    vrrp = lab.lb.vrrp
+    if vrrp is None:
         return "", ""
-    run = f"docker exec {KEEPALIVED_CONTAINER} {VRRP_HANDOVER}"
-    timeout = int(data.lb_handover_timeout)
-    return f"{run} drain {lab.name} {lab.lb.vrrp.address} {timeout}", f"{run} undrain"
+    peers = [peer.address for peer in vrrp.lbs if peer.name != lab.name]
+    drain = vrrp_drain_command(lab.name, vrrp.address, peers, int(data.lb_handover_timeout))
+    return drain, VRRP_UNDRAIN_COMMAND
+
+
+def _arp_for_own_interface_only() -> None:
+    """The kernel settings that keep the shared address on this LB host's loopback
+    unannounced (roles/contract.py), made to last: in place before keepalived starts, as
+    its start.sh wants them. The docker road's hosts are made with them (their /proc/sys
+    is read-only inside)."""
+    current = host.get_fact(Sysctl, keys=list(ARP_OWN_INTERFACE_ONLY))
+    differ = [f"{key}={current.get(key)}" for key, value in ARP_OWN_INTERFACE_ONLY.items()
+              if current.get(key) != value]  # fmt: skip
+    proc_sys = host.get_fact(Mounts).get("/proc/sys", {})
+    if differ and "ro" in proc_sys.get("options", []):
+        raise DeployError(
+            f"{host.name}: this LB host answers ARP for addresses of any interface "
+            f"({', '.join(differ)}) and its /proc/sys is read-only, so the lab cannot keep the "
+            "shared address on its loopback unannounced; a docker-road host made before LB "
+            "hosts got these settings has to be made again (`labctl down`, then `labctl up`)."
+        )
+    for key, value in ARP_OWN_INTERFACE_ONLY.items():
+        server.sysctl(
+            name=f"Set {key} = {value} (the shared address on loopback stays unannounced)",
+            key=key,
+            value=value,
+            persist=True,
+            persist_file=LB_SYSCTL_FILE,
+        )
 
 
 def _keepalived(data, lab: LabHost) -> None:
@@ -127,6 +169,7 @@ def _keepalived(data, lab: LabHost) -> None:
     directory, its container; a changed configuration is reloaded (SIGHUP), a replaced
     container hands the address over first."""
     vrrp = lab.lb.vrrp
+    _arp_for_own_interface_only()
     interface = host.get_fact(InterfaceWithAddress, address=lab.address)
     if interface is None:
         raise DeployError(
@@ -162,6 +205,8 @@ def _keepalived(data, lab: LabHost) -> None:
             f"-v={KEEPALIVED_CONFIG_DIR}:/etc/keepalived:ro",
             f"-v={KEEPALIVED_STATE_DIR}:/var/lib/keepalived",
             _state_volume(data, lab),
+            # Also on loopback, unannounced (start.sh): answers owed after a move still leave.
+            f"-e=LB_ADDRESS={vrrp.address}",
         ],
         labels={LAB_LABEL: lab.lab_name, ROLE_LABEL: KEEPALIVED_ROLE},
         before_replace=drain,
@@ -182,6 +227,9 @@ def load_balancer() -> None:
     if lab.lb.vrrp is not None:
         _keepalived(data, lab)
     drain, undrain = _handover(data, lab)
+    # A replaced LB of a pair, the address gone to another, finishes what it serves
+    # (its answers leave from the address on loopback) before `docker rm -f`.
+    graceful = f"{drain} && docker stop --time {int(data.lb_stop_timeout)} {LB_CONTAINER}"
     image, image_id = image_ref(LB_ROLE)
     secret_args = _token_mount(data, lab)
     spec_args = _publish_registration(lab)
@@ -205,7 +253,7 @@ def load_balancer() -> None:
         labels={LAB_LABEL: lab.lab_name, ROLE_LABEL: LB_ROLE},
         # A new token restarts consul-template with it (start.sh reads it at start).
         depends_on=spec_hash(lab.lb.consul_token or ""),
-        before_replace=drain,
+        before_replace=graceful if drain else "",
         replaced_ready=undrain,
         # Several LBs are replaced one at a time: another holds the address meanwhile.
         _serial=lab.lb.vrrp is not None,
@@ -219,3 +267,12 @@ def load_balancer() -> None:
         _if=lambda: not lb.did_change(),
         _serial=lab.lb.vrrp is not None,
     )
+    if undrain:
+        # A run stopped between a hand-over and its undrain (an interrupted apply, a
+        # failed step) left this LB drained: it gets the address back once it serves.
+        drain_lifted(
+            name="Lift a drain left from an earlier hand-over",
+            path=KEEPALIVED_DRAIN_FILE,
+            undrain=undrain,
+            _serial=True,
+        )

@@ -34,12 +34,12 @@ from roles.contract import (
 )
 from roles.facts import (
     DOCKER_OBJECTS,
+    AddressesOnInterfaces,
     ConsulAgentServices,
     DockerContainerState,
     DockerImageIds,
     DockerLabelled,
     ImageUserIds,
-    InterfaceWithAddress,
     LoadBalancerHealth,
     curl_token_option,
 )
@@ -486,14 +486,28 @@ def load_balancer_healthy(container_name: str, before_restart: str = "", after_r
 
 
 @operation()
-def address_absent(address: str, prefixlen: int):
+def drain_lifted(path: str, undrain: str):
+    """The drain file at `path` not left at 1 by a planned hand-over whose second half
+    never ran (a run interrupted between the two, a step that failed): `undrain` lifts
+    it once the LB serves, and the address comes back by preemption."""
+    contents = host.get_fact(FileContents, path=path)
+    if not contents or contents[0].strip() != "1":
+        host.noop("no drain left over")
+        return
+    yield undrain
+
+
+@operation()
+def address_absent(address: str):
     """`address` on no interface of the host: what a keepalived that was killed, not
-    stopped, leaves behind (a stopped one removes it itself)."""
-    interface = host.get_fact(InterfaceWithAddress, address=address)
-    if interface is None:
+    stopped, leaves on the lab interface (a stopped one removes it itself), and the
+    copy keepalived's start.sh keeps on loopback."""
+    held = host.get_fact(AddressesOnInterfaces, address=address)
+    if not held:
         host.noop(f"no interface holds {address}")
         return
-    yield f"ip addr del {shlex.quote(f'{address}/{prefixlen}')} dev {shlex.quote(interface)}"
+    for interface, cidr in held:
+        yield f"ip addr del {shlex.quote(cidr)} dev {shlex.quote(interface)}"
 
 
 @operation()

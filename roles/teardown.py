@@ -33,6 +33,7 @@ from roles.contract import (
     LAB_CONFIG_ROOT,
     LAB_LABEL,
     LAB_WAIT,
+    LB_SYSCTL_FILE,
     PURGE_ENGINE,
     REGISTRATOR_REGISTRATION,
 )
@@ -74,8 +75,8 @@ def remove_lab() -> None:
         address_absent(
             name=f"Remove the LBs' shared address {vrrp.address}",
             address=vrrp.address,
-            prefixlen=vrrp.prefixlen,
         )
+        files.file(name=f"Remove {LB_SYSCTL_FILE}", path=LB_SYSCTL_FILE, present=False)
     daemon = json_keys(
         name=f"Remove the lab's keys from {DAEMON_JSON}",
         path=DAEMON_JSON,

@@ -48,7 +48,7 @@ from labctl.images.on_control import build
 from labctl.images.spec_images import LabImage
 from labctl.images.tags import image_namespace, recipe_tag
 from labctl.spec import DockerProvider, Versions
-from roles.contract import TEMPLATES
+from roles.contract import ARP_OWN_INTERFACE_ONLY, TEMPLATES
 from testbed.standin_build import BUILD_LOCK
 
 LABEL = "io.labctl.vrrp-pair"
@@ -270,11 +270,13 @@ class VrrpPair:
         )
 
     def _run_host(self, name: str) -> None:
-        # iptables and ip need NET_ADMIN (and iptables NET_RAW) in the namespace.
+        # iptables and ip need NET_ADMIN (and iptables NET_RAW) in the namespace; ARP
+        # as the lab sets it on an LB host of a pair (the address on loopback unannounced).
         self._on_bridge(
             f"{self.prefix}-{name}",
             HOST_OFFSET + self.names.index(name) + 1,
             cap_add=["NET_ADMIN", "NET_RAW"],
+            sysctls={key: str(value) for key, value in ARP_OWN_INTERFACE_ONLY.items()},
             volumes={f"{self.prefix}-{name}-state": {"bind": "/var/lib/lb", "mode": "ro"}},
         )
 
@@ -306,7 +308,8 @@ class VrrpPair:
         if not create:
             self.container(name, "keepalived").start()
             return
-        keepalived = self._in_host(name, "keepalived", self.keepalived_ref, cap_add=VRRP_CAPS)
+        keepalived = self._in_host(name, "keepalived", self.keepalived_ref, cap_add=VRRP_CAPS,
+                                   environment={"LB_ADDRESS": self.address})  # fmt: skip
         conf = self.keepalived_conf(name).encode()
         put_files(keepalived, "/etc/keepalived", {"keepalived.conf": conf})
         keepalived.start()
@@ -342,9 +345,9 @@ class VrrpPair:
         host is down)."""
         if not self._running(name):
             return False
-        out = self._exec(
-            self.container(name), "ip", "-o", "-4", "addr", "show", "to", f"{self.address}/32"
-        )
+        # On the bridge (scope global), not the copy on loopback (scope host).
+        out = self._exec(self.container(name), "ip", "-o", "-4", "addr", "show", "scope",
+                         "global", "to", f"{self.address}/32")  # fmt: skip
         return bool(out.strip())
 
     def holders(self) -> list[str]:

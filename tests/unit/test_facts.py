@@ -13,6 +13,7 @@ import pytest
 
 from roles import facts
 from roles.facts import (
+    AddressesOnInterfaces,
     ConsulAgentServices,
     ConsulPassingServices,
     DockerContainerState,
@@ -151,6 +152,20 @@ def test_consul_passing_services_are_those_whose_every_check_passes():
     assert ConsulPassingServices().process(["{}", "200 0"]) == []
     assert ConsulPassingServices().process(["", "000 7"]) == []
     assert ConsulPassingServices.default() == []
+
+
+def test_addresses_on_interfaces_name_every_interface_and_the_prefix_it_holds():
+    # `ip -o -4 addr show to 192.168.56.10/32` on an LB host holding the shared address:
+    # keepalived's on the lab interface, start.sh's copy on loopback.
+    output = [
+        "1: lo    inet 192.168.56.10/32 scope host lo\\       "
+        "valid_lft forever preferred_lft forever",
+        "3: eth1.10@eth1    inet 192.168.56.10/24 scope global secondary eth1.10\\       "
+        "valid_lft forever preferred_lft forever",
+    ]
+    assert AddressesOnInterfaces().process(output) == [
+        ("lo", "192.168.56.10/32"), ("eth1.10", "192.168.56.10/24")]  # fmt: skip
+    assert AddressesOnInterfaces().process([]) == []
 
 
 def test_load_balancer_health_is_what_lb_health_prints_or_none():

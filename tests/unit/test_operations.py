@@ -152,7 +152,8 @@ def test_every_operation_has_cases():
         "images_present", "container", "containers_pruned", "validated_config",
         "service_instance", "consul_services_absent", "load_balancer_healthy",
         "images_obtained", "labelled_absent", "recorded_images_absent", "json_keys",
-        "registrator_instance", "registrator_instances_drained",
+        "registrator_instance", "registrator_instances_drained", "drain_lifted",
+        "address_absent",
     }  # fmt: skip
     assert {p.parent.name for p in CASES} == operations
 

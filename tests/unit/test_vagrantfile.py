@@ -96,6 +96,23 @@ def test_docker_machines_are_vm_like_containers(tmp_path):
     assert web2["invalid_settings"] == []
 
 
+PAIR = PROJECT_ROOT / "examples" / "lb-pair.yaml"
+
+
+def test_the_lb_hosts_of_a_pair_answer_arp_for_their_interfaces_own_addresses_only(tmp_path):
+    """Docker sets it on the LB host containers of a pair (their /proc/sys is read-only
+    inside): the shared address every LB keeps on loopback stays unannounced."""
+    spec, _ = load_spec(PAIR)
+    lbs = {host.name for host in spec.lb_hosts}
+    wanted = ["--sysctl=net.ipv4.conf.all.arp_ignore=1",
+              "--sysctl=net.ipv4.conf.all.arp_announce=2"]  # fmt: skip
+    for name, vm in machines(PAIR, "docker", tmp_path).items():
+        sysctls = [a for a in vm["provider"]["create_args"] if a.startswith("--sysctl")]
+        assert sysctls == (wanted if name.removeprefix(f"{spec.name}-") in lbs else []), name
+    for vm in machines(FIVE, "docker", tmp_path / "five").values():
+        assert not [a for a in vm["provider"]["create_args"] if a.startswith("--sysctl")]
+
+
 def test_host_image_does_not_contain_docker():
     dockerfile = (PROJECT_ROOT / "templates" / "host" / "Dockerfile").read_text()
     installs = " ".join(line for line in dockerfile.splitlines() if not line.startswith("#"))

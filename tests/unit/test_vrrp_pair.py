@@ -9,12 +9,15 @@ bench/vrrp_pair.py's to print (issue 19's goal, ≤ 1 s, is met there on a quiet
 a timed assertion would fail on a busy one).
 
 Runs under the machine-wide e2e lock with the other tests that make containers; the
-bridge is LAB_VRRP_TEST_SUBNET (a /24, 192.168.252.0/24 unless set).
+bridges are LAB_VRRP_TEST_SUBNET (a /24, 192.168.252.0/24 unless set) and the /24 after it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import threading
+import time
 
 import httpx
 import pytest
@@ -24,6 +27,9 @@ from testbed.vrrp_events import SCENARIOS, Measured, partition, planned_handover
 from testbed.vrrp_pair import VrrpPair, is_answer, wait_for
 
 SUBNET = os.environ.get("LAB_VRRP_TEST_SUBNET", "192.168.252.0/24")
+# The unicast pair's bridge: the /24 after it (192.168.253.0/24 by default).
+_FIRST = ipaddress.IPv4Network(SUBNET)
+NEXT_SUBNET = ipaddress.IPv4Network((int(_FIRST.network_address) + _FIRST.num_addresses, 24))
 CLIENTS = ("fresh", "keepalive")
 # A client has at most one request in flight; a move of the address can cost it that
 # one (a connection the old holder accepted, whose next packet reaches the new one).
@@ -41,7 +47,7 @@ def pair():
 
 @pytest.fixture(scope="module")
 def unicast_pair():
-    with VrrpPair("vrrp-test-unicast", SUBNET.replace(".252.", ".253."), unicast=True) as pair:
+    with VrrpPair("vrrp-test-unicast", str(NEXT_SUBNET), unicast=True) as pair:
         yield pair
 
 
@@ -111,6 +117,64 @@ def test_a_planned_hand_over_moves_the_address_before_the_lb_stops(pair):
         # The keep-alive client's connection to the old holder is reset on its next
         # request, before any answer: it retries (RFC 9112) and loses nothing.
         assert measured.runs["keepalive"].failures == []
+
+
+# A server in an LB host's namespace that answers its one request after ANSWER_AFTER s:
+# a request in flight while the address moves (it runs on the first LB only). Its answer
+# goes out in one write, as nginx sends a small answer: a client acknowledging the first
+# part of an answer written in pieces tells the new holder, which resets the connection
+# (docs/lb-pair.md, "Requests in flight at a move").
+ANSWER_AFTER = 1.5
+SLOW_PORT = 8081
+SLOW_SERVER = f"""
+import socket, time
+server = socket.create_server(("", {SLOW_PORT}))
+connection, _ = server.accept()
+connection.recv(4096)
+time.sleep({ANSWER_AFTER})
+connection.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 4\\r\\n\\r\\nowed")
+connection.close()
+"""
+
+
+def test_every_lb_keeps_the_address_on_loopback_and_only_the_holder_answers_arp(pair):
+    first = pair.names[0]
+    for name in pair.names:
+        on_lo = pair.container(name).exec_run(
+            ["ip", "-o", "-4", "addr", "show", "dev", "lo", "to", f"{pair.address}/32"])
+        assert "scope host" in on_lo.output.decode(), (name, on_lo.output)
+    assert pair.holders() == [first]
+    assert pair.arp_answers() == {first: 3}
+
+
+def test_an_answer_owed_when_the_address_moves_still_reaches_the_client(pair):
+    """The old holder accepted the request before the move and answers after it: the
+    answer leaves from its loopback copy of the address (without it the kernel has no
+    route from an address it no longer holds, and the client waits for its timeout)."""
+    first, second = pair.names
+    pair.container(first, "lb").exec_run(["python3", "-c", SLOW_SERVER], detach=True)
+    wait_for(lambda: pair.container(first).exec_run(
+        ["sh", "-c", f"ss -ltn | grep -q :{SLOW_PORT}"]).exit_code == 0, 5, "the slow server")
+    answer: dict = {}
+
+    def ask() -> None:
+        result = pair.container("client").exec_run(
+            ["curl", "-s", "-m", str(ANSWER_AFTER + 3), "-w", " %{http_code}",
+             f"http://{pair.address}:{SLOW_PORT}/"])  # fmt: skip
+        answer.update(code=result.exit_code, output=result.output.decode())
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    try:
+        time.sleep(ANSWER_AFTER / 3)  # the request is in: the address moves under it
+        pair.drain(first, True)
+        pair.wait_holders([second], 5, "the drained master's address with the backup")
+        asking.join()
+        assert answer == {"code": 0, "output": "owed 200"}
+    finally:
+        asking.join()
+        pair.drain(first, False)
+        pair.wait_holders([first], 10, "the address back with the first LB")
 
 
 # Keep-alive clients: after a host loss the request in flight is retransmitted until the
