@@ -18,6 +18,7 @@ from labctl import virtualbox
 from labctl.paths import (
     host_container_name,
     host_volume_name,
+    read_state,
     vagrant_dotfile_path,
 )
 from labctl.spec import PROJECT_ROOT, LabSpec, SpecError, load_spec
@@ -61,6 +62,8 @@ def vagrantfile_data(spec: LabSpec, machine: str | None = None) -> dict:
         "docker": {
             "build_dir": str(PROJECT_ROOT / "templates" / "host"),
             "base_image": spec.docker.base_image,
+            # The lab's box (labctl/box.py), when its hosts are made from one.
+            "box": read_state(spec).get("box"),
         },
         "hosts": [_vagrant_host(spec, host.name, str(host.address)) for host in spec.hosts],
     }
