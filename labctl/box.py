@@ -155,10 +155,12 @@ def plan(spec: LabSpec, provider: str, state: dict, use: bool) -> BoxPlan:
     return BoxPlan(box, f"none for this spec yet: {box.image} is kept after the engine install")
 
 
-def fill_volumes(spec: LabSpec, box: Box) -> None:
+def fill_volumes(spec: LabSpec, box: Box) -> float:
     """Each host's /var/lib/docker volume, a copy of the box's, before its host is made;
-    hosts whose volume exists already (a host up before) keep theirs."""
+    hosts whose volume exists already (a host up before) keep theirs. Returns the
+    seconds it took."""
     client = system.ensure_engine()
+    started = time.monotonic()
     targets = {}
     for host in spec.hosts:
         name = host_volume_name(spec, host.name)
@@ -168,12 +170,13 @@ def fill_volumes(spec: LabSpec, box: Box) -> None:
             client.volumes.create(name=name, labels={LAB_LABEL: spec.name})
             targets[host.name] = name
     if not targets:
-        return
+        return 0.0
     copies = " ".join(f'cp -a /box/. /hosts/{name}/ & pids="$pids $!";' for name in targets)
     script = f"pids=; {copies} for p in $pids; do wait $p || exit 1; done"
     mounts = {box.volume: {"bind": "/box", "mode": "ro"}}
     mounts |= {volume: {"bind": f"/hosts/{host}", "mode": "rw"} for host, volume in targets.items()}
     _run_helper(client, box.image, script, mounts, spec.name)
+    return time.monotonic() - started
 
 
 def _run_helper(client, image: str, script: str, mounts: dict, lab: str) -> None:

@@ -163,35 +163,37 @@ def up(
         boxing = box.BoxPlan(None, read_state(spec).get("box_note", ""))
     write_state(spec, **({"offline": None} | state))
     if boxing.from_box:
-        box.fill_volumes(spec, boxing.box)
+        seconds = box.fill_volumes(spec, boxing.box)
+        write_state(spec, box_note=f"{boxing.note} (engine data copied in {seconds:.1f} s)")
     create_hosts(spec, provider, report)
     write_state(spec, apt_proxy=aptcache.ensure(spec, provider, report))
-    if boxing.to_make:
-        keep_box(spec, boxing.box, report)
+    boxed = keep_box(spec, boxing.box, report) if boxing.to_make else ConvergeResult()
     if not spec.security.acl:
-        return converge_lab(spec, report)
+        return boxed + converge_lab(spec, report)
     # The roles after Consul need tokens, and tokens need a leader: the agents first.
     agents = converge_lab(spec, report, ("--data", f"{STAGE}={AGENTS_ONLY}"))
     leaving = security.leaving_services(spec)
     security.ensure_acls(spec, report, check_servers=True, leaving=leaving)
     hand_out_agent_tokens(spec, report)
-    result = agents + converge_lab(spec, report)
+    result = boxed + agents + converge_lab(spec, report)
     narrow_tokens(spec, report, leaving)
     return result
 
 
-def keep_box(spec: LabSpec, new: box.Box, report: Report) -> None:
+def keep_box(spec: LabSpec, new: box.Box, report: Report) -> ConvergeResult:
     """Converge the hosts up to their engine and images, then box the first one. A box
-    that cannot be made is reported and the `up` goes on: the lab does not need it."""
-    converge_lab(spec, report, ("--data", f"{STAGE}={HOST_ONLY}"))
+    that cannot be made is said (`up` prints the note) and the `up` goes on: the lab
+    itself does not need it."""
+    result = converge_lab(spec, report, ("--data", f"{STAGE}={HOST_ONLY}"))
     try:
         seconds = box.make(spec, new, report)
     except box.BoxError as exc:
-        report(f"warning: {exc}")
-        write_state(spec, box_note=f"warning: {exc}; the next `up` installs everything again")
-        return
-    write_state(spec, box_note=f"{new.image} kept ({seconds:.1f} s), the next `up` starts from it")
-    box.prune(spec.name)
+        note = f"warning: {exc}; the next `up` installs everything again"
+    else:
+        note = f"{new.image} kept ({seconds:.1f} s), the next `up` starts from it"
+        box.prune(spec.name)
+    write_state(spec, box_note=note)
+    return result
 
 
 def apply(spec: LabSpec, report: Report) -> ConvergeResult:
