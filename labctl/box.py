@@ -29,6 +29,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 from docker.errors import DockerException, NotFound
@@ -38,6 +39,7 @@ from labctl.host_data import role_settings
 from labctl.images.tags import image_namespace
 from labctl.paths import host_container_name, host_volume_name, read_state
 from labctl.spec import PROJECT_ROOT, LabSpec
+from labctl.virtualbox import checkout_id
 from roles import docker as docker_role
 from roles.contract import LAB_LABEL
 
@@ -333,6 +335,22 @@ def prune(lab: str, keep: int = CACHE_BOUND) -> list[str]:
         if position >= keep and not found.in_use:
             removed += _remove(client, found.box)
     return removed
+
+
+def vagrant_box_name(spec: LabSpec, key: str) -> str:
+    """The virtualbox road's box of the lab: Vagrant's box names are global per user,
+    so it carries the checkout's ID as the lab's VM names do."""
+    return f"labctl/{spec.name}-{checkout_id()}-{key[:KEY_DIGITS]}"
+
+
+def package_commands(spec: LabSpec, host: str, key: str, box_file: Path) -> list[list[str]]:
+    """The virtualbox road's box, as the seed made it: `vagrant package` of the lab's
+    first converged VM (Vagrant halts it, exports it and packs in the key it gave the
+    machine), then `vagrant box add` under the lab's name."""
+    return [
+        ["vagrant", "package", host_container_name(spec, host), "--output", str(box_file)],
+        ["vagrant", "box", "add", "--name", vagrant_box_name(spec, key), str(box_file)],
+    ]
 
 
 def key_problem(key: str) -> str | None:
