@@ -40,7 +40,6 @@ from labctl.images.tags import image_namespace
 from labctl.paths import host_container_name, host_volume_name, read_state
 from labctl.spec import PROJECT_ROOT, LabSpec
 from labctl.virtualbox import checkout_id
-from roles import docker as docker_role
 from roles.contract import LAB_LABEL
 
 Report = Callable[[str], None]
@@ -56,8 +55,9 @@ CACHE_BOUND = 2
 KEY_DIGITS = 16
 KEY_RE = re.compile(r"[0-9a-f]{4,64}")
 HOST_TEMPLATE = PROJECT_ROOT / "templates" / "host"
+DOCKER_ROLE = PROJECT_ROOT / "roles" / "docker.py"
 # The docker role's settings that say nothing about what is installed.
-NOT_IN_BOX = {"docker_apt_proxy", "docker_apt_cache_time"}
+NOT_IN_BOX = {"docker_apt_proxy"}
 ENGINE_PACKAGES = ("docker.io", "containerd", "runc")
 
 
@@ -122,10 +122,13 @@ def box_key(spec: LabSpec, state: dict, client: docker.DockerClient) -> str:
     for path in sorted(p for p in HOST_TEMPLATE.rglob("*") if p.is_file()):
         template.update(path.relative_to(HOST_TEMPLATE).as_posix().encode() + b"\0")
         template.update(path.read_bytes())
-    engine = {k: v for k, v in docker_role.DEFAULTS.items() if k not in NOT_IN_BOX}
-    engine |= {k: v for k, v in role_settings(spec, state).items() if k not in NOT_IN_BOX}
+    # The docker role as a whole (its packages, defaults and daemon options are in its
+    # source: labctl reads it as a file, it imports only the roles' contract), and the
+    # settings labctl gives it.
+    engine = {k: v for k, v in role_settings(spec, state).items() if k not in NOT_IN_BOX}
     held = {
         "template": template.hexdigest(),
+        "docker_role": hashlib.sha256(DOCKER_ROLE.read_bytes()).hexdigest(),
         "base_image": client.images.get(spec.docker.base_image).id,
         "engine": engine,
         "images": sorted((i["ref"], i["id"]) for i in state.get("images", {}).values()),
@@ -173,7 +176,10 @@ def fill_volumes(spec: LabSpec, box: Box) -> float:
             targets[host.name] = name
     if not targets:
         return 0.0
-    copies = " ".join(f'cp -a /box/. /hosts/{name}/ & pids="$pids $!";' for name in targets)
+    # --reflink: where the engine's file system shares extents (XFS, Btrfs), no byte moves.
+    copies = " ".join(
+        f'cp -a --reflink=auto /box/. /hosts/{name}/ & pids="$pids $!";' for name in targets
+    )
     script = f"pids=; {copies} for p in $pids; do wait $p || exit 1; done"
     mounts = {box.volume: {"bind": "/box", "mode": "ro"}}
     mounts |= {volume: {"bind": f"/hosts/{host}", "mode": "rw"} for host, volume in targets.items()}
@@ -257,7 +263,7 @@ def make(spec: LabSpec, box: Box, report: Report) -> float:
             host_volume_name(spec, source): {"bind": "/from", "mode": "ro"},
             box.volume: {"bind": "/to", "mode": "rw"},
         }
-        _run_helper(client, box.image, "cp -a /from/. /to/", mounts, spec.name)
+        _run_helper(client, box.image, "cp -a --reflink=auto /from/. /to/", mounts, spec.name)
     except (BoxError, DockerException) as exc:
         _remove(client, box)
         raise BoxError(f"no box kept ({exc})") from None

@@ -372,8 +372,7 @@ def down(
         except (subprocess.CalledProcessError, RuntimeError) as exc:
             report(f"vagrant destroy failed ({exc}); removing leftovers directly")
     if provider != "ssh":
-        removed += _sweep_docker(spec, report)
-        removed += box.prune(spec.name, keep=0 if purge else box.CACHE_BOUND)
+        removed += _sweep_docker(spec, report, boxes_kept=0 if purge else box.CACHE_BOUND)
     if lab_dir(spec).exists():
         shutil.rmtree(lab_dir(spec))
         if state:  # not only the log of this very `down`
@@ -383,9 +382,11 @@ def down(
     return removed
 
 
-def _sweep_docker(spec: LabSpec, report: Report, containers_only: bool = False) -> list[str]:
+def _sweep_docker(
+    spec: LabSpec, report: Report, containers_only: bool = False, boxes_kept: int = 0
+) -> list[str]:
     """Containers and volumes labelled with the lab, all at once, and its unused
-    Vagrant network."""
+    Vagrant network; its host boxes but the newest `boxes_kept`."""
     client = system.engine()
     if client is None:
         return []
@@ -416,6 +417,7 @@ def _sweep_docker(spec: LabSpec, report: Report, containers_only: bool = False) 
                 removed.append(f"network {network.name}")
         except NotFound:
             pass
+        removed += box.prune(spec.name, keep=boxes_kept)
     except DockerException as exc:
         raise LifecycleError(
             f"could not remove the lab's Docker leftovers ({exc}); remove containers and "

@@ -46,7 +46,8 @@ def test_a_box_is_named_by_what_it_holds(write_spec):
     key = box.box_key(spec, STATE, Engine())
     assert key == box.box_key(spec, copy.deepcopy(STATE), Engine())
     # Another image version (another ID), another base image, a registry mirror in the
-    # engine's daemon.json: each another box.
+    # engine's daemon.json: each another box. (A changed docker role or host template
+    # too: their files are hashed.)
     other_image = copy.deepcopy(STATE)
     other_image["images"]["lb"]["id"] = "sha256:" + "3" * 64
     mirrored = copy.deepcopy(VALID) | {"images": {"registry_mirrors": ["https://m.example"]}}
@@ -84,7 +85,7 @@ def test_no_box_asks_for_nothing(write_spec):
 def test_the_vagrantfile_makes_hosts_from_the_recorded_box(write_spec):
     spec = spec_of(write_spec)
     assert vagrant.vagrantfile_data(spec, "x86_64")["docker"]["box"] is None
-    write_state(spec, box="lab/box-badinput:0123456789abcdef")
+    write_state(spec, provider="docker", box="lab/box-badinput:0123456789abcdef")
     assert vagrant.vagrantfile_data(spec, "x86_64")["docker"]["box"] == (
         "lab/box-badinput:0123456789abcdef"
     )
