@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import docker
 from docker.errors import DockerException, NotFound
@@ -221,10 +222,12 @@ systemctl start docker.service
 """
 
 
-def _exec(container: str, script: str, stdin: bytes | None = None) -> str:
+def _exec(container: str, script: str, stdin: bytes | BinaryIO = b"") -> str:
+    """`script` run as root in the host container (`stdin`: bytes, or a file to stream)."""
+    feed = {"input": stdin} if isinstance(stdin, bytes) else {"stdin": stdin}
     result = subprocess.run(
         ["docker", "exec", "-i", container, "sh", "-c", script],
-        input=stdin or b"", capture_output=True, timeout=300,
+        capture_output=True, timeout=300, **feed,
     )  # fmt: skip
     if result.returncode != 0:
         said = result.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
@@ -245,7 +248,7 @@ def make(spec: LabSpec, box: Box, report: Report) -> float:
         if host != source and archive:
             report(f"box: loading {host}'s images into {source}")
             with open(archive, "rb") as data:
-                _exec(container, "docker load -q", data.read())
+                _exec(container, "docker load -q", data)
     versions = _exec(
         container, "dpkg-query -W -f '${Package}=${Version} ' " + " ".join(ENGINE_PACKAGES)
     ).strip()
