@@ -37,7 +37,14 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a burst of new connections from a freshly
+    # (re)started nginx on a busy host overflows it, the dropped SYN is sent again a
+    # second later, nginx's 1 s connect timeout counts a failure against a healthy
+    # instance (three take it out for fail_timeout). swoole's default backlog is 512.
+    request_queue_size = 512
+    daemon_threads = True
+
+
 if __name__ == "__main__":
-    server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
-    server.daemon_threads = True
-    server.serve_forever()
+    Server(("0.0.0.0", PORT), Handler).serve_forever()

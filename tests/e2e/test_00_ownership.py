@@ -32,6 +32,7 @@ import docker
 import pytest
 from docker.types import IPAMConfig, IPAMPool
 
+from labctl.hostnet import docker_network_clash, route_clash
 from labctl.paths import (
     docker_network_name,
     host_container_name,
@@ -100,10 +101,12 @@ EMPTY = {"local state": {}, "containers": {}, "volumes": {}, "networks": {}}
 
 
 @contextmanager
-def someones_lab(spec: LabSpec, client: docker.DockerClient) -> Iterator[None]:
+def someones_lab(
+    spec: LabSpec, client: docker.DockerClient, on_its_network: bool = True
+) -> Iterator[None]:
     """A lab that is not the suite's, as labctl leaves it on the docker provider: its
     local state with secrets, its first host's container running on the lab's network
-    with its labelled volume. Removed afterwards."""
+    (unless `on_its_network` is false) with its labelled volume. Removed afterwards."""
     host = spec.hosts[0].name
     state = lab_dir(spec)
     state.mkdir(parents=True)  # refuses a lab that is there already: it is not ours
@@ -115,15 +118,16 @@ def someones_lab(spec: LabSpec, client: docker.DockerClient) -> Iterator[None]:
         for secret in ("gossip.key", "tokens.json"):
             (state / "secrets" / secret).write_text(os.urandom(16).hex())
             (state / "secrets" / secret).chmod(0o600)
-        pool = IPAMPool(subnet=str(spec.network.subnet), gateway=str(spec.gateway))
-        network = client.networks.create(
-            docker_network_name(spec), ipam=IPAMConfig(pool_configs=[pool])
-        )
+        if on_its_network:
+            pool = IPAMPool(subnet=str(spec.network.subnet), gateway=str(spec.gateway))
+            network = client.networks.create(
+                docker_network_name(spec), ipam=IPAMConfig(pool_configs=[pool])
+            )
         volume = client.volumes.create(host_volume_name(spec, host), labels=labels)
         container = client.containers.run(
             IMAGE, ["sleep", "infinity"], name=host_container_name(spec, host), labels=labels,
-            network=network.name, volumes={volume.name: {"bind": "/var/lib/docker"}},
-            detach=True, init=True,
+            network=network.name if network else "none",
+            volumes={volume.name: {"bind": "/var/lib/docker"}}, detach=True, init=True,
         )  # fmt: skip
         yield
     finally:
@@ -139,12 +143,14 @@ def someones_lab(spec: LabSpec, client: docker.DockerClient) -> Iterator[None]:
 @contextmanager
 def the_default_lab(client: docker.DockerClient) -> Iterator[LabSpec]:
     """The default lab: this machine's own when it holds one (only looked at), else one
-    made for the test."""
+    made for the test — on a network of its subnet only when nothing on this machine
+    uses that subnet (VirtualBox's first host-only network is 192.168.56.0/24 too)."""
     default, _ = load_spec(DEFAULT_SPEC)
     if footprint(default, client) != EMPTY:
         yield default
         return
-    with someones_lab(default, client):
+    subnet_in_use = route_clash(default, "docker") or docker_network_clash(client, default)
+    with someones_lab(default, client, on_its_network=not subnet_in_use):
         yield default
 
 

@@ -8,6 +8,7 @@ their own pace, and no command blind to it."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -54,6 +55,12 @@ OUTAGE = 75
 SERVERS_OUTAGE = 45
 RECONNECT = 30  # Serf's reconnect interval: a member rejoins failed peers that came back
 ADDRESSES = {f"{E2E_SUBNET}.{n}:8080" for n in (2, 3, 4)}
+# nginx's passive check (the seed's `max_fails=3 fail_timeout=60`) may set an instance
+# aside for fail_timeout after three slow connects on a loaded machine; the last good
+# configuration still names it, and it is answered again once that time is out.
+FAIL_TIMEOUT = int(
+    re.search(r"fail_timeout=(\d+)", (PROJECT_ROOT / "templates/lb/service.ctmpl").read_text())[1]
+)
 # A host container's boot: systemd, the engine, the agents rejoining, checks passing.
 REBOOT_DEADLINE = 180
 
@@ -123,8 +130,8 @@ def test_restarted_with_its_agent_down_the_lb_serves_its_last_good_configuration
             started_at, _ = started(connections, "node3", "lb")
             wait_for(answered_by_an_instance, FOLLOW_DEADLINE, "the LB answering, its agent down")
             assert upstream() == before
-            answered = lb_sample(30)
-            assert set(answered) == ALL, f"sample {dict(answered)}, LB upstream {before}"
+            wait_for(lambda: set(lb_sample(30)) == ALL, FAIL_TIMEOUT + FOLLOW_DEADLINE,
+                     f"every instance of the last good upstream {before}")  # fmt: skip
         assert_serves_from_its_first_second(loop, started_at, "docker restart lb, agent down")
         health = json.loads(on_host(connections, "node3", "docker exec lb lb-health"))
         assert health == {"nginx": True, "listening": True, "consul_template": True,
