@@ -25,7 +25,7 @@ from tests.support.suite_labs import BASE_NAME, LABS, SuiteLab
 # runs the own-lab modules one after the other, in file order).
 BOX_LAB = SuiteLab(f"{BASE_NAME}-box", LABS.offline.prefix)
 # The other image version: the LB's consul-template (its image gets another ID).
-OTHER_CONSUL_TEMPLATE = "0.19.4"
+OTHER_CONSUL_TEMPLATE = "0.19.0"  # the stand-in implements 0.19.0 and 0.19.5
 
 
 def spec_data(images: dict, consul_template: str | None = None) -> dict:
