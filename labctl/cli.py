@@ -29,7 +29,7 @@ from docker.errors import DockerException
 from rich.table import Table
 from rich.text import Text
 
-from labctl import lifecycle, output, remote, security, system, virtualbox
+from labctl import box, lifecycle, output, remote, security, system, virtualbox
 from labctl import spec as spec_module
 from labctl.connections import connection_data
 from labctl.converge import ConvergeError, ConvergeResult
@@ -63,6 +63,11 @@ bundle_app = typer.Typer(
     context_settings=CONTEXT, no_args_is_help=True,
 )  # fmt: skip
 app.add_typer(bundle_app, name="bundle")
+box_app = typer.Typer(
+    help="Host boxes: a lab's hosts baked once, engine and images in (docs/boxes.md).",
+    context_settings=CONTEXT, no_args_is_help=True,
+)  # fmt: skip
+app.add_typer(box_app, name="box")
 console = output.err
 
 # Exit statuses: 1 a step failed, 2 bad input (spec, provider, prerequisites, or a verb
@@ -292,6 +297,11 @@ def up(
         ),
     ] = False,
     wait: Wait = 120.0,
+    no_box: Annotated[
+        bool,
+        typer.Option("--no-box", help="Install the engine and images on every host from "
+                     "scratch: make no host from the lab's box, and keep none."),
+    ] = False,
 ) -> None:
     """Create the lab's hosts, converge them, then verify."""
     spec = _spec()
@@ -314,7 +324,10 @@ def up(
             f"anyone who reaches port {CONSUL_HTTP_PORT} of a host may register, change or remove "
             "services."
         ))  # fmt: skip
-    result = _run("up", lambda report: lifecycle.up(spec, chosen, report, bundle, offline))
+    result = _run(
+        "up", lambda report: lifecycle.up(spec, chosen, report, bundle, offline, not no_box)
+    )
+    console.print(f"  box: {read_state(spec).get('box_note', '-')}", markup=False)
     _print_changes(result, spec)
     _verify(spec, wait)
 
@@ -555,13 +568,73 @@ def down(
     purge_engine: Annotated[
         bool, typer.Option(help="Existing machines (ssh): also remove the Docker engine.")
     ] = False,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also remove the lab's host boxes (a cache).")
+    ] = False,
 ) -> None:
     """Remove the lab and local state: Vagrant hosts are destroyed; existing machines
     keep nothing the lab put there (containers, volumes, networks, images, its
-    configuration and daemon.json keys), but keep the Docker engine unless --purge-engine."""
+    configuration and daemon.json keys), but keep the Docker engine unless --purge-engine.
+    The lab's newest host boxes stay, for the next `up`, unless --purge."""
     spec = _spec()
-    removed = _run("down", lambda report: lifecycle.down(spec, report, purge_engine))
+    removed = _run("down", lambda report: lifecycle.down(spec, report, purge_engine, purge))
     console.print("  removed: " + (", ".join(removed) if removed else "nothing (already down)"))
+
+
+def _box_spec() -> LabSpec:
+    """The spec of a lab on the docker road, whose boxes the box verbs see; on another
+    road, the sentence why it has none, exit 0."""
+    spec = _spec()
+    try:
+        provider = lifecycle.resolve_provider(spec)
+    except (system.PrerequisiteError, lifecycle.LifecycleError) as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    if reason := box.no_box_reason(provider, {"delivery": "control"}):
+        console.print(f"lab {spec.name}: {reason}.", markup=False)
+        raise typer.Exit(0)
+    return spec
+
+
+@box_app.command("list")
+def box_list(as_json: AsJson = False) -> None:
+    """The lab's boxes, newest first: key, what they hold, sizes, whether hosts use them."""
+    spec = _box_spec()
+    found = box.kept(system.ensure_engine(), spec.name, sizes=True)
+    if as_json:
+        _print_json([{"key": k.box.short, "image": k.box.image, "volume": k.box.volume,
+                      "created": k.created, "engine": k.engine, "image_bytes": k.image_bytes,
+                      "data_bytes": k.data_bytes, "in_use": k.in_use} for k in found])  # fmt: skip
+        return
+    table = Table(title=f"lab {spec.name}: host boxes (kept: the newest {box.CACHE_BOUND})")
+    for column in ("key", "image", "engine", "image size", "images size", "in use"):
+        table.add_column(column)
+    for k in found:
+        data = "?" if k.data_bytes is None else f"{k.data_bytes / 1e6:.0f} MB"
+        table.add_row(k.box.short, k.box.image, k.engine, f"{k.image_bytes / 1e6:.0f} MB",
+                      data, "yes" if k.in_use else "no")  # fmt: skip
+    output.out.print(table)
+
+
+@box_app.command("remove")
+def box_remove(
+    keys: Annotated[
+        list[str] | None, typer.Argument(help="Keys as `labctl box list` shows them.")
+    ] = None,
+    remove_all: Annotated[bool, typer.Option("--all", help="Every box of the lab.")] = False,
+) -> None:
+    """Remove boxes of the lab (none that its hosts run from)."""
+    if bool(keys) == remove_all:
+        raise _fail("name the boxes to remove by key, or give --all (not both).", EXIT_BAD_INPUT)
+    if problems := [p for p in map(box.key_problem, keys or []) if p]:
+        raise _refuse(problems[:1])
+    spec = _box_spec()
+    if remove_all:
+        keys = [k.box.short for k in box.kept(system.ensure_engine(), spec.name)]
+    try:
+        removed = box.remove(spec.name, keys or [])
+    except box.BoxError as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    console.print("  removed: " + (", ".join(removed) if removed else "nothing (no box)"))
 
 
 @app.command()

@@ -14,6 +14,7 @@ from docker.errors import DockerException, NotFound
 
 from labctl import (
     aptcache,
+    box,
     connections,
     down_on_machines,
     hostnet,
@@ -39,7 +40,7 @@ from labctl.paths import (
 from labctl.platforms import control_arch
 from labctl.remote import RemoteError, SshData, run
 from labctl.spec import LabSpec, SpecError
-from roles.contract import AGENTS_ONLY, LAB_LABEL, STAGE
+from roles.contract import AGENTS_ONLY, HOST_ONLY, LAB_LABEL, STAGE
 
 Report = Callable[[str], None]
 
@@ -147,22 +148,51 @@ def up(
     report: Report,
     bundle: Path | None = None,
     offline: bool = False,
+    use_box: bool = True,
 ) -> ConvergeResult:
-    """Create and converge the lab; `offline`: on the stand-ins (no registry at all)."""
+    """Create and converge the lab; `offline`: on the stand-ins (no registry at all);
+    `use_box`: make the hosts from the lab's box, or keep one after this converge."""
+    fresh = not read_state(spec).get("provider")  # no host made yet: a box may make them
     spec, state = preflight(spec, provider, report, bundle, offline)
     security.gossip_key(spec, create=True)
+    if fresh:
+        boxing = box.plan(spec, provider, state, use_box)
+        report(f"box: {boxing.note}")
+        state |= {"box": boxing.from_box, "box_note": boxing.note}
+    else:  # hosts made before stay as they were made
+        boxing = box.BoxPlan(None, read_state(spec).get("box_note", ""))
     write_state(spec, **({"offline": None} | state))
+    if boxing.from_box:
+        seconds = box.fill_volumes(spec, boxing.box)
+        write_state(spec, box_note=f"{boxing.note} (engine data copied in {seconds:.1f} s)")
     create_hosts(spec, provider, report)
     write_state(spec, apt_proxy=aptcache.ensure(spec, provider, report))
+    boxed = keep_box(spec, boxing.box, report) if boxing.to_make else ConvergeResult()
     if not spec.security.acl:
-        return converge_lab(spec, report)
+        return boxed + converge_lab(spec, report)
     # The roles after Consul need tokens, and tokens need a leader: the agents first.
     agents = converge_lab(spec, report, ("--data", f"{STAGE}={AGENTS_ONLY}"))
     leaving = security.leaving_services(spec)
     security.ensure_acls(spec, report, check_servers=True, leaving=leaving)
     hand_out_agent_tokens(spec, report)
-    result = agents + converge_lab(spec, report)
+    result = boxed + agents + converge_lab(spec, report)
     narrow_tokens(spec, report, leaving)
+    return result
+
+
+def keep_box(spec: LabSpec, new: box.Box, report: Report) -> ConvergeResult:
+    """Converge the hosts up to their engine and images, then box the first one. A box
+    that cannot be made is said (`up` prints the note) and the `up` goes on: the lab
+    itself does not need it."""
+    result = converge_lab(spec, report, ("--data", f"{STAGE}={HOST_ONLY}"))
+    try:
+        seconds = box.make(spec, new, report)
+    except box.BoxError as exc:
+        note = f"warning: {exc}; the next `up` installs everything again"
+    else:
+        note = f"{new.image} kept ({seconds:.1f} s), the next `up` starts from it"
+        box.prune(spec.name)
+    write_state(spec, box_note=note)
     return result
 
 
@@ -310,11 +340,14 @@ def _engine_state(ssh: SshData) -> str:
     return output.strip() or ("active" if code == 0 else "inactive")
 
 
-def down(spec: LabSpec, report: Report, purge_engine: bool = False) -> list[str]:
+def down(
+    spec: LabSpec, report: Report, purge_engine: bool = False, purge: bool = False
+) -> list[str]:
     """Remove every trace of the lab; safe after a failed `up` and when run twice.
 
     Vagrant's machines are destroyed; existing machines (ssh) keep only what the lab
-    did not put there (the Docker engine too, unless `purge_engine`)."""
+    did not put there (the Docker engine too, unless `purge_engine`). The lab's boxes
+    stay, as a cache (the newest box.CACHE_BOUND), unless `purge`."""
     removed: list[str] = []
     state = read_state(spec)
     # An ssh spec is cleaned even without local state: the machines may still hold the lab.
@@ -344,7 +377,7 @@ def down(spec: LabSpec, report: Report, purge_engine: bool = False) -> list[str]
         except (subprocess.CalledProcessError, RuntimeError) as exc:
             report(f"vagrant destroy failed ({exc}); removing leftovers directly")
     if provider != "ssh":
-        removed += _sweep_docker(spec, report)
+        removed += _sweep_docker(spec, report, boxes_kept=0 if purge else box.CACHE_BOUND)
     if lab_dir(spec).exists():
         shutil.rmtree(lab_dir(spec))
         if state:  # not only the log of this very `down`
@@ -354,9 +387,11 @@ def down(spec: LabSpec, report: Report, purge_engine: bool = False) -> list[str]
     return removed
 
 
-def _sweep_docker(spec: LabSpec, report: Report, containers_only: bool = False) -> list[str]:
+def _sweep_docker(
+    spec: LabSpec, report: Report, containers_only: bool = False, boxes_kept: int = 0
+) -> list[str]:
     """Containers and volumes labelled with the lab, all at once, and its unused
-    Vagrant network."""
+    Vagrant network; its host boxes but the newest `boxes_kept`."""
     client = system.engine()
     if client is None:
         return []
@@ -387,6 +422,7 @@ def _sweep_docker(spec: LabSpec, report: Report, containers_only: bool = False) 
                 removed.append(f"network {network.name}")
         except NotFound:
             pass
+        removed += box.prune(spec.name, keep=boxes_kept)
     except DockerException as exc:
         raise LifecycleError(
             f"could not remove the lab's Docker leftovers ({exc}); remove containers and "

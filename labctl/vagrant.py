@@ -18,6 +18,7 @@ from labctl import virtualbox
 from labctl.paths import (
     host_container_name,
     host_volume_name,
+    read_state,
     vagrant_dotfile_path,
     vagrant_home,
 )
@@ -44,6 +45,10 @@ def vagrantfile_data(spec: LabSpec, machine: str | None = None) -> dict:
     """Everything the Vagrantfile needs, derived from the spec (and, for the box, from
     the control machine's architecture: ``machine`` as platform.machine() names it)."""
     box = virtualbox.box_for(spec, machine)
+    state = read_state(spec)
+    # The lab's host box (labctl/box.py), when its hosts are made from one: an image on
+    # the docker road, a Vagrant box on the virtualbox road.
+    lab_box = {state.get("provider"): state.get("box")}
     return {
         "name": spec.name,
         # The docker provider names its network `vagrant_network_<subnet>/<netmask>`,
@@ -58,10 +63,12 @@ def vagrantfile_data(spec: LabSpec, machine: str | None = None) -> dict:
             "netmask": str(spec.network.subnet.netmask),
             "cpus": spec.virtualbox.cpus,
             "memory": spec.virtualbox.memory,
+            "lab_box": lab_box.get("virtualbox"),
         },
         "docker": {
             "build_dir": str(PROJECT_ROOT / "templates" / "host"),
             "base_image": spec.docker.base_image,
+            "box": lab_box.get("docker"),
         },
         "hosts": [_vagrant_host(spec, host.name, str(host.address)) for host in spec.hosts],
     }

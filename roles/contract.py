@@ -155,6 +155,10 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 # the tokens the other roles need: they need a leader).
 STAGE = "lab_stage"
 AGENTS_ONLY = "agents"
+# HOST_ONLY: the machine's mark, its engine and its images only (the first `up` of a lab
+# that keeps a host box: labctl/box.py boxes the host at that point, before anything of
+# the lab's Consul, with its secrets, is on it).
+HOST_ONLY = "host"
 # True: remove the lab from the hosts instead (`labctl down` on existing machines).
 TEARDOWN = "lab_teardown"
 # With TEARDOWN: also purge the Docker engine (`labctl down --purge-engine`).

@@ -17,6 +17,7 @@ OWN_LAB_MODULES = {
     "tests/e2e/test_95_ssh_road.py",
     "tests/e2e/test_96_offline.py",
     "tests/e2e/test_97_lb_pair.py",
+    "tests/e2e/test_98_box.py",
 }
 
 

@@ -144,8 +144,9 @@ def lab_up(
 
 
 def finish_lab(spec_file: Path) -> None:
-    """`down`, which removes the lab with its mark; a failure is reported."""
-    down = labctl(spec_file, "down", timeout=600)
+    """`down --purge`, which removes the lab with its mark and its host boxes (the
+    suite's own: docs/boxes.md); a failure is reported."""
+    down = labctl(spec_file, "down", "--purge", timeout=600)
     assert down.returncode == 0, down.stderr
 
 

@@ -57,6 +57,9 @@ MODIFYVM_OPTIONS = {
 }
 
 
+PROGRESS = "0%...10%...20%...30%...40%...50%...60%...70%...80%...90%...100%\n"
+
+
 def new_uuid() -> str:
     h = os.urandom(16).hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
@@ -315,7 +318,9 @@ class Fake:
             "name": name,
             "state": "poweroff",
             "cfg": cfg,
-            "settings": {"--nic1": "nat", "--cpus": "1", "--memory": "512"},
+            # VirtualBox gives every imported NIC a MAC of its OUI 08:00:27.
+            "settings": {"--nic1": "nat", "--cpus": "1", "--memory": "512",
+                         "--macaddress1": "080027" + vm_id.replace("-", "")[:6].upper()},
             "forwarding": [],
         }
         return "Successfully imported the appliance.\n"
@@ -388,6 +393,8 @@ class Fake:
             nic = settings.get(f"--nic{slot}", "none")
             shown = "hostonlynetwork" if nic == "hostonlynet" else nic
             lines.append(f'nic{slot}="{shown}"')
+            if nic != "none" and f"--macaddress{slot}" in settings:
+                lines.append(f'macaddress{slot}="{settings[f"--macaddress{slot}"]}"')
             if nic == "hostonly":
                 lines.append(f'hostonlyadapter{slot}="{settings[f"--hostonlyadapter{slot}"]}"')
             if nic == "hostonlynet":
@@ -409,6 +416,43 @@ class Fake:
             f'Waiting for VM "{vm["name"]}" to power on...\n'
             f'VM "{vm["name"]}" has been successfully started.\n'
         )
+
+    def cmd_controlvm(self, args: list[str]) -> str:
+        """`controlvm VM poweroff` (Vagrant's forced halt); VirtualBox refuses it on a
+        machine that is not running."""
+        vm = self.vm(args[0])
+        if args[1:] != ["poweroff"]:
+            raise syntax_error(f"Invalid controlvm arguments {args[1:]}")
+        if vm["state"] != "running":
+            raise Failure(
+                f"VBoxManage: error: Machine '{vm['name']}' is not currently running"
+            )
+        vm["state"] = "poweroff"
+        return PROGRESS
+
+    def cmd_export(self, args: list[str]) -> str:
+        """`export VM --output FILE.ovf`: the OVF and its disk beside it, as `import`
+        reads them. VirtualBox exports only a machine that is powered off or saved."""
+        vm = self.vm(args[0])
+        output = self.options(args[1:], {"--output", "-o"})
+        ovf = output.get("--output") or output.get("-o")
+        if not ovf or not ovf.endswith(".ovf"):
+            raise syntax_error("export needs --output FILE.ovf")
+        if vm["state"] not in ("poweroff", "saved", "aborted"):
+            raise Failure(
+                f"VBoxManage: error: Machine '{vm['name']}' is running; power it off to export"
+            )
+        disk = os.path.basename(ovf).removesuffix(".ovf") + "-disk001.vmdk"
+        with open(ovf, "w") as file:
+            file.write(
+                '<?xml version="1.0"?>\n<Envelope ovf:version="1.0" '
+                'xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">\n'
+                f'  <References><File ovf:href="{disk}" ovf:id="file1"/></References>\n'
+                f'  <VirtualSystem ovf:id="{vm["name"]}"/>\n</Envelope>\n'
+            )
+        with open(os.path.join(os.path.dirname(ovf), disk), "wb") as file:
+            file.write(b"")
+        return PROGRESS + "Successfully exported 1 machine(s).\n"
 
     def cmd_guestproperty(self, args: list[str]) -> str:
         self.vm(args[1])

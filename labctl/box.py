@@ -1,0 +1,396 @@
+"""Host boxes: a lab host baked once, as the seed bakes its VMs ("install one machine
+completely, then `vagrant package` it for the other two").
+
+On the docker road a box is two things on this machine's engine, both labelled with
+the lab (BOX_OF) and the box's key (BOX_KEY):
+- an image, `<namespace>/box-<lab>:<key>`: the host container as the first converge of
+  a host left it (the engine installed and configured by the docker role), committed
+  with the engine stopped, SSH host keys out and Vagrant's insecure key in;
+- a volume, `<lab>-box-<key>`: a copy of that host's /var/lib/docker, every image the
+  lab's hosts run loaded in it. The nested engine's data is a volume (overlay2 cannot
+  sit on the container's own overlay), which `docker commit` leaves out; and it cannot go
+  into an image layer either: its overlay2 whiteouts and opaque directories would be
+  taken for the outer layer's own and lost. Each host made from the box gets its own
+  volume, a `cp -a` of the box's (one helper container for all hosts, in parallel).
+
+The key hashes what the box holds: the host template and its base image, the docker
+role's settings (packages, daemon options) and the ID of every image the lab runs. A
+changed spec or version has another key, so another box: a host is never made from a
+stale one. `down` keeps a lab's boxes as a cache (the newest CACHE_BOUND, never one a
+container uses); `down --purge` and `labctl box remove` remove them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import docker
+from docker.errors import DockerException, NotFound
+
+from labctl import system
+from labctl.host_data import role_settings
+from labctl.images.tags import image_namespace
+from labctl.paths import host_container_name, host_volume_name, read_state
+from labctl.spec import PROJECT_ROOT, LabSpec
+from labctl.virtualbox import checkout_id
+from roles.contract import LAB_LABEL
+
+Report = Callable[[str], None]
+
+# Labels on a box's image and volume: the lab it belongs to, and its full key.
+BOX_OF = "io.labctl.box-of"
+BOX_KEY = "io.labctl.box"
+# On the image: the engine's packages and versions, as installed in it.
+BOX_ENGINE = "io.labctl.box.engine"
+# Boxes `down` keeps per lab; older ones go (never one a container runs from).
+CACHE_BOUND = 2
+# How many of the key's hex digits name a box; what a user may type for one.
+KEY_DIGITS = 16
+KEY_RE = re.compile(r"[0-9a-f]{4,64}")
+HOST_TEMPLATE = PROJECT_ROOT / "templates" / "host"
+DOCKER_ROLE = PROJECT_ROOT / "roles" / "docker.py"
+# The docker role's settings that say nothing about what is installed.
+NOT_IN_BOX = {"docker_apt_proxy"}
+ENGINE_PACKAGES = ("docker.io", "containerd", "runc")
+
+
+class BoxError(Exception):
+    """A box could not be made, used or removed; the message says what and what to do."""
+
+
+@dataclass(frozen=True)
+class Box:
+    lab: str
+    key: str
+
+    @property
+    def short(self) -> str:
+        return self.key[:KEY_DIGITS]
+
+    @property
+    def image(self) -> str:
+        return f"{image_namespace()}/box-{self.lab}:{self.short}"
+
+    @property
+    def volume(self) -> str:
+        return f"{self.lab}-box-{self.short}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {BOX_OF: self.lab, BOX_KEY: self.key}
+
+
+@dataclass(frozen=True)
+class BoxPlan:
+    """What `up` does about a box: make its hosts from `box` (`found`), or make it;
+    `note` says which, or why there is none."""
+
+    box: Box | None
+    note: str
+    found: bool = False
+
+    @property
+    def from_box(self) -> str | None:
+        return self.box.image if self.box and self.found else None
+
+    @property
+    def to_make(self) -> bool:
+        return self.box is not None and not self.found
+
+
+def no_box_reason(provider: str, state: dict) -> str | None:
+    """Why this lab keeps no box, or None when it does."""
+    if provider == "ssh":
+        return "the ssh road's machines exist already: no box"
+    if provider != "docker":
+        return f"the {provider} road keeps no box yet"
+    if state.get("delivery") != "control":
+        return "the hosts resolve their images themselves, so no box holds them"
+    return None
+
+
+def box_key(spec: LabSpec, state: dict, client: docker.DockerClient) -> str:
+    """The hash of everything a box holds (see the module's docstring)."""
+    template = hashlib.sha256()
+    for path in sorted(p for p in HOST_TEMPLATE.rglob("*") if p.is_file()):
+        template.update(path.relative_to(HOST_TEMPLATE).as_posix().encode() + b"\0")
+        template.update(path.read_bytes())
+    # The docker role as a whole (its packages, defaults and daemon options are in its
+    # source: labctl reads it as a file, it imports only the roles' contract), and the
+    # settings labctl gives it.
+    engine = {k: v for k, v in role_settings(spec, state).items() if k not in NOT_IN_BOX}
+    held = {
+        "template": template.hexdigest(),
+        "docker_role": hashlib.sha256(DOCKER_ROLE.read_bytes()).hexdigest(),
+        "base_image": client.images.get(spec.docker.base_image).id,
+        "engine": engine,
+        "images": sorted((i["ref"], i["id"]) for i in state.get("images", {}).values()),
+    }
+    return hashlib.sha256(json.dumps(held, sort_keys=True).encode()).hexdigest()
+
+
+def exists(client: docker.DockerClient, box: Box) -> bool:
+    """Both halves of the box are here, and they are this box's."""
+    try:
+        image = client.images.get(box.image)
+        volume = client.volumes.get(box.volume)
+    except NotFound:
+        return False
+    owned = (image.labels.get(BOX_KEY), (volume.attrs.get("Labels") or {}).get(BOX_KEY))
+    return owned == (box.key, box.key)
+
+
+def plan(spec: LabSpec, provider: str, state: dict, use: bool) -> BoxPlan:
+    """The box of a fresh `up`: found, to be made, or none (and why)."""
+    if not use:
+        return BoxPlan(None, "not used (--no-box): everything installed from scratch")
+    if reason := no_box_reason(provider, state):
+        return BoxPlan(None, reason)
+    client = system.ensure_engine()
+    box = Box(spec.name, box_key(spec, state, client))
+    if exists(client, box):
+        return BoxPlan(box, f"hosts made from {box.image}", found=True)
+    return BoxPlan(box, f"none for this spec yet: {box.image} is kept after the engine install")
+
+
+def fill_volumes(spec: LabSpec, box: Box) -> float:
+    """Each host's /var/lib/docker volume, a copy of the box's, before its host is made;
+    hosts whose volume exists already (a host up before) keep theirs. Returns the
+    seconds it took."""
+    client = system.ensure_engine()
+    started = time.monotonic()
+    targets = {}
+    for host in spec.hosts:
+        name = host_volume_name(spec, host.name)
+        try:
+            client.volumes.get(name)
+        except NotFound:
+            client.volumes.create(name=name, labels={LAB_LABEL: spec.name})
+            targets[host.name] = name
+    if not targets:
+        return 0.0
+    # --reflink: where the engine's file system shares extents (XFS, Btrfs), no byte moves.
+    copies = " ".join(
+        f'cp -a --reflink=auto /box/. /hosts/{name}/ & pids="$pids $!";' for name in targets
+    )
+    script = f"pids=; {copies} for p in $pids; do wait $p || exit 1; done"
+    mounts = {box.volume: {"bind": "/box", "mode": "ro"}}
+    mounts |= {volume: {"bind": f"/hosts/{host}", "mode": "rw"} for host, volume in targets.items()}
+    _run_helper(client, box.image, script, mounts, spec.name)
+    return time.monotonic() - started
+
+
+def _run_helper(client, image: str, script: str, mounts: dict, lab: str) -> None:
+    """A throwaway container running `script`; labelled with the lab, so that a `down`
+    after an interrupted run finds it. Raises BoxError naming the script's output."""
+    try:
+        client.containers.run(
+            image, ["sh", "-c", script], volumes=mounts, remove=True, labels={LAB_LABEL: lab},
+            entrypoint=[], network_mode="none",
+        )  # fmt: skip
+    except DockerException as exc:
+        raise BoxError(f"copying the box's engine data failed ({exc})") from None
+
+
+# Run in the boxed host before its commit, and after (RESTORE) whatever happened. Its
+# engine stops (its data must not change while it is copied); its SSH host keys wait in
+# /run (a tmpfs, never committed) so that each host made from the box makes its own; and
+# Vagrant's insecure key stands in for the key Vagrant gave this machine, as in the
+# template, so that Vagrant logs in to a host made from the box and gives it its own.
+PREPARE = """set -e
+systemctl stop docker.socket docker.service
+mkdir -p /run/lab-box
+mv /etc/ssh/ssh_host_* /run/lab-box/
+cp -p /home/vagrant/.ssh/authorized_keys /run/lab-box/authorized_keys
+cat > /home/vagrant/.ssh/authorized_keys
+"""
+RESTORE = """set -e
+if [ -d /run/lab-box ]; then
+  for f in /run/lab-box/ssh_host_*; do [ -e "$f" ] && mv "$f" /etc/ssh/; done
+  [ -e /run/lab-box/authorized_keys ] && cp -p /run/lab-box/authorized_keys /home/vagrant/.ssh/
+  rm -rf /run/lab-box
+fi
+systemctl start docker.service
+"""
+
+
+def _exec(container: str, script: str, stdin: bytes | BinaryIO = b"") -> str:
+    """`script` run as root in the host container (`stdin`: bytes, or a file to stream)."""
+    feed = {"input": stdin} if isinstance(stdin, bytes) else {"stdin": stdin}
+    result = subprocess.run(
+        ["docker", "exec", "-i", container, "sh", "-c", script],
+        capture_output=True, timeout=300, **feed,
+    )  # fmt: skip
+    if result.returncode != 0:
+        said = result.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
+        raise BoxError(f"in {container}: {said[-1]}")
+    return result.stdout.decode(errors="replace")
+
+
+def make(spec: LabSpec, box: Box, report: Report) -> float:
+    """Box the lab's first host, its engine converged and its images loaded: the images
+    of the other hosts loaded in it first, so that the box serves every host. Returns
+    the seconds it took."""
+    client = system.ensure_engine()
+    state = read_state(spec)
+    source = spec.hosts[0].name
+    container = host_container_name(spec, source)
+    started = time.monotonic()
+    for host, archive in sorted(state.get("image_archives", {}).items()):
+        if host != source and archive:
+            report(f"box: loading {host}'s images into {source}")
+            with open(archive, "rb") as data:
+                _exec(container, "docker load -q", data)
+    versions = _exec(
+        container, "dpkg-query -W -f '${Package}=${Version} ' " + " ".join(ENGINE_PACKAGES)
+    ).strip()
+    insecure = _template_authorized_keys(client, container)
+    report(f"box: committing {source} as {box.image}")
+    try:
+        _exec(container, PREPARE, insecure)
+        labels = box.labels | {BOX_ENGINE: versions}
+        client.containers.get(container).commit(
+            repository=box.image.rsplit(":", 1)[0], tag=box.short,
+            changes=[f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()],
+        )  # fmt: skip
+        client.volumes.create(name=box.volume, labels=box.labels)
+        mounts = {
+            host_volume_name(spec, source): {"bind": "/from", "mode": "ro"},
+            box.volume: {"bind": "/to", "mode": "rw"},
+        }
+        _run_helper(client, box.image, "cp -a --reflink=auto /from/. /to/", mounts, spec.name)
+    except (BoxError, DockerException) as exc:
+        _remove(client, box)
+        raise BoxError(f"no box kept ({exc})") from None
+    finally:
+        _exec(container, RESTORE)
+    return time.monotonic() - started
+
+
+def _template_authorized_keys(client, container: str) -> bytes:
+    """The `vagrant` user's authorized_keys in the host's template image (Vagrant's
+    insecure key), which the host itself no longer has: Vagrant replaced it."""
+    template = client.containers.get(container).attrs["Image"]
+    try:
+        out = client.containers.run(
+            template, ["cat", "/home/vagrant/.ssh/authorized_keys"], remove=True,
+            entrypoint=[], network_mode="none",
+        )  # fmt: skip
+    except DockerException as exc:
+        raise BoxError(f"the host template's key could not be read ({exc})") from None
+    return out
+
+
+@dataclass(frozen=True)
+class KeptBox:
+    box: Box
+    created: str
+    engine: str
+    image_bytes: int
+    data_bytes: int | None
+    in_use: bool
+
+
+def kept(client: docker.DockerClient, lab: str, sizes: bool = False) -> list[KeptBox]:
+    """The lab's boxes on this engine, newest first (`sizes`: the volumes' too, which
+    costs the engine a walk through them)."""
+    volume_sizes: dict[str, int] = {}
+    if sizes:
+        for volume in client.df().get("Volumes") or []:
+            volume_sizes[volume["Name"]] = (volume.get("UsageData") or {}).get("Size", -1)
+    boxes = []
+    for image in client.images.list(filters={"label": f"{BOX_OF}={lab}"}):
+        labels = image.labels
+        box = Box(lab, labels.get(BOX_KEY, ""))
+        users = client.containers.list(all=True, filters={"ancestor": image.id})
+        boxes.append(KeptBox(
+            box, image.attrs.get("Created", ""), labels.get(BOX_ENGINE, ""),
+            image.attrs.get("Size", 0), volume_sizes.get(box.volume), bool(users),
+        ))  # fmt: skip
+    return sorted(boxes, key=lambda b: b.created, reverse=True)
+
+
+def _remove(client: docker.DockerClient, box: Box) -> list[str]:
+    removed = []
+    for kind, get in (("image", client.images.get), ("volume", client.volumes.get)):
+        name = box.image if kind == "image" else box.volume
+        try:
+            thing = get(name)
+        except NotFound:
+            continue
+        if kind == "image":
+            client.images.remove(thing.id, force=True)
+        else:
+            thing.remove(force=True)
+        removed.append(f"box {kind} {name}")
+    return removed
+
+
+def prune(lab: str, keep: int = CACHE_BOUND) -> list[str]:
+    """The lab's boxes beyond the newest `keep` (0: all), none a container runs from."""
+    client = system.engine()
+    if client is None:
+        return []
+    removed = []
+    for position, found in enumerate(kept(client, lab)):
+        if position >= keep and not found.in_use:
+            removed += _remove(client, found.box)
+    return removed
+
+
+def vagrant_box_name(spec: LabSpec, key: str) -> str:
+    """The virtualbox road's box of the lab: Vagrant's box names are global per user,
+    so it carries the checkout's ID as the lab's VM names do."""
+    return f"labctl/{spec.name}-{checkout_id()}-{key[:KEY_DIGITS]}"
+
+
+def package_commands(spec: LabSpec, host: str, key: str, box_file: Path) -> list[list[str]]:
+    """The virtualbox road's box, as the seed made it: `vagrant package` of the lab's
+    first converged VM (Vagrant halts it, exports it and packs in the key it gave the
+    machine), then `vagrant box add` under the lab's name."""
+    return [
+        ["vagrant", "package", host_container_name(spec, host), "--output", str(box_file)],
+        ["vagrant", "box", "add", "--name", vagrant_box_name(spec, key), str(box_file)],
+    ]
+
+
+def key_problem(key: str) -> str | None:
+    """Why `key` cannot name a box (None when it can), before any engine is asked."""
+    if KEY_RE.fullmatch(key):
+        return None
+    return (
+        f"{key!r} is not a box key; give 4 to 64 of its lowercase hex digits, as "
+        "`labctl box list` shows them."
+    )
+
+
+def remove(lab: str, keys: list[str]) -> list[str]:
+    """The lab's boxes named by `keys` (a key's first digits, as `labctl box list` shows
+    them). Checked first: one unknown key and nothing is removed."""
+    client = system.ensure_engine()
+    boxes = kept(client, lab)
+    chosen = []
+    for key in keys:
+        matches = [b for b in boxes if key and b.box.key.startswith(key)]
+        if len(matches) != 1:
+            what = "no box" if not matches else f"{len(matches)} boxes"
+            known = ", ".join(b.box.short for b in boxes) or "none"
+            raise BoxError(
+                f"{what} of lab {lab} has key {key!r} (its boxes: {known}); "
+                "name one as `labctl box list` shows it."
+            )
+        if matches[0].in_use:
+            raise BoxError(
+                f"box {matches[0].box.short} of lab {lab} is in use by the lab's hosts; "
+                "run `labctl down` first."
+            )
+        chosen.append(matches[0].box)
+    return [name for box in chosen for name in _remove(client, box)]

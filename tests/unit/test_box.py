@@ -1,0 +1,121 @@
+"""Host boxes (labctl/box.py): what names a box, when a lab has none, and `labctl box`'s
+input handling. Making and using a box on real hosts: tests/e2e/test_98_box.py."""
+
+from __future__ import annotations
+
+import copy
+
+import yaml
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from labctl import box, paths, vagrant
+from labctl.cli import app
+from labctl.paths import write_state
+from labctl.spec import load_spec
+from tests.support.bad_inputs import UP_STATE, VALID, one_sentence
+from tests.support.sandbox import Contact, invoke
+from tests.unit.test_input_properties import FAST, odd_text, run_cli
+
+STATE = {
+    "delivery": "control",
+    "images": {
+        "consul": {"ref": "lab/consul:1", "id": "sha256:" + "1" * 64},
+        "lb": {"ref": "lab/lb:abc", "id": "sha256:" + "2" * 64},
+    },
+}
+
+
+class Engine:
+    """The one thing box_key asks the engine: the base image's ID."""
+
+    def __init__(self, base_id: str = "sha256:base") -> None:
+        self.images = self
+        self.base_id = base_id
+
+    def get(self, ref: str):
+        return type("Image", (), {"id": self.base_id})()
+
+
+def spec_of(write_spec, data: dict = VALID):
+    return load_spec(write_spec(copy.deepcopy(data)))[0]
+
+
+def test_a_box_is_named_by_what_it_holds(write_spec):
+    spec = spec_of(write_spec)
+    key = box.box_key(spec, STATE, Engine())
+    assert key == box.box_key(spec, copy.deepcopy(STATE), Engine())
+    # Another image version (another ID), another base image, a registry mirror in the
+    # engine's daemon.json: each another box. (A changed docker role or host template
+    # too: their files are hashed.)
+    other_image = copy.deepcopy(STATE)
+    other_image["images"]["lb"]["id"] = "sha256:" + "3" * 64
+    mirrored = copy.deepcopy(VALID) | {"images": {"registry_mirrors": ["https://m.example"]}}
+    others = {
+        box.box_key(spec, other_image, Engine()),
+        box.box_key(spec, STATE, Engine("sha256:other-base")),
+        box.box_key(spec_of(write_spec, mirrored), STATE, Engine()),
+    }
+    assert key not in others and len(others) == 3
+    # The apt proxy is only how the packages came: the same box.
+    assert box.box_key(spec, STATE | {"apt_proxy": "http://10.0.0.1:3142"}, Engine()) == key
+
+
+def test_box_names_carry_the_lab_and_the_key():
+    made = box.Box("mylab", "ab" * 32)
+    assert made.image.endswith(f"/box-mylab:{'ab' * 8}")
+    assert made.volume == f"mylab-box-{'ab' * 8}"
+    assert made.labels == {box.BOX_OF: "mylab", box.BOX_KEY: "ab" * 32}
+
+
+def test_which_labs_keep_no_box_and_why():
+    assert box.no_box_reason("docker", {"delivery": "control"}) is None
+    assert "exist already" in box.no_box_reason("ssh", {"delivery": "control"})
+    assert "virtualbox" in box.no_box_reason("virtualbox", {"delivery": "control"})
+    assert "themselves" in box.no_box_reason("docker", {"delivery": "hosts"})
+
+
+def test_no_box_asks_for_nothing(write_spec):
+    """`up --no-box`: no key is computed, no engine asked; the note says so."""
+    planned = box.plan(spec_of(write_spec), "docker", STATE, use=False)
+    assert planned.box is None and not planned.to_make and planned.from_box is None
+    assert "--no-box" in planned.note
+
+
+def test_the_vagrantfile_makes_hosts_from_the_recorded_box(write_spec):
+    spec = spec_of(write_spec)
+    assert vagrant.vagrantfile_data(spec, "x86_64")["docker"]["box"] is None
+    write_state(spec, provider="docker", box="lab/box-badinput:0123456789abcdef")
+    assert vagrant.vagrantfile_data(spec, "x86_64")["docker"]["box"] == (
+        "lab/box-badinput:0123456789abcdef"
+    )
+
+
+@FAST
+@given(keys=st.lists(odd_text.filter(lambda k: "\x00" not in k and not k.startswith("-")),
+                     min_size=1, max_size=3))  # fmt: skip
+@example(keys=["abc"])
+@example(keys=["ABCDEF01"])
+@example(keys=["0123456789abcdef", "[/x]"])
+def test_box_remove_refuses_what_is_no_key_in_one_sentence(keys):
+    code, out, contact, written = run_cli(["box", "remove", *keys], state=UP_STATE)
+    if all(box.KEY_RE.fullmatch(k) for k in keys):
+        return  # a key: the engine is asked which boxes there are
+    assert contact is None, out
+    assert code == 2 and not written and one_sentence(out), out
+
+
+def test_box_remove_wants_keys_or_all_not_both():
+    for args in (["box", "remove"], ["box", "remove", "--all", "0123456789abcdef"]):
+        code, out, contact, written = run_cli(args, state=UP_STATE)
+        assert contact is None and code == 2 and not written and one_sentence(out), out
+
+
+def test_box_on_the_ssh_road_says_there_is_none(tmp_path, monkeypatch):
+    spec_file = tmp_path / "lab.yaml"
+    spec_file.write_text(yaml.safe_dump(copy.deepcopy(VALID) | {"provider": "ssh"}))
+    monkeypatch.setattr(paths, "PROJECT_ROOT", tmp_path)
+    result = invoke(app, ["--spec", str(spec_file), "box", "list"])
+    assert not isinstance(result.exception, Contact), result.output
+    assert result.exit_code == 0, result.output
+    assert "exist already: no box" in " ".join(result.output.split())
