@@ -8,17 +8,10 @@
 #   ruby tests/support/virtualbox_package.rb PROJECT_DIR RESULT_JSON -- PACKAGE_ARGS...
 require "vagrant"
 require "json"
+require_relative "ready_communicator"
 
 project, result_path = ARGV[0], ARGV[1]
 package_args = ARGV[(ARGV.index("--") + 1)..]
-
-class ReadyCommunicator
-  def ready? = true
-  def wait_for_ready(_timeout) = true
-  def execute(*_args, **_opts) = 0
-  def sudo(*_args, **_opts) = 0
-  def test(*_args, **_opts) = true
-end
 
 # A guest that shuts down when asked: VirtualBox then reports the machine powered off.
 class HaltingGuest

@@ -18,6 +18,7 @@
 # name, IPv6 link-local range) sends no other argument for the lab's network.
 require "vagrant"
 require "json"
+require_relative "ready_communicator"
 
 project, result_path = ARGV[0], ARGV[1]
 
@@ -51,14 +52,6 @@ Vagrant::Util::Subprocess.singleton_class.prepend(Module.new do
     super
   end
 end)
-
-class ReadyCommunicator
-  def ready? = true
-  def wait_for_ready(_timeout) = true
-  def execute(*_args, **_opts) = 0
-  def sudo(*_args, **_opts) = 0
-  def test(*_args, **_opts) = true
-end
 
 class RecordingGuest
   attr_reader :calls
