@@ -11,7 +11,7 @@ import json
 import pytest
 import yaml
 
-from labctl import lifecycle, paths, vagrant
+from labctl import box, lifecycle, paths, vagrant
 from labctl.cli import app
 from labctl.spec import SPEC_ENV, parse_spec
 from tests.support.bad_inputs import LAB, VALID
@@ -76,7 +76,7 @@ def test_down_of_a_docker_lab_starts_no_vagrant_and_removes_its_vagrant_data(lab
     result = invoke(app, ["--spec", str(file), "down"])
     assert not isinstance(result.exception, Contact), f"reached outside: {result.exception}"
     assert result.exit_code == 0, result.output
-    assert swept == [{"containers_only": True}, {}]
+    assert swept == [{"containers_only": True}, {"boxes_kept": box.CACHE_BOUND}]
     assert not paths.lab_dir(spec).exists()
 
 
