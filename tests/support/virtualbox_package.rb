@@ -8,31 +8,10 @@
 #   ruby tests/support/virtualbox_package.rb PROJECT_DIR RESULT_JSON -- PACKAGE_ARGS...
 require "vagrant"
 require "json"
-require_relative "ready_communicator"
+require_relative "guest_fakes"
 
 project, result_path = ARGV[0], ARGV[1]
 package_args = ARGV[(ARGV.index("--") + 1)..]
-
-# A guest that shuts down when asked: VirtualBox then reports the machine powered off.
-class HaltingGuest
-  attr_reader :calls
-
-  def initialize(machine)
-    @machine = machine
-    @calls = []
-  end
-
-  def ready? = true
-  def detect! = nil
-  def name = :debian
-  def capability?(_name) = true
-
-  def capability(name, *args)
-    @calls << { capability: name, args: args }
-    @machine.provider.driver.halt if name == :halt
-    nil
-  end
-end
 
 env = Vagrant::Environment.new(cwd: project)
 result = {}
@@ -40,7 +19,7 @@ begin
   env.machine_names.each do |name|
     machine = env.machine(name, :virtualbox)  # the instance the command below gets
     machine.instance_variable_set(:@communicator, ReadyCommunicator.new)
-    machine.instance_variable_set(:@guest, HaltingGuest.new(machine))
+    machine.instance_variable_set(:@guest, RecordingGuest.new(machine))
   end
   command, = Vagrant.plugin("2").manager.commands[:package]
   code = command.call.new(package_args, env).execute

@@ -18,7 +18,7 @@
 # name, IPv6 link-local range) sends no other argument for the lab's network.
 require "vagrant"
 require "json"
-require_relative "ready_communicator"
+require_relative "guest_fakes"
 
 project, result_path = ARGV[0], ARGV[1]
 
@@ -52,21 +52,6 @@ Vagrant::Util::Subprocess.singleton_class.prepend(Module.new do
     super
   end
 end)
-
-class RecordingGuest
-  attr_reader :calls
-
-  def initialize = @calls = []
-  def ready? = true
-  def detect! = nil
-  def name = :debian
-  def capability?(_name) = true
-
-  def capability(name, *args)
-    @calls << { capability: name, args: args }
-    nil
-  end
-end
 
 env = Vagrant::Environment.new(cwd: project)
 machines = env.machine_names.map do |name|
