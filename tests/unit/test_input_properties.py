@@ -12,6 +12,7 @@ nothing written outside the test's own folder.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -185,7 +186,7 @@ def run_cli(args: list[str], state: dict | None):
         (root / "lab.yaml").write_text(yaml.safe_dump(VALID))
         if state is not None:
             (root / ".lab" / LAB).mkdir(parents=True)
-            (root / ".lab" / LAB / "state.json").write_text(yaml.safe_dump(state))
+            (root / ".lab" / LAB / "state.json").write_text(json.dumps(state))
         before, outside = snapshot(root), _outside()
         saved_root, saved_env = paths.PROJECT_ROOT, os.environ.get(SPEC_ENV)
         paths.PROJECT_ROOT = root
