@@ -29,7 +29,7 @@ import yaml
 
 from labctl.connections import connection_data
 from labctl.images.tags import IMAGE_NAMESPACE_ENV, image_namespace
-from labctl.paths import docker_network_name, lab_dir
+from labctl.paths import docker_network_name, host_container_name, lab_dir
 from labctl.spec import LabSpec, load_spec
 from roles.contract import LAB_LABEL
 from testbed.standin_build import standin_images
@@ -156,7 +156,10 @@ def assert_nothing_left(spec: LabSpec) -> None:
     client = docker.from_env()
     label = {"label": f"{LAB_LABEL}={spec.name}"}
     assert client.containers.list(all=True, filters=label) == []
-    assert client.containers.list(all=True, filters={"name": f"{spec.name}-"}) == []
+    # Docker's name filter matches a substring: `efinal-` would meet other suite labs
+    # (`efinal-pair-…`) running beside this one. The lab's own host names, exactly.
+    hosts = {host_container_name(spec, h.name) for h in spec.hosts}
+    assert [c.name for c in client.containers.list(all=True) if c.name in hosts] == []
     assert client.volumes.list(filters=label) == []
     assert [n.name for n in client.networks.list(names=[docker_network_name(spec)])] == []
     assert not lab_dir(spec).exists()
