@@ -32,8 +32,10 @@ from roles.contract import (
     LAB_LABEL,
     LB_CONTAINER,
     VRRP_HANDOVER_SECONDS,
+    VRRP_READY_COMMAND,
     VRRP_UNDRAIN_COMMAND,
     vrrp_drain_command,
+    vrrp_outranked_command,
 )
 
 Report = Callable[[str], None]
@@ -152,11 +154,28 @@ def _remote(spec: LabSpec, host: str, command: str) -> str:
     return output
 
 
+def _address_to_the_first_lb(spec: LabSpec, recovered: str) -> None:
+    """Once the recovered LB serves (still drained), the address goes back to the first
+    LB that serves as at the end of `apply` (roles/lb.py): its holder drained towards it,
+    a planned move, then every drain lifted in priority order, which moves nothing."""
+    _remote(spec, recovered, VRRP_READY_COMMAND)
+    lbs = spec.lb_hosts
+    for position, lb in enumerate(lbs):
+        others = [str(h.address) for h in lbs if h.name != lb.name]
+        higher = [str(h.address) for h in lbs[:position]]
+        outranked = vrrp_outranked_command(spec.lb_address, higher)
+        if higher and _remote(spec, lb.name, outranked).strip():
+            drain = vrrp_drain_command(lb.name, spec.lb_address, others, VRRP_HANDOVER_SECONDS)
+            _remote(spec, lb.name, drain)
+    for lb in lbs:
+        _remote(spec, lb.name, VRRP_UNDRAIN_COMMAND)
+
+
 def _machine_action(spec: LabSpec, target: str, failing: bool) -> str:
     """A machine the lab does not own is not powered off: its lab containers are killed
     (no shutdown, no goodbye from the agents: the host is gone for the others) or started.
-    An LB sharing the lab's address hands it over first, and takes it back once it serves
-    again (templates/keepalived/vrrp-handover)."""
+    An LB sharing the lab's address hands it over first, and gets it back once it serves
+    again, both planned moves (templates/keepalived/vrrp-handover)."""
     listing = "ps -q" if failing else "ps -aq"
     label = f"{LAB_LABEL}={spec.name}"
     verb = "kill" if failing else "start"
@@ -170,7 +189,7 @@ def _machine_action(spec: LabSpec, target: str, failing: bool) -> str:
         _remote(spec, target, f"{drain} && docker stop {LB_CONTAINER}")
     output = _remote(spec, target, command)
     if not failing and pair_lb:
-        _remote(spec, target, VRRP_UNDRAIN_COMMAND)
+        _address_to_the_first_lb(spec, target)
     count = len(output.split())
     if failing:
         return (

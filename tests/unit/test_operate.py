@@ -140,3 +140,50 @@ def test_a_count_that_fits_is_taken_as_a_number():
 def test_a_huge_spread_is_arithmetic_not_a_loop():
     assert spread(spec_from("lab.yaml"), SEED, 10**18) == dict.fromkeys(
         ("server1", "server2", "server3"), 10**18 // 3) | {"server1": 10**18 // 3 + 1}  # fmt: skip
+
+
+def test_an_existing_pair_lbs_fail_and_recover_are_planned_moves_both_ways(monkeypatch):
+    """On the ssh road `fail` of the LB that holds the shared address hands it over
+    before its containers stop; `recover` waits until its LB serves, hands the address
+    back from the holder (a planned move: the holder drained towards it, not a drain
+    lifted under it), then lifts the drains in priority order (docs/lb-pair.md)."""
+    from labctl import operate
+
+    spec = parse_spec(
+        {
+            "name": "labssh",
+            "provider": "ssh",
+            "network": {"subnet": "10.0.0.0/24", "lb_address": "10.0.0.10"},
+            "hosts": [
+                {"name": "m1", "address": "10.0.0.2", "consul": "server", "demo": 1},
+                {"name": "m2", "address": "10.0.0.3", "consul": "server", "lb": True},
+                {"name": "m3", "address": "10.0.0.4", "consul": "server", "lb": True},
+            ],
+        }
+    )[0]
+    ran = []
+
+    def remote(spec, host, command):
+        ran.append((host, command))
+        if " outranked " in command:
+            return "10.0.0.3\n" if host == "m3" else ""
+        return "c0ffee\nbeef\n" if command.startswith("docker ps") else ""
+
+    monkeypatch.setattr(operate, "_remote", remote)
+    monkeypatch.setattr(operate, "read_state", lambda spec: {"provider": "ssh"})
+    handover = "docker exec keepalived vrrp-handover"
+    operate.fail_or_recover(spec, "m2", True, lambda line: None)
+    assert ran == [
+        ("m2", f"{handover} drain m2 10.0.0.10 10 10.0.0.4 && docker stop lb"),
+        ("m2", "docker ps -q --filter label=io.labctl.lab=labssh | xargs -r docker kill"),
+    ]
+    ran.clear()
+    operate.fail_or_recover(spec, "m2", False, lambda line: None)
+    assert ran == [
+        ("m2", "docker ps -aq --filter label=io.labctl.lab=labssh | xargs -r docker start"),
+        ("m2", f"{handover} ready"),
+        ("m3", f"{handover} outranked 10.0.0.10 10.0.0.3"),
+        ("m3", f"{handover} drain m3 10.0.0.10 10 10.0.0.3"),
+        ("m2", f"{handover} undrain"),
+        ("m3", f"{handover} undrain"),
+    ]
