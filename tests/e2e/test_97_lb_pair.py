@@ -6,7 +6,8 @@ In order: `up` verified, the address held by the first LB; every LB serving the 
 upstreams after a scale; a rolling apply that replaces both LBs under a fresh and a
 keep-alive request loop through the shared address, with no failed GET (each LB hands
 the address over before it stops, and still answers what it owes from the address on its
-loopback); a hand-over refused in one sentence when the other LB does not serve, nothing
+loopback); `labctl restart-lb` under the same loops, none failing either; a hand-over
+refused in one sentence when the other LB does not serve, nothing
 stopped; a drain an interrupted run left, lifted by the next `apply`; the master's host
 powered off (`labctl fail`),
 failures only inside the failover window, which the lab's own records (Docker's kill
@@ -250,6 +251,35 @@ def test_a_rolling_apply_replacing_both_lbs_hands_the_address_over_without_a_fai
     for loop, rate in ((fresh, rates[0]), (kept, rates[1])):
         assert loop.failures == {}, f"failed GETs: {dict(loop.outcomes)}"
         assert_served_throughout(loop, rate, start, end, "rolling LB replacement")
+
+
+def test_restart_lb_restarts_every_lb_without_a_failed_request(pair, pair_spec):
+    """`labctl restart-lb`: each LB in turn hands the address over, finishes what it
+    serves, is started again and serves; the address ends with the first LB. Every move
+    planned, none failing a GET of either loop."""
+    _, connections, _ = pair
+    before = {h: on_host(connections, h, "docker inspect -f '{{.State.StartedAt}}' lb")
+              for h in (MASTER, BACKUP)}  # fmt: skip
+    fresh, kept = loops()
+    with fresh, kept, HolderWatch() as watch:
+        rates = calm_rates(fresh, kept)
+        start = time.monotonic()
+        result = labctl(pair_spec, "restart-lb", timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        wait_for(lambda: answering() == MASTER, 10, f"{MASTER} answering on the address")
+        end = time.monotonic()
+    print(f"restart-lb: fresh {dict(fresh.outcomes)}, keep-alive {dict(kept.outcomes)} "
+          f"({kept.retried} retries)")  # fmt: skip
+    assert f"LB restarted on {MASTER}, {BACKUP}" in result.stderr
+    for host in (MASTER, BACKUP):
+        started = on_host(connections, host, "docker inspect -f '{{.State.StartedAt}}' lb")
+        assert started != before[host], f"{host}'s LB was not restarted"
+        assert on_host(connections, host, f"cat {KEEPALIVED_DRAIN_FILE}").strip() == "0", host
+    assert holders(connections) == [MASTER]
+    assert watch.hosts() == [MASTER, BACKUP, MASTER], watch.hosts()
+    for loop, rate in ((fresh, rates[0]), (kept, rates[1])):
+        assert loop.failures == {}, f"failed GETs: {dict(loop.outcomes)}"
+        assert_served_throughout(loop, rate, start, end, "restart-lb")
 
 
 def test_a_hand_over_with_no_other_lb_serving_is_refused_in_one_sentence_and_stops_nothing(
