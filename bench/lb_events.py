@@ -33,6 +33,8 @@ Events, in order, each timed from just before its trigger:
   instance_crash       labctl fail zhibo-2             docker kill of one instance
   instance_recover     labctl recover zhibo-2
   lb_restart           docker restart lb               on the LB host
+  lb_restart_verb      labctl restart-lb               every LB, one at a time (a pair hands
+                                                       the address over first)
   lb_host_reboot       docker restart labbench-node3   a clean reboot of the LB host
   lb_kill              docker kill lb on node3         started again 10 s later
   lb_host_kill         labctl fail node3               the LB host's plug pulled; `labctl
@@ -48,7 +50,7 @@ Events, in order, each timed from just before its trigger:
                                                    LB host's agent up; then start
   crash_after_quorum   labctl fail zhibo-3         the LB follows the next change
   recover_after_quorum labctl recover zhibo-3
-  rolling_apply        pyinfra ... --data ...          every instance and agent replaced
+  rolling_apply        pyinfra ... --data ...          every instance, agent and LB replaced
   rolling_back         pyinfra inventory.py deploy.py  and back to the spec
   service_add          labctl apply, a second service  danmu_service on node1 and node2
   service_remove       labctl apply, the spec again    and gone again
@@ -171,6 +173,7 @@ def use_lb_pair() -> None:
 ROLLED = (
     "--data", "demo_environment=" + json.dumps({"LAB_ROLLED": "1"}),
     "--data", "consul_log_level=DEBUG",
+    "--data", "lb_wait=2s:9s",
 )  # fmt: skip
 
 POLL_INTERVAL = 0.1
@@ -692,6 +695,7 @@ def events(spec: LabSpec, triggers: Triggers) -> list[Event]:
         recover("instance_recover", "zhibo-2"),
         *(registrator_events(t, three) if spec.registrator_services() else []),
         Event("lb_restart", "docker restart lb", t.on_lb_host("docker restart lb"), three),
+        Event("lb_restart_verb", "labctl restart-lb", t.labctl("restart-lb"), three),
         Event("lb_host_reboot", f"docker restart {SPEC['name']}-{LB_HOSTS[0]}", t.reboot_lb_host,
               three),
         Event("lb_kill", f"docker kill lb on {LB_HOSTS[0]}, started {DOWNTIME:.0f} s later",

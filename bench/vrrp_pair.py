@@ -21,8 +21,10 @@ address back to lb1 (preemption), every one on a fresh pair:
   host_lost          lb1's host powered off (its namespace gone, then its containers)
   lb_killed          lb1's LB container killed: keepalived lives, its track script acts
   lb_hung            lb1's nginx frozen (docker pause): accepts, never answers
-  planned            labctl's hand-over: drain lb1 (priority -100), wait until lb2 holds
-                     and serves, stop lb1's LB; then start it, wait, undrain
+  planned            labctl's hand-over, with the lab's script (vrrp-handover): drain
+                     lb1 (new connections held while the address moves), stop its LB;
+                     then start it, wait until it serves, drain lb2 towards it, undrain
+                     both
   partition          VRRP cut between them (iptables, protocol 112): both hold the
                      address; then healed
   keepalived_killed  lb1's keepalived killed, nginx left: the address stays on lb1 too

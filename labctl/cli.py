@@ -394,6 +394,31 @@ def recover(target: Target) -> None:
     )
 
 
+@app.command("restart-lb")
+def restart_lb(
+    hosts: Annotated[
+        list[str] | None,
+        typer.Argument(help="LB hosts (default: every one), restarted one at a time."),
+    ] = None,
+) -> None:
+    """Restart the LB (nginx + consul-template) on its hosts, one at a time.
+
+    With two or more LBs sharing network.lb_address, each hands the address over before
+    it stops and gets it back once it serves again: no request fails. With one LB it is
+    `docker restart lb`: nothing answers for a moment.
+    """
+    from labctl import operate
+
+    spec = _spec()
+    try:
+        targets = operate.lb_targets(spec, hosts or [])
+    except SpecError as exc:
+        raise _refuse(exc.problems) from None
+    if problem := not_up_problem(spec):
+        raise _refuse([problem])
+    console.print(_run("restart-lb", lambda r: operate.restart_lbs(spec, targets, r)))
+
+
 def _target_spec(target: str) -> LabSpec:
     """The spec, once `target` is known to be one of the lab's and the lab is up."""
     from labctl import operate

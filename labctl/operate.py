@@ -31,9 +31,12 @@ from labctl.spec import LabSpec, SpecError, validate
 from roles.contract import (
     LAB_LABEL,
     LB_CONTAINER,
+    LB_SERVES_AGAIN,
     VRRP_HANDOVER_SECONDS,
+    VRRP_READY_COMMAND,
     VRRP_UNDRAIN_COMMAND,
     vrrp_drain_command,
+    vrrp_outranked_command,
 )
 
 Report = Callable[[str], None]
@@ -152,11 +155,65 @@ def _remote(spec: LabSpec, host: str, command: str) -> str:
     return output
 
 
+def _address_to_the_first_lb(spec: LabSpec) -> None:
+    """Once every LB the verb stopped serves again (still drained), the address goes to
+    the first LB that serves as at the end of `apply` (roles/lb.py): its holder drained
+    towards it, a planned move, then every drain lifted in priority order, which moves
+    nothing."""
+    lbs = spec.lb_hosts
+    for position, lb in enumerate(lbs):
+        others = [str(h.address) for h in lbs if h.name != lb.name]
+        higher = [str(h.address) for h in lbs[:position]]
+        outranked = vrrp_outranked_command(spec.lb_address, higher)
+        if higher and _remote(spec, lb.name, outranked).strip():
+            drain = vrrp_drain_command(lb.name, spec.lb_address, others, VRRP_HANDOVER_SECONDS)
+            _remote(spec, lb.name, drain)
+    for lb in lbs:
+        _remote(spec, lb.name, VRRP_UNDRAIN_COMMAND)
+
+
+def _handed_over_and_stopped(spec: LabSpec, target: str) -> None:
+    """The LB on `target` stopped once the shared address is with another LB and it has
+    finished what it serves (nginx's graceful quit): a planned move."""
+    peers = [str(h.address) for h in spec.lb_hosts if h.name != target]
+    drain = vrrp_drain_command(target, spec.lb_address, peers, VRRP_HANDOVER_SECONDS)
+    _remote(spec, target, f"{drain} && docker stop {LB_CONTAINER}")
+
+
+def lb_targets(spec: LabSpec, names: list[str]) -> list[str]:
+    """The LB hosts `names` asks for (every one when empty), in priority order; SpecError
+    for a name that is not an LB host of the lab."""
+    lbs = [h.name for h in spec.lb_hosts]
+    unknown = list(dict.fromkeys(name for name in names if name not in lbs))
+    if unknown:
+        named = ", ".join(map(repr, unknown))
+        runs = "runs" if len(unknown) == 1 else "run"
+        raise SpecError([f"{named} {runs} no LB; use one of {', '.join(lbs)}."])
+    return [name for name in lbs if name in names] if names else lbs
+
+
+def restart_lbs(spec: LabSpec, targets: list[str], report: Report) -> str:
+    """Restart the LB container on the LB hosts `targets` (lb_targets), one at a time.
+    With one LB that is `docker restart` (nginx away for a moment: nobody to hand over
+    to); with several, each hands the shared address over first and gets it back once
+    it serves, planned moves both (docs/lb-pair.md)."""
+    for target in targets:
+        report(f"restart the LB on {target}")
+        if spec.lb_pair:
+            _handed_over_and_stopped(spec, target)
+            _remote(spec, target, f"docker start {LB_CONTAINER} && {VRRP_READY_COMMAND}")
+        else:
+            _remote(spec, target, f"docker restart {LB_CONTAINER} && {LB_SERVES_AGAIN}")
+    if spec.lb_pair:
+        _address_to_the_first_lb(spec)
+    return f"LB restarted on {', '.join(targets)}"
+
+
 def _machine_action(spec: LabSpec, target: str, failing: bool) -> str:
     """A machine the lab does not own is not powered off: its lab containers are killed
     (no shutdown, no goodbye from the agents: the host is gone for the others) or started.
-    An LB sharing the lab's address hands it over first, and takes it back once it serves
-    again (templates/keepalived/vrrp-handover)."""
+    An LB sharing the lab's address hands it over first, and gets it back once it serves
+    again, both planned moves (templates/keepalived/vrrp-handover)."""
     listing = "ps -q" if failing else "ps -aq"
     label = f"{LAB_LABEL}={spec.name}"
     verb = "kill" if failing else "start"
@@ -165,12 +222,11 @@ def _machine_action(spec: LabSpec, target: str, failing: bool) -> str:
     if failing and pair_lb:
         # A planned event: the address moves to another LB before this one stops, and the
         # LB finishes what it serves (nginx's graceful quit) before the rest is killed.
-        peers = [str(h.address) for h in spec.lb_hosts if h.name != target]
-        drain = vrrp_drain_command(target, spec.lb_address, peers, VRRP_HANDOVER_SECONDS)
-        _remote(spec, target, f"{drain} && docker stop {LB_CONTAINER}")
+        _handed_over_and_stopped(spec, target)
     output = _remote(spec, target, command)
     if not failing and pair_lb:
-        _remote(spec, target, VRRP_UNDRAIN_COMMAND)
+        _remote(spec, target, VRRP_READY_COMMAND)
+        _address_to_the_first_lb(spec)
     count = len(output.split())
     if failing:
         return (

@@ -140,8 +140,24 @@ def vrrp_drain_command(host: str, address: str, peers: Iterable[str], seconds: i
                        address, str(seconds), *peers])  # fmt: skip
 
 
-# Its second half, once this host's LB serves again: the drain lifted.
+# After the LB container started again: wait (a minute at most) until it serves its
+# latest render (templates/lb/lb-health).
+LB_SERVES_AGAIN = (
+    f"timeout 60 sh -c 'until docker exec {LB_CONTAINER} lb-health >/dev/null; do sleep 1; done'"
+)
+# After a replaced or restarted LB of a pair: wait until it serves (it stays drained).
+VRRP_READY_COMMAND = f"docker exec {KEEPALIVED_CONTAINER} {VRRP_HANDOVER} ready"
+# The last step, on every LB host in priority order once the first LB that serves holds
+# the address: the drain lifted (nothing when there is none), moving nothing.
 VRRP_UNDRAIN_COMMAND = f"docker exec {KEEPALIVED_CONTAINER} {VRRP_HANDOVER} undrain"
+
+
+def vrrp_outranked_command(address: str, higher: Iterable[str]) -> str:
+    """Prints, when this LB host holds `address` and an LB ahead of it in priority order
+    (`higher`: their own addresses) serves, that LB's address: the holder is then drained
+    (a planned move) so that the address ends with the first LB that serves."""
+    return shlex.join(["docker", "exec", KEEPALIVED_CONTAINER, VRRP_HANDOVER, "outranked",
+                       address, *higher])  # fmt: skip
 
 # --- Files on the control machine ----------------------------------------------------
 

@@ -18,7 +18,7 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from roles.contract import SPEC_LABEL
+from roles.contract import SPEC_LABEL, vrrp_outranked_command
 
 
 class DockerImageIds(FactBase):
@@ -224,6 +224,18 @@ class AddressesOnInterfaces(FactBase):
             if len(words) > 3 and words[2] == "inet":
                 held.append((words[1].split("@")[0], words[3]))
         return held
+
+
+class OutrankedHolder(FactBase):
+    """When this LB host holds the shared address while an LB ahead of it in priority
+    order serves: that LB's address (templates/keepalived/vrrp-handover `outranked`);
+    None otherwise. Other hosts change it: always asked."""
+
+    def command(self, address: str, higher: list[str]) -> str:
+        return vrrp_outranked_command(address, higher)
+
+    def process(self, output: list[str]) -> str | None:
+        return output[0].strip() if output and output[0].strip() else None
 
 
 class InterfaceWithAddress(FactBase):

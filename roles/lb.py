@@ -11,8 +11,10 @@ With more than one LB host (network.lb_address), keepalived runs beside the LB o
 in a container of its own (docs/lb-pair.md): VRRP gives the shared address to the LB
 whose nginx serves and whose priority is highest (the spec's order). Before this role
 stops or replaces a running LB (or keepalived), that LB hands the address over
-(templates/keepalived/vrrp-handover), and takes it back once it serves again; the LB
-hosts are changed one at a time. A lab with one LB runs no keepalived at all.
+(templates/keepalived/vrrp-handover) and stays drained; the LB hosts are changed one
+at a time. At the end of the run the address is handed, the same planned way, to the
+first LB that serves, and the drains are lifted in priority order, which moves nothing.
+A lab with one LB runs no keepalived at all.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from roles.contract import (
     ROLE_LABEL,
     TEMPLATES,
     VRRP_HANDOVER_SECONDS,
+    VRRP_READY_COMMAND,
     VRRP_UNDRAIN_COMMAND,
     LabHost,
     vrrp_drain_command,
@@ -51,6 +54,7 @@ from roles.contract import (
 from roles.facts import InterfaceWithAddress
 from roles.host_images import image_ref
 from roles.operations import (
+    address_yielded,
     container,
     drain_lifted,
     load_balancer_healthy,
@@ -129,13 +133,39 @@ def _state_volume(data, lab: LabHost) -> str:
 
 def _handover(data, lab: LabHost) -> tuple[str, str]:
     """The commands that hand the shared address over before this host's LB stops, and
-    take it back once it serves again; none with a single LB."""
+    wait until it serves again (still drained: `_address_to_the_first_lb` ends the
+    hand-over); none with a single LB."""
     vrrp = lab.lb.vrrp
     if vrrp is None:
         return "", ""
     peers = [peer.address for peer in vrrp.lbs if peer.name != lab.name]
     drain = vrrp_drain_command(lab.name, vrrp.address, peers, int(data.lb_handover_timeout))
-    return drain, VRRP_UNDRAIN_COMMAND
+    return drain, VRRP_READY_COMMAND
+
+
+def _address_to_the_first_lb(data, lab: LabHost) -> None:
+    """The end of every run on an LB pair: whichever LB holds the address hands it on
+    (a planned move) while an LB ahead of it serves, then every drain is lifted, the
+    first LB's first. Lifting a drain while another LB held the address would move it
+    by preemption, with no hold on the old holder (docs/lb-pair.md)."""
+    vrrp = lab.lb.vrrp
+    drain, _ = _handover(data, lab)
+    position = [peer.name for peer in vrrp.lbs].index(lab.name)
+    address_yielded(
+        name="Hand the shared address to the first LB that serves",
+        address=vrrp.address,
+        higher=[peer.address for peer in vrrp.lbs[:position]],
+        drain=drain,
+        _serial=True,
+    )
+    # pyinfra runs a serial operation host by host in the inventory's order, which is
+    # the spec's: the LBs' priority order.
+    drain_lifted(
+        name="Lift the drains, in priority order",
+        path=KEEPALIVED_DRAIN_FILE,
+        undrain=VRRP_UNDRAIN_COMMAND,
+        _serial=True,
+    )
 
 
 def _arp_for_own_interface_only() -> None:
@@ -192,7 +222,7 @@ def _keepalived(data, lab: LabHost) -> None:
         vrrp_advert_int=data.lb_vrrp_advert_int,
         vrrp_unicast=vrrp.unicast,
     )
-    drain, undrain = _handover(data, lab)
+    drain, ready = _handover(data, lab)
     image, image_id = image_ref(KEEPALIVED_ROLE)
     keepalived = container(
         name="Run keepalived",
@@ -210,7 +240,7 @@ def _keepalived(data, lab: LabHost) -> None:
         ],
         labels={LAB_LABEL: lab.lab_name, ROLE_LABEL: KEEPALIVED_ROLE},
         before_replace=drain,
-        replaced_ready=undrain,
+        replaced_ready=ready,
         _serial=True,
     )
     server.shell(
@@ -226,7 +256,7 @@ def load_balancer() -> None:
     lab: LabHost = data.lab_host
     if lab.lb.vrrp is not None:
         _keepalived(data, lab)
-    drain, undrain = _handover(data, lab)
+    drain, ready = _handover(data, lab)
     # A replaced LB of a pair, the address gone to another, finishes what it serves
     # (its answers leave from the address on loopback) before `docker rm -f`.
     graceful = f"{drain} && docker stop --time {int(data.lb_stop_timeout)} {LB_CONTAINER}"
@@ -254,7 +284,7 @@ def load_balancer() -> None:
         # A new token restarts consul-template with it (start.sh reads it at start).
         depends_on=spec_hash(lab.lb.consul_token or ""),
         before_replace=graceful if drain else "",
-        replaced_ready=undrain,
+        replaced_ready=ready,
         # Several LBs are replaced one at a time: another holds the address meanwhile.
         _serial=lab.lb.vrrp is not None,
     )
@@ -262,17 +292,10 @@ def load_balancer() -> None:
         name="Check that the LB serves its latest render",
         container_name=LB_CONTAINER,
         before_restart=drain,
-        after_restart=undrain,
+        after_restart=ready,
         # A container just (re)started renders afresh by itself.
         _if=lambda: not lb.did_change(),
         _serial=lab.lb.vrrp is not None,
     )
-    if undrain:
-        # A run stopped between a hand-over and its undrain (an interrupted apply, a
-        # failed step) left this LB drained: it gets the address back once it serves.
-        drain_lifted(
-            name="Lift a drain left from an earlier hand-over",
-            path=KEEPALIVED_DRAIN_FILE,
-            undrain=undrain,
-            _serial=True,
-        )
+    if lab.lb.vrrp is not None:
+        _address_to_the_first_lb(data, lab)

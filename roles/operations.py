@@ -41,6 +41,7 @@ from roles.facts import (
     DockerLabelled,
     ImageUserIds,
     LoadBalancerHealth,
+    OutrankedHolder,
     curl_token_option,
 )
 
@@ -486,10 +487,26 @@ def load_balancer_healthy(container_name: str, before_restart: str = "", after_r
 
 
 @operation()
+def address_yielded(address: str, higher: list[str], drain: str):
+    """The shared address not held here while an LB ahead of this one in priority order
+    (`higher`: their own addresses) serves: `drain` hands it over, a planned move like
+    the one before a replacement. After a rolling change the address is with whichever
+    LB took it last; run on every LB host, one at a time, this brings it to the first LB
+    that serves without the unplanned move that lifting a drain would make (preemption,
+    with no hold on the old holder: docs/lb-pair.md)."""
+    to = host.get_fact(OutrankedHolder, address=address, higher=higher)
+    if to is None:
+        host.noop(f"no LB ahead of this one serves while this one holds {address}")
+        return
+    yield drain
+
+
+@operation()
 def drain_lifted(path: str, undrain: str):
-    """The drain file at `path` not left at 1 by a planned hand-over whose second half
-    never ran (a run interrupted between the two, a step that failed): `undrain` lifts
-    it once the LB serves, and the address comes back by preemption."""
+    """The drain file at `path` not left at 1: a planned hand-over leaves it at 1 until
+    the end of the run (this operation, on every LB host in priority order, after
+    `address_yielded`), and a run interrupted before then leaves it so for the next one.
+    `undrain` lifts it once the LB serves."""
     contents = host.get_fact(FileContents, path=path)
     if not contents or contents[0].strip() != "1":
         host.noop("no drain left over")

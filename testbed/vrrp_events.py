@@ -154,19 +154,15 @@ def lb_hung(pair: VrrpPair) -> list[Measured]:
 
 
 def planned_handover(pair: VrrpPair) -> list[Measured]:
-    """What labctl does before it stops the master's LB (a rolling apply, a restart, a
-    host going down): drain it, confirm that the backup holds the address and serves,
-    stop the LB; later start it, wait until its keepalived sees it serve (BACKUP, no
-    longer FAULT), and undrain it."""
+    """What labctl does before it stops the master's LB (a rolling apply, `fail` on the
+    ssh road), with the lab's own script: drain it (new connections held while the
+    address moves, the backup confirmed holding it), stop its LB; later start it, wait
+    until it serves, drain the backup towards it (the move back planned too), and lift
+    both drains, the master's first (roles/lb.py)."""
     master, backup = pair.names[:2]
 
     def hand_over() -> None:
-        pair.drain(master, True)
-        wait_for(
-            lambda: pair.state(backup)["state"] == "MASTER" and _serves_alone(pair, backup)(),
-            SETTLE,
-            "the backup holding and serving",
-        )
+        pair.handover(master, "drain")
         pair.stop_lb(master)
 
     away = _event(
@@ -179,14 +175,13 @@ def planned_handover(pair: VrrpPair) -> list[Measured]:
 
     def give_back() -> None:
         pair.start_lb(master)
-        wait_for(
-            lambda: pair.state(master)["state"] == "BACKUP",
-            SETTLE,
-            "the master's keepalived seeing its LB serve again",
-        )
-        pair.drain(master, False)
+        pair.handover(master, "ready")
+        if pair.handover(backup, "outranked").strip():
+            pair.handover(backup, "drain")
+        for name in (master, backup):
+            pair.handover(name, "undrain")
 
-    back = _back_to(pair, "planned: LB started, undrained", give_back)
+    back = _back_to(pair, "planned: LB started, backup drained towards it", give_back)
     return [away, back]
 
 

@@ -300,7 +300,9 @@ class VrrpPair:
 
     def start_lb(self, name: str, create: bool = False) -> None:
         if create:
-            self._in_host(name, "lb", self.support_ref, command=["lb-start", name]).start()
+            self._in_host(
+                name, "lb", self.support_ref, command=["lb-start", name, str(self.subnet)]
+            ).start()
         else:
             self.container(name, "lb").start()
 
@@ -439,6 +441,19 @@ class VrrpPair:
             f"echo {int(on)} > /var/lib/keepalived/drain.tmp"
             " && mv /var/lib/keepalived/drain.tmp /var/lib/keepalived/drain",
         )  # fmt: skip
+
+    def handover(self, name: str, *arguments: str) -> str:
+        """The lab's own planned hand-over script in this LB's keepalived container
+        (templates/keepalived/vrrp-handover): `drain` (towards every other LB), `ready`,
+        `outranked` (towards the LBs ahead of this one), `undrain`."""
+        others = [self.host_address(n) for n in self.names if n != name]
+        higher = [self.host_address(n) for n in self.names[: self.names.index(name)]]
+        command, *rest = arguments
+        if command == "drain":
+            rest = [name, self.address, "10", *others]
+        elif command == "outranked":
+            rest = [self.address, *higher]
+        return self._exec(self.container(name, "keepalived"), "vrrp-handover", command, *rest)
 
     def partition(self, name: str, cut: bool) -> None:
         """Drop VRRP (IP protocol 112) to and from this LB host, and nothing else: the

@@ -18,6 +18,8 @@
 set -eu
 rm -f /run/keepalived.pid /run/vrrp.pid /run/checkers.pid /run/bfd.pid
 mkdir -p /run/keepalived
+# A hand-over cut short (its `docker exec` killed) may have left new connections held.
+/usr/local/bin/vrrp-handover lift
 if [ -n "${LB_ADDRESS:-}" ]; then
     ignore=$(cat /proc/sys/net/ipv4/conf/all/arp_ignore)
     announce=$(cat /proc/sys/net/ipv4/conf/all/arp_announce)

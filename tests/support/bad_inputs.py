@@ -275,6 +275,9 @@ CASES: list[Case] = [
     Case("fail-target-brackets", args=("fail", "[x]"), state=UP_STATE, literal="[x]"),
     Case("fail-target-closing-tag", args=("fail", "[/x]"), state=UP_STATE, literal="[/x]"),
     Case("recover-empty-target", args=("recover", ""), state=UP_STATE),
+    Case("restart-lb-not-an-lb", args=("restart-lb", "server1"), state=UP_STATE,
+         literal="server1"),
+    Case("restart-lb-brackets", args=("restart-lb", "[/b]"), state=UP_STATE, literal="[/b]"),
     Case("token-unknown-name", args=("token", "[/bold]"),
          state=UP_STATE, literal="[/bold]"),
     Case("bundle-save-to-directory", args=("bundle", "save", "{dir}")),
@@ -288,6 +291,7 @@ CASES: list[Case] = [
     Case("not-up-fail", args=("fail", "zhibo-1")),
     Case("not-up-recover", args=("recover", "server1")),
     Case("not-up-apply", args=("apply",)),
+    Case("not-up-restart-lb", args=("restart-lb",)),
     Case("not-up-state-without-provider", args=("verify",), state={"service_counts": {}}),
     Case("state-not-json", args=("verify",), state={"corrupt": True}),
 ]

@@ -171,7 +171,8 @@ def test_load_spec_accepts_or_names_each_problem_in_one_sentence(raw):
         vagrant.vagrantfile_data(spec, "x86_64")
 
 
-VERBS_NEEDING_A_LAB = ["verify", "status", "watch", "token", "scale", "fail", "recover", "apply"]
+VERBS_NEEDING_A_LAB = ["verify", "status", "watch", "token", "scale", "fail", "recover", "apply",
+                       "restart-lb"]  # fmt: skip
 options = st.sampled_from(["--wait", "--interval", "--count", "--json", "--provider",
                            "--bundle", "-h"])  # fmt: skip
 argument = st.one_of(odd_text.filter(lambda a: "\x00" not in a), options,
@@ -251,7 +252,8 @@ def test_a_real_labctl_process_on_a_lab_that_is_not_up(verb, arg):
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "lab.yaml").write_text(yaml.safe_dump(VALID))
         env = os.environ | {"HOME": tmp, "XDG_CACHE_HOME": f"{tmp}/.cache", "COLUMNS": "200"}
-        args = [verb] + ([arg] if verb in ("fail", "recover", "token", "scale") else [])
+        takes_one = ("fail", "recover", "token", "scale", "restart-lb")
+        args = [verb] + ([arg] if verb in takes_one else [])
         done = subprocess.run(
             [sys.executable, str(SANDBOX), tmp, "--", "--spec", f"{tmp}/lab.yaml", *args],
             env=env, capture_output=True, text=True, timeout=30,

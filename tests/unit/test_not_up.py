@@ -19,6 +19,7 @@ from tests.support.sandbox import Contact, invoke
 VERBS = [
     ["verify"], ["verify", "--json"], ["watch", "--count", "1"], ["token"], ["token", "read"],
     ["scale", "zhibo_service=2"], ["fail", "zhibo-1"], ["recover", "server1"], ["apply"],
+    ["restart-lb"],
 ]  # fmt: skip
 # What `up` had not yet written, or a scale's counts left by a version that wrote them
 # before checking: neither records a provider, so no host was ever created.

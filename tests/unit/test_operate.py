@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from labctl import paths
+from labctl import operate, paths
 from labctl.operate import scale, scale_request, spread
 from labctl.services import SEED_SERVICE as SEED
 from labctl.spec import SpecError, load_spec, parse_spec
+from roles.contract import LB_SERVES_AGAIN
 from tests.conftest import PROJECT_ROOT
 
 
@@ -81,8 +82,6 @@ def test_scale_onto_consuls_rpc_port_is_refused_before_anything_is_recorded(reco
 
 def test_failing_an_existing_machine_kills_its_lab_containers(monkeypatch, tmp_path):
     """A machine the lab does not own is never powered off (labctl.operate)."""
-    from labctl import operate
-
     spec = parse_spec(
         {
             "name": "labssh",
@@ -140,3 +139,103 @@ def test_a_count_that_fits_is_taken_as_a_number():
 def test_a_huge_spread_is_arithmetic_not_a_loop():
     assert spread(spec_from("lab.yaml"), SEED, 10**18) == dict.fromkeys(
         ("server1", "server2", "server3"), 10**18 // 3) | {"server1": 10**18 // 3 + 1}  # fmt: skip
+
+
+HANDOVER = "docker exec keepalived vrrp-handover"
+# What follows once the stopped LB serves again: the holder (m3, outranked by m2, which
+# serves) drained towards m2, then the drains lifted in priority order.
+ADDRESS_TO_THE_FIRST_LB = [
+    ("m3", f"{HANDOVER} outranked 10.0.0.10 10.0.0.3"),
+    ("m3", f"{HANDOVER} drain m3 10.0.0.10 10 10.0.0.3"),
+    ("m2", f"{HANDOVER} undrain"),
+    ("m3", f"{HANDOVER} undrain"),
+]
+
+
+def pair_spec(provider: str):
+    return parse_spec(
+        {
+            "name": "labpair",
+            "provider": provider,
+            "network": {"subnet": "10.0.0.0/24", "lb_address": "10.0.0.10",
+                        "allow_any_subnet": True},
+            "hosts": [
+                {"name": "m1", "address": "10.0.0.2", "consul": "server", "bootstrap": True,
+                 "demo": 1},
+                {"name": "m2", "address": "10.0.0.3", "consul": "server", "lb": True},
+                {"name": "m3", "address": "10.0.0.4", "consul": "server", "lb": True},
+            ],
+        }
+    )[0]  # fmt: skip
+
+
+def record_remote(monkeypatch) -> list[tuple[str, str]]:
+    """(host, command) of every command operate runs on a lab host, answered as a pair
+    whose address is with m3 while m2 serves."""
+    ran = []
+
+    def remote(spec, host, command):
+        ran.append((host, command))
+        if " outranked " in command:
+            return "10.0.0.3\n" if host == "m3" else ""
+        return "c0ffee\nbeef\n" if command.startswith("docker ps") else ""
+
+    monkeypatch.setattr(operate, "_remote", remote)
+    monkeypatch.setattr(operate, "read_state", lambda spec: {"provider": "ssh"})
+    return ran
+
+
+def test_an_existing_pair_lbs_fail_and_recover_are_planned_moves_both_ways(monkeypatch):
+    """On the ssh road `fail` of the LB that holds the shared address hands it over
+    before its containers stop; `recover` waits until its LB serves, hands the address
+    back from the holder (a planned move: the holder drained towards it, not a drain
+    lifted under it), then lifts the drains in priority order (docs/lb-pair.md)."""
+    spec = pair_spec("ssh")
+    ran = record_remote(monkeypatch)
+    operate.fail_or_recover(spec, "m2", True, lambda line: None)
+    assert ran == [
+        ("m2", f"{HANDOVER} drain m2 10.0.0.10 10 10.0.0.4 && docker stop lb"),
+        ("m2", "docker ps -q --filter label=io.labctl.lab=labpair | xargs -r docker kill"),
+    ]
+    ran.clear()
+    operate.fail_or_recover(spec, "m2", False, lambda line: None)
+    assert ran == [
+        ("m2", "docker ps -aq --filter label=io.labctl.lab=labpair | xargs -r docker start"),
+        ("m2", f"{HANDOVER} ready"),
+        *ADDRESS_TO_THE_FIRST_LB,
+    ]
+
+
+def test_restart_lb_on_a_pair_hands_the_address_over_from_each_lb_in_turn(monkeypatch):
+    """Every LB, in priority order: its address handed over, its LB stopped gracefully and
+    started, ready (still drained); then the address to the first LB, the drains lifted."""
+    spec = pair_spec("docker")
+    ran = record_remote(monkeypatch)
+    targets = operate.lb_targets(spec, [])
+    assert targets == ["m2", "m3"]
+    assert operate.restart_lbs(spec, targets, lambda line: None) == "LB restarted on m2, m3"
+    assert ran == [
+        ("m2", f"{HANDOVER} drain m2 10.0.0.10 10 10.0.0.4 && docker stop lb"),
+        ("m2", f"docker start lb && {HANDOVER} ready"),
+        ("m3", f"{HANDOVER} drain m3 10.0.0.10 10 10.0.0.3 && docker stop lb"),
+        ("m3", f"docker start lb && {HANDOVER} ready"),
+        *ADDRESS_TO_THE_FIRST_LB,
+    ]
+
+
+def test_restart_lb_with_one_lb_restarts_it_and_waits_until_it_serves(monkeypatch):
+    spec = spec_from("lab.yaml")
+    ran = record_remote(monkeypatch)
+    assert operate.restart_lbs(spec, operate.lb_targets(spec, []), lambda line: None) == (
+        "LB restarted on server3"
+    )
+    assert ran == [("server3", f"docker restart lb && {LB_SERVES_AGAIN}")]
+
+
+def test_restart_lb_names_what_is_not_an_lb_host_in_one_sentence():
+    with pytest.raises(SpecError) as caught:
+        operate.lb_targets(pair_spec("docker"), ["m1", "m3", "[x]", "m1"])
+    assert caught.value.problems == ["'m1', '[x]' run no LB; use one of m2, m3."]
+    with pytest.raises(SpecError) as caught:
+        operate.lb_targets(pair_spec("docker"), ["m1"])
+    assert caught.value.problems == ["'m1' runs no LB; use one of m2, m3."]

@@ -153,7 +153,7 @@ def test_every_operation_has_cases():
         "service_instance", "consul_services_absent", "load_balancer_healthy",
         "images_obtained", "labelled_absent", "recorded_images_absent", "json_keys",
         "registrator_instance", "registrator_instances_drained", "drain_lifted",
-        "address_absent",
+        "address_absent", "address_yielded",
     }  # fmt: skip
     assert {p.parent.name for p in CASES} == operations
 
