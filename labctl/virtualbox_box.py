@@ -88,7 +88,7 @@ def plan(spec: LabSpec, provider: str, state: dict, use: bool) -> box.BoxPlan:
     if none := box.unplanned(provider, state, use):
         return none
     new = VagrantBox(spec.name, box_key(spec, state))
-    if any(k.box == new for k in kept(spec)):
+    if any(k.box.name == new.name for k in kept(spec)):  # listed boxes: their short key
         return box.BoxPlan(new, f"VMs made from Vagrant box {new.name}", found=True)
     return box.BoxPlan(
         new, f"none for this spec yet: Vagrant box {new.name} is kept after the engine install"
@@ -195,11 +195,11 @@ def make(spec: LabSpec, new: VagrantBox, report: Report) -> float:
 
 def _remove(spec: LabSpec, boxes: list[VagrantBox]) -> list[str]:
     """`vagrant box remove` of each of `boxes` that Vagrant has."""
-    there = {k.box for k in kept(spec)}
+    there = {k.box.name for k in kept(spec)}
     removed = []
     with _client(spec) as v:
         for gone in boxes:
-            if gone in there:
+            if gone.name in there:
                 v.box_remove(gone.name, PROVIDER)
                 removed.append(f"vagrant box {gone.name}")
     return removed
