@@ -340,5 +340,3 @@ def test_the_key_is_the_docker_roads_with_the_base_box_for_the_template(spec, mo
     monkeypatch.setattr(virtualbox, "box_for", lambda spec, machine=None: another)
     assert len({key, virtualbox_box.box_key(spec, other_image),
                 virtualbox_box.box_key(spec, state)}) == 3  # fmt: skip
-    assert box.no_box_reason("virtualbox", {"delivery": "control"}) is None
-    assert "themselves" in box.no_box_reason("virtualbox", {"delivery": "hosts"})
