@@ -340,3 +340,35 @@ def test_the_key_is_the_docker_roads_with_the_base_box_for_the_template(spec, mo
     monkeypatch.setattr(virtualbox, "box_for", lambda spec, machine=None: another)
     assert len({key, virtualbox_box.box_key(spec, other_image),
                 virtualbox_box.box_key(spec, state)}) == 3  # fmt: skip
+
+
+def test_the_other_hosts_images_go_into_the_boxed_vm_first(spec, fake, monkeypatch, tmp_path):
+    """The box serves every host: each other host's archive is streamed into the first
+    VM's engine over OpenSSH before `vagrant package`; a load that fails keeps no box."""
+    archives = {}
+    for host in spec.hosts:
+        archives[host.name] = str(tmp_path / f"{host.name}.tar")
+        Path(archives[host.name]).write_bytes(host.name.encode())
+    write_state(spec, provider="virtualbox", image_archives=archives)
+    first = spec.hosts[0].name
+    ssh = {first: {"ssh_hostname": "127.0.0.1", "ssh_port": 2222, "ssh_user": "vagrant"}}
+    monkeypatch.setattr(virtualbox_box, "connection_data", lambda spec, provider: ssh)
+    loaded: list[tuple[list[str], bytes]] = []
+    status = {"code": 0}
+
+    def run(argv, stdin, capture_output, timeout):
+        loaded.append((argv, stdin.read()))
+        return subprocess.CompletedProcess(argv, status["code"], b"", b"no space left\n")
+
+    monkeypatch.setattr(virtualbox_box.subprocess, "run", run)
+    new = virtualbox_box.VagrantBox(spec.name, "ab" * 32)
+    virtualbox_box.make(spec, new, lambda line: None)
+    assert sorted(data for _, data in loaded) == sorted(h.name.encode() for h in spec.hosts[1:])
+    assert all(argv[0] == "ssh" and "127.0.0.1" in argv[-2] for argv, _ in loaded)
+    assert all("docker load -q" in argv[-1] for argv, _ in loaded)
+    assert fake.made("package") and fake.made("box_add") == [new.name]
+
+    status["code"], fake.calls, fake.store = 1, [], []
+    with pytest.raises(box.BoxError, match="no space left"):
+        virtualbox_box.make(spec, new, lambda line: None)
+    assert fake.made("package") == [] and fake.store == []
