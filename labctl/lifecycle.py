@@ -212,8 +212,10 @@ def keep_vagrant_box(
         note = f"warning: {exc}; the next `up` installs everything again"
     else:
         note = f"Vagrant box {new.name} kept ({seconds:.1f} s), the next `up` starts from it"
-        with contextlib.suppress(box.BoxError):  # older boxes go at the next `down`
+        try:
             virtualbox_box.prune(spec)
+        except box.BoxError as exc:  # the lab does not need it: said, and `down` tries again
+            note += f"; older boxes not removed ({exc})"
     finally:
         create_hosts(spec, "virtualbox", report)
     write_state(spec, box_note=note)

@@ -372,3 +372,14 @@ def test_the_other_hosts_images_go_into_the_boxed_vm_first(spec, fake, monkeypat
     with pytest.raises(box.BoxError, match="no space left"):
         virtualbox_box.make(spec, new, lambda line: None)
     assert fake.made("package") == [] and fake.store == []
+
+
+def test_old_boxes_that_cannot_be_pruned_after_a_new_one_are_said(
+    spec, fake, monkeypatch, no_docker
+):
+    older = seed_store(spec, fake, box.CACHE_BOUND)
+    fake.fail["box_remove"] = "The box you're attempting to remove is in use."
+    Up(monkeypatch, spec)()
+    note = read_state(spec)["box_note"]
+    assert "kept" in note and "older boxes not removed (The box you're attempting" in note
+    assert fake.made("box_remove") == [older[0]]  # the oldest, beyond the newest two
