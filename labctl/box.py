@@ -18,6 +18,8 @@ role's settings (packages, daemon options) and the ID of every image the lab run
 changed spec or version has another key, so another box: a host is never made from a
 stale one. `down` keeps a lab's boxes as a cache (the newest CACHE_BOUND, never one a
 container uses); `down --purge` and `labctl box remove` remove them.
+
+On the virtualbox road a box is a Vagrant box: labctl/virtualbox_box.py.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 import docker
@@ -40,7 +41,6 @@ from labctl.host_data import role_settings
 from labctl.images.tags import image_namespace
 from labctl.paths import host_container_name, host_volume_name, read_state
 from labctl.spec import PROJECT_ROOT, LabSpec
-from labctl.virtualbox import checkout_id
 from roles.contract import LAB_LABEL
 
 Report = Callable[[str], None]
@@ -110,8 +110,8 @@ def no_box_reason(provider: str, state: dict) -> str | None:
     """Why this lab keeps no box, or None when it does."""
     if provider == "ssh":
         return "the ssh road's machines exist already: no box"
-    if provider != "docker":
-        return f"the {provider} road keeps no box yet"
+    if provider not in ("docker", "virtualbox"):
+        return f"the {provider} road keeps no box"
     if state.get("delivery") != "control":
         return "the hosts resolve their images themselves, so no box holds them"
     return None
@@ -123,14 +123,22 @@ def box_key(spec: LabSpec, state: dict, client: docker.DockerClient) -> str:
     for path in sorted(p for p in HOST_TEMPLATE.rglob("*") if p.is_file()):
         template.update(path.relative_to(HOST_TEMPLATE).as_posix().encode() + b"\0")
         template.update(path.read_bytes())
+    made_from = {
+        "template": template.hexdigest(),
+        "base_image": client.images.get(spec.docker.base_image).id,
+    }
+    return key_of(spec, state, made_from)
+
+
+def key_of(spec: LabSpec, state: dict, made_from: dict) -> str:
+    """The hash of a box of a host made from `made_from` (each road says what that is)
+    with the engine and images the docker role put in it."""
     # The docker role as a whole (its packages, defaults and daemon options are in its
     # source: labctl reads it as a file, it imports only the roles' contract), and the
     # settings labctl gives it.
     engine = {k: v for k, v in role_settings(spec, state).items() if k not in NOT_IN_BOX}
-    held = {
-        "template": template.hexdigest(),
+    held = made_from | {
         "docker_role": hashlib.sha256(DOCKER_ROLE.read_bytes()).hexdigest(),
-        "base_image": client.images.get(spec.docker.base_image).id,
         "engine": engine,
         "images": sorted((i["ref"], i["id"]) for i in state.get("images", {}).values()),
     }
@@ -148,12 +156,19 @@ def exists(client: docker.DockerClient, box: Box) -> bool:
     return owned == (box.key, box.key)
 
 
-def plan(spec: LabSpec, provider: str, state: dict, use: bool) -> BoxPlan:
-    """The box of a fresh `up`: found, to be made, or none (and why)."""
+def unplanned(provider: str, state: dict, use: bool) -> BoxPlan | None:
+    """The plan of an `up` that neither makes nor uses a box (and why); None otherwise."""
     if not use:
         return BoxPlan(None, "not used (--no-box): everything installed from scratch")
     if reason := no_box_reason(provider, state):
         return BoxPlan(None, reason)
+    return None
+
+
+def plan(spec: LabSpec, provider: str, state: dict, use: bool) -> BoxPlan:
+    """The box of a fresh `up`: found, to be made, or none (and why)."""
+    if none := unplanned(provider, state, use):
+        return none
     client = system.ensure_engine()
     box = Box(spec.name, box_key(spec, state, client))
     if exists(client, box):
@@ -344,22 +359,6 @@ def prune(lab: str, keep: int = CACHE_BOUND) -> list[str]:
         if position >= keep and not found.in_use:
             removed += _remove(client, found.box)
     return removed
-
-
-def vagrant_box_name(spec: LabSpec, key: str) -> str:
-    """The virtualbox road's box of the lab: Vagrant's box names are global per user,
-    so it carries the checkout's ID as the lab's VM names do."""
-    return f"labctl/{spec.name}-{checkout_id()}-{key[:KEY_DIGITS]}"
-
-
-def package_commands(spec: LabSpec, host: str, key: str, box_file: Path) -> list[list[str]]:
-    """The virtualbox road's box, as the seed made it: `vagrant package` of the lab's
-    first converged VM (Vagrant halts it, exports it and packs in the key it gave the
-    machine), then `vagrant box add` under the lab's name."""
-    return [
-        ["vagrant", "package", host_container_name(spec, host), "--output", str(box_file)],
-        ["vagrant", "box", "add", "--name", vagrant_box_name(spec, key), str(box_file)],
-    ]
 
 
 def key_problem(key: str) -> str | None:

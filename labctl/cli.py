@@ -29,7 +29,7 @@ from docker.errors import DockerException
 from rich.table import Table
 from rich.text import Text
 
-from labctl import box, lifecycle, output, remote, security, system, virtualbox
+from labctl import box, lifecycle, output, remote, security, system, virtualbox, virtualbox_box
 from labctl import spec as spec_module
 from labctl.connections import connection_data
 from labctl.converge import ConvergeError, ConvergeResult
@@ -606,9 +606,9 @@ def down(
     console.print("  removed: " + (", ".join(removed) if removed else "nothing (already down)"))
 
 
-def _box_spec() -> LabSpec:
-    """The spec of a lab on the docker road, whose boxes the box verbs see; on another
-    road, the sentence why it has none, exit 0."""
+def _box_spec() -> tuple[LabSpec, str]:
+    """The spec of a lab on a road with boxes, and the road (docker: the engine's boxes,
+    virtualbox: Vagrant's); on another road, the sentence why it has none, exit 0."""
     spec = _spec()
     try:
         provider = lifecycle.resolve_provider(spec)
@@ -617,13 +617,32 @@ def _box_spec() -> LabSpec:
     if reason := box.no_box_reason(provider, {"delivery": "control"}):
         console.print(f"lab {spec.name}: {reason}.", markup=False)
         raise typer.Exit(0)
-    return spec
+    return spec, provider
+
+
+def _vagrant_box_list(spec: LabSpec, as_json: bool) -> None:
+    try:
+        found = virtualbox_box.kept(spec)
+    except box.BoxError as exc:
+        raise _fail(f"could not list Vagrant's boxes ({exc}).", EXIT_BAD_INPUT) from None
+    if as_json:
+        _print_json([{"key": k.box.short, "vagrant_box": k.box.name, "version": k.version,
+                      "created": k.created, "in_use": k.in_use} for k in found])  # fmt: skip
+        return
+    table = Table(title=f"lab {spec.name}: Vagrant boxes (kept: the newest {box.CACHE_BOUND})")
+    for column in ("key", "vagrant box", "created", "in use"):
+        table.add_column(column)
+    for k in found:
+        table.add_row(k.box.short, k.box.name, k.created, "yes" if k.in_use else "no")
+    output.out.print(table)
 
 
 @box_app.command("list")
 def box_list(as_json: AsJson = False) -> None:
     """The lab's boxes, newest first: key, what they hold, sizes, whether hosts use them."""
-    spec = _box_spec()
+    spec, provider = _box_spec()
+    if provider == "virtualbox":
+        return _vagrant_box_list(spec, as_json)
     found = box.kept(system.ensure_engine(), spec.name, sizes=True)
     if as_json:
         _print_json([{"key": k.box.short, "image": k.box.image, "volume": k.box.volume,
@@ -652,11 +671,16 @@ def box_remove(
         raise _fail("name the boxes to remove by key, or give --all (not both).", EXIT_BAD_INPUT)
     if problems := [p for p in map(box.key_problem, keys or []) if p]:
         raise _refuse(problems[:1])
-    spec = _box_spec()
-    if remove_all:
-        keys = [k.box.short for k in box.kept(system.ensure_engine(), spec.name)]
+    spec, provider = _box_spec()
     try:
-        removed = box.remove(spec.name, keys or [])
+        if provider == "virtualbox":
+            if remove_all:
+                keys = [k.box.short for k in virtualbox_box.kept(spec)]
+            removed = virtualbox_box.remove(spec, keys or [])
+        else:
+            if remove_all:
+                keys = [k.box.short for k in box.kept(system.ensure_engine(), spec.name)]
+            removed = box.remove(spec.name, keys or [])
     except box.BoxError as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     console.print("  removed: " + (", ".join(removed) if removed else "nothing (no box)"))

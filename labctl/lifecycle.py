@@ -22,6 +22,7 @@ from labctl import (
     security,
     system,
     vagrant,
+    virtualbox_box,
 )
 from labctl.connections import connection_data
 from labctl.converge import ConnectFailure, ConvergeError, ConvergeResult, converge
@@ -156,18 +157,20 @@ def up(
     spec, state = preflight(spec, provider, report, bundle, offline)
     security.gossip_key(spec, create=True)
     if fresh:
-        boxing = box.plan(spec, provider, state, use_box)
+        plan = virtualbox_box.plan if provider == "virtualbox" else box.plan
+        boxing = plan(spec, provider, state, use_box)
         report(f"box: {boxing.note}")
         state |= {"box": boxing.from_box, "box_note": boxing.note}
     else:  # hosts made before stay as they were made
         boxing = box.BoxPlan(None, read_state(spec).get("box_note", ""))
     write_state(spec, **({"offline": None} | state))
-    if boxing.from_box:
+    if boxing.from_box and provider == "docker":
         seconds = box.fill_volumes(spec, boxing.box)
         write_state(spec, box_note=f"{boxing.note} (engine data copied in {seconds:.1f} s)")
     create_hosts(spec, provider, report)
     write_state(spec, apt_proxy=aptcache.ensure(spec, provider, report))
-    boxed = keep_box(spec, boxing.box, report) if boxing.to_make else ConvergeResult()
+    keep = keep_vagrant_box if provider == "virtualbox" else keep_box
+    boxed = keep(spec, boxing.box, report) if boxing.to_make else ConvergeResult()
     if not spec.security.acl:
         return boxed + converge_lab(spec, report)
     # The roles after Consul need tokens, and tokens need a leader: the agents first.
@@ -192,6 +195,29 @@ def keep_box(spec: LabSpec, new: box.Box, report: Report) -> ConvergeResult:
     else:
         note = f"{new.image} kept ({seconds:.1f} s), the next `up` starts from it"
         box.prune(spec.name)
+    write_state(spec, box_note=note)
+    return result
+
+
+def keep_vagrant_box(
+    spec: LabSpec, new: virtualbox_box.VagrantBox, report: Report
+) -> ConvergeResult:
+    """keep_box on the virtualbox road: converge the VMs up to their engine and images,
+    `vagrant package` the first one and add it as the lab's box, then bring it up again
+    (Vagrant halted it). A box that cannot be made is said and the `up` goes on."""
+    result = converge_lab(spec, report, ("--data", f"{STAGE}={HOST_ONLY}"))
+    try:
+        seconds = virtualbox_box.make(spec, new, report)
+    except box.BoxError as exc:
+        note = f"warning: {exc}; the next `up` installs everything again"
+    else:
+        note = f"Vagrant box {new.name} kept ({seconds:.1f} s), the next `up` starts from it"
+        try:
+            virtualbox_box.prune(spec)
+        except box.BoxError as exc:  # the lab does not need it: said, and `down` tries again
+            note += f"; older boxes not removed ({exc})"
+    finally:
+        create_hosts(spec, "virtualbox", report)
     write_state(spec, box_note=note)
     return result
 
@@ -378,6 +404,10 @@ def down(
             report(f"vagrant destroy failed ({exc}); removing leftovers directly")
     if provider != "ssh":
         removed += _sweep_docker(spec, report, boxes_kept=0 if purge else box.CACHE_BOUND)
+    if provider == "virtualbox" or (provider is None and purge and _may_have_vagrant_boxes(spec)):
+        made = vagrant.vagrant_dotfile_path(spec).exists()
+        gone = "vagrant machines (virtualbox)" in removed or not made
+        removed += _prune_vagrant_boxes(spec, 0 if purge else box.CACHE_BOUND, gone)
     if lab_dir(spec).exists():
         shutil.rmtree(lab_dir(spec))
         if state:  # not only the log of this very `down`
@@ -385,6 +415,23 @@ def down(
     if stopped := aptcache.stop_after_the_last_lab():
         removed.append(stopped)
     return removed
+
+
+def _may_have_vagrant_boxes(spec: LabSpec) -> bool:
+    """Whether a lab that is down may have left Vagrant boxes (for `down --purge`)."""
+    return spec.provider in ("virtualbox", "auto") and system.have(system.VAGRANT)
+
+
+def _prune_vagrant_boxes(spec: LabSpec, keep: int, vms_gone: bool) -> list[str]:
+    """The lab's Vagrant boxes but the newest `keep`; while its VMs are there (their
+    destroy failed), never the one they were made from."""
+    try:
+        return virtualbox_box.prune(spec, keep, vms_gone)
+    except box.BoxError as exc:
+        raise LifecycleError(
+            f"could not remove the lab's old Vagrant boxes ({exc}); run `labctl down` again "
+            "or remove them with `vagrant box remove`."
+        ) from None
 
 
 def _sweep_docker(

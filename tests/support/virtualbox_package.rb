@@ -1,7 +1,7 @@
 # Runs Vagrant's own `vagrant package` command (its command plugin, its VirtualBox
 # provider's package action: halt, export, pack) on a machine that
 # tests/support/virtualbox_up.rb brought up against the fake VBoxManage, with the
-# arguments labctl gives it (labctl/box.py package_commands). Only the guest side is
+# arguments labctl gives it (labctl/virtualbox_box.py make, through python-vagrant). Only the guest side is
 # faked, as in virtualbox_up.rb: the communicator says "ready", and the guest's `halt`
 # capability powers the machine off the way a guest's shutdown would.
 #
