@@ -109,7 +109,8 @@ def _vagrant_up(spec: LabSpec, provider: str, report: Report) -> str | None:
     log.parent.mkdir(parents=True, exist_ok=True)
     v = vagrant.client(spec, provider)
     try:
-        with log.open("a") as out, errors.open("w") as err:
+        # Line-buffered: the log shows Vagrant's progress as it happens (bench/phases.py).
+        with log.open("a", buffering=1) as out, errors.open("w") as err:
             v.err_cm = lambda: contextlib.nullcontext(err)
             for line in v.up(provider=provider, stream_output=True):
                 out.write(line)
