@@ -8,11 +8,12 @@ tables.
     .venv/bin/python bench/lifecycle.py --delivery [--hosts 3,6]
 
 Docker road: lab `labspeed` on 192.168.81.0/24 (`--lab` and `--subnet-prefix` choose
-others): the seed's three hosts (two servers, the LB on a client), plus one client host with a demo instance for each host beyond
-three (bench/verbs.py). Ssh road: lab `labbench-ssh` on as many existing machines made
-like the e2e suite's (testbed/machines.py, 192.168.83.0/24, reached as `admin` with
-sudo), fresh for each checkout and size, so that none starts with an engine another
-installed (bench/ssh_road.py).
+others): the seed's three hosts (two servers, the LB on a client), plus one client host
+with a demo instance for each host beyond three (bench/verbs.py). Ssh road: lab
+`labbench-ssh` on as many existing machines made like the e2e suite's
+(testbed/machines.py, 192.168.83.0/24, reached as `admin` with sudo), fresh for each
+checkout and size, so that none starts with an engine another installed
+(bench/ssh_road.py).
 
 For each road, size and checkout, in turn: `up`, a no-op `apply`, `status`, `verify`,
 `down`, then `up` again after that `down` (its own row, "up again": what a person

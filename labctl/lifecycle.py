@@ -127,6 +127,7 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
     if provider == "ssh":
         return
     connections.forget(spec)
+    vagrant.forget_recorded_ssh_settings(spec)
     failure = _vagrant_up(spec, provider, report)
     if failure is not None:
         report(f"vagrant up failed ({failure}); trying once more")
@@ -139,8 +140,10 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
             f"vagrant up failed ({failure}); read {log}, then run `labctl up` again "
             "or `labctl down` to remove what was created."
         )
-    # Every machine runs now: Vagrant's ssh-config, for every verb to come.
-    connections.refresh(spec, provider, dict.fromkeys((h.name for h in spec.hosts), "running"))
+    # Every machine runs now: Vagrant's SSH data (as this `vagrant up` recorded it, else
+    # its ssh-config), for every verb to come.
+    running = dict.fromkeys((h.name for h in spec.hosts), "running")
+    connections.refresh(spec, provider, running, vagrant.recorded_ssh_settings(spec))
 
 
 def up(
