@@ -91,7 +91,11 @@ def lifecycle(checkout: Path, spec: Path) -> dict:
             row[f"{name}_operations"] = clock.operations()
         return result
 
-    labctl(spec, "down", checkout=checkout)  # what an interrupted run left
+    # What an interrupted run left, and the lab's host boxes: another checkout may have
+    # kept one for this spec, and each checkout's first `up` makes its own (a checkout
+    # from before boxes knows no --purge: its plain `down` follows).
+    labctl(spec, "down", "--purge", checkout=checkout, check=False)
+    labctl(spec, "down", checkout=checkout)
     try:
         for verb in VERBS:
             result = timed(verb)
