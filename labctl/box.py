@@ -26,10 +26,8 @@ import hashlib
 import json
 import re
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -40,7 +38,7 @@ from docker.errors import DockerException, NotFound
 from labctl import system
 from labctl.host_data import role_settings
 from labctl.images.tags import image_namespace
-from labctl.paths import box_volumes_marker, host_container_name, host_volume_name, read_state
+from labctl.paths import host_container_name, host_volume_name, read_state
 from labctl.spec import PROJECT_ROOT, LabSpec
 from labctl.virtualbox import checkout_id
 from roles.contract import LAB_LABEL
@@ -188,49 +186,6 @@ def fill_volumes(spec: LabSpec, box: Box) -> float:
     mounts |= {volume: {"bind": f"/hosts/{host}", "mode": "rw"} for host, volume in targets.items()}
     _run_helper(client, box.image, script, mounts, spec.name)
     return time.monotonic() - started
-
-
-@dataclass
-class Filling:
-    seconds: float = 0.0
-    error: Exception | None = None
-
-
-@contextmanager
-def volumes_filled_alongside(spec: LabSpec, box: Box | None) -> Iterator[Filling]:
-    """The hosts' volumes filled from `box` (fill_volumes) while the block runs (`vagrant
-    up`, whose Ruby start-up and Vagrantfile are work the copy need not wait for: the
-    Vagrantfile's trigger waits for the copy before it creates a machine). Raises the
-    copy's error (BoxError, or the engine's), the cause of a `vagrant up` that stopped on
-    it. No box: nothing."""
-    marker = box_volumes_marker(spec)
-    marker.unlink(missing_ok=True)
-    filling = Filling()
-    if box is None:
-        yield filling
-        return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text("filling\n")
-
-    def fill() -> None:
-        try:
-            filling.seconds = fill_volumes(spec, box)
-            said = "ready"
-        except Exception as exc:  # raised after the block; the trigger must not wait on
-            filling.error, said = exc, f"failed: {exc}"
-        partial = marker.with_suffix(".part")
-        partial.write_text(said + "\n")
-        partial.replace(marker)
-
-    worker = threading.Thread(target=fill, name="box-volumes", daemon=True)
-    worker.start()
-    try:
-        yield filling
-    finally:
-        worker.join()
-        marker.unlink(missing_ok=True)
-    if filling.error is not None:
-        raise filling.error
 
 
 def _run_helper(client, image: str, script: str, mounts: dict, lab: str) -> None:

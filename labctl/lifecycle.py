@@ -166,10 +166,10 @@ def up(
     else:  # hosts made before stay as they were made
         boxing = box.BoxPlan(None, read_state(spec).get("box_note", ""))
     write_state(spec, **({"offline": None} | state))
-    with box.volumes_filled_alongside(spec, boxing.box if boxing.from_box else None) as filled:
-        create_hosts(spec, provider, report)
     if boxing.from_box:
-        write_state(spec, box_note=f"{boxing.note} (engine data copied in {filled.seconds:.1f} s)")
+        seconds = box.fill_volumes(spec, boxing.box)
+        write_state(spec, box_note=f"{boxing.note} (engine data copied in {seconds:.1f} s)")
+    create_hosts(spec, provider, report)
     write_state(spec, apt_proxy=aptcache.ensure(spec, provider, report))
     boxed = keep_box(spec, boxing.box, report) if boxing.to_make else ConvergeResult()
     if not spec.security.acl:

@@ -41,12 +41,6 @@ def vagrant_ssh_info_dir(spec: LabSpec) -> Path:
     return lab_dir(spec) / "vagrant-ssh"
 
 
-def box_volumes_marker(spec: LabSpec) -> Path:
-    """While `up` fills the hosts' volumes from the lab's box (labctl/box.py): `filling`,
-    then `ready` or `failed: <why>`; the Vagrantfile's trigger reads it."""
-    return lab_dir(spec) / "box-volumes"
-
-
 def vagrant_home(spec: LabSpec) -> Path:
     """Vagrant's own data directory for the lab's docker-provider machines (VAGRANT_HOME:
     its machine index, locks, keys), so that the lab's entries go with the lab."""

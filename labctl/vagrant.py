@@ -16,7 +16,6 @@ import vagrant
 
 from labctl import virtualbox
 from labctl.paths import (
-    box_volumes_marker,
     host_container_name,
     host_volume_name,
     read_state,
@@ -137,7 +136,6 @@ def vagrant_env(spec: LabSpec, provider: str) -> dict[str, str]:
             "VAGRANT_DEFAULT_PROVIDER": provider,
             "LAB_SPEC": str(spec.source),
             "LAB_SSH_INFO_DIR": str(vagrant_ssh_info_dir(spec)),
-            "LAB_BOX_VOLUMES": str(box_volumes_marker(spec)),
             "LAB_PYTHON": sys.executable,
             # Keep Vagrant from phoning home; the lab must work offline.
             "VAGRANT_CHECKPOINT_DISABLE": "1",

@@ -4,9 +4,7 @@ input handling. Making and using a box on real hosts: tests/e2e/test_98_box.py."
 from __future__ import annotations
 
 import copy
-import time
 
-import pytest
 import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -121,71 +119,3 @@ def test_box_on_the_ssh_road_says_there_is_none(tmp_path, monkeypatch):
     assert not isinstance(result.exception, Contact), result.output
     assert result.exit_code == 0, result.output
     assert "exist already: no box" in " ".join(result.output.split())
-
-
-def fill_recorder(monkeypatch, tmp_path, fails: Exception | None = None) -> list[str]:
-    """box.fill_volumes replaced by one that notes what the marker said while it ran."""
-    monkeypatch.setattr(paths, "lab_dir", lambda spec: tmp_path / spec.name)
-    seen: list[str] = []
-
-    def fill(spec, kept):
-        seen.append(paths.box_volumes_marker(spec).read_text().strip())
-        if fails is not None:
-            raise fails
-        return 1.5
-
-    monkeypatch.setattr(box, "fill_volumes", fill)
-    return seen
-
-
-def said_after_filling(marker, deadline_s: float = 10.0) -> str:
-    """What the marker says once it no longer says `filling` (polled, as the trigger does)."""
-    deadline = time.monotonic() + deadline_s
-    while (said := marker.read_text().strip()) == "filling" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return said
-
-
-def test_up_fills_the_volumes_while_vagrant_starts_and_the_marker_says_when_done(
-    write_spec, tmp_path, monkeypatch
-):
-    spec = spec_of(write_spec)
-    seen = fill_recorder(monkeypatch, tmp_path)
-    marker = paths.box_volumes_marker(spec)
-    with box.volumes_filled_alongside(spec, box.Box(spec.name, "ab" * 32)) as filled:
-        # What the Vagrantfile's trigger waits on: `filling` until the copy is done.
-        assert said_after_filling(marker) == "ready"
-    assert seen == ["filling"] and filled.seconds == 1.5 and filled.error is None
-    assert not marker.exists()
-
-
-@pytest.mark.parametrize(
-    "error", [box.BoxError("copying the box's engine data failed (no space)"), OSError("gone")]
-)
-def test_a_failed_copy_tells_vagrants_trigger_and_is_raised_after_vagrant_up(
-    write_spec, tmp_path, monkeypatch, error
-):
-    spec = spec_of(write_spec)
-    fill_recorder(monkeypatch, tmp_path, fails=error)
-    marker = paths.box_volumes_marker(spec)
-    said = []
-    with (
-        pytest.raises(type(error)) as raised,
-        box.volumes_filled_alongside(spec, box.Box(spec.name, "ab" * 32)),
-    ):
-        said.append(said_after_filling(marker))
-    assert raised.value is error
-    assert said == [f"failed: {error}"]
-    assert not marker.exists()
-
-
-def test_an_up_without_a_box_leaves_no_marker_for_vagrant_to_wait_on(
-    write_spec, tmp_path, monkeypatch
-):
-    spec = spec_of(write_spec)
-    seen = fill_recorder(monkeypatch, tmp_path)
-    paths.box_volumes_marker(spec).parent.mkdir(parents=True)
-    paths.box_volumes_marker(spec).write_text("filling\n")  # an interrupted up's
-    with box.volumes_filled_alongside(spec, None):
-        assert not paths.box_volumes_marker(spec).exists()
-    assert seen == []
