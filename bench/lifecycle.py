@@ -7,12 +7,13 @@ tables.
                                         [--checkout NAME=DIR ...]
     .venv/bin/python bench/lifecycle.py --delivery [--hosts 3,6]
 
-Docker road: lab `labspeed` on 192.168.81.0/24: the seed's three hosts (two servers,
-the LB on a client), plus one client host with a demo instance for each host beyond
-three (bench/verbs.py). Ssh road: lab `labbench-ssh` on as many existing machines made
-like the e2e suite's (testbed/machines.py, 192.168.83.0/24, reached as `admin` with
-sudo), fresh for each checkout and size, so that none starts with an engine another
-installed (bench/ssh_road.py).
+Docker road: lab `labspeed` on 192.168.81.0/24 (`--lab` and `--subnet-prefix` choose
+others): the seed's three hosts (two servers, the LB on a client), plus one client host
+with a demo instance for each host beyond three (bench/verbs.py). Ssh road: lab
+`labbench-ssh` on as many existing machines made like the e2e suite's
+(testbed/machines.py, 192.168.83.0/24, reached as `admin` with sudo), fresh for each
+checkout and size, so that none starts with an engine another installed
+(bench/ssh_road.py).
 
 For each road, size and checkout, in turn: `up`, a no-op `apply`, `status`, `verify`,
 `down`, then `up` again after that `down` (its own row, "up again": what a person
@@ -42,7 +43,7 @@ import yaml
 from phases import PHASES, LogClock  # bench/, beside this file
 from rich.console import Console
 from rich.table import Table
-from verbs import ROOT, Timed, changes, labctl, spec_data
+from verbs import LAB, ROOT, SUBNET_PREFIX, Timed, changes, labctl, spec_data
 
 sys.path.insert(0, str(ROOT))  # testbed/ is not an installed package: take it from the checkout
 from testbed.standin_build import standin_images
@@ -90,7 +91,11 @@ def lifecycle(checkout: Path, spec: Path) -> dict:
             row[f"{name}_operations"] = clock.operations()
         return result
 
-    labctl(spec, "down", checkout=checkout)  # what an interrupted run left
+    # What an interrupted run left, and the lab's host boxes: another checkout may have
+    # kept one for this spec, and each checkout's first `up` makes its own (a checkout
+    # from before boxes knows no --purge: its plain `down` follows).
+    labctl(spec, "down", "--purge", checkout=checkout, check=False)
+    labctl(spec, "down", checkout=checkout)
     try:
         for verb in VERBS:
             result = timed(verb)
@@ -101,12 +106,15 @@ def lifecycle(checkout: Path, spec: Path) -> dict:
     return row
 
 
-def docker_road(sizes: list[int], checkouts: list[tuple[str, Path]], tmp: Path) -> list[dict]:
+def docker_road(
+    sizes: list[int], checkouts: list[tuple[str, Path]], tmp: Path, lab: str = LAB,
+    prefix: str = SUBNET_PREFIX,
+) -> list[dict]:  # fmt: skip
     images = standin_images()
     rows = []
     for hosts in sizes:
         spec = tmp / f"lab-{hosts}.yaml"
-        spec.write_text(yaml.safe_dump(spec_data(hosts, images)))
+        spec.write_text(yaml.safe_dump(spec_data(hosts, images, prefix=prefix, name=lab)))
         for name, checkout in checkouts:
             warm_up(checkout, spec)
             row = {"road": "docker", "checkout": name, "hosts": hosts}
@@ -197,6 +205,13 @@ def main() -> None:
         "--checkout", action="append", type=checkout_arg, metavar="NAME=DIR",
         help="a checkout to measure (repeat to compare); default: this one",
     )  # fmt: skip
+    parser.add_argument(
+        "--lab", default=LAB, help=f"the docker road's lab name (default {LAB})"
+    )  # fmt: skip
+    parser.add_argument(
+        "--subnet-prefix", default=SUBNET_PREFIX, metavar="A.B.C",
+        help=f"the docker road's /24, its first three numbers (default {SUBNET_PREFIX})",
+    )  # fmt: skip
     args = parser.parse_args()
     if unknown := set(args.roads) - set(ROADS):
         parser.error(f"unknown road {', '.join(sorted(unknown))}: use {' or '.join(ROADS)}")
@@ -213,7 +228,10 @@ def main() -> None:
         rows = []
         sizes = {"docker": args.hosts, "ssh": args.ssh_hosts or args.hosts}
         for road in args.roads:
-            rows += ROADS[road](sizes[road], checkouts, tmp)
+            if road == "docker":
+                rows += docker_road(sizes[road], checkouts, tmp, args.lab, args.subnet_prefix)
+            else:
+                rows += ROADS[road](sizes[road], checkouts, tmp)
     print(json.dumps(rows))
     for road in args.roads:
         console.print(verb_table(rows, road))

@@ -129,13 +129,18 @@ def observe(spec: LabSpec, provider: str) -> dict[str, Observed] | None:
 
 
 def refresh(
-    spec: LabSpec, provider: str, states: dict[str, str] | None = None
+    spec: LabSpec,
+    provider: str,
+    states: dict[str, str] | None = None,
+    settings: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Ask Vagrant (`states`: what the caller knows Vagrant would say, e.g. every host
-    running right after `vagrant up`), record its answer with what the provider shows,
-    and return it: host -> {"id", "state", "address", "ssh"}."""
+    running right after `vagrant up`; `settings`: its SSH data, as the `vagrant up` just
+    run recorded it), record its answer with what the provider shows, and return it:
+    host -> {"id", "state", "address", "ssh"}."""
     states = vagrant.machine_states(spec, provider) if states is None else states
-    settings = vagrant.ssh_settings(spec, provider, states)
+    if settings is None:
+        settings = vagrant.ssh_settings(spec, provider, states)
     seen = observe(spec, provider) or {}
     machines = {}
     for host in spec.hosts:

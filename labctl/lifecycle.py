@@ -110,7 +110,8 @@ def _vagrant_up(spec: LabSpec, provider: str, report: Report) -> str | None:
     log.parent.mkdir(parents=True, exist_ok=True)
     v = vagrant.client(spec, provider)
     try:
-        with log.open("a") as out, errors.open("w") as err:
+        # Line-buffered: the log shows Vagrant's progress as it happens (bench/phases.py).
+        with log.open("a", buffering=1) as out, errors.open("w") as err:
             v.err_cm = lambda: contextlib.nullcontext(err)
             for line in v.up(provider=provider, stream_output=True):
                 out.write(line)
@@ -127,6 +128,7 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
     if provider == "ssh":
         return
     connections.forget(spec)
+    vagrant.forget_recorded_ssh_settings(spec)
     failure = _vagrant_up(spec, provider, report)
     if failure is not None:
         report(f"vagrant up failed ({failure}); trying once more")
@@ -139,8 +141,10 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
             f"vagrant up failed ({failure}); read {log}, then run `labctl up` again "
             "or `labctl down` to remove what was created."
         )
-    # Every machine runs now: Vagrant's ssh-config, for every verb to come.
-    connections.refresh(spec, provider, dict.fromkeys((h.name for h in spec.hosts), "running"))
+    # Every machine runs now: Vagrant's SSH data (as this `vagrant up` recorded it, else
+    # its ssh-config), for every verb to come.
+    running = dict.fromkeys((h.name for h in spec.hosts), "running")
+    connections.refresh(spec, provider, running, vagrant.recorded_ssh_settings(spec))
 
 
 def up(

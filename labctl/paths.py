@@ -35,6 +35,12 @@ def vagrant_dotfile_path(spec: LabSpec) -> Path:
     return lab_dir(spec) / "vagrant"
 
 
+def vagrant_ssh_info_dir(spec: LabSpec) -> Path:
+    """Where the Vagrantfile's trigger leaves each machine's SSH data after `vagrant up`
+    (one JSON file per machine, keys as `vagrant ssh-config` prints them)."""
+    return lab_dir(spec) / "vagrant-ssh"
+
+
 def vagrant_home(spec: LabSpec) -> Path:
     """Vagrant's own data directory for the lab's docker-provider machines (VAGRANT_HOME:
     its machine index, locks, keys), so that the lab's entries go with the lab."""

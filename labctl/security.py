@@ -47,6 +47,9 @@ LEADER_TIMEOUT = 120.0
 # ACLs) is asked again, once a second, before it stops the run.
 TRANSIENT_TIMEOUT = 60.0
 RETRY_INTERVAL = 1.0
+# Between two asks for the leader (a GET /v1/status/leader to the servers): an election
+# ends at any moment, and the ACL bootstrap waits for it.
+LEADER_POLL = 0.25
 # Consul 1.11's whole answer (403) to a read of a policy or token that does not exist
 # (agent/acl_endpoint.go returns acl.ErrNotFound); a read with an unknown request token
 # says it too, which is why the management token is checked first (_check_management).
@@ -295,7 +298,7 @@ class _Consul:
             except (AclError, ValueError):
                 pass
             report("waiting for a Consul leader before the ACL bootstrap")
-            time.sleep(1)
+            time.sleep(LEADER_POLL)
         raise AclError(
             f"no Consul leader within {LEADER_TIMEOUT:.0f} s, so the ACLs cannot be "
             "bootstrapped; check `labctl verify` (a majority of servers must run), then "

@@ -21,6 +21,7 @@ from labctl.paths import (
     read_state,
     vagrant_dotfile_path,
     vagrant_home,
+    vagrant_ssh_info_dir,
 )
 from labctl.spec import PROJECT_ROOT, LabSpec, SpecError, load_spec
 from roles.contract import ARP_OWN_INTERFACE_ONLY, LAB_LABEL
@@ -134,6 +135,7 @@ def vagrant_env(spec: LabSpec, provider: str) -> dict[str, str]:
             "VAGRANT_DOTFILE_PATH": str(vagrant_dotfile_path(spec)),
             "VAGRANT_DEFAULT_PROVIDER": provider,
             "LAB_SPEC": str(spec.source),
+            "LAB_SSH_INFO_DIR": str(vagrant_ssh_info_dir(spec)),
             "LAB_PYTHON": sys.executable,
             # Keep Vagrant from phoning home; the lab must work offline.
             "VAGRANT_CHECKPOINT_DISABLE": "1",
@@ -163,6 +165,10 @@ def machine_states(spec: LabSpec, provider: str) -> dict[str, str]:
     return {h.name: states.get(machine_name(spec, h.name), "?") for h in spec.hosts}
 
 
+# What labctl reads of a host's `vagrant ssh-config` (connections.ssh_data_from_vagrant).
+SSH_CONFIG_KEYS = ("HostName", "Port", "User", "IdentityFile")
+
+
 def ssh_settings(
     spec: LabSpec, provider: str, states: dict[str, str] | None = None
 ) -> dict[str, dict[str, str]]:
@@ -185,6 +191,29 @@ def ssh_settings(
         for i, block in enumerate(blocks)
         if (machine := block.removeprefix("Host ").split(None, 1)[0]) in by_machine
     }
+
+
+def recorded_ssh_settings(spec: LabSpec) -> dict[str, dict[str, str]] | None:
+    """What the Vagrantfile's trigger recorded of every host in this `vagrant up` (as
+    ssh_settings returns it), or None when a host's record is missing or unreadable:
+    then Vagrant is asked (ssh_settings)."""
+    settings = {}
+    for host in spec.hosts:
+        path = vagrant_ssh_info_dir(spec) / f"{machine_name(spec, host.name)}.json"
+        try:
+            conf = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(conf, dict) or not all(conf.get(k) for k in SSH_CONFIG_KEYS):
+            return None
+        settings[host.name] = conf
+    return settings
+
+
+def forget_recorded_ssh_settings(spec: LabSpec) -> None:
+    """Before a `vagrant up`: what the trigger recorded before is no answer of this one."""
+    for path in vagrant_ssh_info_dir(spec).glob("*.json"):
+        path.unlink()
 
 
 def main() -> int:

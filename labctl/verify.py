@@ -41,6 +41,9 @@ BY_REGISTRATOR = "not in the spec, registered by registrator"
 # Consul's serf member status codes.
 MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
 LB_SAMPLE = 30
+# Between two rounds of `verify --wait`: a round is a few dozen local requests, and
+# what it waits for (a check's first pass, a render) lands at any moment.
+VERIFY_INTERVAL = 0.5
 
 
 @dataclass
@@ -378,4 +381,4 @@ def verify_until(
         on_attempt(checks)
         if all(c.ok for c in checks) or time.monotonic() >= deadline:
             return checks
-        time.sleep(2)
+        time.sleep(VERIFY_INTERVAL)

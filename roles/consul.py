@@ -56,8 +56,9 @@ DEFAULTS = {
     "consul_ui": True,
     # The agent's -log-level.
     "consul_log_level": "INFO",
-    # Seconds between attempts to join the servers while they are not up yet.
-    "consul_retry_interval": "5s",
+    # Seconds between attempts to join the servers while they are not up yet (an agent
+    # started before its servers listen joins within this; the ACL bootstrap waits on it).
+    "consul_retry_interval": "1s",
     # Named volume for the agent's -data-dir (services registered via the API persist there).
     "consul_data_volume": "consul-data",
     # Seconds to wait for a (re)started agent to answer its HTTP API.
@@ -214,7 +215,7 @@ def consul_agent() -> None:
         commands=[
             f"timeout {int(data.consul_ready_timeout)} sh -c "
             f"'until curl -fsS -o /dev/null {LOCAL_CONSUL}/v1/status/leader; "
-            "do sleep 1; done'"
+            "do sleep 0.2; done'"
         ],
         _if=agent.did_change,
     )

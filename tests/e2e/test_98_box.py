@@ -12,9 +12,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from labctl import box, security
-from labctl.connections import connection_data
-from labctl.paths import host_container_name
+from labctl import box, security, vagrant
+from labctl.connections import connection_data, ssh_data_from_vagrant
+from labctl.paths import host_container_name, read_state
 from labctl.spec import LabSpec, load_spec
 from testbed.standin_build import standin_images
 from tests.e2e.conftest import finish_lab, labctl, start_lab, write_spec
@@ -144,6 +144,16 @@ def test_an_up_from_the_box_brings_the_same_lab(first_up, box_specs):
     for operation in ("Install the Docker engine", "Load "):
         assert operation not in said.split("changed:", 1)[-1], said
     assert from_box == lab
+    # labctl connected with what its `vagrant up` recorded (the Vagrantfile's trigger),
+    # which is what `vagrant ssh-config` says.
+    recorded = vagrant.recorded_ssh_settings(spec)
+    assert recorded is not None
+    asked = vagrant.ssh_settings(spec, "docker")
+    assert {h: {k: c[k] for k in vagrant.SSH_CONFIG_KEYS} for h, c in asked.items()} == recorded
+    machines = read_state(spec)["machines"]
+    assert {h: m["ssh"] for h, m in machines.items()} == {
+        h: ssh_data_from_vagrant(c) for h, c in recorded.items()
+    }
     down(box_specs[0])
 
 

@@ -6,6 +6,8 @@ Vagrant 2.3's docker provider reads a container (plugins/providers/docker/provid
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from docker.errors import NotFound
 
@@ -272,3 +274,42 @@ def test_fail_and_recover_of_a_host_refresh_the_cached_connections(fake_lab, mon
     runs = len(fake_lab.vagrant_runs)
     connections.connections(SPEC, "docker")
     assert len(fake_lab.vagrant_runs) == runs  # served from the refreshed cache
+
+
+def record_ssh_info(fake_lab, hosts: list[str]) -> None:
+    """What the Vagrantfile's trigger leaves after `vagrant up`, for `hosts`."""
+    folder = paths.vagrant_ssh_info_dir(SPEC)
+    folder.mkdir(parents=True, exist_ok=True)
+    for host in hosts:
+        (folder / f"labunit-{host}.json").write_text(json.dumps(fake_lab.conf(host)))
+
+
+def test_up_takes_the_ssh_data_its_vagrant_up_recorded_without_asking_vagrant_again(fake_lab):
+    record_ssh_info(fake_lab, ["node1", "node2"])
+    recorded = vagrant.recorded_ssh_settings(SPEC)
+    connections.refresh(SPEC, "docker", {"node1": "running", "node2": "running"}, recorded)
+    assert fake_lab.vagrant_runs == []
+    assert connections.connections(SPEC, "docker") == {
+        host: connections.ssh_data_from_vagrant(fake_lab.conf(host)) for host in ("node1", "node2")
+    }
+    assert fake_lab.vagrant_runs == []
+
+
+@pytest.mark.parametrize("damage", ["missing", "not JSON", "no key"])
+def test_a_host_the_vagrant_up_recorded_nothing_usable_of_means_asking_vagrant(fake_lab, damage):
+    record_ssh_info(fake_lab, ["node1", "node2"])
+    record = paths.vagrant_ssh_info_dir(SPEC) / "labunit-node2.json"
+    if damage == "missing":
+        record.unlink()
+    elif damage == "not JSON":
+        record.write_text('{"HostName": ')
+    else:
+        record.write_text(json.dumps(fake_lab.conf("node2") | {"IdentityFile": ""}))
+    assert vagrant.recorded_ssh_settings(SPEC) is None
+
+
+def test_records_of_an_earlier_vagrant_up_are_forgotten_before_the_next(fake_lab):
+    record_ssh_info(fake_lab, ["node1", "node2"])
+    vagrant.forget_recorded_ssh_settings(SPEC)
+    assert vagrant.recorded_ssh_settings(SPEC) is None
+    assert list(paths.vagrant_ssh_info_dir(SPEC).iterdir()) == []

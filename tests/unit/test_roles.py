@@ -48,7 +48,7 @@ def test_bootstrap_server_config():
         "log_level": "INFO",
         "ui_config": {"enabled": True},
         "retry_join": ["192.168.56.3"],
-        "retry_interval": "5s",
+        "retry_interval": "1s",
         "leave_on_terminate": False,
         "disable_update_check": True,
         "bootstrap_expect": 2,
@@ -75,7 +75,7 @@ def test_client_config_of_the_seeds_open_lab():
         "log_level": "INFO",
         "ui_config": {"enabled": True},
         "retry_join": ["192.168.56.2", "192.168.56.3"],
-        "retry_interval": "5s",
+        "retry_interval": "1s",
         "leave_on_terminate": True,
         "disable_update_check": True,
     }
