@@ -59,12 +59,15 @@ def read_lb_record(client: httpx.Client, address: str) -> LbRecord:
 
 
 def sample(client: httpx.Client, address: str, service: str, requests: int) -> Counter:
-    """Send `requests` GETs through the LB; count answers by instance (X-Instance),
-    failures by status code or error name."""
+    """Send `requests` GETs through the LB, each on a connection of its own; count
+    answers by instance (X-Instance), failures by status code or error name. Not one
+    kept-alive connection: nginx closes idle ones at every reload, and a GET sent on one
+    as it closes fails before any answer (a client retries that, RFC 9112 section
+    9.3.1); a reload is no failure of the LB's."""
     seen: Counter = Counter()
     for _ in range(requests):
         try:
-            response = client.get(f"http://{address}/{service}")
+            response = client.get(f"http://{address}/{service}", headers={"Connection": "close"})
         except httpx.HTTPError as exc:
             seen[f"error {type(exc).__name__}"] += 1
             continue
