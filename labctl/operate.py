@@ -31,10 +31,10 @@ from labctl.spec import LabSpec, SpecError, validate
 from roles.contract import (
     LAB_LABEL,
     LB_CONTAINER,
-    LB_SERVES_AGAIN,
     VRRP_HANDOVER_SECONDS,
     VRRP_READY_COMMAND,
     VRRP_UNDRAIN_COMMAND,
+    lb_serves_again_command,
     vrrp_drain_command,
     vrrp_outranked_command,
 )
@@ -203,7 +203,7 @@ def restart_lbs(spec: LabSpec, targets: list[str], report: Report) -> str:
             _handed_over_and_stopped(spec, target)
             _remote(spec, target, f"docker start {LB_CONTAINER} && {VRRP_READY_COMMAND}")
         else:
-            _remote(spec, target, f"docker restart {LB_CONTAINER} && {LB_SERVES_AGAIN}")
+            _remote(spec, target, f"docker restart {LB_CONTAINER} && {lb_serves_again_command()}")
     if spec.lb_pair:
         _address_to_the_first_lb(spec)
     return f"LB restarted on {', '.join(targets)}"

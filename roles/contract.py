@@ -140,11 +140,13 @@ def vrrp_drain_command(host: str, address: str, peers: Iterable[str], seconds: i
                        address, str(seconds), *peers])  # fmt: skip
 
 
-# After the LB container started again: wait (a minute at most) until it serves its
-# latest render (templates/lb/lb-health).
-LB_SERVES_AGAIN = (
-    f"timeout 60 sh -c 'until docker exec {LB_CONTAINER} lb-health >/dev/null; do sleep 1; done'"
-)
+def lb_serves_again_command(container: str = LB_CONTAINER) -> str:
+    """After the LB container `container` started again: wait (a minute at most) until it
+    serves its latest render (templates/lb/lb-health)."""
+    name = shlex.quote(container)
+    return f"timeout 60 sh -c 'until docker exec {name} lb-health >/dev/null; do sleep 1; done'"
+
+
 # After a replaced or restarted LB of a pair: wait until it serves (it stays drained).
 VRRP_READY_COMMAND = f"docker exec {KEEPALIVED_CONTAINER} {VRRP_HANDOVER} ready"
 # The last step, on every LB host in priority order once the first LB that serves holds

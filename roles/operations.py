@@ -31,6 +31,7 @@ from roles.contract import (
     MANAGED_BY_META,
     SPEC_LABEL,
     UPLOADS_DIR,
+    lb_serves_again_command,
 )
 from roles.facts import (
     DOCKER_OBJECTS,
@@ -483,7 +484,7 @@ def load_balancer_healthy(container_name: str, before_restart: str = "", after_r
     else:
         host.noop(f"LB {container_name} serves consul-template's latest render")
         return
-    yield f"timeout 60 sh -c 'until docker exec {name} lb-health >/dev/null; do sleep 1; done'"
+    yield lb_serves_again_command(container_name)
 
 
 @operation()

@@ -9,7 +9,7 @@ from labctl import operate, paths
 from labctl.operate import scale, scale_request, spread
 from labctl.services import SEED_SERVICE as SEED
 from labctl.spec import SpecError, load_spec, parse_spec
-from roles.contract import LB_SERVES_AGAIN
+from roles.contract import lb_serves_again_command
 from tests.conftest import PROJECT_ROOT
 
 
@@ -229,7 +229,7 @@ def test_restart_lb_with_one_lb_restarts_it_and_waits_until_it_serves(monkeypatc
     assert operate.restart_lbs(spec, operate.lb_targets(spec, []), lambda line: None) == (
         "LB restarted on server3"
     )
-    assert ran == [("server3", f"docker restart lb && {LB_SERVES_AGAIN}")]
+    assert ran == [("server3", f"docker restart lb && {lb_serves_again_command('lb')}")]
 
 
 def test_restart_lb_names_what_is_not_an_lb_host_in_one_sentence():
