@@ -6,12 +6,18 @@ the lab (BOX_OF) and the box's key (BOX_KEY):
 - an image, `<namespace>/box-<lab>:<key>`: the host container as the first converge of
   a host left it (the engine installed and configured by the docker role), committed
   with the engine stopped, SSH host keys out and Vagrant's insecure key in;
-- a volume, `<lab>-box-<key>`: a copy of that host's /var/lib/docker, every image the
-  lab's hosts run loaded in it. The nested engine's data is a volume (overlay2 cannot
-  sit on the container's own overlay), which `docker commit` leaves out; and it cannot go
-  into an image layer either: its overlay2 whiteouts and opaque directories would be
-  taken for the outer layer's own and lost. Each host made from the box gets its own
-  volume, a `cp -a` of the box's (one helper container for all hosts, in parallel).
+- a volume, `<lab>-box-<key>`: in `engine/`, a copy of that host's /var/lib/docker,
+  every image the lab's hosts run loaded in it. The nested engine's data is a volume
+  (overlay2 cannot sit on the container's own overlay), which `docker commit` leaves
+  out; and it cannot go into an image layer either: its overlay2 whiteouts and opaque
+  directories would be taken for the outer layer's own and lost.
+
+Each host made from the box keeps its engine data in the box's volume too, in
+`hosts/<host>/`, which its own volume names (a bind volume of Docker's local driver):
+one file system, so that the contents of image layers, which the engine never changes,
+are hard links to the box's, and only the rest (the engine's databases, a few MB) is
+copied. Linux refuses hard links between two mounts, and each volume is one. `down`
+removes the hosts' data; the box's own stays.
 
 The key hashes what the box holds: the host template and its base image, the docker
 role's settings (packages, daemon options) and the ID of every image the lab runs. A
@@ -60,6 +66,11 @@ DOCKER_ROLE = PROJECT_ROOT / "roles" / "docker.py"
 # The docker role's settings that say nothing about what is installed.
 NOT_IN_BOX = {"docker_apt_proxy"}
 ENGINE_PACKAGES = ("docker.io", "containerd", "runc")
+# In a box's volume: the boxed host's engine data, and that of each host made from it.
+ENGINE = "engine"
+HOSTS = "hosts"
+# What a box's volume holds, and how (its key changes with it): data at the root was 1.
+LAYOUT = f"{ENGINE}/ and {HOSTS}/<host>/, image layers linked"
 
 
 class BoxError(Exception):
@@ -126,6 +137,7 @@ def box_key(spec: LabSpec, state: dict, client: docker.DockerClient) -> str:
     made_from = {
         "template": template.hexdigest(),
         "base_image": client.images.get(spec.docker.base_image).id,
+        "layout": LAYOUT,
     }
     return key_of(spec, state, made_from)
 
@@ -176,10 +188,36 @@ def plan(spec: LabSpec, provider: str, state: dict, use: bool) -> BoxPlan:
     return BoxPlan(box, f"none for this spec yet: {box.image} is kept after the engine install")
 
 
+# A host's engine data made from the box's, in the box's volume (mounted at /box): the
+# contents of image layers (overlay2/<cache-id>/diff, for every layer of the engine's
+# layer database) hard-linked, since the engine never writes them; all else copied,
+# containers' layers too. The hosts named in "$@", in parallel; a host's data left by an
+# interrupted run is made again.
+HOSTS_DATA = r"""set -e
+cd /box/engine
+for id in image/overlay2/layerdb/sha256/*/cache-id; do
+  if [ -e "$id" ]; then echo "./overlay2/$(cat "$id")/diff"; fi
+done > /tmp/layers
+pids=
+for host in "$@"; do
+  (
+    set -e
+    to=/box/hosts/$host
+    rm -rf "$to" && mkdir -p "$to"
+    tar --xattrs --xattrs-include='*' --exclude-from=/tmp/layers -cf - . |
+      tar --xattrs --xattrs-include='*' -xpf - -C "$to"
+    while read -r layer; do cp -al "$layer" "$to/$layer"; done < /tmp/layers
+  ) &
+  pids="$pids $!"
+done
+for p in $pids; do wait "$p"; done
+"""
+
+
 def fill_volumes(spec: LabSpec, box: Box) -> float:
-    """Each host's /var/lib/docker volume, a copy of the box's, before its host is made;
-    hosts whose volume exists already (a host up before) keep theirs. Returns the
-    seconds it took."""
+    """Each host's /var/lib/docker volume, made from the box's engine data (HOSTS_DATA)
+    before its host is made; hosts whose volume exists already (a host up before) keep
+    theirs. Returns the seconds it took."""
     client = system.ensure_engine()
     started = time.monotonic()
     targets = {}
@@ -188,31 +226,44 @@ def fill_volumes(spec: LabSpec, box: Box) -> float:
         try:
             client.volumes.get(name)
         except NotFound:
-            client.volumes.create(name=name, labels={LAB_LABEL: spec.name})
             targets[host.name] = name
     if not targets:
         return 0.0
-    # --reflink: where the engine's file system shares extents (XFS, Btrfs), no byte moves.
-    copies = " ".join(
-        f'cp -a --reflink=auto /box/. /hosts/{name}/ & pids="$pids $!";' for name in targets
-    )
-    script = f"pids=; {copies} for p in $pids; do wait $p || exit 1; done"
-    mounts = {box.volume: {"bind": "/box", "mode": "ro"}}
-    mounts |= {volume: {"bind": f"/hosts/{host}", "mode": "rw"} for host, volume in targets.items()}
-    _run_helper(client, box.image, script, mounts, spec.name)
+    mounts = {box.volume: {"bind": "/box", "mode": "rw"}}
+    command = ["sh", "-c", HOSTS_DATA, "sh", *targets]
+    _run_helper(client, box.image, command, mounts, spec.name, "copying the box's engine data")
+    data = client.volumes.get(box.volume).attrs["Mountpoint"]
+    for host, name in targets.items():
+        client.volumes.create(
+            name=name, driver="local", labels={LAB_LABEL: spec.name},
+            driver_opts={"type": "none", "o": "bind", "device": f"{data}/{HOSTS}/{host}"},
+        )  # fmt: skip
     return time.monotonic() - started
 
 
-def _run_helper(client, image: str, script: str, mounts: dict, lab: str) -> None:
-    """A throwaway container running `script`; labelled with the lab, so that a `down`
-    after an interrupted run finds it. Raises BoxError naming the script's output."""
+def clear_hosts(client: docker.DockerClient, lab: str) -> None:
+    """The engine data of the lab's hosts, gone from every box of the lab that no
+    container runs from (`down`, once the hosts are)."""
+    idle = [found.box for found in kept(client, lab) if not found.in_use]
+    if idle:
+        mounts = {b.volume: {"bind": f"/box{n}", "mode": "rw"} for n, b in enumerate(idle)}
+        hosts_data = [f"/box{n}/{HOSTS}" for n in range(len(idle))]
+        _run_helper(client, idle[0].image, ["rm", "-rf", *hosts_data], mounts, lab,
+                    "removing the hosts' engine data from the box")  # fmt: skip
+
+
+def _run_helper(client, image: str, command: list[str], mounts: dict, lab: str, what: str) -> None:
+    """A throwaway container running `command`; labelled with the lab, so that a `down`
+    after an interrupted run finds it. With CAP_SYS_ADMIN: overlay2's opaque directories
+    are marked with trusted.* extended attributes, which cp and tar drop without a word
+    when they may not set them. Raises BoxError naming `what` failed and why."""
     try:
         client.containers.run(
-            image, ["sh", "-c", script], volumes=mounts, remove=True, labels={LAB_LABEL: lab},
-            entrypoint=[], network_mode="none",
+            image, command, volumes=mounts, remove=True, labels={LAB_LABEL: lab},
+            entrypoint=[], network_mode="none", cap_add=["SYS_ADMIN"],
         )  # fmt: skip
     except DockerException as exc:
-        raise BoxError(f"copying the box's engine data failed ({exc})") from None
+        raise BoxError(f"{what} failed ({exc})") from None
 
 
 # Run in the boxed host before its commit, and after (RESTORE) whatever happened. Its
@@ -281,7 +332,8 @@ def make(spec: LabSpec, box: Box, report: Report) -> float:
             host_volume_name(spec, source): {"bind": "/from", "mode": "ro"},
             box.volume: {"bind": "/to", "mode": "rw"},
         }
-        _run_helper(client, box.image, "cp -a --reflink=auto /from/. /to/", mounts, spec.name)
+        copy = ["sh", "-c", f"mkdir /to/{ENGINE} && cp -a --reflink=auto /from/. /to/{ENGINE}/"]
+        _run_helper(client, box.image, copy, mounts, spec.name, "copying the engine data")
     except (BoxError, DockerException) as exc:
         _remove(client, box)
         raise BoxError(f"no box kept ({exc})") from None

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from docker.errors import DockerException, NotFound
@@ -163,14 +163,13 @@ def up(
     if fresh:
         plan = virtualbox_box.plan if provider == "virtualbox" else box.plan
         boxing = plan(spec, provider, state, use_box)
+        if boxing.from_box and provider == "docker":
+            boxing = _hosts_data_from(spec, boxing)
         report(f"box: {boxing.note}")
         state |= {"box": boxing.from_box, "box_note": boxing.note}
     else:  # hosts made before stay as they were made
         boxing = box.BoxPlan(None, read_state(spec).get("box_note", ""))
     write_state(spec, **({"offline": None} | state))
-    if boxing.from_box and provider == "docker":
-        seconds = box.fill_volumes(spec, boxing.box)
-        write_state(spec, box_note=f"{boxing.note} (engine data copied in {seconds:.1f} s)")
     create_hosts(spec, provider, report)
     write_state(spec, apt_proxy=aptcache.ensure(spec, provider, report))
     keep = keep_vagrant_box if provider == "virtualbox" else keep_box
@@ -185,6 +184,16 @@ def up(
     result = boxed + agents + converge_lab(spec, report)
     narrow_tokens(spec, report, leaving)
     return result
+
+
+def _hosts_data_from(spec: LabSpec, found: box.BoxPlan) -> box.BoxPlan:
+    """The plan to make the hosts from `found`, their engine data made from its; when
+    that fails, the plan to make them from the template (the note says why)."""
+    try:
+        seconds = box.fill_volumes(spec, found.box)
+    except box.BoxError as exc:
+        return box.BoxPlan(None, f"warning: {exc}; the hosts are made from the template")
+    return replace(found, note=f"{found.note} (hosts' engine data made in {seconds:.1f} s)")
 
 
 def keep_box(spec: LabSpec, new: box.Box, report: Report) -> ConvergeResult:
@@ -442,7 +451,8 @@ def _sweep_docker(
     spec: LabSpec, report: Report, containers_only: bool = False, boxes_kept: int = 0
 ) -> list[str]:
     """Containers and volumes labelled with the lab, all at once, and its unused
-    Vagrant network; its host boxes but the newest `boxes_kept`."""
+    Vagrant network; its host boxes but the newest `boxes_kept`, and in those the
+    engine data of the hosts made from them."""
     client = system.engine()
     if client is None:
         return []
@@ -479,4 +489,11 @@ def _sweep_docker(
             f"could not remove the lab's Docker leftovers ({exc}); remove containers and "
             f"volumes labelled {label} by hand."
         ) from exc
+    try:
+        box.clear_hosts(client, spec.name)
+    except box.BoxError as exc:
+        raise LifecycleError(
+            f"{exc}; run `labctl down` again, or remove the lab's boxes with "
+            "`labctl box remove --all`."
+        ) from None
     return removed

@@ -7,6 +7,7 @@ boxes, `down --purge` leaves none."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import docker
@@ -14,7 +15,7 @@ import pytest
 
 from labctl import box, security, vagrant
 from labctl.connections import connection_data, ssh_data_from_vagrant
-from labctl.paths import host_container_name, read_state
+from labctl.paths import host_container_name, host_volume_name, read_state
 from labctl.spec import LabSpec, load_spec
 from testbed.standin_build import standin_images
 from tests.e2e.conftest import finish_lab, labctl, start_lab, write_spec
@@ -86,7 +87,32 @@ def the_lab(spec: LabSpec) -> dict:
         for name in consul(spec, "/v1/catalog/services")
     }  # fmt: skip
     tokens = sorted(security.saved_tokens(spec))
-    return {"containers": containers, "services": services, "tokens": tokens}
+    return {
+        "containers": containers, "services": services, "tokens": tokens,
+        "files": image_files(connections, spec.hosts[-1].name),
+    }  # fmt: skip
+
+
+# Every path of each image's file system as a container sees it, the
+# overlay2 layers merged by the host's engine: a whiteout or an opaque directory lost
+# on the way from the box brings back files a later layer of the image deleted.
+IMAGE_FILES = (
+    "for image in $(docker images -q | sort -u); do"
+    ' c=$(docker create --entrypoint /none "$image") &&'
+    ' echo "$image $(docker export "$c" | tar -tf - | sort | md5sum)" &&'
+    ' docker rm "$c" >/dev/null || exit 1; done'
+)
+
+
+def image_files(connections, host: str) -> list[str]:
+    """A digest of each image's file system on `host` (IMAGE_FILES)."""
+    return sorted(on_host(connections, host, IMAGE_FILES).split("\n"))
+
+
+def hosts_data(kept: box.KeptBox) -> Path:
+    """Where the engine data of the hosts made from `kept` lives on this machine."""
+    volume = docker.from_env().volumes.get(kept.box.volume)
+    return Path(volume.attrs["Mountpoint"]) / box.HOSTS
 
 
 def up_then_apply(spec_file: Path, *args: str) -> tuple[str, dict]:
@@ -144,6 +170,15 @@ def test_an_up_from_the_box_brings_the_same_lab(first_up, box_specs):
     for operation in ("Install the Docker engine", "Load "):
         assert operation not in said.split("changed:", 1)[-1], said
     assert from_box == lab
+    # Each host's engine data is in the box's volume, its image layers' files shared.
+    client = docker.from_env()
+    for host in spec.hosts:
+        volume = client.volumes.get(host_volume_name(spec, host.name))
+        assert volume.attrs["Options"]["device"] == str(hosts_data(kept) / host.name)
+    engine = hosts_data(kept).parent / box.ENGINE
+    layer_file = next(p for p in (engine / "overlay2").glob("*/diff/**/*") if p.is_file())
+    shared = hosts_data(kept) / spec.hosts[0].name / layer_file.relative_to(engine)
+    assert os.stat(shared).st_ino == os.stat(layer_file).st_ino
     # labctl connected with what its `vagrant up` recorded (the Vagrantfile's trigger),
     # which is what `vagrant ssh-config` says.
     recorded = vagrant.recorded_ssh_settings(spec)
@@ -155,6 +190,7 @@ def test_an_up_from_the_box_brings_the_same_lab(first_up, box_specs):
         h: ssh_data_from_vagrant(c) for h, c in recorded.items()
     }
     down(box_specs[0])
+    assert not hosts_data(kept).exists()  # the box itself stays
 
 
 def test_up_no_box_installs_everything_and_brings_the_same_lab(first_up, box_specs):

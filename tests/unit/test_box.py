@@ -9,7 +9,7 @@ import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from labctl import box, paths, vagrant
+from labctl import box, lifecycle, paths, vagrant
 from labctl.cli import app
 from labctl.paths import write_state
 from labctl.spec import load_spec
@@ -81,6 +81,28 @@ def test_no_box_asks_for_nothing(write_spec):
     planned = box.plan(spec_of(write_spec), "docker", STATE, use=False)
     assert planned.box is None and not planned.to_make and planned.from_box is None
     assert "--no-box" in planned.note
+
+
+def test_hosts_whose_engine_data_cannot_be_made_come_from_the_template(write_spec, monkeypatch):
+    """A box found, but its hosts' engine data not made (the helper failed): the hosts
+    are made from the template, and the note says why; made, the note says how long."""
+    spec = spec_of(write_spec)
+    found = box.BoxPlan(box.Box(spec.name, "ab" * 32), "hosts made from it", found=True)
+
+    def fails(spec, made_from):
+        raise box.BoxError("copying the box's engine data failed (disk full)")
+
+    monkeypatch.setattr(box, "fill_volumes", fails)
+    fallen_back = lifecycle._hosts_data_from(spec, found)
+    assert fallen_back.from_box is None and not fallen_back.to_make
+    assert fallen_back.note == (
+        "warning: copying the box's engine data failed (disk full); the hosts are made "
+        "from the template"
+    )
+    monkeypatch.setattr(box, "fill_volumes", lambda spec, made_from: 0.84)
+    made = lifecycle._hosts_data_from(spec, found)
+    assert made.from_box == found.from_box
+    assert made.note == "hosts made from it (hosts' engine data made in 0.8 s)"
 
 
 def test_the_vagrantfile_makes_hosts_from_the_recorded_box(write_spec):
