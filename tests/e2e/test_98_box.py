@@ -93,9 +93,11 @@ def the_lab(spec: LabSpec) -> dict:
     }  # fmt: skip
 
 
-# Every path of each image's file system as a container sees it, the
-# overlay2 layers merged by the host's engine: a whiteout or an opaque directory lost
-# on the way from the box brings back files a later layer of the image deleted.
+# Every path of each image's file system as a container sees it, the overlay2 layers
+# merged by the host's engine: a whiteout lost on the way from the box brings back a file
+# a later layer deleted. (An opaque directory's marker too, but none of the lab's images
+# has one that hides a lower layer's files: tests/unit/test_box_hosts_data.py checks
+# the marker itself.)
 IMAGE_FILES = (
     "for image in $(docker images -q | sort -u); do"
     ' c=$(docker create --entrypoint /none "$image") &&'
