@@ -47,8 +47,9 @@ LEADER_TIMEOUT = 120.0
 # ACLs) is asked again, once a second, before it stops the run.
 TRANSIENT_TIMEOUT = 60.0
 RETRY_INTERVAL = 1.0
-# Between two asks for the leader (a GET /v1/status/leader to the servers): an election
-# ends at any moment, and the ACL bootstrap waits for it.
+# Between two asks for the leader (a GET /v1/status/leader to the servers), and for the
+# ACL bootstrap while the new leader initializes its ACLs: each ends at any moment, and
+# everything after waits for it.
 LEADER_POLL = 0.25
 # Consul 1.11's whole answer (403) to a read of a policy or token that does not exist
 # (agent/acl_endpoint.go returns acl.ErrNotFound); a read with an unknown request token
@@ -343,9 +344,10 @@ def _bootstrap(consul: _Consul, spec: LabSpec, report: Report) -> dict[str, str]
     its leadership (leader.go initializeACLs), and a bootstrap in that gap answers 500
     "failed inserting bootstrap token: No such policy with ID: ...0001". consul-k8s's
     server-acl-init does the same (subcommand/server-acl-init/servers.go bootstrapACLs:
-    untilSucceeds asks again, once a second, on any error but a 403). The request may
-    take as long as Consul does: a bootstrap answered after the client gave up is done
-    all the same, and its token lost (consul-k8s gives that call 5 minutes for it)."""
+    untilSucceeds asks again, once a second, on any error but a 403; labctl asks every
+    LEADER_POLL, as it asked for the leader). The request may take as long as Consul
+    does: a bootstrap answered after the client gave up is done all the same, and its
+    token lost (consul-k8s gives that call 5 minutes for it)."""
     deadline = time.monotonic() + LEADER_TIMEOUT
     while True:
         response = consul.request("PUT", "/v1/acl/bootstrap", timeout=LEADER_TIMEOUT)
@@ -360,7 +362,7 @@ def _bootstrap(consul: _Consul, spec: LabSpec, report: Report) -> dict[str, str]
             created = _checked(response, "bootstrap the ACLs")
             return {"accessor": created["AccessorID"], "secret": created["SecretID"]}
         report(f"Consul is not ready for the ACL bootstrap yet ({_answer(response)}); asking again")
-        time.sleep(RETRY_INTERVAL)
+        time.sleep(LEADER_POLL)
 
 
 def _check_management(consul: _Consul, spec: LabSpec, report: Report) -> None:
