@@ -5,7 +5,7 @@ On the docker road a box is two things on this machine's engine, both labelled w
 the lab (BOX_OF) and the box's key (BOX_KEY):
 - an image, `<namespace>/box-<lab>:<key>`: the host container as the first converge of
   a host left it (the engine installed and configured by the docker role), committed
-  with the engine stopped, SSH host keys out and Vagrant's insecure key in;
+  with the engine stopped, SSH host keys out and the box's own login key in;
 - a volume, `<lab>-box-<key>`: in `engine/`, a copy of that host's /var/lib/docker,
   every image the lab's hosts run loaded in it. The nested engine's data is a volume
   (overlay2 cannot sit on the container's own overlay), which `docker commit` leaves
@@ -25,6 +25,11 @@ changed spec or version has another key, so another box: a host is never made fr
 stale one. `down` keeps a lab's boxes as a cache (the newest CACHE_BOUND, never one a
 container uses); `down --purge` and `labctl box remove` remove them.
 
+The box's login key is an Ed25519 key pair labctl makes with the box: the public half
+in the image's authorized_keys, the private half in CACHE/box-keys (0600), gone with
+the box. Vagrant logs in to every host made from the box with it and inserts no key of
+its own, as with a box `vagrant package` made, which carries its key (seconds per host).
+
 On the virtualbox road a box is a Vagrant box: labctl/virtualbox_box.py.
 """
 
@@ -32,11 +37,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import docker
@@ -45,7 +52,7 @@ from docker.errors import DockerException, NotFound
 from labctl import system
 from labctl.host_data import role_settings
 from labctl.images.tags import image_namespace
-from labctl.paths import host_container_name, host_volume_name, read_state
+from labctl.paths import CACHE, host_container_name, host_volume_name, read_state
 from labctl.spec import PROJECT_ROOT, LabSpec
 from roles.contract import LAB_LABEL
 
@@ -66,6 +73,8 @@ DOCKER_ROLE = PROJECT_ROOT / "roles" / "docker.py"
 # The docker role's settings that say nothing about what is installed.
 NOT_IN_BOX = {"docker_apt_proxy"}
 ENGINE_PACKAGES = ("docker.io", "containerd", "runc")
+# The private halves of the boxes' login keys, one file per box.
+BOX_KEYS = CACHE / "box-keys"
 # In a box's volume: the boxed host's engine data, and that of each host made from it.
 ENGINE = "engine"
 HOSTS = "hosts"
@@ -97,6 +106,11 @@ class Box:
     @property
     def labels(self) -> dict[str, str]:
         return {BOX_OF: self.lab, BOX_KEY: self.key}
+
+    @property
+    def login_key(self) -> Path:
+        """The private key Vagrant logs in to the hosts made from this box with."""
+        return BOX_KEYS / f"{self.lab}-{self.short}"
 
 
 @dataclass(frozen=True)
@@ -158,14 +172,14 @@ def key_of(spec: LabSpec, state: dict, made_from: dict) -> str:
 
 
 def exists(client: docker.DockerClient, box: Box) -> bool:
-    """Both halves of the box are here, and they are this box's."""
+    """The box's image and volume are here, and they are this box's; so is its key."""
     try:
         image = client.images.get(box.image)
         volume = client.volumes.get(box.volume)
     except NotFound:
         return False
     owned = (image.labels.get(BOX_KEY), (volume.attrs.get("Labels") or {}).get(BOX_KEY))
-    return owned == (box.key, box.key)
+    return owned == (box.key, box.key) and box.login_key.is_file()
 
 
 def unplanned(provider: str, state: dict, use: bool) -> BoxPlan | None:
@@ -269,8 +283,7 @@ def _run_helper(client, image: str, command: list[str], mounts: dict, lab: str, 
 # Run in the boxed host before its commit, and after (RESTORE) whatever happened. Its
 # engine stops (its data must not change while it is copied); its SSH host keys wait in
 # /run (a tmpfs, never committed) so that each host made from the box makes its own; and
-# Vagrant's insecure key stands in for the key Vagrant gave this machine, as in the
-# template, so that Vagrant logs in to a host made from the box and gives it its own.
+# the box's login key (on stdin) stands in for the key Vagrant gave this machine.
 PREPARE = """set -e
 systemctl stop docker.socket docker.service
 mkdir -p /run/lab-box
@@ -318,10 +331,10 @@ def make(spec: LabSpec, box: Box, report: Report) -> float:
     versions = _exec(
         container, "dpkg-query -W -f '${Package}=${Version} ' " + " ".join(ENGINE_PACKAGES)
     ).strip()
-    insecure = _template_authorized_keys(client, container)
     report(f"box: committing {source} as {box.image}")
+    _remove(client, box)  # what is left of this box (exists() said no): made anew
     try:
-        _exec(container, PREPARE, insecure)
+        _exec(container, PREPARE, _new_login_key(box))
         labels = box.labels | {BOX_ENGINE: versions}
         client.containers.get(container).commit(
             repository=box.image.rsplit(":", 1)[0], tag=box.short,
@@ -342,18 +355,25 @@ def make(spec: LabSpec, box: Box, report: Report) -> float:
     return time.monotonic() - started
 
 
-def _template_authorized_keys(client, container: str) -> bytes:
-    """The `vagrant` user's authorized_keys in the host's template image (Vagrant's
-    insecure key), which the host itself no longer has: Vagrant replaced it."""
-    template = client.containers.get(container).attrs["Image"]
-    try:
-        out = client.containers.run(
-            template, ["cat", "/home/vagrant/.ssh/authorized_keys"], remove=True,
-            entrypoint=[], network_mode="none",
-        )  # fmt: skip
-    except DockerException as exc:
-        raise BoxError(f"the host template's key could not be read ({exc})") from None
-    return out
+def _new_login_key(box: Box) -> bytes:
+    """A new key pair for `box`: the private half written to its login_key file (0600,
+    in a 0700 directory), the public half returned as an authorized_keys line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )  # fmt: skip
+    box.login_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(box.login_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(private)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return public + f" labctl box {box.lab} {box.short}\n".encode()
 
 
 @dataclass(frozen=True)
@@ -387,6 +407,9 @@ def kept(client: docker.DockerClient, lab: str, sizes: bool = False) -> list[Kep
 
 def _remove(client: docker.DockerClient, box: Box) -> list[str]:
     removed = []
+    if box.login_key.exists():
+        box.login_key.unlink()
+        removed.append(f"box key {box.login_key}")
     for kind, get in (("image", client.images.get), ("volume", client.volumes.get)):
         name = box.image if kind == "image" else box.volume
         try:

@@ -166,7 +166,9 @@ def up(
         if boxing.from_box and provider == "docker":
             boxing = _hosts_data_from(spec, boxing)
         report(f"box: {boxing.note}")
-        state |= {"box": boxing.from_box, "box_note": boxing.note}
+        login_key = boxing.from_box and provider == "docker" and str(boxing.box.login_key)
+        state |= {"box": boxing.from_box, "box_login_key": login_key or None}
+        state |= {"box_note": boxing.note}
     else:  # hosts made before stay as they were made
         boxing = box.BoxPlan(None, read_state(spec).get("box_note", ""))
     write_state(spec, **({"offline": None} | state))

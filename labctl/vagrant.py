@@ -70,6 +70,7 @@ def vagrantfile_data(spec: LabSpec, machine: str | None = None) -> dict:
             "build_dir": str(PROJECT_ROOT / "templates" / "host"),
             "base_image": spec.docker.base_image,
             "box": lab_box.get("docker"),
+            "box_login_key": state.get("box_login_key"),
         },
         "hosts": [_vagrant_host(spec, host.name, str(host.address)) for host in spec.hosts],
     }

@@ -15,6 +15,7 @@ import pytest
 
 from labctl import box, security, vagrant
 from labctl.connections import connection_data, ssh_data_from_vagrant
+from labctl.lifecycle import log_file
 from labctl.paths import host_container_name, host_volume_name, read_state
 from labctl.spec import LabSpec, load_spec
 from testbed.standin_build import standin_images
@@ -158,6 +159,7 @@ def test_the_first_up_keeps_a_box_and_down_keeps_it(first_up, box_specs):
     [kept] = boxes(spec)
     assert kept.in_use is False  # its hosts come from the template
     assert "docker.io=" in kept.engine
+    assert kept.box.login_key.stat().st_mode & 0o777 == 0o600
     down(box_specs[0])
     assert [b.box for b in boxes(spec)] == [kept.box]
 
@@ -191,6 +193,9 @@ def test_an_up_from_the_box_brings_the_same_lab(first_up, box_specs):
     assert {h: m["ssh"] for h, m in machines.items()} == {
         h: ssh_data_from_vagrant(c) for h, c in recorded.items()
     }
+    # Vagrant logged in with the box's own key, and inserted none of its own.
+    assert {c["IdentityFile"] for c in recorded.values()} == {str(kept.box.login_key)}
+    assert "Inserting generated public key" not in log_file(spec, "vagrant-up").read_text()
     down(box_specs[0])
     assert not hosts_data(kept).exists()  # the box itself stays
 
@@ -229,3 +234,4 @@ def test_down_purge_leaves_no_box(first_up, box_specs):
     assert boxes(spec) == []
     client = docker.from_env()
     assert client.volumes.list(filters={"label": f"{box.BOX_OF}={spec.name}"}) == []
+    assert list(box.BOX_KEYS.glob(f"{spec.name}-*")) == []

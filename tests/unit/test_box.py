@@ -108,10 +108,32 @@ def test_hosts_whose_engine_data_cannot_be_made_come_from_the_template(write_spe
 def test_the_vagrantfile_makes_hosts_from_the_recorded_box(write_spec):
     spec = spec_of(write_spec)
     assert vagrant.vagrantfile_data(spec, "x86_64")["docker"]["box"] is None
-    write_state(spec, provider="docker", box="lab/box-badinput:0123456789abcdef")
-    assert vagrant.vagrantfile_data(spec, "x86_64")["docker"]["box"] == (
-        "lab/box-badinput:0123456789abcdef"
-    )
+    made = box.Box(spec.name, "0123456789abcdef" * 4)
+    write_state(spec, provider="docker", box=made.image, box_login_key=str(made.login_key))
+    docker = vagrant.vagrantfile_data(spec, "x86_64")["docker"]
+    assert (docker["box"], docker["box_login_key"]) == (made.image, str(made.login_key))
+
+
+def test_a_box_login_key_is_its_own_and_private(write_spec):
+    """Each box its own Ed25519 key pair: the private half only its owner may read, the
+    public half an authorized_keys line; removing the box removes the key."""
+    spec = spec_of(write_spec)
+    first, second = box.Box(spec.name, "ab" * 32), box.Box(spec.name, "cd" * 32)
+    public = box._new_login_key(first)
+    assert public.startswith(b"ssh-ed25519 ") and public.endswith(b"\n")
+    assert public != box._new_login_key(second)
+    assert first.login_key != second.login_key
+    assert first.login_key.read_bytes().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert first.login_key.stat().st_mode & 0o777 == 0o600
+    assert first.login_key.parent.stat().st_mode & 0o777 == 0o700
+
+    class NoEngine:  # the box's image and volume are gone already
+        def get(self, name):
+            raise box.NotFound(name)
+
+    engine = type("Engine", (), {"images": NoEngine(), "volumes": NoEngine()})()
+    assert box._remove(engine, first) == [f"box key {first.login_key}"]
+    assert not first.login_key.exists() and second.login_key.exists()
 
 
 @FAST
