@@ -355,6 +355,14 @@ def make(spec: LabSpec, box: Box, report: Report) -> float:
     return time.monotonic() - started
 
 
+def keep(spec: LabSpec, new: Box, report: Report) -> str:
+    """make(), then the lab's older boxes pruned; what `up` says of it. Raises BoxError
+    when no box is kept."""
+    seconds = make(spec, new, report)
+    prune(spec.name)
+    return f"{new.image} kept ({seconds:.1f} s), the next `up` starts from it"
+
+
 def _new_login_key(box: Box) -> bytes:
     """A new key pair for `box`: the private half written to its login_key file (0600,
     in a 0700 directory), the public half returned as an authorized_keys line."""

@@ -174,8 +174,7 @@ def up(
     write_state(spec, **({"offline": None} | state))
     create_hosts(spec, provider, report)
     write_state(spec, apt_proxy=aptcache.ensure(spec, provider, report))
-    keep = keep_vagrant_box if provider == "virtualbox" else keep_box
-    boxed = keep(spec, boxing.box, report) if boxing.to_make else ConvergeResult()
+    boxed = keep_box(spec, provider, boxing.box, report) if boxing.to_make else ConvergeResult()
     if not spec.security.acl:
         return boxed + converge_lab(spec, report)
     # The roles after Consul need tokens, and tokens need a leader: the agents first.
@@ -198,41 +197,21 @@ def _hosts_data_from(spec: LabSpec, found: box.BoxPlan) -> box.BoxPlan:
     return replace(found, note=f"{found.note} (hosts' engine data made in {seconds:.1f} s)")
 
 
-def keep_box(spec: LabSpec, new: box.Box, report: Report) -> ConvergeResult:
-    """Converge the hosts up to their engine and images, then box the first one. A box
-    that cannot be made is said (`up` prints the note) and the `up` goes on: the lab
-    itself does not need it."""
-    result = converge_lab(spec, report, ("--data", f"{STAGE}={HOST_ONLY}"))
-    try:
-        seconds = box.make(spec, new, report)
-    except box.BoxError as exc:
-        note = f"warning: {exc}; the next `up` installs everything again"
-    else:
-        note = f"{new.image} kept ({seconds:.1f} s), the next `up` starts from it"
-        box.prune(spec.name)
-    write_state(spec, box_note=note)
-    return result
-
-
-def keep_vagrant_box(
-    spec: LabSpec, new: virtualbox_box.VagrantBox, report: Report
+def keep_box(
+    spec: LabSpec, provider: str, new: box.Box | virtualbox_box.VagrantBox, report: Report
 ) -> ConvergeResult:
-    """keep_box on the virtualbox road: converge the VMs up to their engine and images,
-    `vagrant package` the first one and add it as the lab's box, then bring it up again
-    (Vagrant halted it). A box that cannot be made is said and the `up` goes on."""
+    """Converge the hosts up to their engine and images, then box the first one (each
+    road's keep()). A box that cannot be made is said (`up` prints the note) and the
+    `up` goes on: the lab itself does not need it."""
     result = converge_lab(spec, report, ("--data", f"{STAGE}={HOST_ONLY}"))
     try:
-        seconds = virtualbox_box.make(spec, new, report)
+        road = virtualbox_box if provider == "virtualbox" else box
+        note = road.keep(spec, new, report)
     except box.BoxError as exc:
         note = f"warning: {exc}; the next `up` installs everything again"
-    else:
-        note = f"Vagrant box {new.name} kept ({seconds:.1f} s), the next `up` starts from it"
-        try:
-            virtualbox_box.prune(spec)
-        except box.BoxError as exc:  # the lab does not need it: said, and `down` tries again
-            note += f"; older boxes not removed ({exc})"
     finally:
-        create_hosts(spec, "virtualbox", report)
+        if provider == "virtualbox":  # `vagrant package` halted the first VM
+            create_hosts(spec, provider, report)
     write_state(spec, box_note=note)
     return result
 

@@ -205,6 +205,18 @@ def _remove(spec: LabSpec, boxes: list[VagrantBox]) -> list[str]:
     return removed
 
 
+def keep(spec: LabSpec, new: VagrantBox, report: Report) -> str:
+    """make(), then the lab's older boxes pruned; what `up` says of it. The first VM is
+    left halted; raises BoxError when no box is kept."""
+    seconds = make(spec, new, report)
+    note = f"Vagrant box {new.name} kept ({seconds:.1f} s), the next `up` starts from it"
+    try:
+        prune(spec)
+    except box.BoxError as exc:  # the lab does not need it: said, and `down` tries again
+        note += f"; older boxes not removed ({exc})"
+    return note
+
+
 def prune(spec: LabSpec, keep: int = box.CACHE_BOUND, vms_gone: bool = False) -> list[str]:
     """The lab's Vagrant boxes beyond the newest `keep` (0: all), never one in use."""
     found = kept(spec, vms_gone)
