@@ -17,8 +17,8 @@ checkout and size, so that none starts with an engine another installed
 
 For each road, size and checkout, in turn: `up`, a no-op `apply`, `status`, `verify`,
 `down`, then `up` again after that `down` (its own row, "up again": what a person
-waits for on the lab's daily round, and what a host box shortens), and a last `down`
-(untimed); each verb the CLI a user runs, in that checkout (its own labctl, roles and
+waits for on the lab's daily round, and what a host box shortens), and `down` again
+(of the hosts made from the box); each verb the CLI a user runs, in that checkout (its own labctl, roles and
 .lab). `--checkout before=/tmp/main --checkout after=.` compares main and a branch in
 one run, size by size, so both meet the same machine load. Per verb: wall time, CPU
 spent on this machine (the verb's whole process tree) and the load average before it;
@@ -48,8 +48,9 @@ from verbs import LAB, ROOT, SUBNET_PREFIX, Timed, changes, labctl, spec_data
 sys.path.insert(0, str(ROOT))  # testbed/ is not an installed package: take it from the checkout
 from testbed.standin_build import standin_images
 
-# Timed in this order; "up again" is `up` after the `down` before it.
-VERBS = ("up", "apply", "status", "verify", "down", "up again")
+# Timed in this order; "up again" is `up` after the `down` before it, "down again" the
+# `down` after that.
+VERBS = ("up", "apply", "status", "verify", "down", "up again", "down again")
 BREAKDOWN = ("up", "up again", "apply")
 # Resolve (build) every image the spec needs with the checkout's own code, untimed.
 WARM_UP = (
@@ -76,7 +77,8 @@ def warm_up(checkout: Path, spec: Path) -> None:
 
 
 def lifecycle(checkout: Path, spec: Path) -> dict:
-    """Every verb once, in order; the last `down` always runs."""
+    """Every verb once, in order; a last `down` always runs (after "down again", it
+    finds nothing to do)."""
     logs = checkout / ".lab" / yaml.safe_load(spec.read_text())["name"] / "logs"
     row: dict = {}
 
