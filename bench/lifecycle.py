@@ -19,8 +19,9 @@ For each road, size and checkout, in turn: `up`, a no-op `apply`, `status`, `ver
 `down`, then `up` again after that `down` (its own row, "up again": what a person
 waits for on the lab's daily round, and what a host box shortens), and `down` again
 (of the hosts made from the box); each verb the CLI a user runs, in that checkout
-(its own labctl, roles and .lab). `--checkout before=/tmp/main --checkout after=.` compares main and a branch in
-one run, size by size, so both meet the same machine load. Per verb: wall time, CPU
+(its own labctl, roles and .lab). `--checkout before=/tmp/main --checkout after=.`
+compares main and a branch in one run, size by size, so both meet the same machine
+load. Per verb: wall time, CPU
 spent on this machine (the verb's whole process tree) and the load average before it;
 for `up`, `up again` and `apply`, the phases (bench/phases.py).
 
