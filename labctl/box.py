@@ -246,12 +246,18 @@ def fill_volumes(spec: LabSpec, box: Box) -> float:
     mounts = {box.volume: {"bind": "/box", "mode": "rw"}}
     command = ["sh", "-c", HOSTS_DATA, "sh", *targets]
     _run_helper(client, box.image, command, mounts, spec.name, "copying the box's engine data")
-    data = client.volumes.get(box.volume).attrs["Mountpoint"]
-    for host, name in targets.items():
-        client.volumes.create(
-            name=name, driver="local", labels={LAB_LABEL: spec.name},
-            driver_opts={"type": "none", "o": "bind", "device": f"{data}/{HOSTS}/{host}"},
-        )  # fmt: skip
+    made = []
+    try:
+        data = client.volumes.get(box.volume).attrs["Mountpoint"]
+        for host, name in targets.items():
+            made.append(client.volumes.create(
+                name=name, driver="local", labels={LAB_LABEL: spec.name},
+                driver_opts={"type": "none", "o": "bind", "device": f"{data}/{HOSTS}/{host}"},
+            ))  # fmt: skip
+    except DockerException as exc:
+        for volume in made:  # a host made from the template must not find the box's data
+            volume.remove(force=True)
+        raise BoxError(f"the hosts' volumes could not be made ({exc})") from None
     return time.monotonic() - started
 
 
@@ -332,8 +338,8 @@ def make(spec: LabSpec, box: Box, report: Report) -> float:
         container, "dpkg-query -W -f '${Package}=${Version} ' " + " ".join(ENGINE_PACKAGES)
     ).strip()
     report(f"box: committing {source} as {box.image}")
-    _remove(client, box)  # what is left of this box (exists() said no): made anew
     try:
+        _remove(client, box)  # what is left of this box (exists() said no): made anew
         _exec(container, PREPARE, _new_login_key(box))
         labels = box.labels | {BOX_ENGINE: versions}
         client.containers.get(container).commit(
@@ -347,7 +353,7 @@ def make(spec: LabSpec, box: Box, report: Report) -> float:
         }
         copy = ["sh", "-c", f"mkdir /to/{ENGINE} && cp -a --reflink=auto /from/. /to/{ENGINE}/"]
         _run_helper(client, box.image, copy, mounts, spec.name, "copying the engine data")
-    except (BoxError, DockerException) as exc:
+    except (BoxError, DockerException, OSError) as exc:
         _remove(client, box)
         raise BoxError(f"no box kept ({exc})") from None
     finally:

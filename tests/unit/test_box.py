@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -103,6 +104,46 @@ def test_hosts_whose_engine_data_cannot_be_made_come_from_the_template(write_spe
     made = lifecycle._hosts_data_from(spec, found)
     assert made.from_box == found.from_box
     assert made.note == "hosts made from it (hosts' engine data made in 0.8 s)"
+
+
+def test_hosts_volumes_half_made_are_removed(write_spec, monkeypatch):
+    """The hosts' data made, but the engine refusing the second host's volume: the first
+    one goes again (a host made from the template must not find the box's data), and
+    the failure is a BoxError, which `up` says in one line."""
+    spec = spec_of(write_spec)
+    made = box.Box(spec.name, "ab" * 32)
+
+    class Volume:
+        def __init__(self, name: str) -> None:
+            self.name, self.attrs, self.removed = name, {"Mountpoint": "/data"}, False
+
+        def remove(self, force: bool = False) -> None:
+            self.removed = True
+
+    class Volumes:
+        def __init__(self) -> None:
+            self.created: list[Volume] = []
+
+        def get(self, name: str) -> Volume:
+            if name == made.volume:
+                return Volume(name)
+            raise box.NotFound(name)
+
+        def create(self, name: str, **options) -> Volume:
+            if self.created:
+                raise box.DockerException("no space left on device")
+            assert options["driver_opts"]["device"] == f"/data/{box.HOSTS}/{spec.hosts[0].name}"
+            self.created.append(Volume(name))
+            return self.created[-1]
+
+    engine = type("Engine", (), {"volumes": Volumes()})()
+    monkeypatch.setattr(box.system, "ensure_engine", lambda: engine)
+    monkeypatch.setattr(box, "_run_helper", lambda *args: None)
+    with pytest.raises(box.BoxError) as failed:
+        box.fill_volumes(spec, made)
+    assert str(failed.value) == "the hosts' volumes could not be made (no space left on device)"
+    [first] = engine.volumes.created
+    assert first.removed
 
 
 def test_the_vagrantfile_makes_hosts_from_the_recorded_box(write_spec):
