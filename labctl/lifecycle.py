@@ -166,9 +166,9 @@ def up(
         if boxing.from_box and provider == "docker":
             boxing = _hosts_data_from(spec, boxing)
         report(f"box: {boxing.note}")
-        login_key = boxing.from_box and provider == "docker" and str(boxing.box.login_key)
-        state |= {"box": boxing.from_box, "box_login_key": login_key or None}
-        state |= {"box_note": boxing.note}
+        login_key = boxing.box.login_key if boxing.from_box and provider == "docker" else None
+        state |= {"box": boxing.from_box, "box_note": boxing.note}
+        state |= {"box_login_key": str(login_key) if login_key else None}
     else:  # hosts made before stay as they were made
         boxing = box.BoxPlan(None, read_state(spec).get("box_note", ""))
     write_state(spec, **({"offline": None} | state))
