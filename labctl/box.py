@@ -439,14 +439,23 @@ def _remove(client: docker.DockerClient, box: Box) -> list[str]:
 
 
 def prune(lab: str, keep: int = CACHE_BOUND) -> list[str]:
-    """The lab's boxes beyond the newest `keep` (0: all), none a container runs from."""
+    """The lab's boxes beyond the newest `keep` (0: all), none a container runs from;
+    and the lab's login keys of boxes that are gone."""
     client = system.engine()
     if client is None:
         return []
-    removed = []
+    removed, still = [], set()
     for position, found in enumerate(kept(client, lab)):
         if position >= keep and not found.in_use:
             removed += _remove(client, found.box)
+        else:
+            still.add(found.box.login_key)
+    # A key whose box went another way (`docker rmi`, a labctl from before box keys).
+    own = re.compile(rf"{re.escape(lab)}-[0-9a-f]{{{KEY_DIGITS}}}")
+    for key in sorted(BOX_KEYS.glob("*")):
+        if own.fullmatch(key.name) and key not in still:
+            key.unlink()
+            removed.append(f"box key {key}")
     return removed
 
 

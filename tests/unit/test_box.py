@@ -106,6 +106,22 @@ def test_hosts_whose_engine_data_cannot_be_made_come_from_the_template(write_spe
     assert made.note == "hosts made from it (hosts' engine data made in 0.8 s)"
 
 
+def test_prune_removes_the_keys_of_boxes_gone_and_only_the_labs(write_spec, monkeypatch):
+    """A key whose box went another way (`docker rmi`, an older labctl's purge) goes
+    with the next prune; a kept box's key, and another lab's, stay."""
+    spec = spec_of(write_spec)
+    kept_box, gone = box.Box(spec.name, "ab" * 32), box.Box(spec.name, "cd" * 32)
+    other_lab = box.Box(f"{spec.name}-2", "ef" * 32)
+    for made in (kept_box, gone, other_lab):
+        box._new_login_key(made)
+    found = box.KeptBox(kept_box, "2026-12-07", "", 0, None, in_use=False)
+    monkeypatch.setattr(box.system, "engine", lambda: object())
+    monkeypatch.setattr(box, "kept", lambda client, lab: [found])
+    assert box.prune(spec.name, keep=1) == [f"box key {gone.login_key}"]
+    assert kept_box.login_key.exists() and other_lab.login_key.exists()
+    assert not gone.login_key.exists()
+
+
 def test_hosts_volumes_half_made_are_removed(write_spec, monkeypatch):
     """The hosts' data made, but the engine refusing the second host's volume: the first
     one goes again (a host made from the template must not find the box's data), and
