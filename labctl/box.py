@@ -87,13 +87,21 @@ class BoxError(Exception):
 
 
 @dataclass(frozen=True)
-class Box:
+class KeyedBox:
+    """A box of either road as labctl names it: its lab and its key (its first
+    KEY_DIGITS shown, and typed by a user)."""
+
     lab: str
     key: str
 
     @property
     def short(self) -> str:
         return self.key[:KEY_DIGITS]
+
+
+@dataclass(frozen=True)
+class Box(KeyedBox):
+    """A box on the docker road: an image and a volume of this machine's engine."""
 
     @property
     def image(self) -> str:

@@ -197,9 +197,7 @@ def _hosts_data_from(spec: LabSpec, found: box.BoxPlan) -> box.BoxPlan:
     return replace(found, note=f"{found.note} (hosts' engine data made in {seconds:.1f} s)")
 
 
-def keep_box(
-    spec: LabSpec, provider: str, new: box.Box | virtualbox_box.VagrantBox, report: Report
-) -> ConvergeResult:
+def keep_box(spec: LabSpec, provider: str, new: box.KeyedBox, report: Report) -> ConvergeResult:
     """Converge the hosts up to their engine and images, then box the first one (each
     road's keep()). A box that cannot be made is said (`up` prints the note) and the
     `up` goes on: the lab itself does not need it."""

@@ -44,13 +44,8 @@ LOAD_TIMEOUT = 600
 
 
 @dataclass(frozen=True)
-class VagrantBox:
-    lab: str
-    key: str
-
-    @property
-    def short(self) -> str:
-        return self.key[: box.KEY_DIGITS]
+class VagrantBox(box.KeyedBox):
+    """A box on the virtualbox road: a Vagrant box in the lab's Vagrant home."""
 
     @property
     def name(self) -> str:
