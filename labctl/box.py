@@ -269,6 +269,21 @@ def fill_volumes(spec: LabSpec, box: Box) -> float:
     return time.monotonic() - started
 
 
+# Every host's data at once, then the emptied directories: unlinking a host's some 12,000
+# entries is the work, and it runs on every core (6 hosts: 1.3 s one after the other,
+# 0.7 s at once, on 2 cores).
+CLEAR_HOSTS = r"""set -e
+pids=
+for hosts in "$@"; do
+  for host in "$hosts"/*; do
+    if [ -e "$host" ]; then rm -rf "$host" & pids="$pids $!"; fi
+  done
+done
+for p in $pids; do wait "$p"; done
+rm -rf "$@"
+"""
+
+
 def clear_hosts(client: docker.DockerClient, lab: str) -> None:
     """The engine data of the lab's hosts, gone from every box of the lab that no
     container runs from (`down`, once the hosts are)."""
@@ -276,8 +291,8 @@ def clear_hosts(client: docker.DockerClient, lab: str) -> None:
     if idle:
         mounts = {b.volume: {"bind": f"/box{n}", "mode": "rw"} for n, b in enumerate(idle)}
         hosts_data = [f"/box{n}/{HOSTS}" for n in range(len(idle))]
-        _run_helper(client, idle[0].image, ["rm", "-rf", *hosts_data], mounts, lab,
-                    "removing the hosts' engine data from the box")  # fmt: skip
+        _run_helper(client, idle[0].image, ["sh", "-c", CLEAR_HOSTS, "sh", *hosts_data], mounts,
+                    lab, "removing the hosts' engine data from the box")  # fmt: skip
 
 
 def _run_helper(client, image: str, command: list[str], mounts: dict, lab: str, what: str) -> None:

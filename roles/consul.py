@@ -5,8 +5,9 @@ The seed's `docker run --net=host consul agent -server -bootstrap-expect 1 -bind
 bootstrap_expect (the number of servers), as Consul recommends, instead of one
 server bootstrapping alone; bind and advertise are set explicitly, because a
 VirtualBox VM has two private addresses and Consul refuses to guess; and the
-configuration is a JSON file, validated by `consul validate` before the
-container is (re)started.
+configuration is a JSON file, validated by `consul validate` before it replaces
+the one an agent runs on (a host's first one is checked by the agent's own start,
+which refuses it with the same words, and the wait after the start says so).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from roles.operations import (
     container_digest,
     lab_wait,
     replaces_running,
+    rolling,
     root_only_file,
     spec_hash,
     validated_config,
@@ -202,20 +204,32 @@ def consul_agent() -> None:
         ),
     )
     spec = agent_container(data, image_id, files)
-    agent = container(
+    agent = rolling(
+        container,
+        CONSUL_CONTAINER,
         name=f"Run the Consul {'server' if lab.consul.server else 'client'} agent",
-        container_name=CONSUL_CONTAINER,
         image=image,
         replaced_ready=replaced_ready(lab, spec),
-        _serial=True,
         **spec,
     )
     server.shell(
         name="Wait for the agent's HTTP API",
-        commands=[
-            f"timeout {int(data.consul_ready_timeout)} sh -c "
-            f"'until curl -fsS -o /dev/null {LOCAL_CONSUL}/v1/status/leader; "
-            "do sleep 0.2; done'"
-        ],
+        commands=[agent_answers_command(CONSUL_CONTAINER, LOCAL_CONSUL, data.consul_ready_timeout)],
         _if=agent.did_change,
     )
+
+
+def agent_answers_command(container: str, http_addr: str, timeout: float) -> str:
+    """Wait until the agent in `container` answers at `http_addr`; an agent that stops
+    instead (Consul refuses a configuration at its start, as `consul validate` does) fails
+    the wait at once, with the agent's last lines."""
+    name = shlex.quote(container)
+    stopped = (
+        f'[ "$(docker inspect -f {{{{.State.Running}}}} {name})" = true ] || '
+        f"{{ echo 'the Consul agent stopped; its last lines:' >&2; "
+        f"docker logs --tail 5 {name} >&2; exit 1; }}"
+    )
+    answers = f"curl -fsS -o /dev/null {http_addr}/v1/status/leader"
+    script = f"until {answers}; do {stopped}; sleep 0.2; done"
+    return f"timeout {int(timeout)} sh -c {shlex.quote(script)}"
+

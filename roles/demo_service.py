@@ -36,6 +36,7 @@ from roles.operations import (
     containers_pruned,
     registrator_instance,
     registrator_instances_drained,
+    rolling,
     service_instance,
 )
 
@@ -140,9 +141,10 @@ def demo_service() -> None:
         if lab.services[instance.service].mode == REGISTRATOR_REGISTRATION:
             _instance_for_registrator(lab, instance, image, image_id, labels)
             continue
-        service_instance(
+        rolling(
+            service_instance,
+            instance.id,
             name=f"Run and register {instance.id} on :{instance.port}",
-            container_name=instance.id,
             image=image,
             image_id=image_id,
             args=instance_args(instance, data.demo_environment),
@@ -151,8 +153,6 @@ def demo_service() -> None:
             definition=registration(lab, instance),
             lb_addresses=list(lab.lb_addresses),
             consul_header=token_header(lab),
-            # A changed instance is replaced one at a time across the lab.
-            _serial=True,
         )
 
 
@@ -162,9 +162,10 @@ def _instance_for_registrator(
     """A registrator-mode instance: a plain container with registrator's labels and its
     one port exposed (registrator sees a host-network container's port only so)."""
     args = [*instance_args(instance, host.data.demo_environment), f"--expose={instance.port}"]
-    registrator_instance(
+    rolling(
+        registrator_instance,
+        instance.id,
         name=f"Run {instance.id} on :{instance.port} for registrator",
-        container_name=instance.id,
         image=image,
         image_id=image_id,
         args=args,
@@ -174,5 +175,4 @@ def _instance_for_registrator(
         where=f"{instance.address}:{instance.port}",
         lb_addresses=list(lab.lb_addresses),
         consul_header=token_header(lab),
-        _serial=True,
     )

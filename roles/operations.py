@@ -5,9 +5,10 @@ records a no-op otherwise, so a re-apply of an unchanged lab reports zero change
 
 Changing a running lab must not cost a request. The operations that replace
 what serves traffic (a service instance, a Consul agent) therefore drain and
-wait inside one operation, and the roles call them with `_serial=True`, so
-pyinfra replaces one at a time across the hosts. The waits are `lab-wait`
-(templates/lab-wait, installed by role consul).
+wait inside one operation, and the roles call them through `rolling()`, so
+pyinfra replaces one at a time across the hosts (`_serial=True`), while first
+starts, which take nothing out of service, run on every host at once. The waits
+are `lab-wait` (templates/lab-wait, installed by role consul).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, operation
+from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import FileContents, Sha1File
 from pyinfra.operations import files as files_op
 
@@ -189,6 +191,17 @@ def replaces_running(container_name: str, digest: str) -> bool:
     return state is not None and state["running"] and state["spec"] != digest
 
 
+def rolling(op: Callable[..., OperationMeta], container_name: str, **kwargs) -> OperationMeta:
+    """`op` (container, service_instance, registrator_instance) on the container
+    `container_name`: one host at a time where the host has that container already, so a
+    replacement never has two hosts out at once; on every host at once where it has none
+    yet, since a first start takes nothing out of service (pyinfra orders the first
+    starts before the replacements)."""
+    if host.get_fact(DockerContainerState, container=container_name) is None:
+        return op(container_name=container_name, **kwargs)
+    return op(container_name=container_name, _serial=True, **kwargs)
+
+
 @operation()
 def container(
     container_name: str,
@@ -269,7 +282,7 @@ def service_instance(
     A new instance is started, then registered. A live instance whose container or
     registration changed is replaced without a failed request: deregistered, out of
     every LB's upstreams (`lb_addresses`), recreated, registered, passing, back in the
-    upstreams. Call it with `_serial=True` so only one instance is out at a time.
+    upstreams. Call it through `rolling()` so only one instance is out at a time.
     """
     sid = definition["ID"]
     container_digest = spec_hash(image_id, args, [], labels)
@@ -327,7 +340,7 @@ def registrator_instance(
     A live instance whose container changed is replaced without a failed request: put in
     maintenance, out of every LB's upstreams, removed, deregistered by registrator (its
     `die`, or its next resync's cleanup), started again, registered by registrator,
-    passing, back in the upstreams. Call it with `_serial=True`."""
+    passing, back in the upstreams. Call it through `rolling()`."""
     digest = spec_hash(image_id, args, [], labels)
     state = host.get_fact(DockerContainerState, container=container_name)
     current = state is not None and state["spec"] == digest
@@ -393,13 +406,13 @@ def validated_config(config_dir: str, files: dict[str, dict], validate: str):
     """Install the files of `config_dir` (name -> {"content", and for a secret "mode" and
     "owner_from": (image, user) whose ids own it}) only if `validate`, run with {} as a
     staged copy of the whole set, accepts them together: a rejected configuration never
-    replaces the one in use. Contents travel by pyinfra's upload, never a command line."""
+    replaces the one in use. A first configuration (none of the files there) has none in
+    use to keep, so it is not validated apart: the service's own start checks it, and its
+    role says why the service stopped. Contents travel by pyinfra's upload, never a
+    command line."""
     digests = {name: hashlib.sha1(f["content"].encode()).hexdigest() for name, f in files.items()}
-    changed = [
-        name
-        for name in files
-        if host.get_fact(Sha1File, path=f"{config_dir}/{name}") != digests[name]
-    ]
+    present = {name: host.get_fact(Sha1File, path=f"{config_dir}/{name}") for name in files}
+    changed = [name for name in files if present[name] != digests[name]]
     if not changed:
         host.noop(f"{config_dir} is up to date")
         return
@@ -419,7 +432,8 @@ def validated_config(config_dir: str, files: dict[str, dict], validate: str):
             create_remote_dir=False,
             **owner,
         )
-    yield validate.format(q_dir)
+    if any(present.values()):
+        yield validate.format(q_dir)
     moves = [
         f"mv {shlex.quote(f'{staging_dir}/{n}')} {shlex.quote(f'{config_dir}/{n}')}"
         for n in changed

@@ -71,8 +71,9 @@ def data_of(values: dict):
 
 def test_the_cache_stops_with_the_last_lab_of_the_checkout(monkeypatch):
     stopped: list[bool] = []
-    monkeypatch.setattr(aptcache, "_stop_ours", lambda: stopped.append(True) or True)
+    monkeypatch.setattr(aptcache, "_stop_ours", lambda wait=True: stopped.append(wait) or True)
     monkeypatch.setattr(aptcache, "labs_with_state", lambda: ["labtest"])
     assert aptcache.stop_after_the_last_lab() is None and not stopped  # another lab is up
     monkeypatch.setattr(aptcache, "labs_with_state", lambda: [])
-    assert "apt-cacher-ng" in aptcache.stop_after_the_last_lab() and stopped == [True]
+    # Signalled, not waited for: it takes 1.5 s to exit, and nothing needs it gone.
+    assert "apt-cacher-ng" in aptcache.stop_after_the_last_lab() and stopped == [False]

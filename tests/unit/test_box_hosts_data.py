@@ -94,3 +94,24 @@ def test_a_hosts_leftover_data_is_made_afresh(engine_volume):
     make_hosts_data(client, volume)
     assert leftover.read_text() == "db\n"
     assert not (data / box.HOSTS / "node1" / "stray").exists()
+
+
+def test_down_clears_every_hosts_data_and_keeps_the_boxs(engine_volume):
+    client, volume, data = engine_volume
+    make_hosts_data(client, volume)
+    command = ["sh", "-c", box.CLEAR_HOSTS, "sh", f"/box/{box.HOSTS}"]
+    mounts = {volume.name: {"bind": "/box", "mode": "rw"}}
+    box._run_helper(client, DockerProvider().base_image, command, mounts, "labtest", "clearing")
+    assert not (data / box.HOSTS).exists()
+    engine_file = data / box.ENGINE / "overlay2" / IMAGE_LAYER / "diff" / "etc" / "file"
+    assert engine_file.read_text() == "layer\n" and os.stat(engine_file).st_nlink == 1
+
+
+def test_a_host_whose_data_cannot_be_removed_fails_the_clearing(engine_volume):
+    client, volume, _ = engine_volume
+    make_hosts_data(client, volume)
+    command = ["sh", "-c", box.CLEAR_HOSTS, "sh", f"/box/{box.HOSTS}"]
+    mounts = {volume.name: {"bind": "/box", "mode": "ro"}}  # nothing may be unlinked
+    with pytest.raises(box.BoxError, match="clearing failed"):
+        box._run_helper(client, DockerProvider().base_image, command, mounts, "labtest",
+                        "clearing")  # fmt: skip

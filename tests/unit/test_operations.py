@@ -294,3 +294,22 @@ def test_container_digest_is_the_label_container_writes(fake_host, tmp_path):
 def test_replaces_running_is_when_container_would_run_replaced_ready(state, replaces, fake_host):
     fake_host({"DockerContainerState": {"container=consul": state}})
     assert ops.replaces_running("consul", "current") is replaces
+
+
+@pytest.mark.parametrize(
+    ("state", "serial"),
+    [
+        (None, False),  # a first start takes nothing out of service: every host at once
+        ({"spec": "other", "running": True}, True),  # a replacement: one host at a time
+        ({"spec": "other", "running": False}, True),
+    ],
+    ids=["absent", "running", "stopped"],
+)
+def test_rolling_runs_replacements_one_host_at_a_time_and_first_starts_at_once(
+    state, serial, fake_host
+):
+    fake_host({"DockerContainerState": {"container=zhibo-1": state}})
+    calls = []
+    ops.rolling(lambda **kwargs: calls.append(kwargs), "zhibo-1", name="Run zhibo-1")
+    assert calls == [{"container_name": "zhibo-1", "name": "Run zhibo-1"}
+                     | ({"_serial": True} if serial else {})]  # fmt: skip
