@@ -41,9 +41,14 @@ BY_REGISTRATOR = "not in the spec, registered by registrator"
 # Consul's serf member status codes.
 MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
 LB_SAMPLE = 30
+# Consul's check statuses but passing, the worst first (how Consul aggregates them).
+NOT_PASSING = ("critical", "maintenance", "warning")
 # Between two rounds of `verify --wait`: a round is a few dozen local requests, and
 # what it waits for (a check's first pass, a render) lands at any moment.
 VERIFY_INTERVAL = 0.5
+# The longest one wait of `verify --wait` for Consul's view of the checks to change,
+# when that is all a round waits for (a blocking query: the change ends it at once).
+HEALTH_CHANGE_WAIT = 10.0
 
 
 @dataclass
@@ -84,7 +89,7 @@ def service_health(client: httpx.Client, spec: LabSpec, service: str) -> list[di
 def instance_status(entry: dict) -> str:
     """An instance's worst check status, as Consul aggregates it."""
     statuses = {check["Status"] for check in entry["Checks"]}
-    return next((s for s in ("critical", "maintenance", "warning") if s in statuses), "passing")
+    return next((s for s in NOT_PASSING if s in statuses), "passing")
 
 
 def _no_leader(spec: LabSpec, members: dict[str, dict]) -> str:
@@ -373,12 +378,40 @@ def verify_until(
 ) -> list[Check]:
     """Verify, again and again until everything passes or the deadline passes.
 
-    A fresh lab needs a few check intervals before every instance passes.
+    A fresh lab needs a few check intervals before every instance passes: while that is
+    all that fails, the next round starts when Consul's view of the checks changes (a
+    blocking query on the index read before this round), not on a timer.
     """
     deadline = time.monotonic() + deadline_s
-    while True:
-        checks = verify(spec, connections)
-        on_attempt(checks)
-        if all(c.ok for c in checks) or time.monotonic() >= deadline:
-            return checks
-        time.sleep(VERIFY_INTERVAL)
+    with httpx.Client(timeout=HEALTH_CHANGE_WAIT + 5) as client:
+        while True:
+            index = health_index(client, spec)
+            checks = verify(spec, connections)
+            on_attempt(checks)
+            left = deadline - time.monotonic()
+            if all(c.ok for c in checks) or left <= 0:
+                return checks
+            if index and all(awaits_health(c) for c in checks if not c.ok):
+                health_index(client, spec, after=index, wait=min(left, HEALTH_CHANGE_WAIT))
+            else:
+                time.sleep(VERIFY_INTERVAL)
+
+
+def awaits_health(check: Check) -> bool:
+    """A registered instance whose checks do not pass (instance_checks' row, detail
+    "<address>:<port> <status>"): only Consul's view of its checks can change that."""
+    return check.what == "registered" and check.detail.rsplit(" ", 1)[-1] in NOT_PASSING
+
+
+def health_index(
+    client: httpx.Client, spec: LabSpec, after: str | None = None, wait: float = 0
+) -> str | None:
+    """Consul's index of the checks' state; with `after`, once it moved past that or
+    `wait` seconds passed (a blocking query, as consul-template waits). None when no
+    agent answers: the rounds then go on a timer."""
+    params = {"index": after, "wait": f"{max(1, round(wait))}s"} if after else {}
+    try:
+        response = consul_get(client, spec, "/v1/health/state/any", stale="", **params)
+    except (httpx.HTTPError, RuntimeError):
+        return None
+    return response.headers.get("X-Consul-Index")
