@@ -26,8 +26,10 @@ import base64
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -437,8 +439,13 @@ def ensure_acls(
     try:
         consul.wait_for_leader(report)
         made += _ensure_management(consul, spec, tokens, report)
-        for spec_token in wanted:
-            made += _ensure_token(consul, spec, tokens, spec_token, report)
+        # Every token at once: each is a few writes, each a Raft commit on the servers.
+        saving = threading.Lock()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for token_made in pool.map(
+                lambda t: _ensure_token(consul, spec, tokens, t, report, saving), wanted
+            ):
+                made += token_made
         report(f"ACL tokens in place; made: {', '.join(made) or 'nothing'}")
     finally:
         consul.close()
@@ -458,21 +465,28 @@ def _ensure_management(consul: _Consul, spec: LabSpec, tokens: dict, report: Rep
 
 
 def _ensure_token(
-    consul: _Consul, spec: LabSpec, tokens: dict, spec_token: TokenSpec, report: Report
+    consul: _Consul,
+    spec: LabSpec,
+    tokens: dict,
+    spec_token: TokenSpec,
+    report: Report,
+    saving: threading.Lock,
 ) -> list[str]:
-    """One token and its policy as `spec_token` says, saved with its rules; what was made."""
+    """One token and its policy as `spec_token` says, saved with its rules (under
+    `saving`: the tokens are made at once, into one file); what was made."""
     made = []
     if _policy(consul, spec_token, report):
         made.append(f"policy lab-{spec_token.name}")
     new = _token(consul, spec_token, tokens.get(spec_token.name), report)
     if new:
         made.append(f"token {spec_token.name}")
-    # The rules saved with the token tell the next apply whether to ask Consul.
-    tokens[spec_token.name] = (new or tokens[spec_token.name]) | {
-        "rules": spec_token.rules,
-        "services": list(spec_token.services),
-    }
-    _save_tokens(spec, tokens)
+    with saving:
+        # The rules saved with the token tell the next apply whether to ask Consul.
+        tokens[spec_token.name] = (new or tokens[spec_token.name]) | {
+            "rules": spec_token.rules,
+            "services": list(spec_token.services),
+        }
+        _save_tokens(spec, tokens)
     return made
 
 
