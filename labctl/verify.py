@@ -43,6 +43,8 @@ MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
 LB_SAMPLE = 30
 # Consul's check statuses but passing, the worst first (how Consul aggregates them).
 NOT_PASSING = ("critical", "maintenance", "warning")
+# The LB row of a service none of whose instances passes (lb_checks).
+NO_PASSING_INSTANCE = "no passing instance"
 # Between two rounds of `verify --wait`: a round is a few dozen local requests, and
 # what it waits for (a check's first pass, a render) lands at any moment.
 VERIFY_INTERVAL = 0.5
@@ -245,7 +247,7 @@ def lb_checks(
             detail = f"no traffic: {state}, rightly out of the LB"
             checks.append(Check("via LB", instance, True, detail, service))
     if seen or "passing" not in status.values():
-        detail = ", ".join(f"{k}: {v}" for k, v in seen.items()) or "no passing instance"
+        detail = ", ".join(f"{k}: {v}" for k, v in seen.items()) or NO_PASSING_INSTANCE
         checks.append(Check("via LB", "other answers", False, detail, service))
     return checks
 
@@ -399,7 +401,10 @@ def verify_until(
 
 def awaits_health(check: Check) -> bool:
     """A registered instance whose checks do not pass (instance_checks' row, detail
-    "<address>:<port> <status>"): only Consul's view of its checks can change that."""
+    "<address>:<port> <status>"), or a service with no passing instance to route to (the
+    LB's row): only Consul's view of the checks can change that."""
+    if check.what == "via LB":
+        return check.detail == NO_PASSING_INSTANCE
     return check.what == "registered" and check.detail.rsplit(" ", 1)[-1] in NOT_PASSING
 
 

@@ -28,6 +28,8 @@ SPEC = parse_spec({"name": "labverifywait", "provider": "ssh", "security": {"acl
 CRITICAL = Check("registered", "zhibo-2", False, "192.168.56.2:8080 critical", "zhibo")
 PASSING = Check("registered", "zhibo-2", True, "192.168.56.2:8080 passing", "zhibo")
 NOT_ANSWERING = Check("answers", "zhibo-2", False, "ConnectError", "zhibo")
+NOTHING_TO_ROUTE = Check("via LB", "other answers", False, verify.NO_PASSING_INSTANCE, "zhibo")
+STRAY_ANSWER = Check("via LB", "other answers", False, "HTTP 502: 3", "zhibo")
 
 
 @pytest.fixture
@@ -48,18 +50,19 @@ def scripted(monkeypatch):
 
 
 def test_a_round_waiting_only_for_checks_to_pass_waits_for_consuls_view_to_change(scripted):
-    assert scripted([CRITICAL], [PASSING]) == [PASSING]
+    assert scripted([CRITICAL, NOTHING_TO_ROUTE], [PASSING]) == [PASSING]
     assert scripted.waits == [("blocking", "41")]
 
 
-def test_a_round_with_anything_else_failing_waits_on_the_timer(scripted):
-    assert scripted([CRITICAL, NOT_ANSWERING], [PASSING]) == [PASSING]
+@pytest.mark.parametrize("other", [NOT_ANSWERING, STRAY_ANSWER])
+def test_a_round_with_anything_else_failing_waits_on_the_timer(other, scripted):
+    assert scripted([CRITICAL, other], [PASSING]) == [PASSING]
     assert scripted.waits == [("timer",)]
 
 
-def test_only_a_registered_instance_not_passing_awaits_health():
-    assert verify.awaits_health(CRITICAL)
-    assert not verify.awaits_health(PASSING) and not verify.awaits_health(NOT_ANSWERING)
+def test_only_checks_not_passing_and_what_follows_from_them_await_health():
+    assert verify.awaits_health(CRITICAL) and verify.awaits_health(NOTHING_TO_ROUTE)
+    assert not any(verify.awaits_health(c) for c in (PASSING, NOT_ANSWERING, STRAY_ANSWER))
 
 
 @pytest.fixture(scope="module")
