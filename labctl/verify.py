@@ -247,7 +247,9 @@ def lb_checks(
             detail = f"no traffic: {state}, rightly out of the LB"
             checks.append(Check("via LB", instance, True, detail, service))
     if seen or "passing" not in status.values():
-        detail = ", ".join(f"{k}: {v}" for k, v in seen.items()) or NO_PASSING_INSTANCE
+        detail = ", ".join(f"{k}: {v}" for k, v in seen.items())
+        if "passing" not in status.values():  # the LB's upstream is its 502 placeholder
+            detail = f"{NO_PASSING_INSTANCE}; {detail}" if detail else NO_PASSING_INSTANCE
         checks.append(Check("via LB", "other answers", False, detail, service))
     return checks
 
@@ -404,7 +406,7 @@ def awaits_health(check: Check) -> bool:
     "<address>:<port> <status>"), or a service with no passing instance to route to (the
     LB's row): only Consul's view of the checks can change that."""
     if check.what == "via LB":
-        return check.detail == NO_PASSING_INSTANCE
+        return check.detail.startswith(NO_PASSING_INSTANCE)
     return check.what == "registered" and check.detail.rsplit(" ", 1)[-1] in NOT_PASSING
 
 

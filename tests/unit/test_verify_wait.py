@@ -28,7 +28,8 @@ SPEC = parse_spec({"name": "labverifywait", "provider": "ssh", "security": {"acl
 CRITICAL = Check("registered", "zhibo-2", False, "192.168.56.2:8080 critical", "zhibo")
 PASSING = Check("registered", "zhibo-2", True, "192.168.56.2:8080 passing", "zhibo")
 NOT_ANSWERING = Check("answers", "zhibo-2", False, "ConnectError", "zhibo")
-NOTHING_TO_ROUTE = Check("via LB", "other answers", False, verify.NO_PASSING_INSTANCE, "zhibo")
+NOTHING_TO_ROUTE = Check("via LB", "other answers", False,
+                         f"{verify.NO_PASSING_INSTANCE}; HTTP 502: 30", "zhibo")  # fmt: skip
 STRAY_ANSWER = Check("via LB", "other answers", False, "HTTP 502: 3", "zhibo")
 
 
@@ -103,3 +104,17 @@ def test_the_blocking_query_returns_when_a_check_changes(consul):
         waiter.join(20)
     assert int(answered["index"]) > int(index)
     assert answered["at"] - passed_at < 10  # woken by the change, not by the 15 s wait
+
+
+def test_the_lbs_502s_for_a_service_with_no_passing_instance_await_health():
+    """Before any instance passes, the LB's upstream is its placeholder (a 502 each)."""
+    entries = [{"Node": {"Node": "node1"}, "Checks": [{"Status": "critical"}],
+                "Service": {"ID": "zhibo-1", "Service": "zhibo_service",
+                            "Address": ADDRESS, "Port": 8080}}]  # fmt: skip
+    lb = httpx.MockTransport(lambda request: httpx.Response(502, text="Bad Gateway"))
+    with httpx.Client(transport=lb) as client:
+        checks = verify.lb_checks(client, SPEC, "zhibo_service", entries)
+    failing = [c for c in checks if not c.ok]
+    assert [(c.what, c.target) for c in failing] == [("via LB", "other answers")]
+    assert failing[0].detail == f"{verify.NO_PASSING_INSTANCE}; HTTP 502: {verify.LB_SAMPLE}"
+    assert verify.awaits_health(failing[0])
