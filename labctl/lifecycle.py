@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from docker.errors import DockerException, NotFound
+from docker.types import IPAMConfig, IPAMPool
 
 from labctl import (
     aptcache,
@@ -129,6 +130,8 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
         return
     connections.forget(spec)
     vagrant.forget_recorded_ssh_settings(spec)
+    if provider == "docker":
+        _lab_network(spec)
     failure = _vagrant_up(spec, provider, report)
     if failure is not None:
         report(f"vagrant up failed ({failure}); trying once more")
@@ -145,6 +148,26 @@ def create_hosts(spec: LabSpec, provider: str, report: Report) -> None:
     # its ssh-config), for every verb to come.
     running = dict.fromkeys((h.name for h in spec.hosts), "running")
     connections.refresh(spec, provider, running, vagrant.recorded_ssh_settings(spec))
+
+
+def _lab_network(spec: LabSpec) -> None:
+    """The lab's Docker network, made here, labelled with the lab, unless it exists: the
+    Vagrantfile names it, so Vagrant's docker provider only checks it, host after host
+    under one lock (3 Docker commands per host fewer than when it looks the subnet up)."""
+    client = system.ensure_engine()
+    name = docker_network_name(spec)
+    try:
+        client.networks.get(name)
+    except NotFound:
+        pool = IPAMPool(subnet=str(spec.network.subnet))
+        try:
+            client.networks.create(name, driver="bridge", ipam=IPAMConfig(pool_configs=[pool]),
+                                   labels={LAB_LABEL: spec.name})  # fmt: skip
+        except DockerException as exc:
+            raise LifecycleError(
+                f"could not create the lab's Docker network {name} ({exc}); see "
+                "`docker network ls`, or choose another network.subnet in the spec."
+            ) from None
 
 
 def up(

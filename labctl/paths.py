@@ -48,7 +48,9 @@ def vagrant_home(spec: LabSpec) -> Path:
 
 
 def docker_network_name(spec: LabSpec) -> str:
-    """The network Vagrant's docker provider creates for the spec's private network."""
+    """The lab's network on the docker road, labctl's since it makes it before `vagrant
+    up` (the name Vagrant's docker provider gives the network it makes for a subnet, so a
+    lab made before is found)."""
     return f"vagrant_network_{spec.network.subnet}"
 
 

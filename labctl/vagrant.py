@@ -16,6 +16,7 @@ import vagrant
 
 from labctl import virtualbox
 from labctl.paths import (
+    docker_network_name,
     host_container_name,
     host_volume_name,
     read_state,
@@ -71,6 +72,8 @@ def vagrantfile_data(spec: LabSpec, machine: str | None = None) -> dict:
             "base_image": spec.docker.base_image,
             "box": lab_box.get("docker"),
             "box_login_key": state.get("box_login_key"),
+            # Made by labctl before `vagrant up` (lifecycle._lab_network).
+            "network": docker_network_name(spec),
         },
         "hosts": [_vagrant_host(spec, host.name, str(host.address)) for host in spec.hosts],
     }

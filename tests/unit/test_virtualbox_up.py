@@ -56,8 +56,9 @@ def project_copy(root: Path, vagrantfile: str) -> Path:
 def seed_netmask_project(root: Path) -> Path:
     """A checkout whose Vagrantfile passes the seed's `netmask: 24` to VirtualBox too."""
     vagrantfile = (PROJECT_ROOT / "Vagrantfile").read_text()
-    seed, found = re.subn(r",\s*virtualbox__netmask: [^\n]+", "", vagrantfile)
-    assert found == 1, "the Vagrantfile no longer sets virtualbox__netmask"
+    seed, found = re.subn(r'netmask: lab\["virtualbox"\]\["netmask"\]', 'netmask: lab["netmask"]',
+                          vagrantfile)  # fmt: skip
+    assert found == 1, "the Vagrantfile no longer gives VirtualBox the dotted mask"
     return project_copy(root, seed)
 
 
