@@ -248,7 +248,7 @@ def lb_checks(
             checks.append(Check("via LB", instance, True, detail, service))
     if seen or "passing" not in status.values():
         detail = ", ".join(f"{k}: {v}" for k, v in seen.items())
-        if "passing" not in status.values():  # the LB's upstream is its 502 placeholder
+        if "passing" not in status.values():  # the LB answers from its placeholder alone
             detail = f"{NO_PASSING_INSTANCE}; {detail}" if detail else NO_PASSING_INSTANCE
         checks.append(Check("via LB", "other answers", False, detail, service))
     return checks
