@@ -243,9 +243,10 @@ def assert_served_throughout(
     )
 
 
-# Monotonic time -> Unix time, for comparing a loop's times with the lab's clocks.
-_WALL_OFFSET = time.time() - time.monotonic()
-
-
 def wall(monotonic: float) -> float:
-    return monotonic + _WALL_OFFSET
+    """Monotonic time -> Unix time, for comparing a loop's times with the lab's clocks
+    (Docker's timestamps). The offset is read at each call, right after the event it
+    converts: a virtual machine's clock may be stepped while a suite runs (this one's
+    was, 40 s forward), and an offset read at import would put every later event off by
+    the step."""
+    return monotonic + (time.time() - time.monotonic())

@@ -15,6 +15,7 @@ end and reuses it at the next start (`up` again instead of `down` first).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -75,19 +76,54 @@ def noimage_spec_data(lab: SuiteLab = LABS.noimage) -> dict:
     return e2e_spec_data({"consul": "registry.invalid/hashicorp/consul:9.9.9"}, lab)
 
 
+# test_90 takes the suite's images off this machine's engine for a while, to show that
+# `up --bundle` needs nothing else. A labctl run of the other pytest-xdist worker that
+# resolved images meanwhile would build them anew: the same tags with other IDs, which
+# the bundle then puts back, so that worker's next `apply` would find every image
+# changed. Every labctl run holds this lock shared; test_90 holds it alone meanwhile.
+IMAGES_LOCK = PROJECT_ROOT / ".lab" / "suite-images.lock"
+_images_away = False
+
+
+@contextmanager
+def images_taken_away() -> Iterator[None]:
+    """While held, no labctl run of another worker of the suite starts (this worker's do)."""
+    global _images_away
+    IMAGES_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with IMAGES_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _images_away = True
+        try:
+            yield
+        finally:
+            _images_away = False
+
+
+@contextmanager
+def _images_in_place() -> Iterator[None]:
+    if _images_away:  # this worker took them away: its own runs go on
+        yield
+        return
+    IMAGES_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with IMAGES_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+
+
 def labctl(
     spec: Path, *args: str, timeout: float = 1500, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """Run the real CLI, as a user would (`env`: variables to set for it). On failure, the
     lab's log tails are appended to stderr: `down` removes them, and CI keeps nothing else."""
-    result = subprocess.run(
-        [sys.executable, "-m", "labctl", "--spec", str(spec), *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ | {"COLUMNS": "200"} | (env or {}),
-    )
+    with _images_in_place():
+        result = subprocess.run(
+            [sys.executable, "-m", "labctl", "--spec", str(spec), *args],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=os.environ | {"COLUMNS": "200"} | (env or {}),
+        )
     if result.returncode != 0:
         logs = PROJECT_ROOT / ".lab" / yaml.safe_load(spec.read_text())["name"] / "logs"
         for log in sorted(logs.glob("*")) if logs.is_dir() else []:

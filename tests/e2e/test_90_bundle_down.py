@@ -14,7 +14,13 @@ from labctl import vagrant
 from labctl.images.bundles import BUNDLE_MANIFEST
 from labctl.images.tags import image_namespace
 from labctl.paths import lab_dir, vagrant_home
-from tests.e2e.conftest import assert_nothing_left, labctl, start_lab, suites_image
+from tests.e2e.conftest import (
+    assert_nothing_left,
+    images_taken_away,
+    labctl,
+    start_lab,
+    suites_image,
+)
 
 
 def test_bundle_save_down_then_up_from_the_bundle(lab, e2e_spec, tags_before, tmp_path):
@@ -43,11 +49,11 @@ def bundle_save_down_then_up(lab, e2e_spec, tags_before, bundle: Path) -> None:
     # Only the suite's own images go (a real Consul image someone pulled before stays).
     removed = [ref for ref in refs if suites_image(ref, tags_before)]
     assert set(refs) - set(removed) <= {spec.consul_image}
-    for ref in removed:
-        client.images.remove(ref, force=True)
-
-    start_lab(e2e_spec, leftovers=False)  # `down` took the mark with the lab
-    up = labctl(e2e_spec, "up", "--bundle", str(bundle), timeout=1500)
+    with images_taken_away():  # the other worker's labs resolve them too
+        for ref in removed:
+            client.images.remove(ref, force=True)
+        start_lab(e2e_spec, leftovers=False)  # `down` took the mark with the lab
+        up = labctl(e2e_spec, "up", "--bundle", str(bundle), timeout=1500)
     assert up.returncode == 0, up.stdout + up.stderr
     # The images are the bundle's own (a rebuild of the demo recipe would get a new ID).
     assert {ref: client.images.get(ref).id for ref in refs} == manifest
