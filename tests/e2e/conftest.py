@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import docker
@@ -86,12 +86,19 @@ _images_away = False
 
 
 @contextmanager
+def _images_lock(mode: int) -> Iterator[None]:
+    """IMAGES_LOCK held in `mode` (fcntl.LOCK_SH or LOCK_EX)."""
+    IMAGES_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with IMAGES_LOCK.open("a") as lock:
+        fcntl.flock(lock, mode)
+        yield
+
+
+@contextmanager
 def images_taken_away() -> Iterator[None]:
     """While held, no labctl run of another worker of the suite starts (this worker's do)."""
     global _images_away
-    IMAGES_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with IMAGES_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _images_lock(fcntl.LOCK_EX):
         _images_away = True
         try:
             yield
@@ -99,23 +106,13 @@ def images_taken_away() -> Iterator[None]:
             _images_away = False
 
 
-@contextmanager
-def _images_in_place() -> Iterator[None]:
-    if _images_away:  # this worker took them away: its own runs go on
-        yield
-        return
-    IMAGES_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with IMAGES_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_SH)
-        yield
-
-
 def labctl(
     spec: Path, *args: str, timeout: float = 1500, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """Run the real CLI, as a user would (`env`: variables to set for it). On failure, the
     lab's log tails are appended to stderr: `down` removes them, and CI keeps nothing else."""
-    with _images_in_place():
+    # This worker's own runs go on while it holds the images away.
+    with nullcontext() if _images_away else _images_lock(fcntl.LOCK_SH):
         result = subprocess.run(
             [sys.executable, "-m", "labctl", "--spec", str(spec), *args],
             cwd=PROJECT_ROOT,
